@@ -1,0 +1,224 @@
+"""The ``divergent`` command line (typer + rich).
+
+    divergent list                         every registered divergence
+    divergent info js                      one divergence: formula, parameters, properties
+    divergent reproduce --all --quick      run the paper reproductions, print the table
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    name="divergent",
+    help=(
+        "Probability divergences as a first-class knob for distillation, RLHF and preference "
+        "optimisation. D(P‖Q): P is the target / teacher, Q the model / student."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+
+def _fmt_bound(value: float) -> str:
+    return "∞" if math.isinf(value) else f"{value:.4g}"
+
+
+@app.command("list")
+def list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List every registered divergence: name, formula, parameters, symmetric, bound."""
+    from divergent.core.registry import list_divergences
+
+    rows = []
+    for d in list_divergences():
+        defaults = {p.name: p.default for p in d.parameters}
+        rows.append(
+            {
+                "name": d.name,
+                "title": d.title,
+                "formula": d.formula_text,
+                "parameters": [
+                    {"name": p.name, "default": p.default, "range": p.range_text()}
+                    for p in d.parameters
+                ],
+                "symmetric": bool(d.symmetric(**defaults)),
+                "bound": d.bound_text,
+                "metric": d.metric,
+                "f_divergence": d.is_f_divergence,
+                "is_divergence": d.is_divergence,
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Registered divergences  D(P‖Q): P = target/teacher, Q = model/student")
+    for col in ("name", "formula", "parameters", "symmetric", "bound", "metric", "f-div"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        params = ", ".join(f"{p['name']}={p['default']:g} ∈ {p['range']}" for p in r["parameters"])
+        name = r["name"] if r["is_divergence"] else f"{r['name']} (not a divergence)"
+        table.add_row(
+            name,
+            r["formula"],
+            params or "—",
+            "yes" if r["symmetric"] else "no",
+            r["bound"],
+            r["metric"],
+            "yes" if r["f_divergence"] else "no",
+        )
+    console.print(table)
+    console.print(
+        "Any convex f with f(1)=0 also works: divergent.f_divergence(f, p_logits, q_logits)."
+    )
+
+
+@app.command("info")
+def info_command(name: Annotated[str, typer.Argument(help="A registered divergence name.")]) -> None:
+    """Show one divergence: formula (LaTeX), parameters, properties, when it is infinite."""
+    from divergent.core.registry import get_divergence
+
+    try:
+        d = get_divergence(name)
+    except ValueError as err:
+        console.print(f"[red]{err}[/red]")
+        raise typer.Exit(2) from None
+    defaults = {p.name: p.default for p in d.parameters}
+    console.print(f"[bold]{d.name}[/bold]: {d.title}")
+    console.print(f"  formula   {d.formula_text}")
+    console.print(f"  LaTeX     {d.formula}")
+    for p in d.parameters:
+        console.print(f"  param     {p.name} = {p.default:g} in {p.range_text()}: {p.description}")
+    console.print(f"  symmetric {d.symmetric(**defaults)} (at the defaults)")
+    console.print(f"  bound     {d.bound_text} (at the defaults: {_fmt_bound(d.upper_bound(**defaults))})")
+    console.print(f"  metric    {d.metric}")
+    console.print(f"  infinite  {d.infinite_when or 'never'}")
+    if d.description:
+        console.print(f"  note      {d.description}")
+    if d.references:
+        console.print(f"  refs      {'; '.join(d.references)}")
+
+
+def _status_cell(status: str) -> str:
+    return {"held": "[green]held[/green]", "not held": "[yellow]not held[/yellow]"}.get(
+        status, "[red]error[/red]"
+    )
+
+
+@app.command("reproduce")
+def reproduce_command(
+    ids: Annotated[list[str] | None, typer.Argument(help="Reproduction ids (see --list).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Run every reproduction.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Small versions (< 1 min each).")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for results.json and plots.")] = Path(
+        "runs/reproduce"
+    ),
+    seed: Annotated[int, typer.Option(help="Base random seed.")] = 0,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Keep finished rows of an earlier run in --out.")
+    ] = False,
+    list_: Annotated[bool, typer.Option("--list", help="List reproductions and exit.")] = False,
+) -> None:
+    """Run paper reproductions; print a table; write results.json and PNG plots to --out.
+
+    Each row states the paper's claim and reports `held` computed from measured numbers.
+    Exit code 1 if any reproduction crashed (a claim that does not hold is not a crash).
+    """
+    from divergent.repro import all_reproductions, run_many
+
+    reps = all_reproductions()
+    if list_:
+        table = Table(title="Reproductions")
+        for col in ("id", "paper", "claim"):
+            table.add_column(col, overflow="fold")
+        for r in reps:
+            table.add_row(r.id, r.paper, r.claim)
+        console.print(table)
+        return
+    if all_:
+        selected = [r.id for r in reps]
+    elif ids:
+        selected = list(ids)
+    else:
+        console.print("[red]give reproduction ids or --all (see `divergent reproduce --list`)[/red]")
+        raise typer.Exit(2)
+    known = {r.id for r in reps}
+    unknown = [i for i in selected if i not in known]
+    if unknown:
+        console.print(f"[red]unknown reproduction id(s) {unknown}; available: {sorted(known)}[/red]")
+        raise typer.Exit(2)
+
+    results = []
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.fields[rid]}[/bold]"),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        overall = progress.add_task("", total=len(selected), rid="all")
+        current = {"task": None}
+
+        def on_start(rep):  # type: ignore[no-untyped-def]
+            current["task"] = progress.add_task("starting", total=1.0, rid=rep.id)
+
+        def on_progress(description: str, fraction: float | None = None) -> None:
+            task = current["task"]
+            if task is not None:
+                progress.update(task, description=description, completed=fraction or 0.0)
+
+        def on_done(result):  # type: ignore[no-untyped-def]
+            task = current["task"]
+            if task is not None:
+                progress.remove_task(task)
+            progress.advance(overall)
+            console.print(
+                f"{_status_cell(result.status)}  {result.id}  ({result.seconds:.1f} s)  "
+                f"{result.summary}"
+            )
+            results.append(result)
+
+        run_many(
+            selected,
+            quick=quick,
+            out_dir=out,
+            seed=seed,
+            resume=resume,
+            on_start=on_start,
+            on_done=on_done,
+            progress=on_progress,
+        )
+
+    table = Table(title=f"Reproductions ({'quick' if quick else 'full'} mode, seed {seed})")
+    for col in ("id", "claim", "result", "evidence", "s"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        table.add_row(r.id, r.claim, _status_cell(r.status), r.summary, f"{r.seconds:.1f}")
+    console.print(table)
+    console.print(f"results: {out / 'results.json'}   plots: {out / 'plots'}")
+    errors = [r for r in results if r.status == "error"]
+    for r in errors:
+        console.print(f"[red]{r.id} crashed:[/red]\n{r.error}")
+    if errors:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Core layer: divergences between categorical distributions, estimators, transport."""
+
+from divergent.core import named as _named  # noqa: F401  (registers the named divergences)
+from divergent.core.fdiv import f_divergence, make_f_divergence
+from divergent.core.functional import (
+    alpha,
+    divergence,
+    hellinger,
+    jeffreys,
+    js,
+    kl,
+    neyman_chi2,
+    pearson_chi2,
+    renyi,
+    reverse_kl,
+    skew_kl,
+    skew_reverse_kl,
+    soft_cross_entropy,
+    tv,
+)
+from divergent.core.registry import (
+    Divergence,
+    FGenerator,
+    Parameter,
+    get_divergence,
+    list_divergences,
+    register_divergence,
+    resolve_divergence,
+)
+
+__all__ = [
+    "Divergence",
+    "FGenerator",
+    "Parameter",
+    "alpha",
+    "divergence",
+    "f_divergence",
+    "get_divergence",
+    "hellinger",
+    "jeffreys",
+    "js",
+    "kl",
+    "list_divergences",
+    "make_f_divergence",
+    "neyman_chi2",
+    "pearson_chi2",
+    "register_divergence",
+    "renyi",
+    "resolve_divergence",
+    "reverse_kl",
+    "skew_kl",
+    "skew_reverse_kl",
+    "soft_cross_entropy",
+    "tv",
+]

@@ -1,0 +1,1 @@
+"""divergent.metrics"""
