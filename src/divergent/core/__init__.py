@@ -27,11 +27,20 @@ from divergent.core.registry import (
     register_divergence,
     resolve_divergence,
 )
+from divergent.core.sparse import sparse_divergence, topk_logprobs
+from divergent.core.teacher_cache import (
+    TeacherCacheError,
+    TeacherCacheReader,
+    TeacherCacheWriter,
+)
 
 __all__ = [
     "Divergence",
     "FGenerator",
     "Parameter",
+    "TeacherCacheError",
+    "TeacherCacheReader",
+    "TeacherCacheWriter",
     "alpha",
     "divergence",
     "f_divergence",
@@ -51,5 +60,7 @@ __all__ = [
     "skew_kl",
     "skew_reverse_kl",
     "soft_cross_entropy",
+    "sparse_divergence",
+    "topk_logprobs",
     "tv",
 ]
