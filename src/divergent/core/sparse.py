@@ -359,7 +359,9 @@ def sparse_divergence(
     teacher distribution, so :math:`P(S) = \sum_{i\in S} p_i \le 1`),
     :math:`q_j = \operatorname{softmax}(x/T)_j` the student over all V classes,
     :math:`\bar S` the complement of S, :math:`P(\bar S) = 1 - P(S)` and
-    :math:`Q(\bar S) = \sum_{j\notin S} q_j`. Three estimators (``tail=``):
+    :math:`Q(\bar S) = \sum_{j\notin S} q_j`. If P(S) exceeds 1 within the dtype's rounding
+    tolerance (see ``check_inputs``), p is rescaled to P(S) = 1 (tail 0) by "bucket" and
+    "ignore". Three estimators (``tail=``):
 
     **"bucket"** (default): both distributions coarsened to k + 1 bins, the k ids and one bin
     for everything else,
@@ -380,8 +382,7 @@ def sparse_divergence(
     :math:`\log Z = \operatorname{logaddexp}(\operatorname{lse}_{\bar S}, \operatorname{lse}_S)`.
     :math:`P(\bar S) = 1 - e^{\operatorname{lse}(\log p_S)}` is computed in float64 with a
     stable log1mexp; it is known only to the precision of the given log-probs (a tail below
-    ~k·ε of their dtype is rounding noise). If P(S) exceeds 1 within the tolerance, p_S is
-    rescaled to sum to 1 and the tail is 0. When S covers the whole vocabulary there is no
+    ~k·ε of their dtype is rounding noise). When S covers the whole vocabulary there is no
     tail bin.
 
     **"renormalize"**: both distributions restricted to S and renormalised,
@@ -405,9 +406,12 @@ def sparse_divergence(
     be negative (≥ :math:`P(S)\log(P(S)/Q(S))` by the log-sum inequality). It is sensible only
     for divergences whose terms are weighted by the teacher (``kl``, ``skew_kl``,
     ``soft_cross_entropy``: a term vanishes as p → 0, so the dropped tail terms are small when
-    P(S) ≈ 1). For student-weighted ones (``reverse_kl``, ``neyman_chi2``, ``js``, ``tv``,
-    ``hellinger``, ``alpha``, ...), the dropped terms carry Q's tail mass and the estimate
-    *decreases* when the student moves mass off S: do not train on it; use ``"bucket"``.
+    P(S) ≈ 1). For divergences that weight their terms by the student (``reverse_kl``,
+    ``neyman_chi2``, ``js``, ``tv``, ``hellinger``, ``alpha`` ...), the dropped terms carry the
+    student's tail mass, which the estimate therefore does not see; ``reverse_kl``'s
+    :math:`\sum_{i\in S} q_i\log(q_i/p_i)` is even minimised at :math:`q_i = p_i/e < p_i`,
+    with a negative value, i.e. it rewards moving mass off S. Do not train those on it; use
+    ``"bucket"``.
     Exact when k = V.
 
     **Temperature.** ``temperature`` divides the *student* logits only:
@@ -440,8 +444,10 @@ def sparse_divergence(
         reduction: ``"none"`` | ``"sum"`` | ``"mean"`` (over unmasked rows).
         normalizer: denominator of ``"mean"`` instead of the number of unmasked rows.
         chunk_size: rows per chunk of the vocabulary pass (default: about 2M elements).
-        check_inputs: check the teacher's values (id range, duplicates, log P ≤ 0, P(S) ≤ 1;
-            one device sync). Shapes, dtypes and parameters are always checked.
+        check_inputs: check the teacher's values on the unmasked rows (ids in ``[0, V)`` or
+            −1, no duplicates, log P ≤ ε, P(S) ≤ 1 + ε with ε = 1e-6 / 1e-4 / 5e-3 / 2e-2 for
+            float64 / float32 / float16 / bfloat16 log-probs; one device sync). Shapes,
+            dtypes and parameters are always checked.
         **params: the divergence's parameters (``beta``, ``alpha``, ``order`` ...).
 
     Returns:
