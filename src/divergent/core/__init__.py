@@ -1,6 +1,12 @@
 """Core layer: divergences between categorical distributions, estimators, transport."""
 
 from divergent.core import named as _named  # noqa: F401  (registers the named divergences)
+from divergent.core.closed_form import (
+    ClosedFormResult,
+    closed_form,
+    closed_form_support,
+    exponential_family_kl,
+)
 from divergent.core.fdiv import f_divergence, make_f_divergence
 from divergent.core.functional import (
     alpha,
@@ -17,6 +23,14 @@ from divergent.core.functional import (
     skew_reverse_kl,
     soft_cross_entropy,
     tv,
+)
+from divergent.core.ot import (
+    SinkhornResult,
+    sinkhorn,
+    sinkhorn_divergence,
+    sinkhorn_solve,
+    uld_distance,
+    wasserstein_1d,
 )
 from divergent.core.registry import (
     Divergence,
@@ -35,14 +49,19 @@ from divergent.core.teacher_cache import (
 )
 
 __all__ = [
+    "ClosedFormResult",
     "Divergence",
     "FGenerator",
     "Parameter",
+    "SinkhornResult",
     "TeacherCacheError",
     "TeacherCacheReader",
     "TeacherCacheWriter",
     "alpha",
+    "closed_form",
+    "closed_form_support",
     "divergence",
+    "exponential_family_kl",
     "f_divergence",
     "get_divergence",
     "hellinger",
@@ -57,10 +76,15 @@ __all__ = [
     "renyi",
     "resolve_divergence",
     "reverse_kl",
+    "sinkhorn",
+    "sinkhorn_divergence",
+    "sinkhorn_solve",
     "skew_kl",
     "skew_reverse_kl",
     "soft_cross_entropy",
     "sparse_divergence",
     "topk_logprobs",
     "tv",
+    "uld_distance",
+    "wasserstein_1d",
 ]
