@@ -1,6 +1,13 @@
 """Core layer: divergences between categorical distributions, estimators, transport."""
 
 from divergent.core import named as _named  # noqa: F401  (registers the named divergences)
+from divergent.core.chunked import (
+    chunked_divergence,
+    compile_mode,
+    engine_mode,
+    set_compile,
+    set_engine,
+)
 from divergent.core.closed_form import (
     ClosedFormResult,
     closed_form,
@@ -24,6 +31,7 @@ from divergent.core.functional import (
     soft_cross_entropy,
     tv,
 )
+from divergent.core.fused_linear import fused_linear_divergence
 from divergent.core.ot import (
     SinkhornResult,
     sinkhorn,
@@ -47,6 +55,7 @@ from divergent.core.teacher_cache import (
     TeacherCacheReader,
     TeacherCacheWriter,
 )
+from divergent.core.vocab_parallel import vocab_parallel_divergence
 
 __all__ = [
     "ClosedFormResult",
@@ -58,11 +67,15 @@ __all__ = [
     "TeacherCacheReader",
     "TeacherCacheWriter",
     "alpha",
+    "chunked_divergence",
     "closed_form",
     "closed_form_support",
+    "compile_mode",
     "divergence",
+    "engine_mode",
     "exponential_family_kl",
     "f_divergence",
+    "fused_linear_divergence",
     "get_divergence",
     "hellinger",
     "jeffreys",
@@ -76,6 +89,8 @@ __all__ = [
     "renyi",
     "resolve_divergence",
     "reverse_kl",
+    "set_compile",
+    "set_engine",
     "sinkhorn",
     "sinkhorn_divergence",
     "sinkhorn_solve",
@@ -86,5 +101,6 @@ __all__ = [
     "topk_logprobs",
     "tv",
     "uld_distance",
+    "vocab_parallel_divergence",
     "wasserstein_1d",
 ]

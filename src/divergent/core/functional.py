@@ -88,6 +88,7 @@ def divergence(
     normalizer: float | Tensor | None = None,
     inputs: str = "logits",
     check_nan: bool = False,
+    engine: str | None = None,
     **params: Any,
 ) -> Tensor:
     r"""D(P‖Q) between the categorical distributions given by ``p`` (target) and ``q`` (model).
@@ -105,6 +106,10 @@ def divergence(
         normalizer: denominator of ``"mean"`` instead of the number of unmasked rows.
         inputs: ``"logits"`` | ``"log_probs"`` | ``"probs"``.
         check_nan: raise a ``ValueError`` if an input contains NaN (one extra pass).
+        engine: ``"auto"`` (default, see :func:`divergent.set_engine`: the row-chunked engine
+            of :mod:`divergent.core.chunked` for large inputs, O(chunk × V) memory and
+            gradients computed in the same pass), ``"chunked"`` or ``"reference"`` (plain
+            autograd through the entry's row function; needed for double backward).
         **params: the divergence's parameters (``beta`` for ``js``, ``alpha``, ``order`` ...).
 
     Returns:
@@ -131,6 +136,11 @@ def divergence(
     if check_nan:
         check_no_nan(p, "p")
         check_no_nan(q, "q")
+    from divergent.core.chunked import engine_divergence, use_engine
+
+    if use_engine(engine, p, q, inputs):
+        return engine_divergence(spec, bound, p, q, keep=keep, reduction=reduction,
+                                 normalizer=norm, inputs=inputs, temperature=temperature)
     n_classes = p.shape[-1]
     if keep is None:
         p_rows, q_rows = p.reshape(-1, n_classes), q.reshape(-1, n_classes)

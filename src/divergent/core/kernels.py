@@ -1,0 +1,726 @@
+r"""Per-chunk kernels: the value of a divergence *and* its log-probability gradients in one pass.
+
+Every registered divergence between two categorical rows,
+:math:`D(P\|Q) = \sum_x g(\log p_x, \log q_x)` (or, for Rényi, a transform of such a sum),
+is differentiated in closed form. With :math:`A_x = \partial D/\partial \log p_x` and
+:math:`B_x = \partial D/\partial \log q_x`, the gradients with respect to the logits
+:math:`a, b` of :math:`p = \mathrm{softmax}(a/T)`, :math:`q = \mathrm{softmax}(b/T)` are
+
+.. math::
+    \frac{\partial D}{\partial a_j} = \frac1T\Big(A_j - p_j \sum_x A_x\Big),\qquad
+    \frac{\partial D}{\partial b_j} = \frac1T\Big(B_j - q_j \sum_x B_x\Big).
+
+For an f-divergence :math:`\sum_x q f(p/q)` with :math:`r = p/q` this is
+:math:`A = p\,f'(r)` and :math:`B = q\,(f(r) - r f'(r))`. Each kernel computes, on a
+``(rows, V)`` chunk of normalised log-probabilities, per-row statistics (sums, maxima,
+log-sum-exps) and the elementwise :math:`A, B`; the engine
+(:mod:`divergent.core.chunked`) turns them into logit gradients. The statistics are exactly
+what vocabulary-parallel sharding has to all-reduce (:mod:`divergent.core.vocab_parallel`),
+so both paths share these kernels: every statistic is tagged with how shards combine
+(``"sum"``, ``"max"`` or ``"lse"``), and a row's value is a function of its combined
+statistics only.
+
+Numerics follow :mod:`divergent.core.named`: zero-probability atoms are ``-inf`` entries and
+are decided in the log domain, every ``torch.where`` selects a finite branch, and a row is
+flagged infinite exactly when the reference row function returns ``+inf``. Kernels contain no
+data-dependent Python control flow, so they trace under ``torch.compile``.
+
+A kernel's numeric parameters (``beta``, ``alpha``, ``order`` and constants derived from them)
+are passed as 0-d tensors of the compute dtype (``consts``), so that a compiled kernel is not
+recompiled when a parameter changes; structural cases (``alpha = 1`` is ``kl``) select a
+different kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from divergent.core import named
+from divergent.core.registry import Divergence, FGenerator
+
+__all__ = [
+    "LSE",
+    "MAX",
+    "SUM",
+    "ChunkKernel",
+    "ElementwiseKernel",
+    "KernelPlan",
+    "kernel_for",
+]
+
+SUM, MAX, LSE = "sum", "max", "lse"
+"""How a per-row statistic combines across vocabulary shards."""
+
+_INF = math.inf
+_NINF = -math.inf
+_CHI2_SWITCH = 20.0  # as in named.pearson_chi2_rows
+
+Stat = tuple[Tensor, str]
+Finish = tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor | None, Tensor]
+
+
+_LOG_SWITCH = 20.0  # o·t above which e^ℓ·expm1(o t) is formed in the log domain
+
+
+def _phi_tau(dtype: torch.dtype, scale: float) -> float:
+    """|t| below which φ is summed as a series: 0.1 in float32/bf16, 0.01 in float64.
+
+    The closed forms lose about 2·eps/|t| relative precision, the 7-term series truncates at
+    about |o·t|^7/9!, so these balance both (as the reference ``named._series_threshold``).
+    """
+    return (0.01 if dtype == torch.float64 else 0.1) * scale
+
+
+def _phi_series(t: Tensor, order: Tensor) -> Tensor:
+    r""":math:`\varphi_o(t) = \sum_{k=2}^{8} c_k t^k`, :math:`c_k = (1 + o + \dots + o^{k-2})/k!`.
+
+    """
+    coeffs = []
+    partial, power, fact = 1.0, 1.0, 2.0
+    coeffs.append(partial / fact)
+    for k in range(3, 9):
+        power = power * order
+        partial = partial + power
+        fact *= k
+        coeffs.append(partial / fact)
+    acc = coeffs[-1]
+    for ck in reversed(coeffs[:-1]):
+        acc = ck + t * acc
+    return t * t * acc
+
+
+def _phi1_series(t: Tensor) -> Tensor:
+    r""":math:`\varphi_1(t) = t e^t - e^t + 1 = \sum_{k=2}^{8} \frac{k-1}{k!} t^k`."""
+    acc: Tensor | float = 7.0 / 40320.0
+    for k in range(7, 1, -1):
+        acc = (k - 1) / math.factorial(k) + t * acc
+    return t * t * acc
+
+
+def _pos(log_x: Tensor) -> Tensor:
+    return log_x > _NINF
+
+
+class ChunkKernel:
+    """Value and log-probability gradients of one divergence on a chunk of rows.
+
+    Subclasses implement :meth:`stats` (``rounds`` rounds of per-row statistics; round ``k``
+    may use the combined statistics of rounds ``< k``) and :meth:`finish` (row values from the
+    combined statistics, and the elementwise gradients ``A``, ``B`` with their row sums).
+
+    Attributes:
+        rounds: number of statistic rounds (vocab-parallel all-reduces once per round).
+        compilable: whether the kernel may be passed to ``torch.compile``.
+        dtype: a compute dtype the kernel requires (``float64`` for user generators), or None.
+    """
+
+    rounds: int = 1
+    compilable: bool = True
+    dtype: torch.dtype | None = None
+
+    def stats(
+        self,
+        rnd: int,
+        lp: Tensor,
+        lq: Tensor,
+        prev: Sequence[Tensor],
+        c: Sequence[Tensor],
+        cache: dict[str, Any],
+        need_a: bool,
+        need_b: bool,
+    ) -> list[Stat]:
+        raise NotImplementedError
+
+    def finish(
+        self,
+        lp: Tensor,
+        lq: Tensor,
+        stats: Sequence[Tensor],
+        c: Sequence[Tensor],
+        cache: dict[str, Any],
+        need_a: bool,
+        need_b: bool,
+    ) -> Finish:
+        """``(value, infinite, A, sum_A, B, sum_B)``; ``A``/``B`` are None when not needed."""
+        raise NotImplementedError
+
+
+class ElementwiseKernel(ChunkKernel):
+    r"""A divergence :math:`\sum_x g(\log p_x, \log q_x)`: one round of four row sums.
+
+    Subclasses implement :meth:`elem` returning the elementwise term, a mask of atoms that
+    make the row infinite (or None), and :math:`A = \partial g/\partial \log p`,
+    :math:`B = \partial g/\partial \log q`.
+    """
+
+    def elem(
+        self, lp: Tensor, lq: Tensor, c: Sequence[Tensor], need_a: bool, need_b: bool
+    ) -> tuple[Tensor, Tensor | None, Tensor | None, Tensor | None]:
+        raise NotImplementedError
+
+    def stats(self, rnd, lp, lq, prev, c, cache, need_a, need_b):  # type: ignore[override]
+        term, inf_e, a, b = self.elem(lp, lq, c, need_a, need_b)
+        cache["A"], cache["B"] = a, b
+        zero = torch.zeros_like(lp[..., 0])
+        n_inf = zero if inf_e is None else inf_e.sum(-1, dtype=lp.dtype)
+        sum_a = zero if a is None else a.sum(-1)
+        sum_b = zero if b is None else b.sum(-1)
+        return [(term.sum(-1), SUM), (n_inf, SUM), (sum_a, SUM), (sum_b, SUM)]
+
+    def finish(self, lp, lq, stats, c, cache, need_a, need_b):  # type: ignore[override]
+        total, n_inf, sum_a, sum_b = stats
+        if (need_a and cache.get("A") is None) or (need_b and cache.get("B") is None):
+            _, _, cache["A"], cache["B"] = self.elem(lp, lq, c, need_a, need_b)
+        infinite = n_inf > 0
+        value = torch.where(infinite, _INF, total)
+        return value, infinite, cache.get("A"), sum_a, cache.get("B"), sum_b
+
+
+class Swapped(ElementwiseKernel):
+    """``D(P‖Q) = E(Q‖P)`` for an elementwise kernel E (reverse KL, Neyman χ², ...)."""
+
+    def __init__(self, inner: ElementwiseKernel) -> None:
+        self.inner = inner
+        self.compilable = inner.compilable
+        self.dtype = inner.dtype
+
+    def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        term, inf_e, a, b = self.inner.elem(lq, lp, c, need_b, need_a)
+        return term, inf_e, b, a
+
+    def __repr__(self) -> str:
+        return f"Swapped({self.inner!r})"
+
+
+# --------------------------------------------------------------------------------------------
+# elementwise kernels of the named divergences
+# --------------------------------------------------------------------------------------------
+class KLKernel(ElementwiseKernel):
+    r"""KL(P‖Q) as non-negative terms :math:`q\,\varphi_1(d) = p d - p + q`, :math:`d = \log(p/q)`.
+
+    On normalised rows :math:`\sum_x (q - p) = 0`, so the value is :math:`\sum p d`; written as
+    :math:`q\varphi_1(d) \ge 0` (series for |d| < τ) nothing cancels across atoms, and an
+    error δ in either log-normaliser cancels to first order, so the float32 value stays
+    accurate near P = Q (where :math:`\sum p d` loses about eps·|log Z|/KL relative).
+    :math:`A = p d`, :math:`B = q - p`.
+    """
+
+    def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        p_pos, q_pos = _pos(lp), _pos(lq)
+        both = p_pos & q_pos
+        d = torch.where(both, lp - lq, 0.0)
+        p, q = lp.exp(), lq.exp()
+        near = d.abs() < _phi_tau(lp.dtype, 1.0)
+        term = torch.where(near, q * _phi1_series(d), p * d - p + q)  # = q where p = 0 < q
+        a = p * d if need_a else None
+        b = q - p if need_b else None
+        return term, p_pos & ~q_pos, a, b
+
+
+class SoftCrossEntropyKernel(ElementwiseKernel):
+    r"""Soft cross-entropy: :math:`g = -p\log q`, :math:`A = g`, :math:`B = -p`."""
+
+    def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        p_pos, q_pos = _pos(lp), _pos(lq)
+        p = lp.exp()
+        term = -p * torch.where(p_pos & q_pos, lq, 0.0)
+        return term, p_pos & ~q_pos, (term if need_a else None), (-p if need_b else None)
+
+
+class JSKernel(ElementwiseKernel):
+    r"""Generalised JSD, :math:`m = \beta p + (1-\beta) q`.
+
+    The value is summed as :math:`\beta\,m\,\varphi_1(\log p - \log m) + (1-\beta)\,m\,
+    \varphi_1(\log q - \log m)` with :math:`\varphi_1(s) = s e^s - e^s + 1 \ge 0` (series for
+    small |s|), so the terms are non-negative and nothing cancels near P = Q (as the reference
+    row function). The gradients are :math:`A = \beta p(\log p - \log m)` and
+    :math:`B = (1-\beta) q(\log q - \log m)`: the mixture's own derivative cancels.
+    Consts: ``(β, 1−β, log β, log(1−β))``.
+    """
+
+    def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        beta, one_m, log_b, log_1mb = c
+        p_pos, q_pos = _pos(lp), _pos(lq)
+        lm = torch.logaddexp(lp + log_b, lq + log_1mb)
+        p, q = lp.exp(), lq.exp()
+        m = beta * p + one_m * q
+        tau = _phi_tau(lp.dtype, 1.0)
+        s_p = torch.where(p_pos, lp - lm, 0.0)
+        s_q = torch.where(q_pos, lq - lm, 0.0)
+        # m φ₁(s) = p s − p + m away from 0, m·series(s) near 0; = m where that side is 0
+        t_p = torch.where(s_p.abs() < tau, m * _phi1_series(s_p), p * s_p - p + m)
+        t_q = torch.where(s_q.abs() < tau, m * _phi1_series(s_q), q * s_q - q + m)
+        term = beta * torch.where(p_pos, t_p, m) + one_m * torch.where(q_pos, t_q, m)
+        a = beta * p * s_p if need_a else None
+        b = one_m * q * s_q if need_b else None
+        return term, None, a, b
+
+
+class SkewKLKernel(ElementwiseKernel):
+    r"""KL(P‖M), :math:`M = \alpha P + (1-\alpha)Q`, α ∈ (0, 1).
+
+    Value summed as non-negative terms :math:`m\,\varphi_1(\log p - \log m)` (as
+    :class:`KLKernel`); with :math:`u = (1-\alpha)q/m`: :math:`A = p(\log p - \log m + u)`,
+    :math:`B = -p u`. Consts: ``(α, 1−α, log α, log(1−α))``.
+    """
+
+    def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        al, one_m, log_a, log_1ma = c
+        p_pos = _pos(lp)
+        lm = torch.logaddexp(lp + log_a, lq + log_1ma)
+        p, q = lp.exp(), lq.exp()
+        m = al * p + one_m * q
+        s = torch.where(p_pos, lp - lm, 0.0)
+        near = s.abs() < _phi_tau(lp.dtype, 1.0)
+        term = torch.where(near, m * _phi1_series(s), p * s - p + m)  # = m where p = 0
+        if not (need_a or need_b):
+            return term, None, None, None
+        u = torch.exp(lq + log_1ma - lm)
+        a = torch.where(p_pos, p * (s + u), 0.0) if need_a else None
+        b = torch.where(p_pos, -p * u, 0.0) if need_b else None
+        return term, None, a, b
+
+
+class JeffreysKernel(ElementwiseKernel):
+    r"""Jeffreys: :math:`g = (p-q)\,d`, :math:`A = p d + p - q`, :math:`B = -q d - p + q`."""
+
+    def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        p_pos, q_pos = _pos(lp), _pos(lq)
+        d = torch.where(p_pos & q_pos, lp - lq, 0.0)
+        p, q = lp.exp(), lq.exp()
+        term = (p - q) * d
+        a = p * d + (p - q) if need_a else None
+        b = (q - p) - q * d if need_b else None
+        return term, p_pos ^ q_pos, a, b
+
+
+class TVKernel(ElementwiseKernel):
+    r"""Total variation: :math:`g = \tfrac12|p-q|`, :math:`A = \tfrac12\,\mathrm{sign}(p-q)\,p`."""
+
+    def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        p, q = lp.exp(), lq.exp()
+        diff = p - q
+        half_sign = 0.5 * torch.sign(diff)
+        a = half_sign * p if need_a else None
+        b = -half_sign * q if need_b else None
+        return 0.5 * diff.abs(), None, a, b
+
+
+class HellingerKernel(ElementwiseKernel):
+    r"""Squared Hellinger: :math:`g = \tfrac12(\sqrt p - \sqrt q)^2`.
+
+    :math:`A = \tfrac12(\sqrt p-\sqrt q)\sqrt p`, :math:`B = -\tfrac12(\sqrt p-\sqrt q)\sqrt q`.
+    """
+
+    def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        sp, sq = torch.exp(0.5 * lp), torch.exp(0.5 * lq)
+        diff = sp - sq
+        a = 0.5 * diff * sp if need_a else None
+        b = -0.5 * diff * sq if need_b else None
+        return 0.5 * diff.square(), None, a, b
+
+
+class PearsonChi2Kernel(ElementwiseKernel):
+    r"""Pearson χ²: :math:`g = q\,\mathrm{expm1}(s)^2`, :math:`s = \log p - \log q`.
+
+    :math:`A = 2p\,\mathrm{expm1}(s)`, :math:`B = -q\,\mathrm{expm1}(2s)`; above s = 20 all three
+    are written as one exponent (as in the reference row function) so they overflow only when
+    the value does.
+    """
+
+    def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        p_pos, q_pos = _pos(lp), _pos(lq)
+        lq_s = torch.where(q_pos, lq, 0.0)
+        s = torch.where(q_pos, lp - lq_s, 0.0)  # -inf where p = 0 < q
+        small = s <= _CHI2_SWITCH
+        s_sm = torch.where(small, s, 0.0)
+        s_lg = torch.where(small, _CHI2_SWITCH + 1.0, s)
+        q = lq_s.exp()
+        em = torch.expm1(s_sm)
+        lg = lq_s + 2.0 * s_lg
+        l1m = torch.log1p(-torch.exp(-s_lg))
+        t_lg = torch.exp(lg + 2.0 * l1m)
+        term = torch.where(q_pos, torch.where(small, q * em.square(), t_lg), 0.0)
+        a = b = None
+        if need_a:
+            a_sm = 2.0 * lp.exp() * em
+            a = torch.where(q_pos, torch.where(small, a_sm, 2.0 * torch.exp(lg + l1m)), 0.0)
+        if need_b:
+            b_sm = -q * torch.expm1(2.0 * s_sm)
+            b_lg = -torch.exp(lg + torch.log1p(-torch.exp(-2.0 * s_lg)))
+            b = torch.where(q_pos, torch.where(small, b_sm, b_lg), 0.0)
+        return term, p_pos & ~q_pos, a, b
+
+
+class AlphaKernel(ElementwiseKernel):
+    r"""α-divergence (Cichocki–Amari), α ∉ {0, 1}.
+
+    With :math:`s = \log p - \log q`, the term is :math:`q\,\varphi_\alpha(s)` for s ≤ 0 and
+    :math:`p\,\varphi_{1-\alpha}(-s)` for s > 0 (as the reference), i.e. one evaluation
+    :math:`e^{\ell}\varphi_{o}(t)`, :math:`t = -|s|`, with :math:`(\ell, o) = (\log q, \alpha)`
+    or :math:`(\log p, 1-\alpha)` and
+    :math:`\varphi_o(t) = (\mathrm{expm1}(o t) - o\,\mathrm{expm1}(t))/(\alpha(\alpha-1))`
+    (:math:`o(o-1) = \alpha(\alpha-1)` on both branches), summed as its 7-term series for
+    :math:`|t| < \tau/\max(1, |o|)`. With :math:`E_1 = e^{\ell}\mathrm{expm1}(o t)` (formed as
+    :math:`e^{\ell + o t}(1 - e^{-o t})` when :math:`o t > 20`, so a tiny mass times a huge
+    ratio does not overflow) and :math:`E_2 = e^{\ell}\mathrm{expm1}(t)`, the gradients
+    :math:`A = (w - p)/(\alpha-1)`, :math:`B = (q - w)/\alpha`, :math:`w = p^\alpha q^{1-\alpha}`,
+    are :math:`A = (E_1 - E_2)/(\alpha-1)`, :math:`B = -E_1/\alpha` for s ≤ 0 and
+    :math:`A = E_1/(\alpha-1)`, :math:`B = (E_2 - E_1)/\alpha` for s > 0. Atoms where one side
+    is zero (s = ±∞) come out as the limits q/α and p/(1−α) (or +∞). Near α = 0 or 1 the
+    closed form loses about eps/min(|α|, |1−α|) relative precision.
+    Consts: ``(α, 1−α, α(α−1), 1/(α−1), 1/α, [α ≤ 0], [α ≥ 1])``.
+    """
+
+    def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        al, one_m, den, inv_am1, inv_a, f0_inf, slope_inf = c
+        p_pos, q_pos = _pos(lp), _pos(lq)
+        both, either = p_pos & q_pos, p_pos | q_pos
+        s = torch.where(both, lp - lq, torch.where(p_pos, _INF, _NINF))
+        neg = s <= 0
+        base = torch.where(either, torch.where(neg, lq, lp), 0.0)
+        order = torch.where(neg, al, one_m)
+        t = -s.abs()
+        ot = order * t
+        ebase = base.exp()
+        big = ot > _LOG_SWITCH
+        e1 = torch.where(
+            big,
+            torch.exp(base + torch.where(big, ot, 0.0)) * -torch.expm1(-torch.where(big, ot, 1.0)),
+            ebase * torch.expm1(torch.where(big, 0.0, ot)),
+        )
+        e2 = ebase * torch.expm1(t)
+        near = t > -_phi_tau(lp.dtype, 1.0) / torch.clamp_min(order.abs(), 1.0)
+        series = ebase * _phi_series(torch.where(near, t, 0.0), order)
+        term = torch.where(either, torch.where(near, series, (e1 - order * e2) / den), 0.0)
+        inf_e = (q_pos & ~p_pos & (f0_inf > 0)) | (p_pos & ~q_pos & (slope_inf > 0))
+        a = b = None
+        if need_a:
+            a = torch.where(either, (e1 - torch.where(neg, e2, 0.0)) * inv_am1, 0.0)
+        if need_b:
+            b = torch.where(either, (torch.where(neg, 0.0, e2) - e1) * inv_a, 0.0)
+        return term, inf_e, a, b
+
+
+# --------------------------------------------------------------------------------------------
+# Rényi: a log-sum-exp statistic instead of a sum
+# --------------------------------------------------------------------------------------------
+class RenyiKernel(ChunkKernel):
+    r"""Rényi, order a ∉ {0,1,∞}: :math:`D=\mathrm{lse}(x)/(a-1)`, :math:`x=a\log p+(1-a)\log q`.
+
+    With :math:`\tilde w = \mathrm{softmax}(x)`: :math:`A = \frac{a}{a-1}\tilde w`,
+    :math:`B = -\tilde w` (so :math:`\sum A = a/(a-1)`, :math:`\sum B = -1`).
+    Consts: ``(a, 1−a, 1/(a−1), a/(a−1), [a > 1])``.
+    """
+
+    def _x(self, lp: Tensor, lq: Tensor, c: Sequence[Tensor]) -> Tensor:
+        order, one_m = c[0], c[1]
+        both = _pos(lp) & _pos(lq)
+        return torch.where(both, order * lp + one_m * lq, _NINF)
+
+    def stats(self, rnd, lp, lq, prev, c, cache, need_a, need_b):  # type: ignore[override]
+        x = cache["x"] = self._x(lp, lq, c)
+        p_only = _pos(lp) & ~_pos(lq) & (c[4] > 0)
+        return [(torch.logsumexp(x, -1), LSE), (p_only.sum(-1, dtype=lp.dtype), SUM)]
+
+    def finish(self, lp, lq, stats, c, cache, need_a, need_b):  # type: ignore[override]
+        lse_x, n_inf = stats
+        infinite = (n_inf > 0) | (lse_x == _NINF)
+        value = torch.where(infinite, _INF, lse_x * c[2])
+        a = b = None
+        zero = torch.zeros_like(lse_x)
+        if need_a or need_b:
+            x = cache.get("x")
+            if x is None:
+                x = self._x(lp, lq, c)
+            w = torch.exp(x - lse_x.unsqueeze(-1))
+            a = w * c[3] if need_a else None
+            b = -w if need_b else None
+        return value, infinite, a, zero + c[3], b, zero - 1.0
+
+
+class RenyiZeroKernel(ChunkKernel):
+    r"""Rényi of order 0: :math:`D = -\log Q(\mathrm{supp}\,P)`.
+
+    :math:`A = 0`, :math:`B = -q\,1[p>0]/Q(\mathrm{supp}\,P)`.
+    """
+
+    def _x(self, lp: Tensor, lq: Tensor) -> Tensor:
+        return torch.where(_pos(lp) & _pos(lq), lq, _NINF)
+
+    def stats(self, rnd, lp, lq, prev, c, cache, need_a, need_b):  # type: ignore[override]
+        x = cache["x"] = self._x(lp, lq)
+        return [(torch.logsumexp(x, -1), LSE)]
+
+    def finish(self, lp, lq, stats, c, cache, need_a, need_b):  # type: ignore[override]
+        (lse_x,) = stats
+        infinite = lse_x == _NINF
+        value = torch.where(infinite, _INF, -lse_x)
+        zero = torch.zeros_like(lse_x)
+        a = torch.zeros_like(lp) if need_a else None
+        b = None
+        if need_b:
+            x = cache.get("x")
+            if x is None:
+                x = self._x(lp, lq)
+            b = -torch.exp(x - lse_x.unsqueeze(-1))
+        return value, infinite, a, zero, b, zero - 1.0
+
+
+class RenyiInfKernel(ChunkKernel):
+    r"""Rényi of order ∞: :math:`D = \max_x (\log p - \log q)`.
+
+    The (sub)gradient splits evenly among tied maximisers, as autograd's ``amax`` does:
+    :math:`A = 1[\text{argmax}]/k`, :math:`B = -A`. Two rounds (the maximum, then the ties).
+    """
+
+    rounds = 2
+
+    def _ratio(self, lp: Tensor, lq: Tensor) -> Tensor:
+        return torch.where(_pos(lp) & _pos(lq), lp - lq, _NINF)
+
+    def stats(self, rnd, lp, lq, prev, c, cache, need_a, need_b):  # type: ignore[override]
+        ratio = cache.get("ratio")
+        if ratio is None:
+            ratio = cache["ratio"] = self._ratio(lp, lq)
+        if rnd == 0:
+            p_only = _pos(lp) & ~_pos(lq)
+            return [(ratio.amax(-1), MAX), (p_only.sum(-1, dtype=lp.dtype), SUM)]
+        ties = (ratio == prev[0].unsqueeze(-1)) & (ratio > _NINF)
+        cache["ties"] = ties
+        return [(ties.sum(-1, dtype=lp.dtype), SUM)]
+
+    def finish(self, lp, lq, stats, c, cache, need_a, need_b):  # type: ignore[override]
+        top, n_inf, n_ties = stats
+        infinite = (n_inf > 0) | (top == _INF)
+        value = torch.where(infinite, _INF, top)
+        zero = torch.zeros_like(top)
+        a = b = None
+        if need_a or need_b:
+            ties = cache.get("ties")
+            if ties is None:
+                ties = (self._ratio(lp, lq) == top.unsqueeze(-1)) & (top.unsqueeze(-1) > _NINF)
+            share = ties.to(lp.dtype) / n_ties.clamp_min(1.0).unsqueeze(-1)
+            a = share if need_a else None
+            b = -share if need_b else None
+        return value, infinite, a, zero + 1.0, b, zero - 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# user generators: a float64 kernel from f and f'
+# --------------------------------------------------------------------------------------------
+_F_EDGE = 200.0  # |log p − log q| beyond which a generator's tail is extrapolated
+
+
+def _tail(value: float, slope: float, growing: float) -> tuple[bool, float, float]:
+    """(log-linear?, a, b) for extending a tail from its value and slope at the edge.
+
+    A tail whose logarithmic rate exceeds 0.05 (a power of t) is extended log-linearly,
+    otherwise (constant or logarithmic tails) linearly in s = log t; the same rule as
+    ``fdiv.generic_f_rows``.
+    """
+    if math.isfinite(value) and value > 0 and math.isfinite(slope):
+        rate = slope / value
+        if rate * growing > 0.05:
+            return True, math.log(value), rate
+    return False, value, slope
+
+
+class GeneratorKernel(ElementwiseKernel):
+    r"""Any f-divergence from its generator f (and f'), in float64.
+
+    For :math:`|s| \le 200`, :math:`s = \log p - \log q`, :math:`t = e^s`: :math:`g = q f(t)`,
+    :math:`A = p f'(t)`, :math:`B = q(f(t) - t f'(t))`. Beyond, f is extended from the edge
+    :math:`s_0 = \pm 200` linearly or log-linearly in s (``fdiv.generic_f_rows``' rule) and
+    A, B are the derivatives of that extension. Atoms with P = 0 < Q give :math:`q f(0^+)`,
+    atoms with Q = 0 < P give :math:`p f'(\infty)` (either may be +∞). f' is the generator's
+    analytic derivative, or autograd when it has none, so this kernel runs eagerly.
+    """
+
+    compilable = False
+    dtype = torch.float64
+
+    def __init__(self, generator: FGenerator) -> None:
+        self.generator = generator
+        slope, f0 = generator.slope_at_infinity, generator.f_at_zero
+        self.slope = slope if math.isfinite(slope) else 0.0
+        self.f0 = f0 if math.isfinite(f0) else 0.0
+        self.slope_inf = not math.isfinite(slope)
+        self.f0_inf = not math.isfinite(f0)
+        edge = torch.tensor([math.exp(_F_EDGE), math.exp(-_F_EDGE)], dtype=torch.float64)
+        with torch.no_grad():
+            f_edge = [float(v) for v in generator.f(edge)]
+            d_edge = [float(v) for v in generator.derivative(edge)]
+        g0 = f_edge[0] / float(edge[0])
+        self.hi = _tail(g0, d_edge[0] - g0, +1.0)
+        self.lo = _tail(f_edge[1], float(edge[1]) * d_edge[1], -1.0)
+
+    def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        gen = self.generator
+        lp, lq = lp.double(), lq.double()
+        p_pos, q_pos = _pos(lp), _pos(lq)
+        both = p_pos & q_pos
+        q_only, p_only = q_pos & ~p_pos, p_pos & ~q_pos
+        lpb, lqb = torch.where(both, lp, 0.0), torch.where(both, lq, 0.0)
+        s = lpb - lqb
+        high, low = s > _F_EDGE, s < -_F_EDGE
+        mid = ~(high | low)
+        t = torch.exp(torch.where(mid, s, 0.0))
+        p, q = lpb.exp(), lqb.exp()
+        f_t = gen.f(t)
+        fp = gen.derivative(t) if (need_a or need_b) else None
+        # tails: value and (∂/∂log p, ∂/∂log q)
+        hi_log, hi_a, hi_b = self.hi
+        lo_log, lo_a, lo_b = self.lo
+        s_hi = torch.where(high, s, 0.0) - _F_EDGE
+        s_lo = torch.where(low, s, 0.0) + _F_EDGE
+        if hi_log:
+            t_hi = torch.exp(lpb + hi_a + hi_b * s_hi)
+            a_hi, b_hi = t_hi * (1.0 + hi_b), -t_hi * hi_b
+        else:
+            t_hi = p * (hi_a + hi_b * s_hi)
+            a_hi, b_hi = t_hi + p * hi_b, -p * hi_b
+        if lo_log:
+            t_lo = torch.exp(lqb + lo_a + lo_b * s_lo)
+            a_lo, b_lo = t_lo * lo_b, t_lo * (1.0 - lo_b)
+        else:
+            t_lo = q * (lo_a + lo_b * s_lo)
+            a_lo, b_lo = q * lo_b, t_lo - q * lo_b
+        ep_only = torch.where(p_only, torch.where(p_only, lp, 0.0).exp() * self.slope, 0.0)
+        eq_only = torch.where(q_only, torch.where(q_only, lq, 0.0).exp() * self.f0, 0.0)
+
+        def pick(v_mid: Tensor, v_hi: Tensor, v_lo: Tensor) -> Tensor:
+            return torch.where(both, torch.where(high, v_hi, torch.where(low, v_lo, v_mid)), 0.0)
+
+        term = pick(q * f_t, t_hi, t_lo) + eq_only + ep_only
+        inf_e = torch.zeros_like(both)
+        if self.f0_inf:
+            inf_e = inf_e | q_only
+        if self.slope_inf:
+            inf_e = inf_e | p_only
+        a = b = None
+        if need_a and fp is not None:
+            a = pick(p * fp, a_hi, a_lo) + ep_only
+        if need_b and fp is not None:
+            b = pick(q * (f_t - t * fp), b_hi, b_lo) + eq_only
+        return term, inf_e, a, b
+
+
+# --------------------------------------------------------------------------------------------
+# lookup: (divergence, parameters) -> kernel + constants
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KernelPlan:
+    """A kernel with its numeric constants (floats, turned into 0-d tensors by the engine)."""
+
+    kernel: ChunkKernel
+    consts: tuple[float, ...] = ()
+    key: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def tensors(self, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, ...]:
+        return tuple(torch.tensor(v, dtype=dtype, device=device) for v in self.consts)
+
+
+_KL, _SCE, _JS = KLKernel(), SoftCrossEntropyKernel(), JSKernel()
+_SKEW, _JEFF, _TV, _HEL = SkewKLKernel(), JeffreysKernel(), TVKernel(), HellingerKernel()
+_CHI2, _ALPHA = PearsonChi2Kernel(), AlphaKernel()
+_RENYI, _RENYI0, _RENYI_INF = RenyiKernel(), RenyiZeroKernel(), RenyiInfKernel()
+_RKL, _SKEW_R, _NEYMAN = Swapped(_KL), Swapped(_SKEW), Swapped(_CHI2)
+
+
+def _plan_kl(**_: float) -> KernelPlan:
+    return KernelPlan(_KL, (), "kl")
+
+
+def _plan_reverse_kl(**_: float) -> KernelPlan:
+    return KernelPlan(_RKL, (), "reverse_kl")
+
+
+def _plan_js(beta: float) -> KernelPlan:
+    return KernelPlan(_JS, (beta, 1.0 - beta, math.log(beta), math.log1p(-beta)), "js")
+
+
+def _plan_skew(alpha: float, reverse: bool) -> KernelPlan:
+    if alpha == 0.0:
+        return _plan_reverse_kl() if reverse else _plan_kl()
+    kern = _SKEW_R if reverse else _SKEW
+    return KernelPlan(kern, (alpha, 1.0 - alpha, math.log(alpha), math.log1p(-alpha)), repr(kern))
+
+
+def _plan_alpha(alpha: float) -> KernelPlan:
+    if alpha == 1.0:
+        return _plan_kl()
+    if alpha == 0.0:
+        return _plan_reverse_kl()
+    consts = (
+        alpha,
+        1.0 - alpha,
+        alpha * (alpha - 1.0),
+        1.0 / (alpha - 1.0),
+        1.0 / alpha,
+        float(alpha <= 0.0),
+        float(alpha >= 1.0),
+    )
+    return KernelPlan(_ALPHA, consts, "alpha")
+
+
+def _plan_renyi(order: float) -> KernelPlan:
+    if order == 1.0:
+        return _plan_kl()
+    if order == 0.0:
+        return KernelPlan(_RENYI0, (), "renyi0")
+    if math.isinf(order):
+        return KernelPlan(_RENYI_INF, (), "renyi_inf")
+    consts = (order, 1.0 - order, 1.0 / (order - 1.0), order / (order - 1.0), float(order > 1.0))
+    return KernelPlan(_RENYI, consts, "renyi")
+
+
+_NAMED_PLANS: dict[Callable[..., Tensor], Callable[..., KernelPlan]] = {
+    named.kl_rows: _plan_kl,
+    named.reverse_kl_rows: _plan_reverse_kl,
+    named.soft_cross_entropy_rows: lambda: KernelPlan(_SCE, (), "soft_cross_entropy"),
+    named.js_rows: _plan_js,
+    named.skew_kl_rows: lambda alpha: _plan_skew(alpha, reverse=False),
+    named.skew_reverse_kl_rows: lambda alpha: _plan_skew(alpha, reverse=True),
+    named.jeffreys_rows: lambda: KernelPlan(_JEFF, (), "jeffreys"),
+    named.tv_rows: lambda: KernelPlan(_TV, (), "tv"),
+    named.hellinger_rows: lambda: KernelPlan(_HEL, (), "hellinger"),
+    named.pearson_chi2_rows: lambda: KernelPlan(_CHI2, (), "pearson_chi2"),
+    named.neyman_chi2_rows: lambda: KernelPlan(_NEYMAN, (), "neyman_chi2"),
+    named.alpha_rows: _plan_alpha,
+    named.renyi_rows: _plan_renyi,
+}
+
+
+def kernel_for(spec: Divergence, params: dict[str, float]) -> KernelPlan | None:
+    """The chunk kernel of ``spec`` at validated ``params``, or None (autograd fallback).
+
+    Lookup order: the entry's own ``chunk_kernel`` factory (an optional attribute, e.g. set
+    for user generators by :func:`divergent.make_f_divergence`); then the named divergences,
+    matched by their row function (so a re-registered name with a different row function is
+    not mistaken for the built-in). Anything else (a user-registered entry, a user generator)
+    returns None and the engine differentiates its row function chunk by chunk with autograd,
+    which is exact by construction. Vocabulary-parallel sharding, which cannot see whole rows,
+    uses :func:`generator_kernel` for f-divergences without a named kernel.
+    """
+    factory = getattr(spec, "chunk_kernel", None)
+    if factory is not None:
+        plan = factory(**params)
+        if plan is not None:
+            return plan
+    named_plan = _NAMED_PLANS.get(spec.row_fn)
+    if named_plan is not None:
+        return named_plan(**params)
+    return None
+
+
+def generator_kernel(generator: FGenerator) -> KernelPlan:
+    """The float64 kernel of an arbitrary generator (for ``chunk_kernel`` factories)."""
+    return KernelPlan(GeneratorKernel(generator), (), "generator")
