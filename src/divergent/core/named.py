@@ -8,15 +8,18 @@ Every row function takes normalised log-probabilities ``log_p`` (the target P) a
 * every ``torch.where`` that hides an invalid branch also makes that branch's inputs safe, so
   gradients stay finite (the "double where" rule);
 * a row is ``+inf`` exactly when the divergence is infinite (for most: P has mass where Q has
-  none); this is listed per divergence in ``infinite_when``.
+  none); this is listed per divergence in ``infinite_when``;
+* on unnormalised sub-vectors (e.g. a top-k slice) an f-divergence row is
+  :math:`\sum_x q f(p/q)` with the entry's registered generator f, term by term.
 
 Conventions for the parametrised families (see each entry's docstring):
 
 * ``js``: generalised JSD of GKD (Agarwal et al. 2024, Eq. 1),
   :math:`\beta\,\mathrm{KL}(P\|M) + (1-\beta)\,\mathrm{KL}(Q\|M)`, :math:`M = \beta P + (1-\beta)Q`.
 * ``alpha``: the α-divergence of Cichocki & Amari (2010) / Zhu & Rohwer (1995),
-  :math:`\frac{1}{\alpha(\alpha-1)}\big(\sum_x p^\alpha q^{1-\alpha} - 1\big)`; α → 1 is
-  ``kl``, α → 0 is ``reverse_kl``, α = ½ is 4·``hellinger``, α = 2 is ½·``pearson_chi2``.
+  :math:`\frac{1}{\alpha(\alpha-1)}\big(\sum_x p^\alpha q^{1-\alpha} - 1\big)`, continuous in
+  α: α = 1 is ``kl``, α = 0 is ``reverse_kl`` (as limits), α = ½ is 4·``hellinger``, α = 2 is
+  ½·``pearson_chi2``, α = −1 is ½·``neyman_chi2``.
 * ``hellinger``: the *squared* Hellinger distance with the ½ factor, in [0, 1].
 """
 
@@ -32,7 +35,9 @@ from divergent.core.registry import Divergence, FGenerator, Parameter, register_
 NEG_INF = -math.inf
 INF = math.inf
 
-_SERIES_THRESHOLD = 1e-3  # |log p - log q| below which the α-family uses its Taylor series
+_SERIES_THRESHOLD_F32 = 1e-2  # |s| below which φ_a(s) is a series (float32 and lower)
+_SERIES_THRESHOLD_F64 = 1e-3  # the same in float64
+_LOG_SWITCH = 20.0  # a·s above which w·φ_a(s) is formed in the log domain
 _CHI2_SWITCH = 20.0  # log-ratio above which χ² uses the overflow-safe exponent form
 
 
@@ -77,16 +82,25 @@ def soft_cross_entropy_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
 
 
 def js_rows(log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
-    r"""β KL(P‖M) + (1−β) KL(Q‖M), M = βP + (1−β)Q. Always finite, ≤ h(β)."""
+    r"""β KL(P‖M) + (1−β) KL(Q‖M), M = βP + (1−β)Q. Always finite, ≤ h(β).
+
+    Per atom, β p log(p/m) + (1−β) q log(q/m) = β·m φ₁(log p − log m) + (1−β)·m φ₁(log q − log m)
+    with φ₁(s) = s e^s − e^s + 1 ≥ 0 (the linear parts cancel exactly since βp + (1−β)q = m),
+    so the sum has no cancellation and stays accurate to a few ulp relative near P = Q.
+    """
     p_pos, q_pos = _pos(log_p), _pos(log_q)
-    either = p_pos | q_pos
-    lp_m, lq_m = _safe(log_p, either), _safe(log_q, either)
-    log_m = torch.logaddexp(lp_m + math.log(beta), lq_m + math.log1p(-beta))
-    lp, lq = _safe(log_p, p_pos), _safe(log_q, q_pos)
-    log_m_p, log_m_q = _safe(log_m, p_pos), _safe(log_m, q_pos)
-    tp = torch.where(p_pos, beta * lp.exp() * (lp - log_m_p), 0.0)
-    tq = torch.where(q_pos, (1.0 - beta) * lq.exp() * (lq - log_m_q), 0.0)
-    return (tp + tq).sum(-1)
+    both = p_pos & q_pos
+    lp, lq = _safe(log_p, both), _safe(log_q, both)
+    log_m = torch.logaddexp(lp + math.log(beta), lq + math.log1p(-beta))
+    # log p − log m ≤ log(1/β) and log q − log m ≤ log(1/(1−β)): φ₁ cannot overflow
+    phi = beta * _phi1(lp - log_m) + (1.0 - beta) * _phi1(lq - log_m)
+    term_both = log_m.exp() * phi
+    # atoms on one side only: m = βp (resp. (1−β)q), the term is β p log(1/β) (resp. ...)
+    p_only, q_only = p_pos & ~q_pos, q_pos & ~p_pos
+    lp_only, lq_only = _safe(log_p, p_only), _safe(log_q, q_only)
+    t_p = torch.where(p_only, lp_only.exp() * (-beta * math.log(beta)), 0.0)
+    t_q = torch.where(q_only, lq_only.exp() * (-(1.0 - beta) * math.log1p(-beta)), 0.0)
+    return torch.where(both, term_both, 0.0).sum(-1) + t_p.sum(-1) + t_q.sum(-1)
 
 
 def skew_kl_rows(log_p: Tensor, log_q: Tensor, alpha: float) -> Tensor:
@@ -149,45 +163,125 @@ def neyman_chi2_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
     return pearson_chi2_rows(log_q, log_p)
 
 
+def _series_threshold(dtype: torch.dtype, a: float) -> float:
+    """|s| below which φ_a(s) is summed as a series (the closed form cancels there).
+
+    The closed form loses ~2·eps/|s| relative precision (≤ 1e-5 in float32, 5e-13 in
+    float64 at the switch, below the error that rounding the log-probabilities already
+    causes); the 4-term series truncates at ~0.003·(|a|·|s|)^4.
+    """
+    base = _SERIES_THRESHOLD_F64 if dtype == torch.float64 else _SERIES_THRESHOLD_F32
+    return base / max(1.0, abs(a))
+
+
+def _series(s: Tensor, a: float) -> Tensor:
+    """Σ_{k=2}^{5} c_k s^k with c_k = (1 + a + … + a^{k−2})/k!: φ_a(s) near s = 0."""
+    c2, c3 = 0.5, (1.0 + a) / 6.0
+    c4, c5 = (1.0 + a + a * a) / 24.0, (1.0 + a + a * a + a**3) / 120.0
+    return s * s * (c2 + s * (c3 + s * (c4 + s * c5)))
+
+
+def _expm1_div(c: float, x: Tensor) -> Tensor:
+    """expm1(c·x)/c, and its limit x at c = 0."""
+    return x if c == 0.0 else torch.expm1(c * x) / c
+
+
 def _phi(s: Tensor, a: float) -> Tensor:
-    r"""φ_a(s) = (expm1(a s) − a expm1(s)) / (a(a−1)), with its Taylor series for |s| < 1e-3."""
-    near = s.abs() < _SERIES_THRESHOLD
-    s_far = torch.where(near, torch.ones_like(s), s)
-    s_near = torch.where(near, s, torch.zeros_like(s))
-    far = (torch.expm1(a * s_far) - a * torch.expm1(s_far)) / (a * (a - 1.0))
-    c3, c4, c5 = (1 + a) / 6.0, (1 + a + a * a) / 24.0, (1 + a + a * a + a**3) / 120.0
-    s2 = s_near * s_near
-    series = s2 * (0.5 + s_near * (c3 + s_near * (c4 + s_near * c5)))
-    return torch.where(near, series, far)
+    r"""φ_a(s) = (e^{as} − 1 − a(e^s − 1)) / (a(a−1)) for s ≤ 0, to a few ulp relative.
+
+    This is f_α(e^s) for the α-generator, ≥ 0 with a double zero at s = 0; α = 1 and α = 0 are
+    the limits s e^s − expm1(s) (KL) and expm1(s) − s (reverse KL). Three evaluations:
+
+    * |s| < τ: the series :func:`_series`;
+    * a < ½: (expm1(as)/a − expm1(s))/(a − 1)  (no division by a; exact limit a → 0);
+    * a ≥ ½: (e^s·expm1((a−1)s)/(a−1) − expm1(s))/a  (exact limit a → 1), with
+      e^s·expm1(bs) = −e^{as}·expm1(−bs) for b = a − 1 < 0 so that nothing overflows.
+
+    Callers keep a·s ≤ ``_LOG_SWITCH`` (larger a·s, only possible for a < 0, goes through the
+    log-domain form in :func:`_weighted_phi`).
+    """
+    tau = _series_threshold(s.dtype, a)
+    near = s > -tau
+    s_far = torch.where(near, -tau, s)
+    if a < 0.5:
+        far = (_expm1_div(a, s_far) - torch.expm1(s_far)) / (a - 1.0)
+    else:
+        b = a - 1.0
+        if b > 0.0:
+            x_over_b = torch.exp(s_far) * torch.expm1(b * s_far) / b
+        elif b == 0.0:
+            x_over_b = torch.exp(s_far) * s_far
+        else:
+            x_over_b = -torch.exp(a * s_far) * torch.expm1(-b * s_far) / b
+        far = (x_over_b - torch.expm1(s_far)) / a
+    return torch.where(near, _series(torch.where(near, s, 0.0), a), far)
+
+
+def _phi1(s: Tensor) -> Tensor:
+    r"""φ₁(s) = s e^s − e^s + 1 (the KL generator's Bregman part) for any s with e^s finite."""
+    tau = _series_threshold(s.dtype, 1.0)
+    near = s.abs() < tau
+    s_far = torch.where(near, 1.0, s)
+    em1 = torch.expm1(s_far)
+    far = s_far * (em1 + 1.0) - em1
+    return torch.where(near, _series(torch.where(near, s, 0.0), 1.0), far)
+
+
+def _weighted_phi(log_w: Tensor, s: Tensor, a: float) -> Tensor:
+    r"""w·φ_a(s) for s ≤ 0 with w = exp(log_w), without overflow or 0·∞.
+
+    For a ≥ 0, φ_a(s) ≤ max(1/a, |s|) is bounded. For a < 0 it grows like e^{as}/(a(a−1)); where
+    a·s > ``_LOG_SWITCH`` the product is formed as exp(log w + log φ_a(s)) with
+    log φ_a(s) = a s + log1p(−(1 + a·expm1(s))·e^{−as}) − log(a(a−1)), so that a tiny w times a
+    huge φ gives the right finite value (and +∞ only when the value itself overflows).
+    """
+    if a >= 0.0:
+        return log_w.exp() * _phi(s, a)
+    big = a * s > _LOG_SWITCH
+    s_small = torch.where(big, 0.0, s)
+    s_big = torch.where(big, s, (_LOG_SWITCH + 1.0) / a)
+    direct = log_w.exp() * _phi(s_small, a)
+    log_phi = (
+        a * s_big
+        + torch.log1p(-(1.0 + a * torch.expm1(s_big)) * torch.exp(-a * s_big))
+        - math.log(a * (a - 1.0))
+    )
+    return torch.where(big, torch.exp(log_w + log_phi), direct)
+
+
+def _alpha_terms(lp: Tensor, lq: Tensor, a: float) -> Tensor:
+    r"""Elementwise q·f_a(p/q) = [p^a q^{1−a} − a p − (1−a) q]/(a(a−1)) for finite lp, lq.
+
+    With s = log p − log q: q·φ_a(s) where s ≤ 0 and p·φ_{1−a}(−s) where s > 0 (the symmetry
+    q f_a(p/q) = p f_{1−a}(q/p)), so φ is only ever evaluated at non-positive arguments.
+    """
+    s = lp - lq
+    neg = s <= 0
+    t_neg = _weighted_phi(lq, torch.where(neg, s, 0.0), a)
+    t_pos = _weighted_phi(lp, torch.where(neg, 0.0, -s), 1.0 - a)
+    return torch.where(neg, t_neg, t_pos)
 
 
 def alpha_rows(log_p: Tensor, log_q: Tensor, alpha: float) -> Tensor:
     r"""α-divergence (Cichocki–Amari): Σ [p^α q^{1−α} − α p − (1−α) q] / (α(α−1)).
 
-    Each term is ≥ 0. With s = log p − log q the term is q·φ_α(s) for s ≤ 0 and
-    p·φ_{1−α}(−s) for s > 0 (the symmetry D_α(P‖Q) = D_{1−α}(Q‖P)), so nothing overflows
-    unless the value does. α = 1 is ``kl`` and α = 0 is ``reverse_kl`` exactly.
+    Each term is q·f_α(p/q) ≥ 0 (see :func:`_alpha_terms`), so nothing cancels across atoms and
+    nothing overflows unless the value does. α = 1 and α = 0 are the limits of the same terms,
+    Σ p log(p/q) − p + q and Σ q log(q/p) − q + p: on normalised inputs exactly ``kl`` and
+    ``reverse_kl`` (and more accurate than them near P = Q), continuous in α.
     """
-    if alpha == 1.0:
-        return kl_rows(log_p, log_q)
-    if alpha == 0.0:
-        return reverse_kl_rows(log_p, log_q)
     p_pos, q_pos = _pos(log_p), _pos(log_q)
     both = p_pos & q_pos
     lp, lq = _safe(log_p, both), _safe(log_q, both)
-    s = lp - lq
-    neg = s <= 0
-    s_neg = torch.where(neg, s, torch.zeros_like(s))
-    s_pos = torch.where(neg, torch.zeros_like(s), s)
-    term_both = torch.where(
-        neg, lq.exp() * _phi(s_neg, alpha), lp.exp() * _phi(-s_pos, 1.0 - alpha)
-    )
+    term_both = _alpha_terms(lp, lq, alpha)
     # atoms where exactly one side is zero: q·f(0) and p·lim f(t)/t
     f0 = 1.0 / alpha if alpha > 0 else INF
     slope = 1.0 / (1.0 - alpha) if alpha < 1 else INF
     lq_only = _safe(log_q, q_pos & ~p_pos)
     lp_only = _safe(log_p, p_pos & ~q_pos)
-    term_q_only = torch.where(q_pos & ~p_pos, lq_only.exp() * (f0 if math.isfinite(f0) else 0.0), 0.0)
+    term_q_only = torch.where(
+        q_pos & ~p_pos, lq_only.exp() * (f0 if math.isfinite(f0) else 0.0), 0.0
+    )
     term_p_only = torch.where(
         p_pos & ~q_pos, lp_only.exp() * (slope if math.isfinite(slope) else 0.0), 0.0
     )
@@ -212,7 +306,10 @@ def renyi_rows(log_p: Tensor, log_q: Tensor, order: float) -> Tensor:
     neg_inf = torch.full_like(log_p, NEG_INF)
     if order == 0.0:
         lq_on_p = torch.where(both, log_q, neg_inf)
-        return -torch.logsumexp(lq_on_p, dim=-1)
+        # the value depends on P only through its support; keep P in the graph (zero gradient)
+        # so that both arguments stay differentiable (autograd.grad w.r.t. p does not fail)
+        anchor = 0.0 * _safe(log_p, p_pos).sum(-1)
+        return anchor - torch.logsumexp(lq_on_p, dim=-1)
     lp, lq = _safe(log_p, both), _safe(log_q, both)
     p_only = (p_pos & ~q_pos).any(-1)
     if math.isinf(order):
@@ -346,10 +443,25 @@ def _neyman_gen() -> FGenerator:
 
 
 def _alpha_gen(alpha: float) -> FGenerator:
+    """f_α(t) = (t^α − α t − (1 − α))/(α(α−1)); at α = 1 and 0 its limits (what alpha_rows uses):
+    t log t − t + 1 and t − 1 − log t (the KL and reverse-KL generators plus a multiple of t − 1,
+    the same divergence on normalised inputs)."""
     if alpha == 1.0:
-        return _kl_gen()
+        return FGenerator(
+            f=lambda t: torch.special.xlogy(t, t) - t + 1.0,
+            f_prime=torch.log,
+            weighting=lambda r: r,
+            f_at_zero=1.0,
+            slope_at_infinity=INF,
+        )
     if alpha == 0.0:
-        return _reverse_kl_gen()
+        return FGenerator(
+            f=lambda t: t - 1.0 - torch.log(t),
+            f_prime=lambda t: 1.0 - 1.0 / t,
+            weighting=lambda r: torch.ones_like(r),
+            f_at_zero=INF,
+            slope_at_infinity=1.0,
+        )
     denom = alpha * (alpha - 1.0)
     return FGenerator(
         f=lambda t: (t.pow(alpha) - alpha * t - (1.0 - alpha)) / denom,
@@ -515,7 +627,10 @@ HELLINGER = register_divergence(
     Divergence(
         name="hellinger",
         title="Squared Hellinger distance",
-        formula=r"H^2(P,Q) = \tfrac12 \sum_x \big(\sqrt{P(x)} - \sqrt{Q(x)}\big)^2 = 1 - \sum_x\sqrt{P(x)Q(x)}",
+        formula=(
+            r"H^2(P,Q) = \tfrac12 \sum_x \big(\sqrt{P(x)} - \sqrt{Q(x)}\big)^2"
+            r" = 1 - \sum_x\sqrt{P(x)Q(x)}"
+        ),
         formula_text="½ Σ (√p − √q)²  (squared, in [0, 1])",
         row_fn=hellinger_rows,
         symmetric=lambda: True,
@@ -568,14 +683,19 @@ ALPHA = register_divergence(
             Parameter(
                 "alpha",
                 0.5,
-                description="order α ∈ ℝ; 1 → kl, 0 → reverse_kl, ½ → 4·hellinger, 2 → ½·pearson_chi2",
+                description=(
+                    "order α ∈ ℝ; 1 → kl, 0 → reverse_kl, ½ → 4·hellinger, 2 → ½·pearson_chi2"
+                ),
             ),
         ),
         symmetric=lambda alpha=0.5: alpha == 0.5,
         upper_bound=lambda alpha=0.5: 1.0 / (alpha * (1.0 - alpha)) if 0 < alpha < 1 else math.inf,
         bound_text="1/(α(1−α)) for α ∈ (0, 1), else ∞",
         generator=_alpha_gen,
-        infinite_when="α ≥ 1 and P has mass where Q has none; α ≤ 0 and Q has mass where P has none",
+        infinite_when=(
+            "α ≥ 1 and P has mass where Q has none; α ≤ 0 and Q has mass where P has none; "
+            "for α > 1 or α < 0 also overflows to +∞ when the value exceeds the float range"
+        ),
         references=("Zhu & Rohwer 1995", "Cichocki & Amari 2010, Entropy 12(6)"),
     )
 )
