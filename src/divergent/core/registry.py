@@ -18,6 +18,7 @@ Adding a divergence is adding one entry (``register_divergence``), in the style 
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,7 +82,7 @@ class Parameter:
                     f"{tuple(value.shape)}"
                 )
             value = value.item()
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise ValueError(
                 f"{owner}: parameter `{self.name}` must be a real number in "
                 f"{self.range_text()}, got {value!r}"
@@ -172,7 +173,8 @@ def generator_from_callable(
     """Wrap a user generator, estimating ``f(0+)`` and ``lim f(t)/t`` when not given.
 
     The limits are read off float64 evaluations at t = 1e-50, 1e-100, 1e-200 (for f(0+)) and at
-    t = 1e50, 1e100, 1e200 (for f(t)/t): converging values give the limit, values growing
+    t = 1e20, 1e40, 1e80 (for f(t)/t; kept below 1e100 so that forms such as (t − 1)²/t do not
+    overflow in an intermediate step): converging values give the limit, values growing
     without bound give ``inf``. Pass them explicitly to skip the estimate. With ``check``, f(1)
     must be 0 and f must be convex on a grid (a ``ValueError`` otherwise).
     """
@@ -207,7 +209,7 @@ def generator_from_callable(
                 z = _limit([float(v) for v in f(pts)])
             f_at_zero = z
         if slope_at_infinity is None:
-            pts = torch.tensor([1e50, 1e100, 1e200], dtype=torch.float64)
+            pts = torch.tensor([1e20, 1e40, 1e80], dtype=torch.float64)
             slope_at_infinity = _limit([float(v) for v in f(pts) / pts])
     return FGenerator(
         f=f, f_prime=f_prime, f_at_zero=float(f_at_zero), slope_at_infinity=float(slope_at_infinity)
@@ -278,7 +280,9 @@ class Divergence:
     def f_generator(self, **params: Any) -> FGenerator:
         """The generator of this f-divergence at the given parameters."""
         if self.generator is None:
-            raise ValueError(f"divergence `{self.name}` is not an f-divergence; it has no generator")
+            raise ValueError(
+                f"divergence `{self.name}` is not an f-divergence; it has no generator"
+            )
         return self.generator(**self.bind(params))
 
     def rows(self, log_p: Tensor, log_q: Tensor, **params: Any) -> Tensor:
