@@ -7,6 +7,7 @@ what is allowed (scikit-learn style).
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Literal
 
 import torch
@@ -77,7 +78,7 @@ def check_temperature(temperature: Any) -> float:
         temperature = temperature.item()
     if (
         isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
+        or not isinstance(temperature, numbers.Real)
         or not math.isfinite(temperature)
         or temperature <= 0
     ):
@@ -111,13 +112,18 @@ def check_normalizer(normalizer: Any, reduction: str) -> float | Tensor | None:
             f"{reduction!r}. Use reduction='mean' or drop `normalizer`"
         )
     if isinstance(normalizer, Tensor):
-        if normalizer.numel() != 1:
+        if normalizer.numel() != 1 or normalizer.dtype == torch.bool:
             raise ValueError(
-                f"`normalizer` must be a scalar (a count of items), got shape "
-                f"{tuple(normalizer.shape)}"
+                f"`normalizer` must be a scalar number (a count of items), got a "
+                f"{normalizer.dtype} tensor of shape {tuple(normalizer.shape)}"
             )
-        return normalizer
-    if isinstance(normalizer, bool) or not isinstance(normalizer, (int, float)):
+        # the value is checked only on the CPU (reading a CUDA tensor would sync the device)
+        if normalizer.device.type == "cpu":
+            value = float(normalizer)
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"`normalizer` must be a finite number > 0, got {value!r}")
+        return normalizer.reshape(())
+    if isinstance(normalizer, bool) or not isinstance(normalizer, numbers.Real):
         raise ValueError(f"`normalizer` must be a positive number, got {normalizer!r}")
     if not math.isfinite(normalizer) or normalizer <= 0:
         raise ValueError(f"`normalizer` must be a finite number > 0, got {normalizer!r}")
@@ -129,7 +135,9 @@ def check_no_nan(x: Tensor, name: str) -> None:
         raise ValueError(f"`{name}` contains NaN values")
 
 
-def to_log_probs(x: Tensor, inputs: str, temperature: float, dtype: torch.dtype, name: str) -> Tensor:
+def to_log_probs(
+    x: Tensor, inputs: str, temperature: float, dtype: torch.dtype, name: str
+) -> Tensor:
     """Normalised log-probabilities in ``dtype`` from logits / log-probs / probs.
 
     ``temperature`` divides the logits (for ``log_probs``/``probs`` it divides the log-probs,
@@ -138,8 +146,18 @@ def to_log_probs(x: Tensor, inputs: str, temperature: float, dtype: torch.dtype,
     x = x.to(dtype)
     if inputs == "probs":
         if bool((x < 0).any()):
-            raise ValueError(f"`{name}` has negative entries but inputs='probs'")
-        x = torch.log(x)
+            raise ValueError(
+                f"`{name}` has negative entries (min {float(x.min()):g}) but inputs='probs' "
+                "expects probabilities >= 0; pass logits with inputs='logits'"
+            )
+        # log(0) = -inf with a zero (not NaN) gradient at the zero entries
+        pos = x > 0
+        if not bool(pos.any(-1).all()):
+            raise ValueError(
+                f"`{name}` has a row with no positive entry but inputs='probs' expects each row "
+                "to be a distribution (some probability > 0)"
+            )
+        x = torch.where(pos, torch.log(torch.where(pos, x, 1.0)), -math.inf)
         if temperature == 1.0:
             # renormalise in case of rounding (probabilities summing to 1 ± eps)
             return torch.log_softmax(x, dim=-1)
@@ -167,6 +185,8 @@ def reduce_rows(
     if reduction == "sum":
         return total
     if normalizer is not None:
+        if isinstance(normalizer, Tensor):  # keep the result's dtype (fp32 / fp64) and shape ()
+            normalizer = normalizer.to(device=total.device, dtype=total.dtype)
         return total / normalizer
     if isinstance(count, Tensor):
         return total / count.clamp_min(1).to(total.dtype)

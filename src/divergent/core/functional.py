@@ -142,18 +142,17 @@ def divergence(
         return engine_divergence(spec, bound, p, q, keep=keep, reduction=reduction,
                                  normalizer=norm, inputs=inputs, temperature=temperature)
     n_classes = p.shape[-1]
-    if keep is None:
-        p_rows, q_rows = p.reshape(-1, n_classes), q.reshape(-1, n_classes)
-        count: int | Tensor = p_rows.shape[0]
-    else:
-        p_rows, q_rows = p[keep], q[keep]
-        count = p_rows.shape[0]
+    p_rows, q_rows = p.reshape(-1, n_classes), q.reshape(-1, n_classes)
+    if keep is not None:  # flattened, so that a 0-d leading shape (one row) works too
+        keep = keep.reshape(-1)
+        p_rows, q_rows = p_rows[keep], q_rows[keep]
+    count: int | Tensor = p_rows.shape[0]
     rows = row_values(spec, bound, p_rows, q_rows, inputs=inputs, temperature=temperature)
     if reduction == "none":
         if keep is None:
             return rows.reshape(leading)
-        full = torch.zeros(leading, dtype=rows.dtype, device=rows.device)
-        return full.index_put((keep,), rows)
+        full = torch.zeros(keep.shape, dtype=rows.dtype, device=rows.device)
+        return full.index_put((keep,), rows).reshape(leading)
     return reduce_rows(rows, reduction, count=count, normalizer=norm)
 
 
@@ -236,7 +235,7 @@ def js(
         >>> import torch, divergent
         >>> p = torch.tensor([[2.0, 1.0, 0.0]]); q = torch.tensor([[0.0, 1.0, 2.0]])
         >>> divergent.js(p, q)
-        tensor(0.1387)
+        tensor(0.2476)
     """
     return divergence("js", p, q, beta=beta, temperature=temperature, mask=mask,
                       reduction=reduction, normalizer=normalizer, inputs=inputs,
@@ -388,8 +387,10 @@ def alpha(
 
     .. math:: D_\alpha(P\|Q) = \frac{1}{\alpha(\alpha-1)}\Big(\sum_x P^\alpha Q^{1-\alpha}-1\Big)
 
-    α → 1 gives KL(P‖Q) and α → 0 gives KL(Q‖P) (both handled exactly); α = ½ is
-    4·hellinger, α = 2 is ½·pearson_chi2, α = −1 is ½·neyman_chi2.
+    Continuous in α ∈ ℝ: α = 1 gives KL(P‖Q) and α = 0 gives KL(Q‖P) (evaluated as the limits,
+    accurate near P = Q); α = ½ is 4·hellinger, α = 2 is ½·pearson_chi2, α = −1 is
+    ½·neyman_chi2. Infinite when α ≥ 1 and P has mass where Q has none, or α ≤ 0 and Q has mass
+    where P has none; for α > 1 or α < 0 a value beyond the float range overflows to +∞.
     """
     return divergence("alpha", p, q, alpha=alpha, temperature=temperature, mask=mask,
                       reduction=reduction, normalizer=normalizer, inputs=inputs,
