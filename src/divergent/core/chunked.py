@@ -17,9 +17,10 @@ O(chunk × V). The backward pass only rescales the stored gradients by the incom
 Contract (beyond :func:`divergent.divergence`'s):
 
 * masked rows are skipped: they are never read, their value is 0 and their gradient 0;
-* a row whose value is ``+inf`` (see each entry's ``infinite_when``) gets gradient 0 (the
-  gradient is undefined there; this is also what the reference path returns for the named
-  divergences). A reduced loss containing such a row is ``+inf``;
+* a row whose value is ``+inf`` (see each entry's ``infinite_when``; also a finite value
+  beyond the float range, e.g. χ² with p²/q > 3e38) gets gradient 0: the gradient is undefined
+  there, and 0 is what the reference path returns for structurally infinite rows of the named
+  divergences. A reduced loss containing such a row is ``+inf``;
 * the result is first-order differentiable only (``once_differentiable``); for double
   backward (Hessian-vector products, ``gradgradcheck``) use ``engine="reference"``. Calling
   backward twice through the same graph with a gradient other than 1 raises;
@@ -192,9 +193,13 @@ def write_grads(
     gb: Tensor | None,
     weight: Tensor,
 ) -> None:
-    """``ga ← w (A − p ΣA)``, ``gb ← w (B − q ΣB)``, 0 on infinite rows (``weight`` = scale/T)."""
-    _, infinite, a, sum_a, b, sum_b = finished
-    bad = infinite.unsqueeze(-1)
+    """``ga ← w (A − p ΣA)``, ``gb ← w (B − q ΣB)`` (``weight`` = scale/T).
+
+    Rows whose value is +inf (infinite divergence, or a finite one beyond the float range)
+    get gradient 0.
+    """
+    value, infinite, a, sum_a, b, sum_b = finished
+    bad = (infinite | torch.isinf(value)).unsqueeze(-1)
     if ga is not None and a is not None:
         g = (a - lp.exp() * sum_a.unsqueeze(-1)) * weight
         ga.copy_(torch.where(bad, 0.0, g))
@@ -327,7 +332,7 @@ def _autograd_chunk(
             if not (need_a or need_b):
                 return rows.detach()
             infinite = torch.isinf(rows) & (rows > 0)
-            weights = torch.where(infinite, 0.0, scale.to(rows.dtype).expand_as(rows))
+            weights = torch.where(infinite, 0.0, scale.to(rows.dtype).reshape(-1).expand_as(rows))
             wanted = [x for x, need in ((xa, need_a), (xb, need_b)) if need]
             grads = list(torch.autograd.grad(rows, wanted, weights, allow_unused=True))
         bad = infinite.unsqueeze(-1)

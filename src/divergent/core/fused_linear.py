@@ -113,7 +113,119 @@ def _chain(gz: Tensor, z: Tensor, job: _FusedJob) -> None:
         gz.mul_(job.logit_scale)
 
 
+def _run(
+    job: _FusedJob,
+    tensors: tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor | None],
+    need: tuple[bool, ...],
+    row_weights: Tensor | None = None,
+) -> tuple[Tensor, list[Tensor | None]]:
+    """Row values (kept rows) and the gradients flagged in ``need``.
+
+    Gradients are scaled by the reduction's weight, or by ``row_weights`` (one per kept row,
+    the incoming gradient of ``reduction="none"``).
+    """
+    hs, ws, bs, ht, wt, bt = tensors
+    need_s, need_t = any(need[0:3]), any(need[3:6])
+    n_rows, vocab = hs.shape[0], job.vocab
+    device = hs.device
+    wide = torch.float64 in (hs.dtype, ws.dtype, ht.dtype, wt.dtype)
+    dtype = torch.float64 if wide else torch.float32
+    mm_s = torch.promote_types(hs.dtype, ws.dtype)
+    mm_t = torch.promote_types(ht.dtype, wt.dtype)
+    hs_m, ws_m = hs.to(mm_s), ws[:vocab].to(mm_s)
+    ht_m, wt_m = ht.to(mm_t), wt[:vocab].to(mm_t)
+    bs_m = None if bs is None else bs[:vocab].to(mm_s)
+    bt_m = None if bt is None else bt[:vocab].to(mm_t)
+
+    idx = None if job.keep is None else job.keep.nonzero().squeeze(1)
+    count = n_rows if idx is None else int(idx.numel())
+    if job.reduction == "mean":
+        if job.normalizer is None:
+            scale_v: float | Tensor = 1.0 / max(count, 1)
+        elif isinstance(job.normalizer, Tensor):
+            scale_v = 1.0 / job.normalizer.detach().to(device=device, dtype=dtype)
+        else:
+            scale_v = 1.0 / job.normalizer
+    else:
+        scale_v = 1.0
+    scale = torch.as_tensor(scale_v, dtype=dtype, device=device).reshape(())
+    temperature = torch.tensor(job.temperature, dtype=dtype, device=device)
+
+    def zeros_for(x: Tensor | None, flag: bool, acc: bool = False) -> Tensor | None:
+        if x is None or not flag:
+            return None
+        if acc and x.dtype in (torch.bfloat16, torch.float16):
+            return torch.zeros(x.shape, dtype=torch.float32, device=device)
+        return torch.zeros_like(x)
+
+    g_hs, g_ht = zeros_for(hs, need[0]), zeros_for(ht, need[3])
+    g_ws, g_bs = zeros_for(ws, need[1], acc=True), zeros_for(bs, need[2], acc=True)
+    g_wt, g_bt = zeros_for(wt, need[4], acc=True), zeros_for(bt, need[5], acc=True)
+    values = torch.empty(count, dtype=dtype, device=device)
+
+    if job.plan is not None:
+        compiled = _should_compile(job.plan.kernel, count * vocab, job.compile)
+        consts = job.plan.tensors(dtype, device)
+        flags = (need_t, need_s)
+        run: Callable[..., Tensor] = _ChunkRunner(job.plan.kernel, dtype, flags, compiled)
+    else:
+        consts = ()
+        run = _autograd_chunk(job.spec, job.params, True, dtype)
+
+    step, sub = max(1, job.mm_rows), max(1, job.kernel_rows)
+    for start in range(0, count, step):
+        stop = min(start + step, count)
+        if idx is None:
+            h_s, h_t = hs_m[start:stop], ht_m[start:stop]
+        else:
+            sel = idx[start:stop]
+            h_s, h_t = hs_m.index_select(0, sel), ht_m.index_select(0, sel)
+        with torch.no_grad():
+            z_s = _logits(h_s, ws_m, bs_m, job)
+            z_t = _logits(h_t, wt_m, bt_m, job)
+        gz_s = torch.empty_like(z_s) if need_s else None
+        gz_t = torch.empty_like(z_t) if need_t else None
+        for k in range(0, stop - start, sub):
+            kk = slice(k, min(k + sub, stop - start))
+            w = scale
+            if row_weights is not None:
+                w = row_weights[start + kk.start : start + kk.stop].to(dtype).unsqueeze(-1)
+            values[start + kk.start : start + kk.stop] = run(
+                z_t[kk],
+                z_s[kk],
+                None if gz_t is None else gz_t[kk],
+                None if gz_s is None else gz_s[kk],
+                temperature,
+                w,
+                consts,
+            )
+        for gz, z, h, w_m, g_h, g_w, g_b in (
+            (gz_s, z_s, h_s, ws_m, g_hs, g_ws, g_bs),
+            (gz_t, z_t, h_t, wt_m, g_ht, g_wt, g_bt),
+        ):
+            if gz is None:
+                continue
+            _chain(gz, z, job)
+            if g_h is not None:
+                gh = gz @ w_m
+                if idx is None:
+                    g_h[start:stop] = gh
+                else:
+                    g_h.index_copy_(0, sel, gh.to(g_h.dtype))
+            if g_w is not None:
+                g_w[:vocab].addmm_(gz.T.to(g_w.dtype), h.to(g_w.dtype))
+            if g_b is not None:
+                g_b[:vocab] += gz.sum(0, dtype=g_b.dtype)
+        del z_s, z_t, gz_s, gz_t
+
+    grads = [g_hs, g_ws, g_bs, g_ht, g_wt, g_bt]
+    originals = [hs, ws, bs, ht, wt, bt]
+    return values, [None if g is None else g.to(x.dtype) for g, x in zip(grads, originals)]  # type: ignore[union-attr]
+
+
 class _FusedLinearFunction(torch.autograd.Function):
+    """Gradients in the forward pass (scalar reductions); recomputed for ``reduction="none"``."""
+
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any,
@@ -125,125 +237,43 @@ class _FusedLinearFunction(torch.autograd.Function):
         bt: Tensor | None,
         job: _FusedJob,
     ) -> Tensor:
-        need = ctx.needs_input_grad
-        need_s, need_t = any(need[0:3]), any(need[3:6])
-        n_rows, vocab = hs.shape[0], job.vocab
-        device = hs.device
-        wide = torch.float64 in (hs.dtype, ws.dtype, ht.dtype, wt.dtype)
-        dtype = torch.float64 if wide else torch.float32
-        mm_s = torch.promote_types(hs.dtype, ws.dtype)
-        mm_t = torch.promote_types(ht.dtype, wt.dtype)
-        hs_m, ws_m = hs.to(mm_s), ws[:vocab].to(mm_s)
-        ht_m, wt_m = ht.to(mm_t), wt[:vocab].to(mm_t)
-        bs_m = None if bs is None else bs[:vocab].to(mm_s)
-        bt_m = None if bt is None else bt[:vocab].to(mm_t)
-
-        idx = None if job.keep is None else job.keep.nonzero().squeeze(1)
-        count = n_rows if idx is None else int(idx.numel())
-        if job.reduction == "mean":
-            if job.normalizer is None:
-                scale_v: float | Tensor = 1.0 / max(count, 1)
-            elif isinstance(job.normalizer, Tensor):
-                scale_v = 1.0 / job.normalizer.detach().to(device=device, dtype=dtype)
-            else:
-                scale_v = 1.0 / job.normalizer
-        else:
-            scale_v = 1.0
-        scale = torch.as_tensor(scale_v, dtype=dtype, device=device).reshape(())
-        temperature = torch.tensor(job.temperature, dtype=dtype, device=device)
-
-        def zeros_like_or_none(x: Tensor | None, flag: bool, acc: bool = False) -> Tensor | None:
-            if x is None or not flag:
-                return None
-            if acc and x.dtype in (torch.bfloat16, torch.float16):
-                return torch.zeros(x.shape, dtype=torch.float32, device=device)
-            return torch.zeros_like(x)
-
-        g_hs = zeros_like_or_none(hs, need[0])
-        g_ws = zeros_like_or_none(ws, need[1], acc=True)
-        g_bs = zeros_like_or_none(bs, need[2], acc=True)
-        g_ht = zeros_like_or_none(ht, need[3])
-        g_wt = zeros_like_or_none(wt, need[4], acc=True)
-        g_bt = zeros_like_or_none(bt, need[5], acc=True)
-        values = torch.empty(count, dtype=dtype, device=device)
-
-        if job.plan is not None:
-            compiled = _should_compile(job.plan.kernel, count * vocab, job.compile)
-            consts = job.plan.tensors(dtype, device)
-            flags = (need_t, need_s)
-            run: Callable[..., Tensor] = _ChunkRunner(job.plan.kernel, dtype, flags, compiled)
-        else:
-            consts = ()
-            run = _autograd_chunk(job.spec, job.params, True, dtype)
-
-        step = max(1, job.mm_rows)
-        sub = max(1, job.kernel_rows)
-        for start in range(0, count, step):
-            stop = min(start + step, count)
-            if idx is None:
-                rows = slice(start, stop)
-                h_s, h_t = hs_m[rows], ht_m[rows]
-            else:
-                sel = idx[start:stop]
-                h_s, h_t = hs_m.index_select(0, sel), ht_m.index_select(0, sel)
-            with torch.no_grad():
-                z_s = _logits(h_s, ws_m, bs_m, job)
-                z_t = _logits(h_t, wt_m, bt_m, job)
-            gz_s = torch.empty_like(z_s) if need_s else None
-            gz_t = torch.empty_like(z_t) if need_t else None
-            for k in range(0, stop - start, sub):
-                kk = slice(k, min(k + sub, stop - start))
-                values[start + kk.start : start + kk.stop] = run(
-                    z_t[kk],
-                    z_s[kk],
-                    None if gz_t is None else gz_t[kk],
-                    None if gz_s is None else gz_s[kk],
-                    temperature,
-                    scale,
-                    consts,
-                )
-            for gz, z, h, w, g_h, g_w, g_b in (
-                (gz_s, z_s, h_s, ws_m, g_hs, g_ws, g_bs),
-                (gz_t, z_t, h_t, wt_m, g_ht, g_wt, g_bt),
-            ):
-                if gz is None:
-                    continue
-                _chain(gz, z, job)
-                if g_h is not None:
-                    gh = gz @ w
-                    if idx is None:
-                        g_h[start:stop] = gh
-                    else:
-                        g_h.index_copy_(0, sel, gh.to(g_h.dtype))
-                if g_w is not None:
-                    g_w[:vocab].addmm_(gz.T.to(g_w.dtype), h.to(g_w.dtype))
-                if g_b is not None:
-                    g_b[:vocab] += gz.sum(0, dtype=g_b.dtype)
-            del z_s, z_t, gz_s, gz_t
-
-        out = [g_hs, g_ws, g_bs, g_ht, g_wt, g_bt]
-        originals = [hs, ws, bs, ht, wt, bt]
-        final = [None if g is None else g.to(x.dtype) for g, x in zip(out, originals)]  # type: ignore[union-attr]
-        empty = hs.new_empty(0)
-        ctx.save_for_backward(*[empty if g is None else g for g in final])
+        need = tuple(ctx.needs_input_grad[:6])
+        tensors = (hs, ws, bs, ht, wt, bt)
+        ctx.job, ctx.need = job, need
+        n_rows = hs.shape[0]
         if job.reduction == "none":
-            if idx is None:
+            # weight and bias gradients sum over rows, so the incoming per-row gradient must
+            # be known: the backward pass recomputes the chunks with it (one more forward)
+            values, _ = _run(job, tensors, (False,) * 6)
+            ctx.save_for_backward(hs, ws, bs, ht, wt, bt)
+            if job.keep is None:
                 return values
-            full = torch.zeros(n_rows, dtype=values.dtype, device=device)
+            full = torch.zeros(n_rows, dtype=values.dtype, device=hs.device)
             return full.index_put_((job.keep,), values)
+        values, grads = _run(job, tensors, need)
+        empty = hs.new_empty(0)
+        ctx.save_for_backward(*[empty if g is None else g for g in grads])
+        count = values.numel()
         total = values.sum()
         if job.reduction == "sum":
             return total
         if job.normalizer is not None:
             norm = job.normalizer
             if isinstance(norm, Tensor):
-                norm = norm.detach().to(device=device, dtype=total.dtype)
+                norm = norm.detach().to(device=total.device, dtype=total.dtype)
             return total / norm
         return total / max(count, 1)
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        if ctx.job.reduction == "none":
+            hs, ws, bs, ht, wt, bt = ctx.saved_tensors
+            rows = grad_out.reshape(-1)
+            if ctx.job.keep is not None:
+                rows = rows[ctx.job.keep]
+            _, grads = _run(ctx.job, (hs, ws, bs, ht, wt, bt), ctx.need, row_weights=rows)
+            return (*grads, None)
         grads = scale_saved_grads(ctx, ctx.saved_tensors, grad_out)
         return (*grads, None)
 
@@ -279,8 +309,10 @@ def fused_linear_divergence(
         P = \mathrm{softmax}(z^{(t)}/T),\ Q = \mathrm{softmax}(z^{(s)}/T).
 
     Gradients flow to the student's hidden states, weight and bias, and to the teacher's only
-    when those require grad. Memory beyond the returned gradients is O(chunk × V); the gradient
-    is computed in the forward pass (as the chunked engine, first-order only).
+    when those require grad. Memory beyond the returned gradients is O(chunk × V); for
+    ``"mean"``/``"sum"`` the gradient is computed in the forward pass (as the chunked engine,
+    first-order only), for ``"none"`` the backward pass recomputes the chunks with the incoming
+    per-row gradient (weight and bias gradients sum over rows), about twice the time.
 
     Args:
         name: a registered divergence name, a :class:`~divergent.Divergence` or a generator f.

@@ -216,7 +216,7 @@ class KLKernel(ElementwiseKernel):
         both = p_pos & q_pos
         d = torch.where(both, lp - lq, 0.0)
         p, q = lp.exp(), lq.exp()
-        near = d.abs() < _phi_tau(lp.dtype, 1.0)
+        near = both & (d.abs() < _phi_tau(lp.dtype, 1.0))
         term = torch.where(near, q * _phi1_series(d), p * d - p + q)  # = q where p = 0 < q
         a = p * d if need_a else None
         b = q - p if need_b else None
@@ -277,7 +277,7 @@ class SkewKLKernel(ElementwiseKernel):
         p, q = lp.exp(), lq.exp()
         m = al * p + one_m * q
         s = torch.where(p_pos, lp - lm, 0.0)
-        near = s.abs() < _phi_tau(lp.dtype, 1.0)
+        near = p_pos & (s.abs() < _phi_tau(lp.dtype, 1.0))
         term = torch.where(near, m * _phi1_series(s), p * s - p + m)  # = m where p = 0
         if not (need_a or need_b):
             return term, None, None, None
