@@ -36,7 +36,9 @@ def _fmt_bound(value: float) -> str:
 
 @app.command("list")
 def list_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of a table.")
+    ] = False,
 ) -> None:
     """List every registered divergence: name, formula, parameters, symmetric, bound."""
     from divergent.core.registry import list_divergences
@@ -64,7 +66,8 @@ def list_command(
         typer.echo(json.dumps(rows, indent=2))
         return
     table = Table(title="Registered divergences  D(P‖Q): P = target/teacher, Q = model/student")
-    for col in ("name", "formula", "parameters", "symmetric", "bound", "metric", "f-div"):
+    table.add_column("name", no_wrap=True)
+    for col in ("formula", "parameters", "symmetric", "bound", "metric", "f-div"):
         table.add_column(col, overflow="fold")
     for r in rows:
         params = ", ".join(f"{p['name']}={p['default']:g} ∈ {p['range']}" for p in r["parameters"])
@@ -85,7 +88,9 @@ def list_command(
 
 
 @app.command("info")
-def info_command(name: Annotated[str, typer.Argument(help="A registered divergence name.")]) -> None:
+def info_command(
+    name: Annotated[str, typer.Argument(help="A registered divergence name.")],
+) -> None:
     """Show one divergence: formula (LaTeX), parameters, properties, when it is infinite."""
     from divergent.core.registry import get_divergence
 
@@ -99,9 +104,12 @@ def info_command(name: Annotated[str, typer.Argument(help="A registered divergen
     console.print(f"  formula   {d.formula_text}")
     console.print(f"  LaTeX     {d.formula}")
     for p in d.parameters:
-        console.print(f"  param     {p.name} = {p.default:g} in {p.range_text()}: {p.description}")
+        console.print(
+            f"  param     {p.name} = {p.default:g} in {p.range_text()}: {p.description}"
+        )
     console.print(f"  symmetric {d.symmetric(**defaults)} (at the defaults)")
-    console.print(f"  bound     {d.bound_text} (at the defaults: {_fmt_bound(d.upper_bound(**defaults))})")
+    at_defaults = _fmt_bound(d.upper_bound(**defaults))
+    console.print(f"  bound     {d.bound_text} (at the defaults: {at_defaults})")
     console.print(f"  metric    {d.metric}")
     console.print(f"  infinite  {d.infinite_when or 'never'}")
     if d.description:
@@ -151,12 +159,14 @@ def reproduce_command(
     elif ids:
         selected = list(ids)
     else:
-        console.print("[red]give reproduction ids or --all (see `divergent reproduce --list`)[/red]")
+        console.print("[red]give reproduction ids or --all (`divergent reproduce --list`)[/red]")
         raise typer.Exit(2)
     known = {r.id for r in reps}
     unknown = [i for i in selected if i not in known]
     if unknown:
-        console.print(f"[red]unknown reproduction id(s) {unknown}; available: {sorted(known)}[/red]")
+        console.print(
+            f"[red]unknown reproduction id(s) {unknown}; available: {sorted(known)}[/red]"
+        )
         raise typer.Exit(2)
 
     results = []
