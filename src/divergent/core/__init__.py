@@ -1,6 +1,7 @@
 """Core layer: divergences between categorical distributions, estimators, transport."""
 
 from divergent.core import named as _named  # noqa: F401  (registers the named divergences)
+from divergent.core._samples import IntervalEstimate, subsampling_ci
 from divergent.core.chunked import (
     chunked_divergence,
     compile_mode,
@@ -32,6 +33,7 @@ from divergent.core.functional import (
     tv,
 )
 from divergent.core.fused_linear import fused_linear_divergence
+from divergent.core.knn import knn_entropy, knn_kl, knn_renyi
 from divergent.core.ot import (
     SinkhornResult,
     sinkhorn,
@@ -40,6 +42,7 @@ from divergent.core.ot import (
     uld_distance,
     wasserstein_1d,
 )
+from divergent.core.policy_kl import kl_penalty_reward, policy_kl, reference_sample_kl
 from divergent.core.registry import (
     Divergence,
     FGenerator,
@@ -61,6 +64,7 @@ __all__ = [
     "ClosedFormResult",
     "Divergence",
     "FGenerator",
+    "IntervalEstimate",
     "Parameter",
     "SinkhornResult",
     "TeacherCacheError",
@@ -81,10 +85,16 @@ __all__ = [
     "jeffreys",
     "js",
     "kl",
+    "kl_penalty_reward",
+    "knn_entropy",
+    "knn_kl",
+    "knn_renyi",
     "list_divergences",
     "make_f_divergence",
     "neyman_chi2",
     "pearson_chi2",
+    "policy_kl",
+    "reference_sample_kl",
     "register_divergence",
     "renyi",
     "resolve_divergence",
@@ -98,6 +108,7 @@ __all__ = [
     "skew_reverse_kl",
     "soft_cross_entropy",
     "sparse_divergence",
+    "subsampling_ci",
     "topk_logprobs",
     "tv",
     "uld_distance",
