@@ -93,6 +93,8 @@ _CPU_CHUNK_BYTES = 2 << 20
 _AUTO_ANNEAL_RATIO = 100.0
 # Sinkhorn updates per ε-annealing stage
 _STAGE_ITERS = 3
+# updates between two convergence / stability checks (each check synchronises the device)
+_CHECK_EVERY = 10
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,10 +194,12 @@ def _run_blocks(
 
     Each block builds the stabilised kernel K̃ = exp((f ⊕ g − C)/ε) from the current potentials
     (one pass of exponentials) and iterates u ← 1/(K̃ (b⊙v)), v ← 1/(K̃ᵀ(a⊙u)) with matrix–vector
-    products; the scalings are absorbed into (f, g) when |log u| or |log v| exceeds τ. If a
-    scaling under- or overflows, the block is discarded back to its last good state and the next
-    one opens with an exact log-sum-exp update. Returns (f, g, n_iter, marginal_error); with
-    ``check=False`` (annealing stages) it runs ``max_iter`` updates without convergence tests.
+    products. Every ``_CHECK_EVERY`` updates it measures the marginal error (problems that
+    reached ``tol`` leave the batch) and the scalings: beyond e^{±τ} they are absorbed into
+    (f, g) and the kernel rebuilt; if one under- or overflowed, the block rolls back to the last
+    check and the next block opens with an exact log-sum-exp update. Returns
+    (f, g, n_iter, marginal_error); with ``check=False`` (annealing stages) it runs ``max_iter``
+    updates without convergence tests.
     """
     batch = f.shape[0]
     dev = f.device
@@ -207,6 +211,7 @@ def _run_blocks(
     one = torch.ones((), dtype=f.dtype, device=dev)
     full_a, full_b = bool(pb.pos_a.all()), bool(pb.pos_b.all())
     need_log = False
+    it = 0  # the active problems always share their update count
     while active.numel() > 0:
         everyone = active.numel() == batch
 
@@ -215,12 +220,11 @@ def _run_blocks(
 
         cost, a, b = take(pb.cost), take(pb.a), take(pb.b)
         pos_a, pos_b = take(pb.pos_a), take(pb.pos_b)
-        it = n_iter.index_select(0, active)
         fa, ga = take(f), take(g)
         if need_log:  # exact log-domain update (re-centres the potentials)
             ga = _g_update(fa, cost, take(pb.log_a), eps)
             fa = _f_update(ga, cost, take(pb.log_b), eps)
-            it = it + 1
+            it += 1
             need_log = False
         kern = torch.exp((fa[:, :, None] + ga[:, None, :] - cost) / eps)
         kern_t = kern.transpose(1, 2).contiguous()  # batched vector-matrix products are fastest
@@ -228,55 +232,57 @@ def _run_blocks(
         u = 1.0 / _vecmat(b, kern_t)  # rows exact from here on
         if not full_a:
             u = torch.where(pos_a, u, one)
-        if not bool(u.log().abs().amax() <= tau):
+        if not bool(u.log().abs().amax() <= tau) and it < max_iter:
             need_log = True
             continue
         while True:
+            # check point: the state is right after a u-update (rows exact)
             w = _vecmat(a * u, kern)  # w_j = Σ_i K̃_ij a_i u_i; column sums are b v w
-            if check:
-                err = (b * v * w - b).abs().sum(-1)
-                done = (err <= tol) | (it >= max_iter)
+            err = (b * v * w - b).abs().sum(-1) if check else None
+            if it >= max_iter:
+                done = torch.ones(active.numel(), dtype=torch.bool, device=dev)
+            elif err is not None:
+                done = err <= tol
             else:
-                err = torch.full_like(it, math.inf, dtype=f.dtype)
-                done = it >= max_iter
-            if bool(done.any()):
+                done = None
+            if done is not None and bool(done.any()):
                 idx = active[done]
                 f[idx] = fa[done] + eps * torch.log(u[done])
                 g[idx] = ga[done] + eps * torch.log(v[done])
-                n_iter[idx] = it[done]
-                errors[idx] = err[done]
+                n_iter[idx] = it
+                if err is not None:
+                    errors[idx] = err[done]
                 keep = ~done
                 active = active[keep]
                 if active.numel() == 0:
                     break
-                kern, kern_t, u, v, w, fa, ga, it = (
-                    t[keep] for t in (kern, kern_t, u, v, w, fa, ga, it)
-                )
+                kern, kern_t, u, v, w, fa, ga = (t[keep] for t in (kern, kern_t, u, v, w, fa, ga))
                 a, b, pos_a, pos_b = a[keep], b[keep], pos_a[keep], pos_b[keep]
-            # zero-mass entries keep their potentials inside a block (they carry no mass)
-            v_new = 1.0 / w
-            if not full_b:
-                v_new = torch.where(pos_b, v_new, one)
-            u_new = 1.0 / _vecmat(b * v_new, kern_t)
-            if not full_a:
-                u_new = torch.where(pos_a, u_new, one)
-            lu, lv = u_new.log(), v_new.log()
-            worst = torch.maximum(lu.abs().amax(), lv.abs().amax())
+            steps = min(_CHECK_EVERY, max_iter - it) if check else max_iter - it
+            u_last, v_last = u, v
+            for s in range(steps):
+                # zero-mass entries keep their potentials inside a block (they carry no mass)
+                v = 1.0 / w
+                if not full_b:
+                    v = torch.where(pos_b, v, one)
+                u = 1.0 / _vecmat(b * v, kern_t)
+                if not full_a:
+                    u = torch.where(pos_a, u, one)
+                if s < steps - 1:
+                    w = _vecmat(a * u, kern)
+            it += steps
+            worst = torch.maximum(u.log().abs().amax(), v.log().abs().amax())
             if not bool(worst <= tau):
                 if not bool(torch.isfinite(worst)):
-                    need_log = True  # a scaling under/overflowed: keep the last good (u, v)
-                    break
-                u, v = u_new, v_new  # valid but large: absorb and rebuild the kernel
-                it = it + 1
-                break
-            u, v = u_new, v_new
-            it = it + 1
+                    u, v = u_last, v_last  # roll back to the last check
+                    it -= steps
+                    need_log = True
+                break  # absorb and rebuild the kernel
         if active.numel() == 0:
             break
         # absorb the scalings into the potentials of the problems still running
         f[active] = fa + eps * torch.log(u)
         g[active] = ga + eps * torch.log(v)
-        n_iter[active] = it
     return f, g, n_iter, errors
 
 
@@ -352,8 +358,9 @@ def _run_symmetric(
 
     S(f)_i = −ε log Σ_j a_j exp((f_j − C_ij)/ε) is the Sinkhorn map with f = g; plain
     alternating updates oscillate on symmetric problems, the averaged ones converge fast
-    (Feydy et al. 2019, §3.1). Same stabilised scaling form as :func:`_run_blocks`, with
-    u ← sqrt(u / (K̃ (a⊙u))); the error is the L1 marginal violation Σ_i |a_i u_i (K̃ a u)_i − a_i|.
+    (Feydy et al. 2019, §3.1). Same stabilised scaling form and checks as
+    :func:`_run_blocks`, with u ← sqrt(u / (K̃ (a⊙u))); the error is the L1 marginal violation
+    Σ_i |a_i u_i (K̃ a u)_i − a_i|.
     """
     batch = f.shape[0]
     dev = f.device
@@ -365,6 +372,7 @@ def _run_symmetric(
     one = torch.ones((), dtype=f.dtype, device=dev)
     full_a = bool(pb.pos_a.all())
     need_log = False
+    it = 0
     while active.numel() > 0:
         everyone = active.numel() == batch
 
@@ -372,50 +380,53 @@ def _run_symmetric(
             return t if whole else t.index_select(0, idx)
 
         cost, a, pos_a = take(pb.cost), take(pb.a), take(pb.pos_a)
-        it = n_iter.index_select(0, active)
         fa = take(f)
         if need_log:
             fa = 0.5 * (fa + _g_update(fa, cost, take(pb.log_a), eps))
-            it = it + 1
+            it += 1
             need_log = False
         kern = torch.exp((fa[:, :, None] + fa[:, None, :] - cost) / eps)
         u = torch.ones_like(fa)
         while True:
             z = _vecmat(a * u, kern)  # (K̃ a u)_i (K̃ symmetric)
-            if check:
-                err = (a * u * z - a).abs().sum(-1)
-                done = (err <= tol) | (it >= max_iter)
+            err = (a * u * z - a).abs().sum(-1) if check else None
+            if it >= max_iter:
+                done = torch.ones(active.numel(), dtype=torch.bool, device=dev)
+            elif err is not None:
+                done = err <= tol
             else:
-                err = torch.full_like(it, math.inf, dtype=f.dtype)
-                done = it >= max_iter
-            if bool(done.any()):
+                done = None
+            if done is not None and bool(done.any()):
                 idx = active[done]
                 f[idx] = fa[done] + eps * torch.log(u[done])
-                n_iter[idx] = it[done]
-                errors[idx] = err[done]
+                n_iter[idx] = it
+                if err is not None:
+                    errors[idx] = err[done]
                 keep = ~done
                 active = active[keep]
                 if active.numel() == 0:
                     break
-                kern, u, z, fa, it = (t[keep] for t in (kern, u, z, fa, it))
+                kern, u, z, fa = (t[keep] for t in (kern, u, z, fa))
                 a, pos_a = a[keep], pos_a[keep]
-            u_new = torch.sqrt(u / z)
-            if not full_a:
-                u_new = torch.where(pos_a, u_new, one)
-            worst = u_new.log().abs().amax()
+            steps = min(_CHECK_EVERY, max_iter - it) if check else max_iter - it
+            u_last = u
+            for s in range(steps):
+                u = torch.sqrt(u / z)
+                if not full_a:
+                    u = torch.where(pos_a, u, one)
+                if s < steps - 1:
+                    z = _vecmat(a * u, kern)
+            it += steps
+            worst = u.log().abs().amax()
             if not bool(worst <= tau):
                 if not bool(torch.isfinite(worst)):
+                    u = u_last
+                    it -= steps
                     need_log = True
-                    break
-                u = u_new
-                it = it + 1
                 break
-            u = u_new
-            it = it + 1
         if active.numel() == 0:
             break
         f[active] = fa + eps * torch.log(u)
-        n_iter[active] = it
     return f, n_iter, errors
 
 
