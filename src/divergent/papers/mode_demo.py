@@ -172,7 +172,7 @@ def _run(ctx: ReproContext) -> Outcome:
         ax.fill_between(grid, target_probs, color="0.8", label="target (3 modes)")
         for i in range(n_init):
             ax.plot(grid, curves[name][i], lw=1.2, alpha=0.8)
-        ax.set_title(f"{labels[name]}: {coverage[name]:.2f} modes covered")
+        ax.set_title(f"{labels[name]}\n{coverage[name]:.2f} of 3 modes covered (mean)", fontsize=10)
         ax.set_xlabel("x")
     axes[0].set_ylabel("probability")
     axes[0].legend(fontsize=8, loc="upper left")

@@ -296,6 +296,7 @@ def _run(ctx: ReproContext) -> Outcome:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for ax, xs, ys, chk, label in (
@@ -309,6 +310,7 @@ def _run(ctx: ReproContext) -> Outcome:
                 label=f"fit: L∞={f['l_inf']:.4f}, α={f['alpha']:.2f}")
         ax.axhline(entropy, color="k", ls="--", lw=1, label=f"entropy rate H={entropy:.4f}")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("cross-entropy [nats/token]")
         ax.legend(fontsize=8)
