@@ -267,14 +267,16 @@ def test_backward_scales_and_refuses_a_second_pass() -> None:
     _, _, gq = _grads("js", {}, p, q, engine="reference", reduction="mean")
     qq = q.clone().requires_grad_(True)
     loss = chunked.chunked_divergence("js", p, qq, compile=False)
-    (3.0 * loss).backward()
+    (3.0 * loss).backward(retain_graph=True)
     torch.testing.assert_close(qq.grad, 3.0 * gq, rtol=1e-5, atol=1e-8)
+    with pytest.raises(RuntimeError, match="retain_graph"):  # rescaled in place: refuse
+        loss.backward()
+    # unit incoming gradients leave the stored gradient untouched: repeating is fine
     qq.grad = None
     loss = chunked.chunked_divergence("js", p, qq, compile=False)
     loss.backward(retain_graph=True)
-    torch.testing.assert_close(qq.grad, gq, rtol=1e-5, atol=1e-8)
-    with pytest.raises(RuntimeError, match="retain_graph"):
-        loss.backward()
+    loss.backward()
+    torch.testing.assert_close(qq.grad, 2.0 * gq, rtol=1e-5, atol=1e-8)
     # reduction="none" with an arbitrary incoming gradient
     weights = torch.rand(5, generator=gen)
     _, _, gq_ref = _grads("js", {}, p, q, engine="reference", reduction="none", weights=weights)

@@ -22,8 +22,10 @@ Contract (beyond :func:`divergent.divergence`'s):
   there, and 0 is what the reference path returns for structurally infinite rows of the named
   divergences. A reduced loss containing such a row is ``+inf``;
 * the result is first-order differentiable only (``once_differentiable``); for double
-  backward (Hessian-vector products, ``gradgradcheck``) use ``engine="reference"``. Calling
-  backward twice through the same graph with a gradient other than 1 raises;
+  backward (Hessian-vector products, ``gradgradcheck``) or ``gradcheck`` use
+  ``engine="reference"``. Backward twice through the same graph works with unit incoming
+  gradients (``retain_graph=True``) and raises otherwise (the stored gradient is rescaled in
+  place, to avoid a second N×V buffer);
 * ``inputs="probs"`` always uses the reference path; ``inputs="log_probs"`` at T = 1 (used
   as given, not renormalised) and divergences without a kernel (a user-registered entry, a
   user generator) are differentiated chunk by chunk with autograd (still O(chunk × V)).
@@ -163,8 +165,16 @@ def _settings(engine: str | None = None, compile: bool | str | None = None) -> I
 # the per-chunk function (eager or compiled)
 # --------------------------------------------------------------------------------------------
 def _log_probs(x: Tensor, temperature: Tensor, dtype: torch.dtype) -> Tensor:
+    """log_softmax(x / T) as ``(z − max) − log Σ exp(z − max)`` (as ``torch.log_softmax``).
+
+    Subtracting the maximum first keeps ``z − max`` exact, so logits of magnitude 1e4 lose
+    nothing (forming ``max + log Σ`` first would round to the logits' ulp, ~1e-3).
+    """
     z = x.to(dtype) / temperature
-    return z - torch.logsumexp(z, -1, keepdim=True)
+    top = z.amax(-1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, 0.0)
+    shifted = z - top
+    return shifted - torch.log(torch.exp(shifted).sum(-1, keepdim=True))
 
 
 def run_stats(
@@ -455,28 +465,33 @@ def _reduce(job: _Job, values: Tensor, count: int, n_rows: int) -> Tensor:
     return total / max(count, 1)
 
 
+def check_backward_once(ctx: Any) -> None:
+    """Raise on a second backward through a node whose saved gradient was rescaled in place."""
+    if getattr(ctx, "_scaled", False):
+        raise RuntimeError(
+            "divergent: the gradient of this chunked divergence was computed in the forward "
+            "pass and rescaled in place by the first backward; a second backward through the "
+            "same graph (retain_graph=True, torch.autograd.gradcheck) is only supported when "
+            "every incoming gradient is 1. Use engine='reference' "
+            "(divergent.divergence(..., engine='reference')) to differentiate it several times."
+        )
+
+
 def scale_saved_grads(
     ctx: Any, grads: Sequence[Tensor | None], grad_out: Tensor
 ) -> list[Tensor | None]:
     """Rescale gradients computed in the forward pass by the incoming gradient, in place.
 
     A scalar incoming gradient equal to 1 (``loss.backward()``) returns the buffers untouched
-    (no pass over them); otherwise they are scaled in place. Either way the buffers are handed
-    out once: a second backward through the same graph raises instead of returning buffers the
-    caller may have modified.
+    (no pass over them), which may be repeated; otherwise they are scaled in place (no extra
+    N×V buffer, the common ``weight * loss`` case), after which a second backward through the
+    same graph raises instead of returning rescaled buffers.
     """
     present = [g if g is not None and g.numel() > 0 else None for g in grads]
-    if getattr(ctx, "_used", False):
-        raise RuntimeError(
-            "divergent: the gradient of this chunked divergence was computed in the forward "
-            "pass and handed out (possibly rescaled in place) by the first backward; a second "
-            "backward through the same graph (retain_graph=True) is not supported. Use "
-            "engine='reference' (divergent.divergence(..., engine='reference')) to "
-            "differentiate it several times."
-        )
-    ctx._used = True
-    if grad_out.dim() == 0 and bool(grad_out == 1):
-        return present
+    if grad_out.dim() == 0 and bool(grad_out == 1) and not getattr(ctx, "_scaled", False):
+        return present  # untouched: safe to hand out again (retain_graph with unit gradients)
+    check_backward_once(ctx)
+    ctx._scaled = True
     factor = grad_out if grad_out.dim() == 0 else grad_out.reshape(-1, 1)
     return [None if g is None else g.mul_(factor.to(g.dtype)) for g in present]
 
@@ -493,6 +508,7 @@ class _ChunkedFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        check_backward_once(ctx)  # before autograd's own (less clear) version check
         ga, gb = scale_saved_grads(ctx, ctx.saved_tensors, grad_out)
         return ga, gb, None
 

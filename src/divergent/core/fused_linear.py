@@ -39,6 +39,7 @@ from divergent.core.chunked import (
     _autograd_chunk,
     _ChunkRunner,
     _should_compile,
+    check_backward_once,
     scale_saved_grads,
 )
 from divergent.core.kernels import KernelPlan, kernel_for
@@ -274,6 +275,7 @@ class _FusedLinearFunction(torch.autograd.Function):
                 rows = rows[ctx.job.keep]
             _, grads = _run(ctx.job, (hs, ws, bs, ht, wt, bt), ctx.need, row_weights=rows)
             return (*grads, None)
+        check_backward_once(ctx)
         grads = scale_saved_grads(ctx, ctx.saved_tensors, grad_out)
         return (*grads, None)
 

@@ -8,14 +8,17 @@ sum, maximum or log-sum-exp over the vocabulary, so each rank computes its parti
 and they are combined with all-reduces,
 
 .. math::
-    \mathrm{lse}(z) = M + \log\sum_r e^{\mathrm{lse}_r(z) - M},\quad M = \max_r \mathrm{lse}_r(z),
-    \qquad \textstyle\sum_x g_x = \sum_r \sum_{x\in V_r} g_x .
+    \log p_x = (z_x - M) - \log \sum_r \sum_{y\in V_r} e^{z_y - M},\quad
+    M = \max_r \max_{y\in V_r} z_y,\qquad \textstyle\sum_x g_x = \sum_r \sum_{x\in V_r} g_x .
 
-The rounds are: the two log-normalisers (one MAX and one SUM all-reduce for both sides
-together), then the kernel's statistics (one all-reduce per combine kind and round: two for
-most divergences); the value of each row is then known on every rank, and each rank writes the
-gradient of its own shard, :math:`\frac{w}{T}(A_j - p_j \sum_x A_x)` with the global sums.
-All ranks return the same loss; the backward pass needs no communication.
+The rounds are: the two log-normalisers (one MAX all-reduce of the row maxima, then one SUM
+all-reduce of the shifted exponential sums, both sides together; ``z − M`` stays exact as in
+``torch.log_softmax``), then the kernel's statistics (one all-reduce per combine kind and
+round: two for most divergences; a log-sum-exp statistic such as Rényi's combines as
+:math:`M' + \log\sum_r e^{\ell_r - M'}`); the value of each row is then known on every rank,
+and each rank writes the gradient of its own shard, :math:`\frac{w}{T}(A_j - p_j \sum_x A_x)`
+with the global sums. All ranks return the same loss; the backward pass needs no
+communication.
 
 The result equals :func:`divergent.divergence` on the gathered logits (same kernels), for every
 registered divergence; f-divergences without a named kernel (user generators) use the float64
@@ -44,7 +47,12 @@ from divergent.core._inputs import (
     check_reduction,
     check_temperature,
 )
-from divergent.core.chunked import CHUNK_ELEMENTS, scale_saved_grads, write_grads
+from divergent.core.chunked import (
+    CHUNK_ELEMENTS,
+    check_backward_once,
+    scale_saved_grads,
+    write_grads,
+)
 from divergent.core.kernels import LSE, MAX, SUM, KernelPlan, generator_kernel, kernel_for
 from divergent.core.registry import DivergenceLike, resolve_divergence
 
@@ -121,18 +129,28 @@ class _VocabParallelFunction(torch.autograd.Function):
         def rows_of(x: Tensor, sl: slice) -> Tensor:
             return x[sl] if idx is None else x.index_select(0, idx[sl])
 
-        # every rank takes part in every collective, also with zero kept rows
-        lse = torch.empty(2, count, dtype=dtype, device=device)
+        # log-normalisers: global max, then the sum of exp(z − max) (z − max stays exact, as
+        # in torch.log_softmax); every rank joins every collective, also with no kept rows
+        top = torch.empty(2, count, dtype=dtype, device=device)
         for sl in chunks:
             for side, x in enumerate((a2, b2)):
-                z = rows_of(x, sl).to(dtype) / temperature
-                lse[side, sl] = torch.logsumexp(z, -1)
-        lse_a, lse_b = _combine([(lse[0], LSE), (lse[1], LSE)], job.group)
+                top[side, sl] = (rows_of(x, sl).to(dtype) / temperature).amax(-1)
+        dist.all_reduce(top, op=dist.ReduceOp.MAX, group=job.group)
+        top = torch.where(torch.isfinite(top), top, 0.0)
+        mass = torch.empty(2, count, dtype=dtype, device=device)
+        for sl in chunks:
+            for side, x in enumerate((a2, b2)):
+                z = rows_of(x, sl).to(dtype) / temperature - top[side, sl].unsqueeze(-1)
+                mass[side, sl] = torch.exp(z).sum(-1)
+        dist.all_reduce(mass, op=dist.ReduceOp.SUM, group=job.group)
+        log_mass = torch.log(mass)
 
         def log_probs(sl: slice) -> tuple[Tensor, Tensor]:
-            lp = rows_of(a2, sl).to(dtype) / temperature - lse_a[sl].unsqueeze(-1)
-            lq = rows_of(b2, sl).to(dtype) / temperature - lse_b[sl].unsqueeze(-1)
-            return lp, lq
+            out = []
+            for side, x in enumerate((a2, b2)):
+                z = rows_of(x, sl).to(dtype) / temperature - top[side, sl].unsqueeze(-1)
+                out.append(z - log_mass[side, sl].unsqueeze(-1))
+            return out[0], out[1]
 
         stats: list[Tensor] = []
         for rnd in range(kernel.rounds):
@@ -191,6 +209,7 @@ class _VocabParallelFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        check_backward_once(ctx)
         ga, gb = scale_saved_grads(ctx, ctx.saved_tensors, grad_out)
         return ga, gb, None
 
