@@ -33,6 +33,15 @@ from divergent.core.functional import (
     tv,
 )
 from divergent.core.fused_linear import fused_linear_divergence
+from divergent.core.kde import kde_bandwidth, kde_kl, kde_log_density
+from divergent.core.kernel_divergences import (
+    cauchy_schwarz,
+    cauchy_schwarz_mutual_information,
+    conditional_cauchy_schwarz,
+    energy_distance,
+    median_heuristic,
+    mmd,
+)
 from divergent.core.knn import knn_entropy, knn_kl, knn_renyi
 from divergent.core.ot import (
     SinkhornResult,
@@ -71,11 +80,15 @@ __all__ = [
     "TeacherCacheReader",
     "TeacherCacheWriter",
     "alpha",
+    "cauchy_schwarz",
+    "cauchy_schwarz_mutual_information",
     "chunked_divergence",
     "closed_form",
     "closed_form_support",
     "compile_mode",
+    "conditional_cauchy_schwarz",
     "divergence",
+    "energy_distance",
     "engine_mode",
     "exponential_family_kl",
     "f_divergence",
@@ -84,6 +97,9 @@ __all__ = [
     "hellinger",
     "jeffreys",
     "js",
+    "kde_bandwidth",
+    "kde_kl",
+    "kde_log_density",
     "kl",
     "kl_penalty_reward",
     "knn_entropy",
@@ -91,6 +107,8 @@ __all__ = [
     "knn_renyi",
     "list_divergences",
     "make_f_divergence",
+    "median_heuristic",
+    "mmd",
     "neyman_chi2",
     "pearson_chi2",
     "policy_kl",
