@@ -135,6 +135,21 @@ def test_tree_and_brute_agree_with_heavy_ties_in_y():
         assert a == pytest.approx(b, rel=1e-12)
 
 
+def test_ball_fallback_paths_match_reference(monkeypatch):
+    # force the slow paths of the tree search: no extra neighbours in the first pass, at most
+    # one widening, then cKDTree ball queries (normally only for very crowded balls)
+    import divergent.core.knn as knn_mod
+
+    monkeypatch.setattr(knn_mod, "_BALL_EXTRA", 0)
+    monkeypatch.setattr(knn_mod, "_MAX_REQUERY", 4)
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(150, 3))
+    y = rng.normal(0.0, 0.3, size=(120, 3))  # narrow Q: crowded Y-balls around central x
+    for k in (1, 2):
+        assert knn_kl(x, y, k=k, method="tree") == pytest.approx(ref_knn_kl(x, y, k, True),
+                                                                 rel=1e-12)
+
+
 def test_universal_divergence_agrees():
     ud = pytest.importorskip("universal_divergence")
     rng = np.random.default_rng(7)
