@@ -48,6 +48,7 @@ from divergent.core.ot import (
     sinkhorn,
     sinkhorn_divergence,
     sinkhorn_solve,
+    sinkhorn_unbalanced,
     uld_distance,
     wasserstein_1d,
 )
@@ -122,6 +123,7 @@ __all__ = [
     "sinkhorn",
     "sinkhorn_divergence",
     "sinkhorn_solve",
+    "sinkhorn_unbalanced",
     "skew_kl",
     "skew_reverse_kl",
     "soft_cross_entropy",
