@@ -12,8 +12,10 @@ The estimator (isotropic Gaussian kernel of bandwidth h, data :math:`y_1..y_n` i
 
 computed by log-sum-exp (no underflow when h is small or d large) over blocks of data
 (memory O(block), never an n × n matrix). Squared distances use
-:math:`\|x\|^2 + \|y\|^2 - 2x\cdot y` in float64 on centred data (error ~1e-16·‖x‖², far below
-h² for any sensible h). Inputs: numpy arrays or torch tensors, rows are points.
+:math:`\|x\|^2 + \|y\|^2 - 2x\cdot y` on centred data, in the inputs' dtype (float64 for numpy
+input; error ~1e-16·‖x‖² in float64, ~1e-7·‖x‖² in float32: keep h well above that). The
+likelihood cross-validation search always runs in float64. Inputs: numpy arrays or torch
+tensors, rows are points.
 """
 
 from __future__ import annotations
@@ -183,8 +185,9 @@ class _LooLikelihood:
 
     def _block(self, s: int) -> tuple[Tensor, Tensor]:
         d2 = _sq_dists(self.x[s : s + self.block], self.x, self.sq)
-        rows = torch.arange(d2.shape[0])
-        d2 = d2.index_put((rows, rows + s), torch.tensor(1e300, dtype=d2.dtype))
+        rows = torch.arange(d2.shape[0], device=d2.device)
+        huge = torch.tensor(1e300, dtype=d2.dtype, device=d2.device)
+        d2 = d2.index_put((rows, rows + s), huge)
         nearest = d2.amin(1)
         return d2 - nearest[:, None], nearest
 
