@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import os
 import types
 import warnings
@@ -55,7 +56,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from divergent.core.kernels import ChunkKernel, KernelPlan, kernel_for
+from divergent.core.kernels import ChunkKernel, ElementwiseKernel, KernelPlan, kernel_for
 from divergent.core.registry import Divergence
 
 __all__ = [
@@ -76,7 +77,13 @@ COMPILE_MIN_ELEMENTS = 1 << 23
 """``compile="auto"``: calls with at least this many elements compile the chunk kernel."""
 
 CHUNK_ELEMENTS = {"cpu": 1 << 19, "cuda": 1 << 24}
-"""Default elements per chunk by device type (rows = max(1, elements // classes))."""
+"""Default elements per chunk of the eager kernel by device type (rows = elements // classes).
+
+Eager kernels keep ~20 chunk-sized temporaries alive (2**19 fp32 elements = 2 MiB each)."""
+
+COMPILED_CHUNK_ELEMENTS = {"cpu": 1 << 22, "cuda": 1 << 26}
+"""Default elements per chunk of the compiled kernel (its temporaries are fused away; fewer,
+larger chunks mean fewer parallel regions, which matters on a loaded CPU)."""
 
 
 def _env_mode(var: str, default: str, allowed: Sequence[str]) -> str:
@@ -228,21 +235,47 @@ def fused_chunk(
     temperature: Tensor,
     scale: Tensor,
     dtype: torch.dtype,
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """Row values of a chunk of logits ``a`` (P) and ``b`` (Q); gradients into ``ga``/``gb``.
 
     ``ga``/``gb`` (same shape as ``a``; any float dtype) receive ``scale`` × the gradient of
-    each row's value with respect to the logits; pass None to skip a side.
+    each row's value with respect to the logits; pass None to skip a side. Returns the values
+    and a mask of rows whose value is +inf: their gradient rows must be zeroed by the caller
+    when the kernel wrote them in the single-pass form (below); otherwise they are already 0.
+
+    Single pass: when every requested side's gradient sum is a constant on normalised rows
+    (``ElementwiseKernel.sum_a``/``sum_b``: KL's student side, reverse KL's teacher side, soft
+    cross-entropy), the gradient depends on no row statistic but the log-normalisers, so it
+    is written in the same loop that sums the value (one pass fewer, no stored p / q).
     """
     need_a, need_b = ga is not None, gb is not None
     lp = _log_probs(a, temperature, dtype)
     lq = _log_probs(b, temperature, dtype)
+    weight = scale / temperature
+    if (
+        isinstance(kernel, ElementwiseKernel)
+        and (need_a or need_b)
+        and (not need_a or kernel.sum_a is not None)
+        and (not need_b or kernel.sum_b is not None)
+    ):
+        term, inf_e, ea, eb = kernel.elem(lp, lq, consts, need_a, need_b)
+        total = term.sum(-1)
+        if inf_e is None:
+            infinite = torch.zeros_like(total, dtype=torch.bool)
+        else:
+            infinite = inf_e.sum(-1, dtype=total.dtype) > 0
+        value = torch.where(infinite, math.inf, total)
+        if ga is not None and ea is not None:
+            ga.copy_((ea - lp.exp() * kernel.sum_a) * weight)
+        if gb is not None and eb is not None:
+            gb.copy_((eb - lq.exp() * kernel.sum_b) * weight)
+        return value, infinite | torch.isinf(value)
     cache: dict[str, Any] = {}
     stats = run_stats(kernel, lp, lq, consts, cache, need_a, need_b)
     finished = kernel.finish(lp, lq, stats, consts, cache, need_a, need_b)
     if need_a or need_b:
-        write_grads(lp, lq, finished, ga, gb, scale / temperature)
-    return finished[0]
+        write_grads(lp, lq, finished, ga, gb, weight)
+    return finished[0], finished[1] | torch.isinf(finished[0])
 
 
 def _entry_template(a, b, ga, gb, temperature, scale, consts, _kernel=None, _dtype=None):  # type: ignore[no-untyped-def]
@@ -339,9 +372,9 @@ def _autograd_chunk(
             lp = _log_probs(xa, temperature, dtype) if normalize else xa
             lq = _log_probs(xb, temperature, dtype) if normalize else xb
             rows = spec.row_fn(lp, lq, **params)
-            if not (need_a or need_b):
-                return rows.detach()
             infinite = torch.isinf(rows) & (rows > 0)
+            if not (need_a or need_b):
+                return rows.detach(), infinite
             weights = torch.where(infinite, 0.0, scale.to(rows.dtype).reshape(-1).expand_as(rows))
             wanted = [x for x, need in ((xa, need_a), (xb, need_b)) if need]
             grads = list(torch.autograd.grad(rows, wanted, weights, allow_unused=True))
@@ -350,7 +383,7 @@ def _autograd_chunk(
             if out is not None:
                 g = grads.pop(0)
                 out.copy_(torch.zeros_like(out) if g is None else torch.where(bad, 0.0, g))
-        return rows.detach()
+        return rows.detach(), infinite
 
     return run
 
@@ -368,13 +401,20 @@ class _Job:
     keep: Tensor | None  # flat bool mask over rows
     reduction: str
     normalizer: float | Tensor | None
-    chunk_rows: int
+    chunk_rows: int | None  # None: by device and kernel mode (default_chunk_rows)
     compile: bool | str | None
 
 
-def default_chunk_rows(n_classes: int, device: torch.device) -> int:
-    """Rows per chunk: about ``CHUNK_ELEMENTS[device]`` elements (at least one row)."""
-    elements = CHUNK_ELEMENTS.get(device.type, CHUNK_ELEMENTS["cuda"])
+def default_chunk_rows(n_classes: int, device: torch.device, mode: str = "eager") -> int:
+    """Rows per chunk for ``mode`` ``"compiled"``, ``"eager"`` or ``"autograd"`` (at least 1).
+
+    About :data:`COMPILED_CHUNK_ELEMENTS` / :data:`CHUNK_ELEMENTS` elements per chunk; the
+    autograd fallback keeps its whole graph per chunk alive, so it takes a quarter of eager's.
+    """
+    table = COMPILED_CHUNK_ELEMENTS if mode == "compiled" else CHUNK_ELEMENTS
+    elements = table.get(device.type, table["cuda"])
+    if mode == "autograd":
+        elements //= 4
     return max(1, elements // max(1, n_classes))
 
 
@@ -410,6 +450,7 @@ def _run_rows(
     ga = (torch.zeros_like(a2) if idx is not None else torch.empty_like(a2)) if need_a else None
     gb = (torch.zeros_like(b2) if idx is not None else torch.empty_like(b2)) if need_b else None
     values = torch.empty(count, dtype=out_dtype, device=device)
+    bad = torch.zeros(count, dtype=torch.bool, device=device)
     if count == 0:
         return values, ga, gb, count
 
@@ -418,11 +459,13 @@ def _run_rows(
         compiled = _should_compile(job.plan.kernel, count * n_classes, job.compile)
         flags = (need_a, need_b)
         run: Callable[..., Tensor] = _ChunkRunner(job.plan.kernel, dtype, flags, compiled)
+        mode = "compiled" if compiled else "eager"
     else:
         consts = ()
         run = _autograd_chunk(job.spec, job.params, job.normalize, dtype)
+        mode = "autograd"
 
-    rows = max(1, job.chunk_rows)
+    rows = job.chunk_rows or default_chunk_rows(n_classes, device, mode)
     buf_a = buf_b = None
     if idx is not None:
         width = min(rows, count)
@@ -439,13 +482,27 @@ def _run_rows(
             a, b = a2.index_select(0, sel), b2.index_select(0, sel)
             ca = buf_a[: stop - start] if buf_a is not None else None
             cb = buf_b[: stop - start] if buf_b is not None else None
-        values[start:stop] = run(a, b, ca, cb, temperature, scale, consts)
+        values[start:stop], bad[start:stop] = run(a, b, ca, cb, temperature, scale, consts)
         if idx is not None:
             if ga is not None and ca is not None:
                 ga.index_copy_(0, sel, ca)
             if gb is not None and cb is not None:
                 gb.index_copy_(0, sel, cb)
+    if ga is not None or gb is not None:
+        zero_rows(bad, idx, ga, gb)
     return values, ga, gb, count
+
+
+def zero_rows(bad: Tensor, idx: Tensor | None, *grads: Tensor | None) -> None:
+    """Zero the gradient rows of rows with value +inf (one host sync, then only those rows)."""
+    rows = bad.nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return
+    if idx is not None:
+        rows = idx[rows]
+    for g in grads:
+        if g is not None:
+            g.index_fill_(0, rows, 0.0)
 
 
 def _reduce(job: _Job, values: Tensor, count: int, n_rows: int) -> Tensor:
@@ -560,12 +617,6 @@ def engine_divergence(
     a2, b2 = p.reshape(-1, n_classes), q.reshape(-1, n_classes)
     normalize = not (inputs == "log_probs" and temperature == 1.0)
     plan = kernel_for(spec, params) if normalize else None
-    if chunk_size is None:
-        chunk_rows = default_chunk_rows(n_classes, p.device)
-        if plan is None:  # autograd keeps several chunk-sized temporaries alive: smaller chunks
-            chunk_rows = max(1, chunk_rows // 4)
-    else:
-        chunk_rows = chunk_size
     job = _Job(
         spec=spec,
         params=params,
@@ -575,7 +626,7 @@ def engine_divergence(
         keep=None if keep is None else keep.reshape(-1),
         reduction=reduction,
         normalizer=normalizer,
-        chunk_rows=chunk_rows,
+        chunk_rows=chunk_size,
         compile=compile,
     )
     out = _ChunkedFunction.apply(a2, b2, job)
@@ -616,7 +667,8 @@ def chunked_divergence(
         p, q: target and model, shape ``(..., V)``.
         temperature, mask, reduction, normalizer, inputs, check_nan, **params: as in
             :func:`divergent.divergence`. A tensor ``normalizer`` is treated as a constant.
-        chunk_size: rows per chunk (default: about 2**19 elements on CPU, 2**24 on CUDA).
+        chunk_size: rows per chunk (default: about 2**22 elements for the compiled kernel and
+            2**19 for the eager one on CPU; 2**26 / 2**24 on CUDA).
         compile: ``True``/``False``/``"auto"`` for this call (default: :func:`compile_mode`).
 
     Returns:

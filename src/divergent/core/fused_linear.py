@@ -35,11 +35,11 @@ from torch.autograd.function import once_differentiable
 
 from divergent.core._inputs import check_mask, check_normalizer, check_reduction, check_temperature
 from divergent.core.chunked import (
-    CHUNK_ELEMENTS,
     _autograd_chunk,
     _ChunkRunner,
     _should_compile,
     check_backward_once,
+    default_chunk_rows,
     scale_saved_grads,
 )
 from divergent.core.kernels import KernelPlan, kernel_for
@@ -88,7 +88,6 @@ class _FusedJob:
     normalizer: float | Tensor | None
     vocab: int
     mm_rows: int
-    kernel_rows: int
     compile: bool | str | None
 
 
@@ -169,11 +168,14 @@ def _run(
         consts = job.plan.tensors(dtype, device)
         flags = (need_t, need_s)
         run: Callable[..., Tensor] = _ChunkRunner(job.plan.kernel, dtype, flags, compiled)
+        mode = "compiled" if compiled else "eager"
     else:
         consts = ()
         run = _autograd_chunk(job.spec, job.params, True, dtype)
+        mode = "autograd"
 
-    step, sub = max(1, job.mm_rows), max(1, job.kernel_rows)
+    step = max(1, job.mm_rows)
+    sub = min(step, default_chunk_rows(vocab, device, mode))
     for start in range(0, count, step):
         stop = min(start + step, count)
         if idx is None:
@@ -191,7 +193,7 @@ def _run(
             w = scale
             if row_weights is not None:
                 w = row_weights[start + kk.start : start + kk.stop].to(dtype).unsqueeze(-1)
-            values[start + kk.start : start + kk.stop] = run(
+            values[start + kk.start : start + kk.stop], bad = run(
                 z_t[kk],
                 z_s[kk],
                 None if gz_t is None else gz_t[kk],
@@ -200,6 +202,10 @@ def _run(
                 w,
                 consts,
             )
+            if (gz_s is not None or gz_t is not None) and bool(bad.any()):
+                for gz in (gz_s, gz_t):
+                    if gz is not None:
+                        gz[kk][bad] = 0.0  # rows with value +inf: gradient 0
         for gz, z, h, w_m, g_h, g_w, g_b in (
             (gz_s, z_s, h_s, ws_m, g_hs, g_ws, g_bs),
             (gz_t, z_t, h_t, wt_m, g_ht, g_wt, g_bt),
@@ -416,10 +422,7 @@ def fused_linear_divergence(
     n_vocab = min(v_s, v_t)
     device_type = hs.device.type
     mm_rows = chunk_size or max(1, MATMUL_CHUNK_ELEMENTS.get(device_type, 1 << 26) // n_vocab)
-    kernel_rows = max(1, CHUNK_ELEMENTS.get(device_type, 1 << 24) // n_vocab)
     plan = kernel_for(spec, bound)
-    if plan is None:
-        kernel_rows = max(1, kernel_rows // 4)
     job = _FusedJob(
         spec=spec,
         params=bound,
@@ -432,7 +435,6 @@ def fused_linear_divergence(
         normalizer=norm,
         vocab=n_vocab,
         mm_rows=mm_rows,
-        kernel_rows=kernel_rows,
         compile=compile,
     )
     out = _FusedLinearFunction.apply(

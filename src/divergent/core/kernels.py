@@ -157,7 +157,14 @@ class ElementwiseKernel(ChunkKernel):
     Subclasses implement :meth:`elem` returning the elementwise term, a mask of atoms that
     make the row infinite (or None), and :math:`A = \partial g/\partial \log p`,
     :math:`B = \partial g/\partial \log q`.
+
+    ``sum_a`` / ``sum_b``: the row sums of A / B when they are constants on normalised rows
+    (KL: :math:`\sum_x (q - p) = 0`), else None. Then that side's gradient needs no row
+    statistic and the engine writes it in the same pass as the value.
     """
+
+    sum_a: float | None = None
+    sum_b: float | None = None
 
     def elem(
         self, lp: Tensor, lq: Tensor, c: Sequence[Tensor], need_a: bool, need_b: bool
@@ -189,6 +196,7 @@ class Swapped(ElementwiseKernel):
         self.inner = inner
         self.compilable = inner.compilable
         self.dtype = inner.dtype
+        self.sum_a, self.sum_b = inner.sum_b, inner.sum_a
 
     def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
         term, inf_e, a, b = self.inner.elem(lq, lp, c, need_b, need_a)
@@ -208,8 +216,10 @@ class KLKernel(ElementwiseKernel):
     :math:`q\varphi_1(d) \ge 0` (series for |d| < τ) nothing cancels across atoms, and an
     error δ in either log-normaliser cancels to first order, so the float32 value stays
     accurate near P = Q (where :math:`\sum p d` loses about eps·|log Z|/KL relative).
-    :math:`A = p d`, :math:`B = q - p`.
+    :math:`A = p d`, :math:`B = q - p` (so :math:`\sum B = 0`).
     """
+
+    sum_b = 0.0
 
     def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
         p_pos, q_pos = _pos(lp), _pos(lq)
@@ -224,7 +234,9 @@ class KLKernel(ElementwiseKernel):
 
 
 class SoftCrossEntropyKernel(ElementwiseKernel):
-    r"""Soft cross-entropy: :math:`g = -p\log q`, :math:`A = g`, :math:`B = -p`."""
+    r"""Soft CE :math:`g=-p\log q`: :math:`A = g`, :math:`B = -p`, :math:`\sum B = -1`."""
+
+    sum_b = -1.0
 
     def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
         p_pos, q_pos = _pos(lp), _pos(lq)
