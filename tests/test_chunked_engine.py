@@ -284,14 +284,23 @@ def test_backward_scales_and_refuses_a_second_pass() -> None:
     _assert_close(gq_eng, gq_ref, 1e-5, "weighted rows")
 
 
-def test_gradient_only_where_required() -> None:
+def test_gradient_only_where_required(monkeypatch) -> None:
+    seen: list[tuple[bool, bool]] = []
+    run_rows = chunked._run_rows
+
+    def spy(job, a2, b2, need_a, need_b):
+        seen.append((need_a, need_b))
+        return run_rows(job, a2, b2, need_a, need_b)
+
+    monkeypatch.setattr(chunked, "_run_rows", spy)
     p = torch.randn(4, 8, requires_grad=True)
     q = torch.randn(4, 8)
     out = chunked.chunked_divergence("kl", p, q, compile=False)
     (g,) = torch.autograd.grad(out, p)
-    assert g.shape == p.shape
-    with torch.no_grad():
+    assert g.shape == p.shape and seen[-1] == (True, False)
+    with torch.no_grad():  # evaluation: no gradient is computed (no N×V buffer)
         assert chunked.chunked_divergence("kl", p, q, compile=False).grad_fn is None
+    assert seen[-1] == (False, False)
 
 
 def test_auto_engine_dispatch_and_settings() -> None:

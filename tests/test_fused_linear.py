@@ -115,6 +115,26 @@ def test_rows_reduction_and_frozen_teacher() -> None:
     assert ht.grad is None and wt.grad is None and hs.grad is not None
 
 
+def test_no_gradient_work_under_no_grad(monkeypatch) -> None:
+    from divergent.core import fused_linear
+
+    seen = []
+    run = fused_linear._run
+
+    def spy(job, tensors, need, row_weights=None):
+        seen.append(need)
+        return run(job, tensors, need, row_weights)
+
+    monkeypatch.setattr(fused_linear, "_run", spy)
+    hs, ws, bs, ht, wt, bt = _inputs(10)
+    ws.requires_grad_(True)
+    with torch.no_grad():
+        loss = _fused("kl", {}, hs, ws, bs, ht, wt, bt)
+    assert loss.grad_fn is None and not any(seen[-1])
+    _fused("kl", {}, hs, ws, bs, ht, wt, bt)
+    assert seen[-1] == (False, True, False, False, False, False)
+
+
 def test_leading_shape_and_hidden_sizes_differ() -> None:
     gen = torch.Generator().manual_seed(4)
     hs = torch.randn(2, 5, 7, generator=gen, requires_grad=True)

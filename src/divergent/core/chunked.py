@@ -403,6 +403,7 @@ class _Job:
     normalizer: float | Tensor | None
     chunk_rows: int | None  # None: by device and kernel mode (default_chunk_rows)
     compile: bool | str | None
+    grad: bool = True  # torch.is_grad_enabled() at the call
 
 
 def default_chunk_rows(n_classes: int, device: torch.device, mode: str = "eager") -> int:
@@ -556,7 +557,9 @@ def scale_saved_grads(
 class _ChunkedFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, a2: Tensor, b2: Tensor, job: _Job) -> Tensor:  # type: ignore[override]
-        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # needs_input_grad ignores no_grad(): the grad mode is read before apply (job.grad)
+        need_a = ctx.needs_input_grad[0] and job.grad
+        need_b = ctx.needs_input_grad[1] and job.grad
         values, ga, gb, count = _run_rows(job, a2, b2, need_a, need_b)
         empty = a2.new_empty(0)
         ctx.save_for_backward(ga if ga is not None else empty, gb if gb is not None else empty)
@@ -628,6 +631,7 @@ def engine_divergence(
         normalizer=normalizer,
         chunk_rows=chunk_size,
         compile=compile,
+        grad=torch.is_grad_enabled(),
     )
     out = _ChunkedFunction.apply(a2, b2, job)
     if reduction == "none":

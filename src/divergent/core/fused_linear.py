@@ -89,6 +89,7 @@ class _FusedJob:
     vocab: int
     mm_rows: int
     compile: bool | str | None
+    grad: bool = True  # torch.is_grad_enabled() at the call (needs_input_grad ignores it)
 
 
 def _logits(h: Tensor, w: Tensor, bias: Tensor | None, job: _FusedJob) -> Tensor:
@@ -244,7 +245,7 @@ class _FusedLinearFunction(torch.autograd.Function):
         bt: Tensor | None,
         job: _FusedJob,
     ) -> Tensor:
-        need = tuple(ctx.needs_input_grad[:6])
+        need = tuple(bool(x) and job.grad for x in ctx.needs_input_grad[:6])
         tensors = (hs, ws, bs, ht, wt, bt)
         ctx.job, ctx.need = job, need
         n_rows = hs.shape[0]
@@ -436,6 +437,7 @@ def fused_linear_divergence(
         vocab=n_vocab,
         mm_rows=mm_rows,
         compile=compile,
+        grad=torch.is_grad_enabled(),
     )
     out = _FusedLinearFunction.apply(
         hs.reshape(-1, hs.shape[-1]),

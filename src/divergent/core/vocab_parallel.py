@@ -94,6 +94,7 @@ class _ShardJob:
     normalizer: float | Tensor | None
     chunk_rows: int
     group: Any
+    grad: bool = True
 
 
 def _chunks(count: int, rows: int) -> list[slice]:
@@ -103,7 +104,8 @@ def _chunks(count: int, rows: int) -> list[slice]:
 class _VocabParallelFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, a2: Tensor, b2: Tensor, job: _ShardJob) -> Tensor:  # type: ignore[override]
-        need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_a = ctx.needs_input_grad[0] and job.grad  # needs_input_grad ignores no_grad()
+        need_b = ctx.needs_input_grad[1] and job.grad
         kernel = job.plan.kernel
         device = a2.device
         wide = torch.float64 in (a2.dtype, b2.dtype)
@@ -296,6 +298,7 @@ def vocab_parallel_divergence(
         normalizer=norm,
         chunk_rows=rows,
         group=group,
+        grad=torch.is_grad_enabled(),
     )
     out = _VocabParallelFunction.apply(p.reshape(-1, n_local), q.reshape(-1, n_local), job)
     return out.reshape(leading) if reduction == "none" else out
