@@ -10,7 +10,6 @@ scipy's rel_entr).
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from scipy.special import comb, rel_entr
 
 from divergent.metrics.best_of_n import best_of_n_kl, tilted_kl
+from divergent.metrics.synthetic_source import PowerLawSource
 from divergent.papers import asymptotics, mode_demo, scaling
 from divergent.repro import get_reproduction, run_reproduction
 
@@ -137,89 +137,108 @@ def test_mode_demo_directions_follow_the_convention() -> None:
 # --------------------------------------------------------------------------------------------
 # scaling
 # --------------------------------------------------------------------------------------------
+def _check_sweep(s: dict, entropy: float) -> None:
+    """The flags and derived numbers of one sweep recomputed from its raw numbers."""
+    assert s["recovers_entropy"] == (
+        abs(s["fit"]["l_inf"] - entropy) / entropy <= scaling.L_INF_REL_TOL
+    )
+    # the exact losses obey CE = H + KL
+    np.testing.assert_allclose(np.array(s["loss"]) - np.array(s["kl"]), entropy, atol=1e-9)
+    xs = s["params"] if "params" in s else s["tokens"]
+    f = s["fit"]
+    np.testing.assert_allclose(
+        s["fitted_reducible"], (f["x0"] / np.array(xs, dtype=float)) ** f["alpha"], rtol=1e-9
+    )
+    rel = [abs(p - k) / k for p, k in zip(s["fitted_reducible"], s["kl"])]
+    np.testing.assert_allclose(s["reducible_rel_error"], rel, rtol=1e-12)
+    assert s["reducible_median_rel_error"] == pytest.approx(float(np.median(rel)), rel=1e-12)
+    assert s["reducible_tracks_kl"] == (
+        float(np.median(rel)) <= scaling.REDUCIBLE_MEDIAN_REL_TOL
+    )
+
+
 def test_scaling_quick_outcome_is_computed_from_its_numbers(tmp_path: Path) -> None:
     out = _quick("scaling", tmp_path)
     m = out["metrics"]
-    h = m["source"]["entropy_rate"]
-    for key in ("model_size", "data_size"):
-        s = m[key]
-        assert s["recovers_entropy"] == (
-            abs(s["fit"]["l_inf"] - h) / h <= scaling.L_INF_REL_TOL
-        )
-        # the exact losses obey CE = H + KL
-        np.testing.assert_allclose(np.array(s["loss"]) - np.array(s["kl"]), h, atol=1e-9)
-        rel = [abs(p - k) / k for p, k in zip(s["fitted_reducible"], s["kl"])]
-        assert s["reducible_tracks_kl"] == (
-            float(np.median(rel)) <= scaling.REDUCIBLE_MEDIAN_REL_TOL
-        )
+    size, data = m["model_size"], m["data_size"]
+    _check_sweep(size, m["sources"]["model_size"]["entropy"])
+    _check_sweep(data, m["sources"]["data_size"]["entropy"])
+    assert size["all_converged"] == all(
+        d <= scaling.CONVERGED_REL for d in size["last_chunk_rel_decrease"]
+    )
     assert m["identity_ok"] == (m["identity_max_abs_error"] <= scaling.IDENTITY_TOL)
-    flags = [m["identity_ok"], m["heldout_ok"]] + [
+    z = [(v["heldout_ce"] - v["exact_ce"]) / v["se"] for v in m["heldout"].values()]
+    assert max(abs(x) for x in z) == pytest.approx(m["heldout_max_abs_z"], rel=1e-9)
+    assert m["heldout_ok"] == (m["heldout_max_abs_z"] <= scaling.EMPIRICAL_SE)
+    flags = [m["identity_ok"], m["heldout_ok"], size["all_converged"]] + [
         m[k][f] for k in ("model_size", "data_size")
         for f in ("recovers_entropy", "reducible_tracks_kl")
     ]
     assert out["held"] == all(flags)
+    # the design: no student represents the source (rank ≤ K/16), and more rank never hurts
+    src = m["sources"]["model_size"]
+    assert max(size["ranks"]) <= (src["rank"] + 1) / 16
+    assert all(b <= a * (1 + 1e-9) for a, b in itertools.pairwise(size["kl"]))
+    assert min(size["kl"]) > 1e-3
+    # theorems whatever the verdict: CE = H + KL exactly; the source inside the class is
+    # represented exactly from its own rank on (the capacity threshold of the old design)
+    assert m["identity_ok"]
+    inside = m["controls"]["inside_model_class"]
+    assert inside["source"]["rank"] == 4
+    for r, k in zip(inside["ranks"], inside["kl"]):
+        assert (abs(k) < 1e-10) == (r >= 4)
+    assert m["controls"]["peaked_teacher"] == "full mode only"
+    flat = m["controls"]["flat_contexts"]
+    _check_sweep(flat, flat["source"]["entropy"])
+    assert "capacity threshold" in m["previous_design"]
 
 
-def test_markov_source_against_numpy_power_iteration() -> None:
-    rng = np.random.default_rng(4)
-    src = scaling._MarkovSource(3, 2, 0.5, rng)
-    # context chain by explicit (x1, x2) -> (x2, x3) transitions
-    trans = np.zeros((9, 9))
-    for x1, x2, x3 in itertools.product(range(3), repeat=3):
-        trans[3 * x1 + x2, 3 * x2 + x3] += src.table[3 * x1 + x2, x3]
-    mu = np.full(9, 1 / 9)
-    for _ in range(5000):
-        mu = mu @ trans
-    np.testing.assert_allclose(src.mu, mu, atol=1e-12)
-    entropy = -np.sum(mu[:, None] * src.table * np.log(src.table))
-    exact = src.exact(src.log_table)
-    assert exact["entropy_rate"] == pytest.approx(entropy, rel=1e-10)
-    assert exact["kl"] == pytest.approx(0.0, abs=1e-12)
-    # a uniform model: CE = log A
-    assert src.exact(torch.zeros(9, 3, dtype=torch.float64))["cross_entropy"] == pytest.approx(
-        math.log(3), rel=1e-12
-    )
-    # samples follow the chain: empirical transition frequencies of a long run
-    ctxs, syms = src.sample(64, 2000, np.random.default_rng(5))
-    counts = np.zeros((9, 3))
-    np.add.at(counts, (ctxs.ravel(), syms.ravel()), 1)
-    freq = counts / counts.sum(1, keepdims=True)
-    assert np.abs(freq - src.table).max() < 0.03
-    x = src.one_hot_contexts()
-    assert x.shape == (9, 6) and (x.sum(1) == 2).all()
-    assert int(x[7, :3].argmax()) == 2 and int(x[7, 3:].argmax()) == 1  # 7 = (2, 1)
+def test_low_rank_training_reaches_the_same_optimum_from_random_starts() -> None:
+    """SVD start vs small random start: the same KL, converged, below the truncated SVD."""
+    src = PowerLawSource(24, 24, seed=1)
+    for rank in (1, 3):
+        from_svd = scaling._train_low_rank(src, rank, max_chunks=40)
+        from_random = scaling._train_low_rank(src, rank, max_chunks=40, init="random", seed=2)
+        assert from_svd["converged"] and from_random["converged"]
+        kl_svd = src.evaluate(from_svd["logits"])["kl"]
+        kl_random = src.evaluate(from_random["logits"])["kl"]
+        assert kl_random == pytest.approx(kl_svd, rel=1e-4)
+        trace = from_svd["kl_trace"]
+        assert trace[-1] <= trace[0] and all(b <= a + 1e-15 for a, b in itertools.pairwise(trace))
+        assert trace[-1] == pytest.approx(kl_svd, rel=1e-10)
+        assert from_svd["params"] == rank * (24 + 24) + 24
+        assert from_svd["max_abs_grad"] < 1e-4
+    e, w, b = scaling._svd_init(src, 1)
+    assert e.shape == (24, 1) and w.shape == (1, 24) and b.shape == (24,)
 
 
-def test_packed_mlps_are_independent_models() -> None:
-    """Perturbing one packed model's weights leaves the other models' outputs unchanged."""
-    widths = [1, 3, 2]
-    net = scaling._PackedMLPs(8, 4, widths, torch.Generator().manual_seed(0))
-    assert net.params == [8 * h + h + h * 4 + 4 for h in widths]
-    x = torch.eye(8, dtype=torch.float64)
-    with torch.no_grad():
-        before = net.logits(x)
-        mine = net.owner == 1
-        net.w1[:, mine] += 1.0
-        net.b1[mine] -= 0.5
-        net.w2[mine] *= 3.0
-        net.b2[1] += 2.0
-        after = net.logits(x)
-    torch.testing.assert_close(after[:, [0, 2]], before[:, [0, 2]], rtol=0, atol=0)
-    assert (after[:, 1] - before[:, 1]).abs().max() > 0.1
-    # training lowers every model's exact loss, the wider model reaching the lower one
-    src = scaling._MarkovSource(4, 1, 0.5, np.random.default_rng(0))
-    start = scaling._train_mlps(src, [1, 4], steps=1, seed=0)[2]
-    models, _, final, at_90 = scaling._train_mlps(src, [1, 4], steps=300, seed=0)
-    assert all(f <= a + 1e-12 for f, a in zip(final, at_90))
-    assert all(f < s for f, s in zip(final, start))
-    assert final[1] < final[0]
-    assert [m.shape for m in models] == [(4, 4), (4, 4)]
-    assert final == pytest.approx([src.exact(m)["cross_entropy"] for m in models], rel=1e-12)
+def test_svd_start_is_exact_for_a_source_inside_the_class() -> None:
+    src = PowerLawSource(16, 16, rank=2, context_exponent=1.0, seed=0)
+    e, w, b = scaling._svd_init(src, 2)
+    assert src.evaluate(e @ w + b)["kl"] == pytest.approx(0.0, abs=1e-13)
+    run = scaling._train_low_rank(src, 2, max_chunks=4)
+    assert src.evaluate(run["logits"])["kl"] == pytest.approx(0.0, abs=1e-13)
+    e1, w1, b1 = scaling._svd_init(src, 1)
+    assert src.evaluate(e1 @ w1 + b1)["kl"] > 1e-3  # one rank short: not representable
 
 
 def test_kt_estimator_matches_hand_count() -> None:
-    src = scaling._MarkovSource(2, 1, 1.0, np.random.default_rng(0))
-    ctxs = np.array([[0, 0, 1]])
-    syms = np.array([[1, 1, 0]])
-    got = scaling._kt_logits(src, ctxs, syms).exp().numpy()
+    counts = np.array([[0, 2], [1, 0]])
+    got = scaling._kt_logits(counts).exp().numpy()
     np.testing.assert_allclose(got, [[0.5 / 3, 2.5 / 3], [1.5 / 2, 0.5 / 2]])
+
+
+def test_data_sweep_uses_nested_samples_and_learns() -> None:
+    """Each D adds fresh pairs to the previous sample: counts grow, the KL falls on average."""
+    from divergent.repro import ReproContext
+
+    src = PowerLawSource(50, 4, context_exponent=1.0, seed=0)
+    ctx = ReproContext(id="scaling", quick=True, out_dir=Path("."))
+    sizes = [16, 64, 256, 1024, 4096]
+    losses, kls, models = scaling._data_sweep(src, sizes, seeds=3, ctx=ctx, offset=0)
+    assert len(models) == len(sizes)
+    np.testing.assert_allclose(np.array(losses) - np.array(kls), src.entropy(), atol=1e-12)
+    assert all(b < a for a, b in itertools.pairwise(kls))
+    # the seed-0 model at D = 16 is the add-½ estimate of the first 16 pairs of that stream
+    counts = src.sample_counts(16, ctx.numpy_rng(0))
+    torch.testing.assert_close(models[0], scaling._kt_logits(counts))

@@ -1,27 +1,52 @@
-r"""Scaling laws read information-theoretically (Henighan et al. 2020) on a known source.
+r"""Scaling laws read information-theoretically (Henighan et al. 2020) on known sources.
 
 Henighan et al. fit :math:`L(x) = L_\infty + (x_0/x)^\alpha` to the cross-entropy loss of
 generative models and read :math:`L_\infty` as the entropy of the data and the reducible loss
 :math:`(x_0/x)^\alpha` as :math:`\mathrm{KL}(\text{data}\|\text{model})`, because
-cross-entropy = entropy + KL. Here the data come from a random order-k Markov chain over A
-symbols (sparse-ish Dirichlet(0.3) transition rows), whose entropy rate and every model's
-exact KL are computable, so the reading can be checked:
+cross-entropy = entropy + KL. Their regime is data that no model in the sweep represents
+exactly, with structure at many scales, so the reducible loss decays smoothly with size. The
+sources here (:class:`~divergent.metrics.synthetic_source.PowerLawSource`) are built for that
+regime and are fully enumerable, so entropy and every model's KL are exact:
+contexts c with probabilities μ(c) ∝ (c+1)^(−β), next symbol x ~ softmax(T_c) with teacher
+logits :math:`T = s\sum_{k=1}^{K} k^{-1} u_k v_k^\top` (orthonormal u, v; singular values
+:math:`s/k`; RMS logit 1).
 
-a. **Identity.** For each model Q, the exact per-token cross-entropy
-   :math:`\sum_c \mu(c)\,H(P_c, Q_c)` (``divergent.soft_cross_entropy``, stationary weights μ)
-   equals :math:`H + \sum_c \mu(c)\,\mathrm{KL}(P_c\|Q_c)` (``divergent.kl``), and matches the
-   empirical mean negative log-likelihood on held-out sequences within 4 standard errors.
-b. **Model size.** Next-token MLPs over the k-token window (one-hot → tanh hidden layer of
-   width h → logits) are trained to convergence on the exact population loss (infinite data),
-   for a range of widths; the fit of loss vs parameter count should give
-   :math:`L_\infty \approx H` and :math:`(x_0/x)^\alpha \approx` the measured KL.
-c. **Data size.** The Krichevsky–Trofimov (add-½) n-gram estimator of order k trained on D
-   tokens, averaged over several samples; same checks against loss vs D.
+a. **Identity.** For every model Q below, the exact per-symbol cross-entropy
+   :math:`\sum_c \mu(c)\,H(P_c, Q_c)` (``divergent.soft_cross_entropy``) equals
+   :math:`H + \sum_c \mu(c)\,\mathrm{KL}(P_c\|Q_c)` (``divergent.kl``), and matches the mean
+   negative log-likelihood of held-out samples within 4 standard errors.
+b. **Model size.** C = A (contexts = symbols), uniform contexts, K = A − 1 components. The
+   students are rank-r softmax models, logits = E W + b (E: C×r, W: r×A, b: A;
+   N = r(C + A) + A parameters), with r ≤ K/16, so none represents the source. Each is trained
+   on the exact population KL (infinite data) by L-BFGS from the truncated SVD of the centred
+   teacher logits, in chunks of 25 iterations, until a chunk lowers the KL by less than 1e-5
+   of itself (at most ``max_chunks``). **Converged** means the last chunk lowered it by
+   ≤ 1e-4 of itself. Why this design: with unit-RMS logits (near the linear regime of the
+   softmax) the KL of the best rank-r model is close to the Fisher-weighted spectral tail
+   ½ Σ_{k>r} σ_k² / A ∝ 1/(r + ½) − 1/(K + ½), and C = A makes N = 2A(r + ½), so the premise
+   of the claim (KL a power law in N, no capacity threshold) holds approximately by
+   construction; the fit then tests the reading. The measured local exponents of the KL are
+   reported. Disclosure: the RMS logit and C = A were chosen after prototype runs, in which a
+   peaked teacher (RMS logit 3) and non-square or unigram-biased variants gave KL curves that
+   steepen with N and failed these thresholds; the peaked teacher is kept as a control.
+c. **Data size.** Zipf contexts (β = 2, C ≫ the number of contexts a sample of the largest D
+   sees often), A = 16; the Krichevsky–Trofimov (add-½) estimator per context from D i.i.d.
+   pairs (nested samples, averaged over seeds). Power-law learning curves arise from Zipf
+   features (Hutter 2021); the expected exponent is 1 − 1/β = ½.
 
-Thresholds (fixed from the claim before running): identity error ≤ 1e-9; every empirical
-cross-entropy within 4 SE of the exact one; for each sweep
-:math:`|L_\infty - H| \le 3\%\,H` and the median over sizes of
-:math:`|(x_0/x)^\alpha - \mathrm{KL}|/\mathrm{KL}` ≤ 0.2.
+Controls (reported, not in the verdict): the *previous* design's failure in the new setting,
+a source **inside the model class** (teacher of rank 4 within a sweep of ranks 1–8: the KL
+collapses to ~0 at rank 4, a capacity threshold rather than a power law); a **peaked
+teacher** (RMS logit 3, C = A = 256, ranks 1–16, up to 2000 iterations each; full mode
+only), where the softmax is far from linear and the KL steepens with size; and **flat
+contexts** for the data size (uniform over 256 contexts, the regime of the earlier order-2
+Markov chain: a crossover from unseen contexts to the parametric 1/D regime inside the
+sweep).
+
+Thresholds (fixed before running the redesigned experiment, not tuned afterwards): identity
+error ≤ 1e-9; every held-out cross-entropy within 4 SE of the exact one; every student
+converged; for each sweep :math:`|L_\infty - H| \le 2\%\,H` and the median over sizes of
+:math:`|(x_0/x)^\alpha - \mathrm{KL}|/\mathrm{KL}` ≤ 0.2. ``held`` is their conjunction.
 """
 
 from __future__ import annotations
@@ -31,158 +56,146 @@ import math
 import numpy as np
 import torch
 
-from divergent.core.functional import kl, soft_cross_entropy
+from divergent.core.functional import divergence
 from divergent.metrics.scaling_law import fit_scaling_law
+from divergent.metrics.synthetic_source import PowerLawSource
 from divergent.papers._threads import single_thread
 from divergent.repro import Outcome, ReproContext, reproduction
 
 IDENTITY_TOL = 1e-9
 EMPIRICAL_SE = 4.0
-L_INF_REL_TOL = 0.03
+L_INF_REL_TOL = 0.02
 REDUCIBLE_MEDIAN_REL_TOL = 0.2
+CONVERGED_REL = 1e-4  # KL decrease over the last chunk of L-BFGS iterations, relative to KL
+STOP_REL = 1e-5  # training stops once a chunk lowers the KL by less than this (relative)
+LBFGS_CHUNK = 25
+
+PREVIOUS_DESIGN = (
+    "Earlier design (commit 0576ddb): a random order-2 Markov chain (A = 8 / 12 symbols, "
+    "Dirichlet(0.3) rows) with tanh-MLP students and an add-½ n-gram on the same chain. The "
+    "chain lies inside the MLP class at ~600-1800 parameters, so the KL collapsed to ~1e-4 at "
+    "a capacity threshold instead of decaying as a power law: the model-size fit put L∞ 36 % "
+    "below H (quick) or on its bound 0 (full). Its data-size curve crossed over from "
+    "unseen contexts to the parametric 1/D regime inside the sweep (local exponent "
+    "0.65 -> 1.0): L∞ within 0.4 % but the fitted reducible loss up to 3.8x the KL (median "
+    "error 52 %, full). The controls `inside_model_class` and `flat_contexts` re-measure both "
+    "effects here."
+)
 
 
 # --------------------------------------------------------------------------------------------
-# the source: an order-k Markov chain over A symbols
+# students: rank-r softmax models trained on the exact population KL
 # --------------------------------------------------------------------------------------------
-class _MarkovSource:
-    """Order-k chain; contexts are ids c = Σ_i x_i A^{k-1-i} of the last k symbols."""
+def _population_kl(src: PowerLawSource, logits: torch.Tensor) -> torch.Tensor:
+    """Σ_c μ(c) KL(P_c ‖ Q_c), differentiable.
 
-    def __init__(self, alphabet: int, order: int, concentration: float, rng: np.random.Generator):
-        self.a, self.k = alphabet, order
-        self.c = alphabet**order
-        self.table = rng.dirichlet(np.full(alphabet, concentration), size=self.c)  # (C, A)
-        # floor tiny probabilities so log P is finite (the floor is part of the true source)
-        self.table = np.maximum(self.table, 1e-12)
-        self.table /= self.table.sum(1, keepdims=True)
-        self.next_ctx = (np.arange(self.c)[:, None] * alphabet + np.arange(alphabet)) % self.c
-        trans = np.zeros((self.c, self.c))
-        np.add.at(trans, (np.repeat(np.arange(self.c), alphabet), self.next_ctx.ravel()),
-                  self.table.ravel())
-        # stationary distribution: μ (T − I) = 0, Σ μ = 1
-        system = np.vstack([trans.T - np.eye(self.c), np.ones((1, self.c))])
-        rhs = np.zeros(self.c + 1)
-        rhs[-1] = 1.0
-        mu = np.linalg.lstsq(system, rhs, rcond=None)[0]
-        self.mu = np.clip(mu, 0.0, None) / np.clip(mu, 0.0, None).sum()
-        self.cdf = np.cumsum(self.table, axis=1)
-        self.log_table = torch.from_numpy(np.log(self.table))
-
-    def one_hot_contexts(self) -> torch.Tensor:
-        """(C, k·A) one-hot encoding of every context's k symbols."""
-        ids = np.arange(self.c)
-        digits = [(ids // self.a ** (self.k - 1 - i)) % self.a for i in range(self.k)]
-        x = torch.zeros(self.c, self.k * self.a, dtype=torch.float64)
-        for i, d in enumerate(digits):
-            x[torch.arange(self.c), i * self.a + torch.from_numpy(d)] = 1.0
-        return x
-
-    def sample(
-        self, chains: int, steps: int, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(contexts, next symbols), each (chains, steps), chains started from stationarity."""
-        ctx = rng.choice(self.c, size=chains, p=self.mu)
-        ctxs = np.empty((chains, steps), dtype=np.int64)
-        syms = np.empty((chains, steps), dtype=np.int64)
-        for t in range(steps):
-            u = rng.random(chains)
-            x = np.minimum((u[:, None] > self.cdf[ctx]).sum(1), self.a - 1)
-            ctxs[:, t], syms[:, t] = ctx, x
-            ctx = self.next_ctx[ctx, x]
-        return ctxs, syms
-
-    def exact(self, model_logits: torch.Tensor) -> dict[str, float]:
-        """Stationary-weighted cross-entropy, entropy rate and KL (core functions)."""
-        mu = torch.from_numpy(self.mu)
-        ce = soft_cross_entropy(self.log_table, model_logits, reduction="none") @ mu
-        ent = soft_cross_entropy(self.log_table, self.log_table, reduction="none") @ mu
-        div = kl(self.log_table, model_logits, reduction="none") @ mu
-        return {"cross_entropy": float(ce), "entropy_rate": float(ent), "kl": float(div)}
-
-
-def _empirical_nll(log_q: torch.Tensor, ctxs: np.ndarray, syms: np.ndarray) -> tuple[float, float]:
-    """Mean held-out NLL and its standard error from independent chains' means."""
-    lq = torch.log_softmax(log_q, -1).numpy()
-    per_chain = -lq[ctxs, syms].mean(1)
-    return float(per_chain.mean()), float(per_chain.std(ddof=1) / math.sqrt(len(per_chain)))
-
-
-# --------------------------------------------------------------------------------------------
-# models
-# --------------------------------------------------------------------------------------------
-class _PackedMLPs:
-    """Several one-hidden-layer tanh MLPs (one per width) evaluated in one pass.
-
-    Their hidden units are concatenated and each output layer is masked to its own units, so
-    model j's logits depend only on its own weights; with a summed loss and a per-parameter
-    optimiser (Adam), each model trains exactly as it would alone.
+    The core KL's plain autograd path (``engine="reference"``): at these sizes on one CPU
+    thread it measured 2-3x faster than the row-chunked engine.
     """
-
-    def __init__(self, n_in: int, n_out: int, widths: list[int], generator: torch.Generator):
-        m = len(widths)
-        self.widths = widths
-        owner = torch.cat([torch.full((h,), j) for j, h in enumerate(widths)])
-        self.owner = owner
-        self.mask = torch.nn.functional.one_hot(owner, m).double()  # (units, models)
-        units = owner.numel()
-        fan2 = torch.tensor(widths, dtype=torch.float64)[owner].sqrt().unsqueeze(-1)
-
-        def uniform(*shape: int) -> torch.Tensor:
-            return torch.rand(*shape, generator=generator, dtype=torch.float64) * 2 - 1
-
-        self.w1 = (uniform(n_in, units) / math.sqrt(n_in)).requires_grad_(True)
-        self.b1 = (uniform(units) / math.sqrt(n_in)).requires_grad_(True)
-        self.w2 = (uniform(units, n_out) / fan2).requires_grad_(True)
-        self.b2 = torch.zeros(m, n_out, dtype=torch.float64, requires_grad=True)
-        self.params = [n_in * h + h + h * n_out + n_out for h in widths]
-
-    def parameters(self) -> list[torch.Tensor]:
-        return [self.w1, self.b1, self.w2, self.b2]
-
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(contexts, models, classes) logits for one-hot inputs ``x`` (contexts, n_in)."""
-        hidden = torch.tanh(x @ self.w1 + self.b1)  # (C, units)
-        return torch.einsum("cu,um,ua->cma", hidden, self.mask, self.w2) + self.b2
+    rows = divergence("kl", src.logits, logits, reduction="none", engine="reference")
+    return src.context_probs @ rows
 
 
-def _train_mlps(
-    src: _MarkovSource, widths: list[int], steps: int, seed: int
-) -> tuple[list[torch.Tensor], list[int], list[float], list[float]]:
-    """Train one tanh MLP per width on the exact population cross-entropy, all at once.
+def _svd_init(src: PowerLawSource, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """E, W, b of the μ-weighted truncated SVD of the context-centred teacher logits."""
+    mu = src.context_probs
+    bias = mu @ src.logits
+    root = mu.sqrt().unsqueeze(1)
+    u, s, vh = torch.linalg.svd(root * (src.logits - bias), full_matrices=False)
+    e = u[:, :rank] * s[:rank].sqrt() / root
+    w = s[:rank].sqrt().unsqueeze(1) * vh[:rank]
+    return e.contiguous(), w.contiguous(), bias.contiguous()
 
-    Returns each model's logits over all contexts, its parameter count, its final loss and
-    its loss at 90 % of the steps (a convergence check).
+
+def _train_low_rank(
+    src: PowerLawSource, rank: int, max_chunks: int, init: str = "svd", seed: int = 0
+) -> dict[str, object]:
+    """Train logits = E W + b (rank ``rank``) to convergence on the exact population KL.
+
+    Returns the model's logits, its parameter count, the KL after each chunk of
+    ``LBFGS_CHUNK`` L-BFGS iterations, the last chunk's relative decrease, the final largest
+    absolute gradient entry and whether it converged (last decrease ≤ ``CONVERGED_REL``).
     """
-    x = src.one_hot_contexts()
-    net = _PackedMLPs(x.shape[1], src.a, widths, torch.Generator().manual_seed(seed))
-    mu = torch.from_numpy(src.mu)
-    target = src.log_table.unsqueeze(1).expand(-1, len(widths), -1)  # (C, models, A)
-    opt = torch.optim.Adam(net.parameters(), lr=0.03)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, steps) / steps))
-    )
-    at_90: list[float] = []
-    for step in range(steps):
+    c, a = src.logits.shape
+    if init == "svd":
+        e, w, b = _svd_init(src, rank)
+    else:  # small random start (tests check it reaches the same optimum)
+        g = torch.Generator().manual_seed(seed)
+        e = 0.1 * torch.randn(c, rank, generator=g, dtype=torch.float64)
+        w = 0.1 * torch.randn(rank, a, generator=g, dtype=torch.float64)
+        b = torch.zeros(a, dtype=torch.float64)
+    params = [t.clone().requires_grad_(True) for t in (e, w, b)]
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=LBFGS_CHUNK, history_size=20,
+                            tolerance_grad=1e-14, tolerance_change=1e-16,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
         opt.zero_grad()
-        ce = soft_cross_entropy(target, net.logits(x), reduction="none")  # (C, models)
-        per_model = mu @ ce
-        if step == (9 * steps) // 10:
-            at_90 = [float(v) for v in per_model.detach()]
-        loss = per_model.sum()
+        loss = _population_kl(src, params[0] @ params[1] + params[2])
         loss.backward()
-        opt.step()
-        sched.step()
+        return loss
+
     with torch.no_grad():
-        out = net.logits(x)
-        final = [float(v) for v in mu @ soft_cross_entropy(target, out, reduction="none")]
-    return [out[:, j, :].clone() for j in range(len(widths))], net.params, final, at_90
+        trace = [float(_population_kl(src, params[0] @ params[1] + params[2]))]
+    last_drop = math.inf
+    for _ in range(max_chunks):
+        opt.step(closure)
+        with torch.no_grad():
+            trace.append(float(_population_kl(src, params[0] @ params[1] + params[2])))
+        last_drop = (trace[-2] - trace[-1]) / max(trace[-1], 1e-300)
+        if last_drop <= STOP_REL:
+            break
+    closure()  # gradient at the final point
+    grad = max(float(p.grad.abs().max()) for p in params)  # type: ignore[union-attr]
+    with torch.no_grad():
+        logits = (params[0] @ params[1] + params[2]).clone()
+    return {
+        "rank": rank,
+        "params": rank * (c + a) + a,
+        "logits": logits,
+        "kl_trace": trace,
+        "iterations": LBFGS_CHUNK * (len(trace) - 1),
+        "last_chunk_rel_decrease": last_drop,
+        "max_abs_grad": grad,
+        "converged": last_drop <= CONVERGED_REL,
+    }
 
 
-def _kt_logits(src: _MarkovSource, ctxs: np.ndarray, syms: np.ndarray) -> torch.Tensor:
-    """log of the add-½ (Krichevsky–Trofimov) estimate from observed transitions."""
-    counts = np.bincount(ctxs.ravel() * src.a + syms.ravel(), minlength=src.c * src.a)
-    counts = counts.reshape(src.c, src.a).astype(np.float64) + 0.5
-    return torch.from_numpy(np.log(counts / counts.sum(1, keepdims=True)))
+def _kt_logits(counts: np.ndarray) -> torch.Tensor:
+    """log of the add-½ (Krichevsky–Trofimov) estimate per context from (C, A) counts."""
+    smoothed = counts.astype(np.float64) + 0.5
+    return torch.from_numpy(np.log(smoothed / smoothed.sum(1, keepdims=True)))
+
+
+def _data_sweep(
+    src: PowerLawSource, sizes: list[int], seeds: int, ctx: ReproContext, offset: int
+) -> tuple[list[float], list[float], list[torch.Tensor]]:
+    """Mean exact loss and KL of the add-½ estimator vs D (nested samples per seed)."""
+    losses = np.zeros((seeds, len(sizes)))
+    kls = np.zeros((seeds, len(sizes)))
+    first: list[torch.Tensor] = []
+    for s in range(seeds):
+        rng = ctx.numpy_rng(offset + s)
+        counts = np.zeros((src.contexts, src.symbols), dtype=np.int64)
+        seen = 0
+        for i, d in enumerate(sizes):
+            counts += src.sample_counts(d - seen, rng)  # D grows by adding fresh pairs
+            seen = d
+            lq = _kt_logits(counts)
+            ev = src.evaluate(lq)
+            losses[s, i], kls[s, i] = ev["cross_entropy"], ev["kl"]
+            if s == 0:
+                first.append(lq)
+    return losses.mean(0).tolist(), kls.mean(0).tolist(), first
+
+
+# --------------------------------------------------------------------------------------------
+# checks
+# --------------------------------------------------------------------------------------------
+def _local_exponents(xs: list[float], kls: list[float]) -> list[float]:
+    """−d log KL / d log x between neighbouring sizes (constant for a pure power law)."""
+    lx, lk = np.log(xs), np.log(np.maximum(kls, 1e-300))
+    return (-np.diff(lk) / np.diff(lx)).tolist()
 
 
 def _sweep_checks(
@@ -190,18 +203,53 @@ def _sweep_checks(
 ) -> dict[str, object]:
     fit = fit_scaling_law(xs, losses)
     predicted = fit.reducible(xs)
-    rel = [abs(p - k) / k for p, k in zip(predicted.tolist(), kls)]
+    rel = [abs(p - k) / k if k > 0 else math.inf for p, k in zip(predicted.tolist(), kls)]
     median_rel = float(np.median(rel))
     l_inf_rel = abs(fit.l_inf - entropy) / entropy
     return {
         "fit": {"l_inf": fit.l_inf, "x0": fit.x0, "alpha": fit.alpha, "rmse": fit.rmse},
         "l_inf_minus_entropy": fit.l_inf - entropy,
         "l_inf_rel_error": l_inf_rel,
+        "l_inf_error_over_smallest_kl": abs(fit.l_inf - entropy) / max(min(kls), 1e-300),
         "fitted_reducible": predicted.tolist(),
         "reducible_rel_error": rel,
         "reducible_median_rel_error": median_rel,
+        "reducible_max_rel_error": max(rel),
+        "kl_local_exponents": _local_exponents(xs, kls),
         "recovers_entropy": l_inf_rel <= L_INF_REL_TOL,
         "reducible_tracks_kl": median_rel <= REDUCIBLE_MEDIAN_REL_TOL,
+    }
+
+
+def _size_sweep(
+    src: PowerLawSource, ranks: list[int], max_chunks: int
+) -> tuple[dict[str, object], list[dict[str, object]]]:
+    entropy = src.entropy()
+    runs = [_train_low_rank(src, r, max_chunks) for r in ranks]
+    evals = [src.evaluate(run["logits"]) for run in runs]  # type: ignore[arg-type]
+    params = [int(run["params"]) for run in runs]  # type: ignore[call-overload]
+    losses = [e["cross_entropy"] for e in evals]
+    kls = [e["kl"] for e in evals]
+    block = {
+        "ranks": ranks,
+        "params": params,
+        "loss": losses,
+        "kl": kls,
+        "iterations": [run["iterations"] for run in runs],
+        "last_chunk_rel_decrease": [run["last_chunk_rel_decrease"] for run in runs],
+        "max_abs_grad": [run["max_abs_grad"] for run in runs],
+        "all_converged": all(bool(run["converged"]) for run in runs),
+        **_sweep_checks([float(p) for p in params], losses, kls, entropy),
+    }
+    return block, runs
+
+
+def _describe(src: PowerLawSource) -> dict[str, object]:
+    return {
+        "contexts": src.contexts, "symbols": src.symbols, "rank": src.rank,
+        "spectrum_exponent": src.spectrum_exponent, "logit_rms": src.logit_rms,
+        "context_exponent": src.context_exponent, "entropy": src.entropy(),
+        "log_symbols": math.log(src.symbols),
     }
 
 
@@ -224,74 +272,150 @@ def run(ctx: ReproContext) -> Outcome:
 
 
 def _run(ctx: ReproContext) -> Outcome:
-    rng = ctx.numpy_rng()
     if ctx.quick:
-        alphabet, order = 8, 2
-        widths = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
-        train_steps = 1500
-        data_sizes = [2**e for e in range(9, 17)]
-        data_seeds = 3
-        held_out = (200, 250)
+        width = 128  # contexts = symbols of the model-size source
+        ranks = [1, 2, 3, 4, 6, 8]
+        max_chunks = 16
+        data_contexts, data_sizes, data_seeds = 4096, [2**e for e in range(9, 18)], 4
+        heldout_n = 20_000
     else:
-        alphabet, order = 12, 2
-        widths = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64]
-        train_steps = 6000
-        data_sizes = [2**e for e in range(10, 21)]
-        data_seeds = 6
-        held_out = (400, 500)
-    src = _MarkovSource(alphabet, order, 0.3, rng)
-    entropy = src.exact(src.log_table)["entropy_rate"]
-    test_ctx, test_sym = src.sample(*held_out, rng)
+        width = 512
+        ranks = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
+        max_chunks = 40
+        data_contexts, data_sizes, data_seeds = 16384, [2**e for e in range(10, 22)], 8
+        heldout_n = 200_000
+    seed = ctx.seed
+    size_src = PowerLawSource(width, width, spectrum_exponent=1.0, logit_rms=1.0, seed=seed)
+    data_src = PowerLawSource(data_contexts, 16, spectrum_exponent=1.0, logit_rms=1.0,
+                              context_exponent=2.0, seed=seed + 1)
+    h_size, h_data = size_src.entropy(), data_src.entropy()
 
     # ---- b. model size -------------------------------------------------------------------
-    ctx.progress("training MLPs on the population loss", 0.05)
-    models, params, final_train, at_90 = _train_mlps(src, widths, train_steps, ctx.seed)
-    size_rows = [src.exact(m) for m in models]
+    ctx.progress("rank-r students on the exact population KL", 0.05)
+    size_block, size_runs = _size_sweep(size_src, ranks, max_chunks)
 
     # ---- c. data size ----------------------------------------------------------------------
-    ctx.progress("add-½ n-gram estimators vs data size", 0.6)
-    chains = 64
-    per_size: list[list[dict[str, float]]] = [[] for _ in data_sizes]
-    kt_models: list[torch.Tensor] = []
-    for s in range(data_seeds):
-        c_all, x_all = src.sample(chains, max(data_sizes) // chains, ctx.numpy_rng(100 + s))
-        for i, d in enumerate(data_sizes):
-            steps = d // chains
-            lq = _kt_logits(src, c_all[:, :steps], x_all[:, :steps])
-            per_size[i].append(src.exact(lq))
-            if s == 0:
-                kt_models.append(lq)
-    data_loss = [float(np.mean([r["cross_entropy"] for r in rows])) for rows in per_size]
-    data_kl = [float(np.mean([r["kl"] for r in rows])) for rows in per_size]
+    ctx.progress("add-½ estimator vs data size (Zipf contexts)", 0.45)
+    data_loss, data_kl, kt_models = _data_sweep(data_src, data_sizes, data_seeds, ctx, 100)
+    data_block = {"tokens": data_sizes, "seeds": data_seeds, "loss": data_loss, "kl": data_kl,
+                  **_sweep_checks([float(d) for d in data_sizes], data_loss, data_kl, h_data)}
+
+    # ---- controls (not in the verdict) -----------------------------------------------------
+    ctx.progress("controls: source inside the class, peaked teacher, flat contexts", 0.55)
+    inside_src = PowerLawSource(128, 128, rank=4, seed=seed + 2)
+    inside_block, inside_runs = _size_sweep(inside_src, [1, 2, 3, 4, 6, 8], max_chunks)
+    peaked: tuple[PowerLawSource, dict[str, object], list[dict[str, object]]] | None = None
+    if not ctx.quick:  # far from the linear regime: many more L-BFGS iterations
+        peaked_src = PowerLawSource(256, 256, spectrum_exponent=1.0, logit_rms=3.0, seed=seed)
+        peaked = (peaked_src, *_size_sweep(peaked_src, [1, 2, 3, 4, 6, 8, 12, 16], 80))
+    flat_src = PowerLawSource(256, 16, seed=seed + 3)
+    flat_loss, flat_kl, _ = _data_sweep(flat_src, data_sizes, data_seeds, ctx, 200)
+    flat_block = {"tokens": data_sizes, "loss": flat_loss, "kl": flat_kl,
+                  **_sweep_checks([float(d) for d in data_sizes], flat_loss, flat_kl,
+                                  flat_src.entropy())}
 
     # ---- a. identity and held-out estimates ------------------------------------------------
-    ctx.progress("cross-entropy = entropy + KL, exact and held-out", 0.85)
-    all_models = [*models, *kt_models]
-    names = [f"mlp_h{h}" for h in widths] + [f"kt_D{d}" for d in data_sizes]
-    identity_err, z_scores, empirical = [], [], {}
-    for name, lq in zip(names, all_models):
-        ex = src.exact(lq)
-        identity_err.append(abs(ex["cross_entropy"] - (ex["entropy_rate"] + ex["kl"])))
-        nll, se = _empirical_nll(lq, test_ctx, test_sym)
-        z_scores.append((nll - ex["cross_entropy"]) / se)
-        empirical[name] = {"exact_ce": ex["cross_entropy"], "heldout_ce": nll, "se": se}
-    p_nll, p_se = _empirical_nll(src.log_table, test_ctx, test_sym)
+    ctx.progress("cross-entropy = entropy + KL, exact and held-out", 0.9)
+    groups = [
+        (size_src, [(f"rank_{r['rank']}", r["logits"]) for r in size_runs], True),
+        (data_src, [(f"kt_D{d}", m) for d, m in zip(data_sizes, kt_models)], True),
+        (inside_src, [(f"inside_rank_{r['rank']}", r["logits"]) for r in inside_runs], False),
+    ]
+    if peaked is not None:
+        groups.append((peaked[0], [(f"peaked_rank_{r['rank']}", r["logits"]) for r in peaked[2]],
+                       False))
+    identity_err: list[float] = []
+    z_scores: list[float] = []
+    heldout: dict[str, dict[str, float]] = {}
+    for g, (src, models, with_heldout) in enumerate(groups):
+        if with_heldout:
+            test_c, test_x = src.sample(heldout_n, ctx.numpy_rng(300 + g))
+            models = [("true_source", src.logits), *models]
+        for name, lq in models:
+            ex = src.evaluate(lq)  # type: ignore[arg-type]
+            identity_err.append(abs(ex["cross_entropy"] - (ex["entropy"] + ex["kl"])))
+            if with_heldout:
+                nll, se = src.heldout_nll(lq, test_c, test_x)  # type: ignore[arg-type]
+                z_scores.append((nll - ex["cross_entropy"]) / se)
+                prefix = "size_" if g == 0 else "data_"
+                heldout[prefix + name] = {"exact_ce": ex["cross_entropy"], "heldout_ce": nll,
+                                          "se": se}
     identity_ok = max(identity_err) <= IDENTITY_TOL
     empirical_ok = max(abs(z) for z in z_scores) <= EMPIRICAL_SE
 
-    size_checks = _sweep_checks(
-        [float(p) for p in params], [r["cross_entropy"] for r in size_rows],
-        [r["kl"] for r in size_rows], entropy,
-    )
-    data_checks = _sweep_checks([float(d) for d in data_sizes], data_loss, data_kl, entropy)
     held = bool(
-        identity_ok and empirical_ok
-        and size_checks["recovers_entropy"] and size_checks["reducible_tracks_kl"]
-        and data_checks["recovers_entropy"] and data_checks["reducible_tracks_kl"]
+        identity_ok and empirical_ok and size_block["all_converged"]
+        and size_block["recovers_entropy"] and size_block["reducible_tracks_kl"]
+        and data_block["recovers_entropy"] and data_block["reducible_tracks_kl"]
     )
 
     # ---- plots --------------------------------------------------------------------------------
     ctx.progress("plots", 0.95)
+    _plots(ctx, size_block, data_block, inside_block, peaked[1] if peaked else None, flat_block,
+           h_size, h_data)
+
+    metrics = {
+        "sources": {"model_size": _describe(size_src), "data_size": _describe(data_src),
+                    "heldout_samples_per_source": heldout_n},
+        "identity_max_abs_error": max(identity_err),
+        "identity_ok": identity_ok,
+        "heldout_max_abs_z": max(abs(z) for z in z_scores),
+        "heldout_ok": empirical_ok,
+        "heldout": heldout,
+        "model_size": size_block,
+        "data_size": data_block,
+        "controls": {
+            "inside_model_class": {"source": _describe(inside_src), **inside_block},
+            "peaked_teacher": (
+                {"source": _describe(peaked[0]), **peaked[1]} if peaked is not None
+                else "full mode only"
+            ),
+            "flat_contexts": {"source": _describe(flat_src), **flat_block},
+        },
+        "previous_design": PREVIOUS_DESIGN,
+        "thresholds": {"identity": IDENTITY_TOL, "heldout_se": EMPIRICAL_SE,
+                       "l_inf_rel": L_INF_REL_TOL,
+                       "reducible_median_rel": REDUCIBLE_MEDIAN_REL_TOL,
+                       "converged_rel_decrease": CONVERGED_REL},
+    }
+    inside_beyond = max(abs(k) for k in inside_block["kl"][3:])  # type: ignore[index]
+    summary = (
+        f"CE − (H + KL) ≤ {max(identity_err):.1e}, held-out |z| ≤ "
+        f"{metrics['heldout_max_abs_z']:.1f}; model size (rank-r students, N "
+        f"{size_block['params'][0]}–{size_block['params'][-1]}, "
+        f"{'converged' if size_block['all_converged'] else 'NOT all converged'}): "
+        + _sweep_text(size_block)
+        + "; data size (add-½, Zipf contexts): " + _sweep_text(data_block)
+        + f". Controls: source inside the class (rank 4): |KL| ≤ {inside_beyond:.0e} from rank 4 "
+        f"on (capacity threshold), fitted reducible vs KL median error "
+        f"{inside_block['reducible_median_rel_error']:.0e}"
+        + ("" if peaked is None else "; peaked teacher (RMS logit 3): " + _sweep_text(peaked[1]))
+        + "; flat contexts: " + _sweep_text(flat_block)
+        + ("" if held else " — claim NOT held by these thresholds")
+    )
+    return Outcome(held=held, metrics=metrics, summary=summary)
+
+
+def _sweep_text(block: dict[str, object]) -> str:
+    fit = block["fit"]
+    exps = block["kl_local_exponents"]
+    return (
+        f"L∞ {block['l_inf_rel_error']:.2%} off H, α {fit['alpha']:.2f} "  # type: ignore[index]
+        f"(local {exps[0]:.2f}→{exps[-1]:.2f}), reducible vs KL median "  # type: ignore[index]
+        f"{block['reducible_median_rel_error']:.0%} (max {block['reducible_max_rel_error']:.0%})"
+    )
+
+
+def _plots(
+    ctx: ReproContext,
+    size_block: dict,
+    data_block: dict,
+    inside_block: dict,
+    peaked_block: dict | None,
+    flat_block: dict,
+    h_size: float,
+    h_data: float,
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -299,28 +423,28 @@ def _run(ctx: ReproContext) -> Outcome:
     import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, xs, ys, chk, label in (
-        (axes[0], params, [r["cross_entropy"] for r in size_rows], size_checks, "parameters"),
-        (axes[1], data_sizes, data_loss, data_checks, "training tokens D"),
+    for ax, xs, chk, h, label in (
+        (axes[0], size_block["params"], size_block, h_size, "parameters N"),
+        (axes[1], data_block["tokens"], data_block, h_data, "training pairs D"),
     ):
         grid = np.geomspace(min(xs), max(xs), 200)
         f = chk["fit"]
-        ax.plot(xs, ys, "o", label="exact loss of each model")
+        ax.plot(xs, chk["loss"], "o", label="exact loss of each model")
         ax.plot(grid, f["l_inf"] + (f["x0"] / grid) ** f["alpha"], "-",
                 label=f"fit: L∞={f['l_inf']:.4f}, α={f['alpha']:.2f}")
-        ax.axhline(entropy, color="k", ls="--", lw=1, label=f"entropy rate H={entropy:.4f}")
+        ax.axhline(h, color="k", ls="--", lw=1, label=f"entropy H={h:.4f}")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
-        ax.set_ylabel("cross-entropy [nats/token]")
+        ax.set_ylabel("cross-entropy [nats/symbol]")
         ax.legend(fontsize=8)
-    axes[0].set_title("MLPs on the population loss")
-    axes[1].set_title("add-½ n-gram vs data size")
+    axes[0].set_title("Rank-r students, power-law spectrum")
+    axes[1].set_title("add-½ estimator, Zipf contexts")
     ax = axes[2]
-    size_kl = [r["kl"] for r in size_rows]
-    ax.loglog(size_kl, size_checks["fitted_reducible"], "o", label="model size")
-    ax.loglog(data_kl, data_checks["fitted_reducible"], "s", label="data size")
-    lims = [min(data_kl + size_kl), max(data_kl + size_kl)]
+    ax.loglog(size_block["kl"], size_block["fitted_reducible"], "o", label="model size")
+    ax.loglog(data_block["kl"], data_block["fitted_reducible"], "s", label="data size")
+    both = size_block["kl"] + data_block["kl"]
+    lims = [min(both), max(both)]
     ax.loglog(lims, lims, "k--", lw=1, label="y = x")
     ax.set_xlabel("measured KL(data‖model)")
     ax.set_ylabel("fitted reducible loss (x0/x)^α")
@@ -328,36 +452,35 @@ def _run(ctx: ReproContext) -> Outcome:
     ax.legend(fontsize=8)
     ctx.savefig(fig, "fits")
 
-    metrics = {
-        "source": {"alphabet": alphabet, "order": order, "contexts": src.c,
-                   "entropy_rate": entropy, "heldout_nll_of_true_source": p_nll,
-                   "heldout_se": p_se, "heldout_tokens": held_out[0] * held_out[1]},
-        "identity_max_abs_error": max(identity_err),
-        "identity_ok": identity_ok,
-        "heldout_max_abs_z": max(abs(z) for z in z_scores),
-        "heldout_ok": empirical_ok,
-        "heldout": empirical,
-        "model_size": {
-            "widths": widths, "params": params,
-            "loss": [r["cross_entropy"] for r in size_rows],
-            "kl": [r["kl"] for r in size_rows],
-            "train_steps": train_steps,
-            "loss_drop_last_10pct_of_training": [a - b for a, b in zip(at_90, final_train)],
-            **size_checks,
-        },
-        "data_size": {"tokens": data_sizes, "seeds": data_seeds, "loss": data_loss,
-                      "kl": data_kl, **data_checks},
-        "thresholds": {"identity": IDENTITY_TOL, "heldout_se": EMPIRICAL_SE,
-                       "l_inf_rel": L_INF_REL_TOL,
-                       "reducible_median_rel": REDUCIBLE_MEDIAN_REL_TOL},
-    }
-    summary = (
-        f"H = {entropy:.4f}; CE − (H + KL) ≤ {max(identity_err):.1e}, held-out |z| ≤ "
-        f"{metrics['heldout_max_abs_z']:.1f}; model size: L∞ = {size_checks['fit']['l_inf']:.4f} "
-        f"({size_checks['l_inf_rel_error']:.1%} off), reducible vs KL median error "
-        f"{size_checks['reducible_median_rel_error']:.0%}; data size: L∞ = "
-        f"{data_checks['fit']['l_inf']:.4f} ({data_checks['l_inf_rel_error']:.1%} off), "
-        f"median error {data_checks['reducible_median_rel_error']:.0%}"
-        + ("" if held else " — claim NOT held by these thresholds")
-    )
-    return Outcome(held=held, metrics=metrics, summary=summary)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    ax = axes[0]
+    floor = 1e-5
+    for block, marker, label in (
+        (size_block, "o", "power-law spectrum (verdict)"),
+        (peaked_block, "^", "peaked teacher, RMS logit 3"),
+        (inside_block, "x", "source inside the class (rank 4)"),
+    ):
+        if block is None:
+            continue
+        kls = np.maximum(block["kl"], floor)
+        line = ax.loglog(block["params"], kls, marker, label=label)[0]
+        ax.loglog(block["params"], block["fitted_reducible"], "-", color=line.get_color(), lw=1)
+    ax.axhline(floor, color="0.6", lw=0.8, ls=":")
+    ax.text(ax.get_xlim()[0] * 1.1, floor * 1.4, "KL ≤ 1e-16 drawn at 1e-5", fontsize=7,
+            color="0.4")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("KL (markers) and fitted reducible loss (lines)")
+    ax.set_title("Model size: power law vs capacity threshold")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for block, marker, label in (
+        (data_block, "s", "Zipf contexts (verdict)"),
+        (flat_block, "d", "flat contexts (256)"),
+    ):
+        line = ax.loglog(block["tokens"], block["kl"], marker, label=label)[0]
+        ax.loglog(block["tokens"], block["fitted_reducible"], "-", color=line.get_color(), lw=1)
+    ax.set_xlabel("training pairs D")
+    ax.set_ylabel("KL (markers) and fitted reducible loss (lines)")
+    ax.set_title("Data size: smooth power law vs crossover")
+    ax.legend(fontsize=8)
+    ctx.savefig(fig, "controls")
