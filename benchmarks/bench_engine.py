@@ -14,6 +14,7 @@ the student side as in distillation):
   buffer that is already paged in: the engine minus the first touch of the fresh N×V gradient);
 * the N = 1k … 16k scaling of the engine (time per row, extra memory);
 * bf16 inputs;
+* small inputs, where ``engine="auto"`` hands over from the reference path to the engine;
 * ``fused_linear_divergence`` at N × H × V against the materialised path (logits by matmul,
   then (a)).
 
@@ -470,6 +471,33 @@ def print_bf16(res: dict, n: int, v: int) -> None:
         print(f"| {k} | {t[k]['median']:.3f} | {fmt_b(mem.get(k, {}).get('extra'))} |")
 
 
+def section_small(repeats: int) -> dict:
+    """Where ``engine="auto"`` switches: reference path vs the eager engine on small inputs."""
+    out = {}
+    for n, v in ((16, 1024), (64, 1024), (256, 1024), (64, 32000), (256, 32000)):
+        teacher, student = make_logits(n, v, torch.float32)
+
+        def ref(t=teacher, s=student) -> None:
+            s.grad = None
+            divergent.divergence("js", t, s, engine="reference").backward()
+
+        def eng(t=teacher, s=student) -> None:
+            s.grad = None
+            chunked.chunked_divergence("js", t, s, compile=False).backward()
+
+        out[(n, v)] = time_cases({"reference": ref, "eager engine": eng}, repeats * 4)
+    return out
+
+
+def print_small(res: dict) -> None:
+    print("\n### Small inputs: reference path vs eager engine (js, forward + backward)\n")
+    print("| rows × classes | elements | reference ms | eager engine ms |")
+    print("|---|---|---|---|")
+    for (n, v), t in res.items():
+        print(f"| {n} × {v} | {n * v:,} | {1e3 * t['reference']['median']:.2f} | "
+              f"{1e3 * t['eager engine']['median']:.2f} |")
+
+
 def section_fused(n: int, h: int, v: int, repeats: int, memory: bool) -> dict:
     st = fused_setup(n, h, v, torch.float32)
     runners = {k: fused_runner(k, st) for k in ("fused", "materialised", "materialised_engine")}
@@ -502,7 +530,7 @@ def print_fused(res: dict, n: int, h: int, v: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
-    ap.add_argument("--sections", default="main,scaling,bf16,fused")
+    ap.add_argument("--sections", default="main,scaling,bf16,small,fused")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument("--json", default=None, help="also write the raw numbers here")
@@ -534,6 +562,9 @@ def main() -> None:
     if "bf16" in sections:
         results["bf16"] = section_bf16(n, v, args.repeats, memory)
         print_bf16(results["bf16"], n, v)
+    if "small" in sections:
+        results["small"] = {f"{k[0]}x{k[1]}": t for k, t in (section_small(args.repeats)).items()}
+        print_small({tuple(map(int, k.split("x"))): t for k, t in results["small"].items()})
     if "fused" in sections:
         results["fused"] = section_fused(n, h, v, max(3, args.repeats - 2), memory)
         print_fused(results["fused"], n, h, v)

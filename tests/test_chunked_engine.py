@@ -14,6 +14,7 @@ import warnings
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 import divergent
 from divergent.core import chunked, kernels
@@ -413,6 +414,14 @@ def test_compiled_kernel_matches_eager() -> None:
         q2 = torch.randn(7, 57, generator=gen, requires_grad=True)
         out2 = chunked.chunked_divergence("kl", p2, q2, chunk_size=5, compile=True)
         (g2,) = torch.autograd.grad(out2, q2)
+        graphs = counters["stats"]["unique_graphs"]
+        # a third shape for the same variant: no new graph at all (dynamic shapes)
+        q3 = torch.randn(11, 23, generator=gen, requires_grad=True)
+        out3 = chunked.chunked_divergence("kl", torch.randn(11, 23), q3, chunk_size=4,
+                                          compile=True)
+        torch.autograd.grad(out3, q3)
+        assert counters["stats"]["unique_graphs"] == graphs
+    assert graphs > 0
     assert len(chunked._COMPILED) == n_entries + 1  # the q-only variant, not a new shape
     assert not chunked._COMPILE_FAILED
     v64, gp64, gq64 = _grads("kl", {}, p.double(), q.double(), engine="reference",
