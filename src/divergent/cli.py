@@ -218,7 +218,12 @@ def reproduce_command(
     for r in results:
         table.add_row(r.id, r.claim, _status_cell(r.status), r.summary, f"{r.seconds:.1f}")
     console.print(table)
-    console.print(f"results: {out / 'results.json'}   plots: {out / 'plots'}")
+    from divergent.repro.report import report_from_results_json
+
+    (out / "report.md").write_text(report_from_results_json(out / "results.json"))
+    console.print(
+        f"results: {out / 'results.json'}   report: {out / 'report.md'}   plots: {out / 'plots'}"
+    )
     errors = [r for r in results if r.status == "error"]
     for r in errors:
         console.print(f"[red]{r.id} crashed:[/red]\n{r.error}")
