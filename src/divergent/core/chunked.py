@@ -424,6 +424,30 @@ def _compute_dtype(a: Tensor, b: Tensor, plan: KernelPlan | None) -> torch.dtype
     return torch.float32
 
 
+def reduction_scale(
+    reduction: str,
+    normalizer: float | Tensor | None,
+    count: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor:
+    """The weight of each kept row's value in the reduced loss, as a 0-d tensor.
+
+    ``1/count`` for ``"mean"`` (``1/normalizer`` when given; a fully masked batch divides by
+    1), and 1 for ``"sum"`` / ``"none"``.
+    """
+    if reduction == "mean":
+        if normalizer is None:
+            value: float | Tensor = 1.0 / max(count, 1)
+        elif isinstance(normalizer, Tensor):
+            value = 1.0 / normalizer.detach().to(device=device, dtype=dtype)
+        else:
+            value = 1.0 / normalizer
+    else:
+        value = 1.0
+    return torch.as_tensor(value, dtype=dtype, device=device).reshape(())
+
+
 def _run_rows(
     job: _Job, a2: Tensor, b2: Tensor, need_a: bool, need_b: bool
 ) -> tuple[Tensor, Tensor | None, Tensor | None, int]:
@@ -434,16 +458,7 @@ def _run_rows(
     out_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     idx = None if job.keep is None else job.keep.nonzero().squeeze(1)
     count = n_rows if idx is None else int(idx.numel())
-    if job.reduction == "mean":
-        if job.normalizer is None:
-            scale_value: float | Tensor = 1.0 / max(count, 1)
-        elif isinstance(job.normalizer, Tensor):
-            scale_value = 1.0 / job.normalizer.detach().to(device=device, dtype=dtype)
-        else:
-            scale_value = 1.0 / job.normalizer
-    else:
-        scale_value = 1.0
-    scale = torch.as_tensor(scale_value, dtype=dtype, device=device).reshape(())
+    scale = reduction_scale(job.reduction, job.normalizer, count, dtype, device)
     temperature = torch.tensor(job.temperature, dtype=dtype, device=device)
     ga = (torch.zeros_like(a2) if idx is not None else torch.empty_like(a2)) if need_a else None
     gb = (torch.zeros_like(b2) if idx is not None else torch.empty_like(b2)) if need_b else None

@@ -40,6 +40,7 @@ from divergent.core.chunked import (
     _should_compile,
     check_backward_once,
     default_chunk_rows,
+    reduction_scale,
     scale_saved_grads,
 )
 from divergent.core.kernels import KernelPlan, kernel_for
@@ -140,16 +141,7 @@ def _run(
 
     idx = None if job.keep is None else job.keep.nonzero().squeeze(1)
     count = n_rows if idx is None else int(idx.numel())
-    if job.reduction == "mean":
-        if job.normalizer is None:
-            scale_v: float | Tensor = 1.0 / max(count, 1)
-        elif isinstance(job.normalizer, Tensor):
-            scale_v = 1.0 / job.normalizer.detach().to(device=device, dtype=dtype)
-        else:
-            scale_v = 1.0 / job.normalizer
-    else:
-        scale_v = 1.0
-    scale = torch.as_tensor(scale_v, dtype=dtype, device=device).reshape(())
+    scale = reduction_scale(job.reduction, job.normalizer, count, dtype, device)
     temperature = torch.tensor(job.temperature, dtype=dtype, device=device)
 
     def zeros_for(x: Tensor | None, flag: bool, acc: bool = False) -> Tensor | None:

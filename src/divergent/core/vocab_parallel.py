@@ -50,6 +50,7 @@ from divergent.core._inputs import (
 from divergent.core.chunked import (
     CHUNK_ELEMENTS,
     check_backward_once,
+    reduction_scale,
     scale_saved_grads,
     write_grads,
 )
@@ -116,16 +117,8 @@ class _VocabParallelFunction(torch.autograd.Function):
         count = n_rows if idx is None else int(idx.numel())
         temperature = torch.tensor(job.temperature, dtype=dtype, device=device)
         consts = job.plan.tensors(dtype, device)
-        if job.reduction == "mean":
-            if job.normalizer is None:
-                scale_v: float | Tensor = 1.0 / max(count, 1)
-            elif isinstance(job.normalizer, Tensor):
-                scale_v = 1.0 / job.normalizer.detach().to(device=device, dtype=dtype)
-            else:
-                scale_v = 1.0 / job.normalizer
-        else:
-            scale_v = 1.0
-        weight = torch.as_tensor(scale_v, dtype=dtype, device=device).reshape(()) / temperature
+        scale = reduction_scale(job.reduction, job.normalizer, count, dtype, device)
+        weight = scale / temperature
         chunks = _chunks(count, max(1, job.chunk_rows))
 
         def rows_of(x: Tensor, sl: slice) -> Tensor:
