@@ -118,6 +118,10 @@ def info_command(
         console.print(f"  refs      {'; '.join(d.references)}")
 
 
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
 def _status_cell(status: str) -> str:
     return {"held": "[green]held[/green]", "not held": "[yellow]not held[/yellow]"}.get(
         status, "[red]error[/red]"
@@ -213,11 +217,14 @@ def reproduce_command(
         )
 
     table = Table(title=f"Reproductions ({'quick' if quick else 'full'} mode, seed {seed})")
-    for col in ("id", "claim", "result", "evidence", "s"):
-        table.add_column(col, overflow="fold")
+    table.add_column("id", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True)
+    table.add_column("claim", overflow="fold")
     for r in results:
-        table.add_row(r.id, r.claim, _status_cell(r.status), r.summary, f"{r.seconds:.1f}")
+        table.add_row(r.id, _status_cell(r.status), f"{r.seconds:.1f}", _shorten(r.claim, 160))
     console.print(table)
+    console.print("The evidence for each row is printed above and written to report.md.")
     from divergent.repro.report import report_from_results_json
 
     (out / "report.md").write_text(report_from_results_json(out / "results.json"))
