@@ -130,6 +130,36 @@ def check_normalizer(normalizer: Any, reduction: str) -> float | Tensor | None:
     return float(normalizer)
 
 
+def check_chunk_size(chunk_size: Any) -> int | None:
+    """``None`` (automatic) or a positive number of rows per chunk."""
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
+        raise ValueError(f"`chunk_size` must be a positive integer (rows), got {chunk_size!r}")
+    return chunk_size
+
+
+def check_row_options(
+    *,
+    reduction: Any,
+    temperature: Any,
+    normalizer: Any,
+    mask: Any,
+    leading_shape: torch.Size,
+    device: torch.device,
+) -> tuple[float, float | Tensor | None, Tensor | None]:
+    """Validate the options every row-wise entry point shares.
+
+    Returns ``(temperature, normalizer, keep_mask)``; raises the same ``ValueError``s as the
+    individual checks.
+    """
+    check_reduction(reduction)
+    temperature = check_temperature(temperature)
+    norm = check_normalizer(normalizer, reduction)
+    keep = check_mask(mask, leading_shape, device)
+    return temperature, norm, keep
+
+
 def check_no_nan(x: Tensor, name: str) -> None:
     if bool(torch.isnan(x).any()):
         raise ValueError(f"`{name}` contains NaN values")

@@ -56,6 +56,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from divergent.core._inputs import check_chunk_size
 from divergent.core.kernels import ChunkKernel, ElementwiseKernel, KernelPlan, kernel_for
 from divergent.core.registry import Divergence
 
@@ -700,10 +701,7 @@ def chunked_divergence(
         >>> divergent.chunked_divergence("kl", p, q)
         tensor(1.1504)
     """
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"`chunk_size` must be a positive integer (rows), got {chunk_size!r}")
+    check_chunk_size(chunk_size)
     if compile is not None and compile not in (True, False, *COMPILE_MODES):
         raise ValueError(
             f"`compile` must be True, False or one of {COMPILE_MODES}, got {compile!r}"

@@ -26,12 +26,9 @@ from torch import Tensor
 
 from divergent.core._inputs import (
     check_inputs_kind,
-    check_mask,
     check_no_nan,
-    check_normalizer,
     check_pair,
-    check_reduction,
-    check_temperature,
+    check_row_options,
     compute_dtype,
     reduce_rows,
     to_log_probs,
@@ -128,11 +125,15 @@ def divergence(
     bound = spec.bind(params)
     p, q = check_pair(p, q)
     check_inputs_kind(inputs)
-    check_reduction(reduction)
-    temperature = check_temperature(temperature)
-    norm = check_normalizer(normalizer, reduction)
     leading = p.shape[:-1]
-    keep = check_mask(mask, leading, p.device)
+    temperature, norm, keep = check_row_options(
+        reduction=reduction,
+        temperature=temperature,
+        normalizer=normalizer,
+        mask=mask,
+        leading_shape=leading,
+        device=p.device,
+    )
     if check_nan:
         check_no_nan(p, "p")
         check_no_nan(q, "q")

@@ -33,7 +33,13 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from divergent.core._inputs import check_mask, check_normalizer, check_reduction, check_temperature
+from divergent.core._inputs import (
+    check_chunk_size,
+    check_mask,
+    check_normalizer,
+    check_reduction,
+    check_temperature,
+)
 from divergent.core.chunked import (
     _autograd_chunk,
     _ChunkRunner,
@@ -406,10 +412,7 @@ def fused_linear_divergence(
     cap = _check_positive(softcap, "softcap", "the tanh cap c in c·tanh(z/c)")
     lam = _check_positive(logit_scale, "logit_scale", "a multiplier of the logits")
     norm = check_normalizer(normalizer, reduction)
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"`chunk_size` must be a positive integer (rows), got {chunk_size!r}")
+    check_chunk_size(chunk_size)
     leading = hs.shape[:-1]
     keep = check_mask(mask, leading, hs.device)
     n_vocab = min(v_s, v_t)

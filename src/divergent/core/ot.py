@@ -64,11 +64,8 @@ from torch.autograd.function import once_differentiable
 
 from divergent.core._inputs import (
     check_inputs_kind,
-    check_mask,
     check_no_nan,
-    check_normalizer,
-    check_reduction,
-    check_temperature,
+    check_row_options,
     compute_dtype,
     reduce_rows,
     to_log_probs,
@@ -1360,11 +1357,15 @@ def uld_distance(
     if p.device != q.device:
         raise ValueError(f"`p` is on {p.device} but `q` is on {q.device}")
     check_inputs_kind(inputs)
-    check_reduction(reduction)
-    temperature = check_temperature(temperature)
-    norm = check_normalizer(normalizer, reduction)
     leading = p.shape[:-1]
-    keep = check_mask(mask, leading, p.device)
+    temperature, norm, keep = check_row_options(
+        reduction=reduction,
+        temperature=temperature,
+        normalizer=normalizer,
+        mask=mask,
+        leading_shape=leading,
+        device=p.device,
+    )
     if check_nan:
         check_no_nan(p, "p")
         check_no_nan(q, "q")

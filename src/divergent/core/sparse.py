@@ -28,6 +28,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from divergent.core._inputs import (
+    check_chunk_size,
     check_mask,
     check_normalizer,
     check_reduction,
@@ -516,10 +517,7 @@ def sparse_divergence(
             raise ValueError(
                 f"`{t_name}` is on {t.device} but `student_logits` is on {student.device}"
             )
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"`chunk_size` must be a positive integer (rows), got {chunk_size!r}")
+    check_chunk_size(chunk_size)
     leading = student.shape[:-1]
     keep = check_mask(mask, leading, student.device)
 

@@ -40,12 +40,10 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from divergent.core._inputs import (
-    check_mask,
+    check_chunk_size,
     check_no_nan,
-    check_normalizer,
     check_pair,
-    check_reduction,
-    check_temperature,
+    check_row_options,
 )
 from divergent.core.chunked import (
     CHUNK_ELEMENTS,
@@ -260,18 +258,19 @@ def vocab_parallel_divergence(
     spec = resolve_divergence(name)
     bound = spec.bind(params)
     p, q = check_pair(p, q)
-    check_reduction(reduction)
-    temperature = check_temperature(temperature)
-    norm = check_normalizer(normalizer, reduction)
     leading = p.shape[:-1]
-    keep = check_mask(mask, leading, p.device)
+    temperature, norm, keep = check_row_options(
+        reduction=reduction,
+        temperature=temperature,
+        normalizer=normalizer,
+        mask=mask,
+        leading_shape=leading,
+        device=p.device,
+    )
     if check_nan:
         check_no_nan(p, "p")
         check_no_nan(q, "q")
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
-        raise ValueError(f"`chunk_size` must be a positive integer (rows), got {chunk_size!r}")
+    check_chunk_size(chunk_size)
     plan = kernel_for(spec, bound)
     if plan is None and spec.generator is not None:
         plan = generator_kernel(spec.f_generator(**bound))
