@@ -15,33 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _repro_checks import run_quick
 from scipy.special import comb, rel_entr
 
 from divergent.metrics.best_of_n import best_of_n_kl, tilted_kl
 from divergent.metrics.synthetic_source import PowerLawSource
 from divergent.papers import asymptotics, mode_demo, scaling
-from divergent.repro import get_reproduction, run_reproduction
-
-
-def _quick(rid: str, tmp_path: Path) -> dict:
-    result = run_reproduction(rid, quick=True, out_dir=tmp_path)
-    assert result.status in ("held", "not held"), result.error
-    assert result.held is (result.status == "held")
-    assert result.summary and result.plots
-    for rel in result.plots:
-        assert (tmp_path / rel).stat().st_size > 1000  # a real PNG
-    rep = get_reproduction(rid)
-    assert rep.claim.strip().endswith(".") and rep.claim.count(". ") == 0  # one sentence
-    if not result.held:
-        assert "NOT held" in result.summary
-    return {"held": result.held, "metrics": result.metrics}
 
 
 # --------------------------------------------------------------------------------------------
 # asymptotics
 # --------------------------------------------------------------------------------------------
 def test_asymptotics_quick_outcome_is_computed_from_its_numbers(tmp_path: Path) -> None:
-    out = _quick("asymptotics", tmp_path)
+    out = run_quick("asymptotics", tmp_path)
     m = out["metrics"]
     a, b, c = m["A_bound"], m["B_curves"], m["C_asymptotics"]
     # recompute the flags from the raw numbers
@@ -94,7 +80,7 @@ def test_compositions_and_the_sequence_level_reduction() -> None:
 # mode_demo
 # --------------------------------------------------------------------------------------------
 def test_mode_demo_quick_outcome_is_computed_from_its_numbers(tmp_path: Path) -> None:
-    out = _quick("mode_demo", tmp_path)
+    out = run_quick("mode_demo", tmp_path)
     m = out["metrics"]
     for name, fit in m["fits"].items():
         covered = [sum(x >= mode_demo.COVER_MASS for x in row) for row in fit["mode_mass"]]
@@ -158,7 +144,7 @@ def _check_sweep(s: dict, entropy: float) -> None:
 
 
 def test_scaling_quick_outcome_is_computed_from_its_numbers(tmp_path: Path) -> None:
-    out = _quick("scaling", tmp_path)
+    out = run_quick("scaling", tmp_path)
     m = out["metrics"]
     size, data = m["model_size"], m["data_size"]
     _check_sweep(size, m["sources"]["model_size"]["entropy"])

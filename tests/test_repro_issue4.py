@@ -14,27 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _repro_checks import run_quick
 
 from divergent.papers import csib, infobounds, kde, pn
-from divergent.repro import get_reproduction, run_reproduction
-
-
-def _quick(rid: str, tmp_path: Path) -> dict:
-    result = run_reproduction(rid, quick=True, out_dir=tmp_path)
-    assert result.status in ("held", "not held"), result.error
-    assert result.held is (result.status == "held")
-    assert result.summary and result.plots
-    for rel in result.plots:
-        assert (tmp_path / rel).stat().st_size > 1000  # a real PNG
-    rep = get_reproduction(rid)
-    assert rep.claim.strip().endswith(".") and rep.claim.count(". ") == 0  # one sentence
-    if not result.held:
-        assert "NOT held" in result.summary
-    return {"held": result.held, "metrics": result.metrics}
 
 
 def test_csib_quick_outcome_is_computed_from_its_numbers(tmp_path: Path) -> None:
-    out = _quick("csib", tmp_path)
+    out = run_quick("csib", tmp_path)
     m = out["metrics"]
     per = m["per_split"]
     assert len(per["mse"]) == len(per["csib"]) == m["n_splits"] >= 2
@@ -54,7 +40,7 @@ def test_csib_quick_outcome_is_computed_from_its_numbers(tmp_path: Path) -> None
 
 
 def test_kde_quick_outcome_is_computed_from_its_numbers(tmp_path: Path) -> None:
-    out = _quick("kde", tmp_path)
+    out = run_quick("kde", tmp_path)
     m = out["metrics"]
     grid = np.array(m["grid"])
     flags = []
@@ -75,7 +61,7 @@ def test_kde_quick_outcome_is_computed_from_its_numbers(tmp_path: Path) -> None:
 
 
 def test_pn_quick_outcome_is_computed_from_its_numbers(tmp_path: Path) -> None:
-    out = _quick("pn", tmp_path)
+    out = run_quick("pn", tmp_path)
     m = out["metrics"]
     cells = m["cells"]
     n_max = max(m["ns"])
@@ -103,7 +89,7 @@ def test_pn_quick_outcome_is_computed_from_its_numbers(tmp_path: Path) -> None:
 
 
 def test_infobounds_quick_outcome_is_computed_from_its_numbers(tmp_path: Path) -> None:
-    out = _quick("infobounds", tmp_path)
+    out = run_quick("infobounds", tmp_path)
     m = out["metrics"]
     n_layers = len(infobounds.WIDTHS)
     for s in m["per_seed"]:
