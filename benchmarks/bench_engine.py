@@ -52,8 +52,9 @@ import torch
 import torch.nn.functional as F
 
 import divergent
-from divergent.core import chunked, kernels
-from divergent.core.registry import get_divergence
+from divergent.categorical import kernels
+from divergent.categorical.registry import get_divergence
+from divergent.engine import chunked
 
 NAMES = [
     "kl",
@@ -171,13 +172,13 @@ def case_runner(case: str, teacher: torch.Tensor, student: torch.Tensor) -> Call
     if kind == "reference":
         return lambda: backward(divergent.divergence(name, teacher, student, engine="reference"))
     if kind == "engine":
-        return lambda: backward(chunked.chunked_divergence(name, teacher, student, compile=True))
+        return lambda: backward(divergent.chunked_divergence(name, teacher, student, compile=True))
     if kind == "engine_both":
         teacher.requires_grad_(True)
 
         def both() -> None:
             teacher.grad = None
-            backward(chunked.chunked_divergence(name, teacher, student, compile=True))
+            backward(divergent.chunked_divergence(name, teacher, student, compile=True))
 
         return both
     if kind == "kernel":
@@ -300,7 +301,7 @@ def fused_runner(case: str, st: dict) -> Callable[[], Any]:
             zero()
             with torch.no_grad():
                 zt = ht @ wt.T
-            loss = chunked.chunked_divergence("kl", zt, hs @ ws.T, compile=True)
+            loss = divergent.chunked_divergence("kl", zt, hs @ ws.T, compile=True)
             loss.backward()
         return run
     raise ValueError(case)
@@ -370,7 +371,7 @@ def section_main(n: int, v: int, repeats: int, names: list[str], memory: bool) -
     checks = {}
     with torch.no_grad():
         for name in names:
-            e = float(chunked.chunked_divergence(name, teacher[:256], student[:256]))
+            e = float(divergent.chunked_divergence(name, teacher[:256], student[:256]))
             r = float(naive_loss(name, teacher[:256], student[:256]))
             checks[name] = abs(e - r) / max(abs(r), 1e-12)
     mem = {}
@@ -483,7 +484,7 @@ def section_small(repeats: int) -> dict:
 
         def eng(t=teacher, s=student) -> None:
             s.grad = None
-            chunked.chunked_divergence("js", t, s, compile=False).backward()
+            divergent.chunked_divergence("js", t, s, compile=False).backward()
 
         out[(n, v)] = time_cases({"reference": ref, "eager engine": eng}, repeats * 4)
     return out

@@ -1,4 +1,4 @@
-"""Best-of-N and the tilted policy (divergent.metrics.best_of_n) against independent references.
+"""Best-of-N and the tilted policy (divergent.rl.best_of_n) against independent references.
 
 References: exhaustive enumeration of all N-tuples of draws (exact, any tie-breaking rule),
 Monte Carlo with numpy's argmax (first drawn wins ties), closed forms, scipy's rel_entr for
@@ -18,8 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.special import rel_entr
 
-import divergent.metrics.best_of_n as bon_module
-from divergent.metrics.best_of_n import (
+import divergent.rl.best_of_n as bon_module
+from divergent.rl.best_of_n import (
     best_of_n_kl,
     best_of_n_kl_bound,
     best_of_n_log_probs,

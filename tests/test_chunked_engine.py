@@ -17,8 +17,8 @@ import torch
 from torch._dynamo.utils import counters
 
 import divergent
-from divergent.core import chunked, kernels
-from divergent.core.registry import Divergence, get_divergence, list_divergences
+from divergent.categorical import Divergence, get_divergence, kernels, list_divergences
+from divergent.engine import chunked
 
 CASES: list[tuple[str, dict[str, float]]] = [
     ("kl", {}),
@@ -66,7 +66,7 @@ def _grads(name, kw, p, q, *, engine, reduction="none", weights=None, **opts):
     p = p.detach().clone().requires_grad_(True)
     q = q.detach().clone().requires_grad_(True)
     if engine == "chunked":
-        out = chunked.chunked_divergence(
+        out = divergent.chunked_divergence(
             name, p, q, reduction=reduction, compile=False, chunk_size=4, **opts, **kw
         )
     else:
@@ -193,12 +193,12 @@ def test_infinite_rows_get_zero_gradient() -> None:
     _assert_close(gp, gp64, 1e-5, "grad p (reference also 0 on the infinite row)")
     _assert_close(gq, gq64, 1e-5, "grad q")
     # the mean is +inf, gradients of the other rows stay finite
-    mean = chunked.chunked_divergence("kl", p, q.clone().requires_grad_(True), compile=False)
+    mean = divergent.chunked_divergence("kl", p, q.clone().requires_grad_(True), compile=False)
     assert math.isinf(float(mean.detach()))
     # Rényi of order < 1 between disjoint supports: +inf (the reference's gradient is NaN there)
     a = torch.tensor([[0.0, -math.inf], [0.0, 0.0]])
     b = torch.tensor([[-math.inf, 0.0], [0.0, 1.0]], requires_grad=True)
-    rows = chunked.chunked_divergence("renyi", a, b, reduction="none", compile=False)
+    rows = divergent.chunked_divergence("renyi", a, b, reduction="none", compile=False)
     assert math.isinf(float(rows[0].detach())) and math.isfinite(float(rows[1].detach()))
     (g,) = torch.autograd.grad(rows[1], b)
     assert bool(torch.isfinite(g).all()) and bool((g[0] == 0).all())
@@ -226,11 +226,11 @@ def test_fully_masked_batch_is_zero_with_zero_gradient() -> None:
     q = torch.randn(3, 5, requires_grad=True)
     mask = torch.zeros(3, dtype=torch.bool)
     for reduction in ("mean", "sum"):
-        out = chunked.chunked_divergence("js", p, q, mask=mask, reduction=reduction,
+        out = divergent.chunked_divergence("js", p, q, mask=mask, reduction=reduction,
                                          compile=False)
         (g,) = torch.autograd.grad(out, q)
         assert float(out.detach()) == 0.0 and bool((g == 0).all())
-    rows = chunked.chunked_divergence("kl", p, q, mask=mask, reduction="none", compile=False)
+    rows = divergent.chunked_divergence("kl", p, q, mask=mask, reduction="none", compile=False)
     assert rows.shape == (3,) and bool((rows == 0).all())
 
 
@@ -267,14 +267,14 @@ def test_backward_scales_and_refuses_a_second_pass() -> None:
     q = torch.randn(5, 9, generator=gen)
     _, _, gq = _grads("js", {}, p, q, engine="reference", reduction="mean")
     qq = q.clone().requires_grad_(True)
-    loss = chunked.chunked_divergence("js", p, qq, compile=False)
+    loss = divergent.chunked_divergence("js", p, qq, compile=False)
     (3.0 * loss).backward(retain_graph=True)
     torch.testing.assert_close(qq.grad, 3.0 * gq, rtol=1e-5, atol=1e-8)
     with pytest.raises(RuntimeError, match="retain_graph"):  # rescaled in place: refuse
         loss.backward()
     # unit incoming gradients leave the stored gradient untouched: repeating is fine
     qq.grad = None
-    loss = chunked.chunked_divergence("js", p, qq, compile=False)
+    loss = divergent.chunked_divergence("js", p, qq, compile=False)
     loss.backward(retain_graph=True)
     loss.backward()
     torch.testing.assert_close(qq.grad, 2.0 * gq, rtol=1e-5, atol=1e-8)
@@ -296,11 +296,11 @@ def test_gradient_only_where_required(monkeypatch) -> None:
     monkeypatch.setattr(chunked, "_run_rows", spy)
     p = torch.randn(4, 8, requires_grad=True)
     q = torch.randn(4, 8)
-    out = chunked.chunked_divergence("kl", p, q, compile=False)
+    out = divergent.chunked_divergence("kl", p, q, compile=False)
     (g,) = torch.autograd.grad(out, p)
     assert g.shape == p.shape and seen[-1] == (True, False)
     with torch.no_grad():  # evaluation: no gradient is computed (no N×V buffer)
-        assert chunked.chunked_divergence("kl", p, q, compile=False).grad_fn is None
+        assert divergent.chunked_divergence("kl", p, q, compile=False).grad_fn is None
     assert seen[-1] == (False, False)
 
 
@@ -331,9 +331,9 @@ def test_auto_engine_dispatch_and_settings() -> None:
     with pytest.raises(ValueError, match="compile"):
         divergent.set_compile("sometimes")
     with pytest.raises(ValueError, match="chunk_size"):
-        chunked.chunked_divergence("kl", small_p, small_q, chunk_size=0)
+        divergent.chunked_divergence("kl", small_p, small_q, chunk_size=0)
     with pytest.raises(ValueError, match="compile"):
-        chunked.chunked_divergence("kl", small_p, small_q, compile="maybe")
+        divergent.chunked_divergence("kl", small_p, small_q, compile="maybe")
     old = divergent.compile_mode()
     divergent.set_compile(False)
     assert divergent.compile_mode() == "off"
@@ -405,19 +405,19 @@ def test_compiled_kernel_matches_eager() -> None:
     pp, qq = p.clone().requires_grad_(True), q.clone().requires_grad_(True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a silent eager fallback would fail here
-        out = chunked.chunked_divergence("kl", pp, qq, mask=mask, temperature=1.5, chunk_size=3,
+        out = divergent.chunked_divergence("kl", pp, qq, mask=mask, temperature=1.5, chunk_size=3,
                                          compile=True)
         gp, gq = torch.autograd.grad(out, [pp, qq])
         n_entries = len(chunked._COMPILED)
         # another shape (rows, chunk and vocabulary) reuses the compiled kernel
         p2 = torch.randn(7, 57, generator=gen)
         q2 = torch.randn(7, 57, generator=gen, requires_grad=True)
-        out2 = chunked.chunked_divergence("kl", p2, q2, chunk_size=5, compile=True)
+        out2 = divergent.chunked_divergence("kl", p2, q2, chunk_size=5, compile=True)
         (g2,) = torch.autograd.grad(out2, q2)
         graphs = counters["stats"]["unique_graphs"]
         # a third shape for the same variant: no new graph at all (dynamic shapes)
         q3 = torch.randn(11, 23, generator=gen, requires_grad=True)
-        out3 = chunked.chunked_divergence("kl", torch.randn(11, 23), q3, chunk_size=4,
+        out3 = divergent.chunked_divergence("kl", torch.randn(11, 23), q3, chunk_size=4,
                                           compile=True)
         torch.autograd.grad(out3, q3)
         assert counters["stats"]["unique_graphs"] == graphs
@@ -447,7 +447,7 @@ def test_compile_failure_falls_back_to_eager(monkeypatch) -> None:
     p = torch.randn(4, 9)
     q = torch.randn(4, 9, requires_grad=True)
     with pytest.warns(RuntimeWarning, match="eager"):
-        out = chunked.chunked_divergence("hellinger", p, q, compile=True)
+        out = divergent.chunked_divergence("hellinger", p, q, compile=True)
     ref = divergent.divergence("hellinger", p, q, engine="reference")
     torch.testing.assert_close(out, ref)
     assert len(chunked._COMPILE_FAILED) == 1

@@ -9,8 +9,8 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from divergent import cli
+from divergent.categorical import get_divergence, list_divergences
 from divergent.cli import app
-from divergent.core.registry import get_divergence, list_divergences
 
 ISSUE_NAMES = ["kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "jeffreys", "tv",
                "hellinger", "pearson_chi2", "neyman_chi2", "alpha", "renyi",

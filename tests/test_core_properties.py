@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import divergent
-from divergent.core.registry import get_divergence
+from divergent.categorical import get_divergence
 
 DIVERGENCES = [c for c in CASES if c[0] != "soft_cross_entropy"]
 # D_0(P‖Q) = −log Q(supp P) is 0 whenever supp Q ⊆ supp P, also for P ≠ Q: not "0 iff equal"

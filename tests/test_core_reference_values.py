@@ -27,8 +27,8 @@ from scipy.special import rel_entr
 from scipy.stats import entropy
 
 import divergent
-from divergent.core.fdiv import generic_f_rows
-from divergent.core.registry import FGenerator, get_divergence, list_divergences
+from divergent.categorical import FGenerator, get_divergence, list_divergences
+from divergent.categorical.fdiv import generic_f_rows
 
 F_CASES = [c for c in CASES if is_f_case(c[0])]
 F_IDS = [i for c, i in zip(CASES, CASE_IDS) if is_f_case(c[0])]

@@ -9,7 +9,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import divergent
-from divergent.core.registry import Divergence
+from divergent.categorical import Divergence
 
 N, HS, HT, V = 13, 8, 6, 41
 
@@ -116,7 +116,7 @@ def test_rows_reduction_and_frozen_teacher() -> None:
 
 
 def test_no_gradient_work_under_no_grad(monkeypatch) -> None:
-    from divergent.core import fused_linear
+    from divergent.engine import fused_linear
 
     seen = []
     run = fused_linear._run

@@ -14,8 +14,8 @@ from scipy.special import logsumexp
 from scipy.stats import gaussian_kde
 from sklearn.neighbors import KernelDensity
 
-import divergent.core.kde as kde_mod
-from divergent.core.kde import kde_bandwidth, kde_kl, kde_log_density
+import divergent.samples.kde as kde_mod
+from divergent.samples.kde import kde_bandwidth, kde_kl, kde_log_density
 
 
 def naive_loo(x: np.ndarray, h: float) -> np.ndarray:

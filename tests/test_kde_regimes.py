@@ -1,4 +1,4 @@
-"""KDE regime diagnostics (divergent.metrics.kde_regimes) against independent references.
+"""KDE regime diagnostics (divergent.analysis.kde_regimes) against independent references.
 
 * the participation ratio against explicitly formed kernel weights (numpy softmax);
 * the large-d thresholds against a numerical computation of the same large-deviation
@@ -19,7 +19,7 @@ from scipy.optimize import minimize_scalar
 from scipy.spatial.distance import cdist
 from scipy.special import logsumexp
 
-from divergent.metrics.kde_regimes import (
+from divergent.analysis.kde_regimes import (
     GaussianKDERegimes,
     gaussian_kde_kl_per_dim,
     gaussian_kde_regimes,
@@ -132,7 +132,7 @@ def test_invalid_alpha_and_h() -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    import divergent.metrics.kde_regimes as module
+    import divergent.analysis.kde_regimes as module
 
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 4 and result.failed == 0

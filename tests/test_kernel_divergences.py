@@ -19,8 +19,8 @@ from scipy.special import logsumexp
 from scipy.stats import energy_distance as scipy_energy
 from sklearn.metrics.pairwise import laplacian_kernel, rbf_kernel
 
-import divergent.core.kernel_divergences as kd
-from divergent.core.kernel_divergences import (
+import divergent.samples.kernel as kd
+from divergent.samples.kernel import (
     cauchy_schwarz,
     cauchy_schwarz_mutual_information,
     conditional_cauchy_schwarz,

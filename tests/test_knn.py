@@ -20,7 +20,7 @@ from scipy import integrate
 from scipy.spatial.distance import cdist
 from scipy.special import digamma, gammaln
 
-from divergent.core.knn import knn_entropy, knn_kl, knn_renyi
+from divergent.samples.knn import knn_entropy, knn_kl, knn_renyi
 
 
 # ------------------------------------------------------------------ independent references
@@ -138,7 +138,7 @@ def test_tree_and_brute_agree_with_heavy_ties_in_y():
 def test_ball_fallback_paths_match_reference(monkeypatch):
     # force the slow paths of the tree search: no extra neighbours in the first pass, at most
     # one widening, then cKDTree ball queries (normally only for very crowded balls)
-    import divergent.core.knn as knn_mod
+    import divergent.samples.knn as knn_mod
 
     monkeypatch.setattr(knn_mod, "_BALL_EXTRA", 0)
     monkeypatch.setattr(knn_mod, "_MAX_REQUERY", 4)

@@ -1,4 +1,4 @@
-"""MLE KL-risk expansion and p-n criterion (divergent.metrics.mle_risk) vs exact references.
+"""MLE KL-risk expansion and p-n criterion (divergent.analysis.mle_risk) vs exact references.
 
 Exact finite-n risks (derived from Gamma / chi-square laws, themselves checked by Monte Carlo
 below) give the n⁻¹ and n⁻² coefficients independently of the cumulant formulas:
@@ -19,7 +19,7 @@ import pytest
 import torch
 from scipy.special import digamma
 
-from divergent.metrics.mle_risk import (
+from divergent.analysis.mle_risk import (
     MLERiskExpansion,
     PNVerdict,
     discrete_feature_cumulants,
@@ -208,7 +208,7 @@ def test_invalid_inputs_raise() -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    import divergent.metrics.mle_risk as module
+    import divergent.analysis.mle_risk as module
 
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 3 and result.failed == 0

@@ -18,7 +18,7 @@ from scipy.optimize import linprog
 from scipy.stats import wasserstein_distance
 
 import divergent
-import divergent.core.ot as ot_mod
+import divergent.transport.ot as ot_mod
 
 F64 = torch.float64
 

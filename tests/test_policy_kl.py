@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from divergent.core.policy_kl import kl_penalty_reward, policy_kl, reference_sample_kl
+from divergent.rl.policy_kl import kl_penalty_reward, policy_kl, reference_sample_kl
 
 A = 7  # actions of the small softmax policy
 

@@ -1,4 +1,4 @@
-"""Empirical W1 and Lipschitz bounds (divergent.metrics.representation_gap).
+"""Empirical W1 and Lipschitz bounds (divergent.analysis.representation_gap).
 
 References: the exact assignment problem (scipy's ``linear_sum_assignment``) for equal-size
 clouds, POT's exact ``ot.emd2`` for unequal sizes, scipy's 1-D ``wasserstein_distance``, and
@@ -15,7 +15,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from scipy.stats import wasserstein_distance
 
-from divergent.metrics.representation_gap import empirical_w1, lipschitz_upper_bound
+from divergent.analysis.representation_gap import empirical_w1, lipschitz_upper_bound
 
 
 @pytest.mark.parametrize("d", [2, 16, 64])
@@ -77,7 +77,7 @@ def test_lipschitz_bound_errors() -> None:
 def test_docstring_examples_run() -> None:
     import doctest
 
-    import divergent.metrics.representation_gap as module
+    import divergent.analysis.representation_gap as module
 
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted >= 4 and result.failed == 0

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import divergent.papers  # noqa: F401  (registers the reproductions)
 from divergent.repro import (
     Outcome,
     ReproContext,
     atomic_write_json,
-    discover,
     framework,
     reproduction,
     run_many,
@@ -26,7 +26,6 @@ from divergent.repro import (
 @pytest.fixture
 def dummies() -> Iterator[dict]:
     """Three throw-away reproductions (ok / failing / wrong return type) with call counters."""
-    discover()
     tag = uuid.uuid4().hex[:8]
     calls = {"ok": 0, "boom": 0, "bad": 0}
     ids = {"ok": f"zz_ok_{tag}", "boom": f"zz_boom_{tag}", "bad": f"zz_bad_{tag}"}

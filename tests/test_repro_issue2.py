@@ -18,9 +18,9 @@ import torch
 from _repro_checks import run_quick
 from scipy.special import comb, rel_entr
 
-from divergent.metrics.best_of_n import best_of_n_kl, tilted_kl
-from divergent.metrics.synthetic_source import PowerLawSource
+from divergent.analysis.synthetic_source import PowerLawSource
 from divergent.papers import asymptotics, mode_demo, scaling
+from divergent.rl.best_of_n import best_of_n_kl, tilted_kl
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The saturating power law L(x) = L∞ + (x0/x)^α and its fit (divergent.metrics.scaling_law)."""
+"""The saturating power law L(x) = L∞ + (x0/x)^α and its fit (divergent.analysis.scaling_law)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-import divergent.metrics.scaling_law as sl_module
-from divergent.metrics.scaling_law import ScalingLawFit, fit_scaling_law, scaling_law
+import divergent.analysis.scaling_law as sl_module
+from divergent.analysis.scaling_law import ScalingLawFit, fit_scaling_law, scaling_law
 
 
 def test_scaling_law_closed_form() -> None:

@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import divergent
-from divergent.core.registry import list_divergences
-from divergent.core.sparse import PAD_ID, TAILS
+from divergent.categorical import list_divergences
+from divergent.teacher.sparse import PAD_ID, TAILS
 
 ALL_NAMES = [d.name for d in list_divergences()]
 F_NAMES = [d.name for d in list_divergences() if d.is_f_divergence]

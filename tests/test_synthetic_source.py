@@ -1,4 +1,4 @@
-"""PowerLawSource (divergent.metrics.synthetic_source) against brute force and Monte Carlo."""
+"""PowerLawSource (divergent.analysis.synthetic_source) against brute force and Monte Carlo."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from scipy.special import rel_entr
 
-import divergent.metrics.synthetic_source as ss_module
-from divergent.metrics.synthetic_source import PowerLawSource
+import divergent.analysis.synthetic_source as ss_module
+from divergent.analysis.synthetic_source import PowerLawSource
 
 
 def _probs(src: PowerLawSource) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save as st_save
 
 import divergent
-from divergent.core.teacher_cache import MANIFEST_NAME, TeacherCacheError
+from divergent.teacher.cache import MANIFEST_NAME, TeacherCacheError
 
 V, K = 50, 4
 

@@ -66,7 +66,7 @@ def _close(got, want, rtol, floor=0.1):
 
 def _check(rank, name, kw, p, q, *, reduction, weights=None, rtol=1e-5, **opts):
     """Sharded vs float64 unsharded: value and this rank's gradient slices."""
-    from divergent.core.vocab_parallel import vocab_parallel_divergence
+    from divergent.engine.vocab_parallel import vocab_parallel_divergence
 
     sl = slice(0, CUT) if rank == 0 else slice(CUT, p.shape[-1])
     chunk = {"chunk_size": opts.pop("chunk_size")} if "chunk_size" in opts else {}
@@ -128,7 +128,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         results["float64"] = _check(rank, "alpha", {"alpha": 0.7}, p.double(), q.double(),
                                     reduction="mean", rtol=1e-10)
         none_kept = torch.zeros(2, 5, dtype=torch.bool)
-        from divergent.core.vocab_parallel import vocab_parallel_divergence
+        from divergent.engine.vocab_parallel import vocab_parallel_divergence
 
         sl = slice(0, CUT) if rank == 0 else slice(CUT, V)
         qs = q[..., sl].clone().requires_grad_(True)

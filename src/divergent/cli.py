@@ -17,6 +17,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import divergent.papers  # noqa: F401  (registers every reproduction)
+from divergent.categorical import get_divergence, list_divergences
+from divergent.repro import all_reproductions, run_many
+from divergent.repro.report import report_from_results_json
+
 app = typer.Typer(
     name="divergent",
     help=(
@@ -41,8 +46,6 @@ def list_command(
     ] = False,
 ) -> None:
     """List every registered divergence: name, formula, parameters, symmetric, bound."""
-    from divergent.core.registry import list_divergences
-
     rows = []
     for d in list_divergences():
         defaults = {p.name: p.default for p in d.parameters}
@@ -92,8 +95,6 @@ def info_command(
     name: Annotated[str, typer.Argument(help="A registered divergence name.")],
 ) -> None:
     """Show one divergence: formula (LaTeX), parameters, properties, when it is infinite."""
-    from divergent.core.registry import get_divergence
-
     try:
         d = get_divergence(name)
     except ValueError as err:
@@ -147,8 +148,6 @@ def reproduce_command(
     Each row states the paper's claim and reports `held` computed from measured numbers.
     Exit code 1 if any reproduction crashed (a claim that does not hold is not a crash).
     """
-    from divergent.repro import all_reproductions, run_many
-
     reps = all_reproductions()
     if list_:
         table = Table(title="Reproductions")
@@ -225,8 +224,6 @@ def reproduce_command(
         table.add_row(r.id, _status_cell(r.status), f"{r.seconds:.1f}", _shorten(r.claim, 160))
     console.print(table)
     console.print("The evidence for each row is printed above and written to report.md.")
-    from divergent.repro.report import report_from_results_json
-
     (out / "report.md").write_text(report_from_results_json(out / "results.json"))
     console.print(
         f"results: {out / 'results.json'}   report: {out / 'report.md'}   plots: {out / 'plots'}"

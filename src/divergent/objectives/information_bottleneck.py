@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from divergent.core.kernel_divergences import (
+from divergent.samples.kernel import (
     DENOMINATORS,
     cauchy_schwarz_mutual_information,
     conditional_cauchy_schwarz,

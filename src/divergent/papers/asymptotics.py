@@ -4,14 +4,14 @@ Three exact computations, no sampling:
 
 A. **The best-of-N KL expression is an upper bound.** For random discrete bases with K
    outcomes (Dirichlet(1) probabilities, distinct Gaussian rewards) and N ∈ {2, …, 64}, the
-   exact :math:`\mathrm{KL}(\pi_N\|\pi_0)` (:func:`divergent.metrics.best_of_n.best_of_n_kl`)
+   exact :math:`\mathrm{KL}(\pi_N\|\pi_0)` (:func:`divergent.rl.best_of_n.best_of_n_kl`)
    is compared with :math:`\log N - (N-1)/N`: it must never exceed it, approach it as K grows
    (atoms shrink), and stay clearly below it with few outcomes (K = 4) or ties (K = 4096
    outcomes whose rewards take only 4 values; ties broken uniformly at random, as ``argmax``
    over the list of draws does).
 B. **Reward vs KL on one base.** The tilted family :math:`\pi_0 e^{r/\beta}/Z` is swept over β
    and best-of-N over N; at the KL each BoN policy reaches, the tilted policy with the same
-   KL (:func:`~divergent.metrics.best_of_n.tilted_for_kl`) has at least its reward (it is the
+   KL (:func:`~divergent.rl.best_of_n.tilted_for_kl`) has at least its reward (it is the
    KL-constrained optimum); the gap is reported as a fraction of the tilted policy's reward gain.
 C. **The asymptotic equivalence** (Yang et al. 2024, Thm.: memoryless LM of length m,
    additive reward, :math:`N = \lceil e^{m\delta}\rceil`): BoN and the tilted policy with the
@@ -37,8 +37,10 @@ import numpy as np
 import torch
 from scipy.special import gammaln
 
-from divergent.core.functional import kl
-from divergent.metrics.best_of_n import (
+from divergent.functional import kl
+from divergent.repro import Outcome, ReproContext, reproduction
+from divergent.repro.threads import single_thread
+from divergent.rl.best_of_n import (
     best_of_n_kl,
     best_of_n_kl_bound,
     best_of_n_log_probs,
@@ -47,8 +49,6 @@ from divergent.metrics.best_of_n import (
     tilted_log_probs,
     tilted_max_kl,
 )
-from divergent.papers._threads import single_thread
-from divergent.repro import Outcome, ReproContext, reproduction
 
 BOUND_SLACK = 1e-9
 APPROACH_REL_GAP = 0.05

@@ -37,10 +37,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from divergent.core.kernel_divergences import cauchy_schwarz_mutual_information
 from divergent.objectives.information_bottleneck import cs_ib_terms
-from divergent.papers._threads import single_thread
 from divergent.repro import Outcome, ReproContext, reproduction
+from divergent.repro.threads import single_thread
+from divergent.samples.kernel import cauchy_schwarz_mutual_information
 
 BETA = 0.01  # the official code's default
 RMSE_MARGIN = 0.0  # "no worse": mean paired RMSE difference ≤ 0

@@ -15,12 +15,12 @@ Per layer:
   A, with its 95 % subsampling interval (``return_ci``); and the same estimator between the
   two test halves B and A (a null: the true value is 0) to show the estimator's floor.
 * **W1**: the empirical 1-Wasserstein distance between the same two clouds,
-  :func:`divergent.metrics.representation_gap.empirical_w1` (full-dimensional Euclidean cost,
+  :func:`divergent.analysis.representation_gap.empirical_w1` (full-dimensional Euclidean cost,
   the core's log-domain Sinkhorn with ε = 0.003 × mean cost, all 450 points, no slicing), its
   null (B vs A), and the W1 term of the bound :math:`L_k \cdot W_1` with
   :math:`L_k = \sqrt2\prod_{j>k}\|W_j\|_2` an upper bound on the Lipschitz constant of the
   cross-entropy as a function of :math:`t_k` (√2 bounds the gradient of cross-entropy in the
-  logits; :func:`~divergent.metrics.representation_gap.lipschitz_upper_bound`).
+  logits; :func:`~divergent.analysis.representation_gap.lipschitz_upper_bound`).
 
 The KL of the paper's bound, :math:`\mathrm{KL}(P_{W,T_k,Y}\|P_W\otimes P_{T_k,Y})`, cannot
 increase with k (data processing along X → T_1 → … for fixed weights); a two-sample estimate
@@ -45,10 +45,10 @@ import torch
 from scipy.stats import spearmanr
 from torch import nn
 
-from divergent.core.knn import knn_kl
-from divergent.metrics.representation_gap import empirical_w1, lipschitz_upper_bound
-from divergent.papers._threads import single_thread
+from divergent.analysis.representation_gap import empirical_w1, lipschitz_upper_bound
 from divergent.repro import Outcome, ReproContext, reproduction
+from divergent.repro.threads import single_thread
+from divergent.samples.knn import knn_kl
 
 WIDTHS = (64, 64, 48, 32, 24, 16, 10)
 N_TRAIN = 897

@@ -10,13 +10,13 @@ estimated with fresh test points (:func:`divergent.kde_log_density`; :math:`H(\r
 :math:`\mathbb E_D`); :math:`h_\mathrm{KL}` is its minimiser (grid, then a parabola in log h
 through the three best points). At :math:`h_\mathrm{KL}` the regime is diagnosed by the
 participation ratio :math:`Y_2 = \sum_i w_i^2` of the kernel weights at the test points
-(:func:`divergent.metrics.kde_regimes.kde_participation_ratio`): :math:`1/Y_2` is the effective
+(:func:`divergent.analysis.kde_regimes.kde_participation_ratio`): :math:`1/Y_2` is the effective
 number of data points that make up :math:`\hat\rho_h(x)`; it is ≈ 0 in the CLT regime and O(1)
 when a few points dominate.
 
 Thresholds: the notes do not give the paper's explicit :math:`h_\mathrm{CLT}(\alpha)`,
 :math:`h_G(\alpha)`; the ones used here are **derived in this library**
-(:func:`divergent.metrics.kde_regimes.gaussian_kde_regimes`, a random-energy-model analysis to
+(:func:`divergent.analysis.kde_regimes.gaussian_kde_regimes`, a random-energy-model analysis to
 leading order in d) and labelled as such. The classical rules (Scott, Silverman, from
 :func:`divergent.kde_bandwidth`) are reported for comparison.
 
@@ -34,14 +34,14 @@ import math
 import numpy as np
 import torch
 
-from divergent.core.kde import kde_bandwidth, kde_log_density
-from divergent.metrics.kde_regimes import (
+from divergent.analysis.kde_regimes import (
     gaussian_kde_kl_per_dim,
     gaussian_kde_regimes,
     kde_participation_ratio,
 )
-from divergent.papers._threads import single_thread
 from divergent.repro import Outcome, ReproContext, reproduction
+from divergent.repro.threads import single_thread
+from divergent.samples.kde import kde_bandwidth, kde_log_density
 
 Y2_MIN = 0.05  # "a few points dominate": ≤ 20 effective kernels
 H_GRID = (0.3, 3.0)
@@ -225,7 +225,7 @@ def _run(ctx: ReproContext) -> Outcome:
         "reps": reps,
         "n_test": n_test,
         "thresholds": {"participation_min": Y2_MIN},
-        "note": "h_CLT, h_G and the d→∞ h_KL are derived in divergent.metrics.kde_regimes "
+        "note": "h_CLT, h_G and the d→∞ h_KL are derived in divergent.analysis.kde_regimes "
                 "(random-energy-model analysis), not the paper's formulas",
     }
     worst_y2 = min(r["participation_at_h_kl"] for r in rows)

@@ -25,9 +25,9 @@ import math
 
 import torch
 
-from divergent.core.functional import js, kl, reverse_kl
-from divergent.papers._threads import single_thread
+from divergent.functional import js, kl, reverse_kl
 from divergent.repro import Outcome, ReproContext, reproduction
+from divergent.repro.threads import single_thread
 
 MODE_MEANS = (-6.0, 0.0, 6.0)
 MODE_WEIGHTS = (0.25, 0.45, 0.30)

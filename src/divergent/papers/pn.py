@@ -9,7 +9,7 @@ by moment matching on the exact g; for each (p, n) many data sets of size n are 
 θ̂ (moment matching on the sample, batched damped Newton) is computed, and
 :math:`\mathrm{KL}(p_{\theta^*}\|p_{\hat\theta})` is evaluated exactly with
 :func:`divergent.kl` (log-probabilities). The simulated risk is compared with the expansion
-:math:`a/n + b/n^2` (:func:`divergent.metrics.mle_risk.mle_kl_risk_expansion`,
+:math:`a/n + b/n^2` (:func:`divergent.analysis.mle_risk.mle_kl_risk_expansion`,
 :math:`a = \tfrac12\operatorname{tr}(G^{-1}\Sigma_g)`; the n⁻² coefficient b is derived in that
 module, since the notes flag the paper's as unverified) and with the correctly-specified
 :math:`p/(2n)`.
@@ -17,7 +17,7 @@ module, since the notes flag the paper's as unverified) and with the correctly-s
 p-n criterion: the paper's data sets (wine quality, abalone) are not available offline, so the
 criterion is applied to this setting. Requirement: the Bayes error of telling the MLE's
 distribution from the projection (equal priors) is at least ε₀ = 0.48; sufficient condition via
-Pinsker and Jensen (:func:`~divergent.metrics.mle_risk.pn_criterion`): :math:`a/n + b/n^2 \le
+Pinsker and Jensen (:func:`~divergent.analysis.mle_risk.pn_criterion`): :math:`a/n + b/n^2 \le
 2(1-2\varepsilon_0)^2`. The notes do not give the paper's exact threshold; this inequality is
 ours. Each verdict is checked against the simulated mean Bayes error
 :math:`\tfrac12(1 - \mathrm{TV})` (:func:`divergent.tv`).
@@ -42,14 +42,14 @@ import numpy as np
 import torch
 from numpy.polynomial import legendre
 
-from divergent.core.functional import kl, tv
-from divergent.metrics.mle_risk import (
+from divergent.analysis.mle_risk import (
     discrete_feature_cumulants,
     mle_kl_risk_expansion,
     pn_criterion,
 )
-from divergent.papers._threads import single_thread
+from divergent.functional import kl, tv
 from divergent.repro import Outcome, ReproContext, reproduction
+from divergent.repro.threads import single_thread
 
 GRID_POINTS = 201
 BAYES_ERROR = 0.48  # ε₀: required Bayes error (0.5 = indistinguishable)

@@ -5,7 +5,7 @@ generative models and read :math:`L_\infty` as the entropy of the data and the r
 :math:`(x_0/x)^\alpha` as :math:`\mathrm{KL}(\text{data}\|\text{model})`, because
 cross-entropy = entropy + KL. Their regime is data that no model in the sweep represents
 exactly, with structure at many scales, so the reducible loss decays smoothly with size. The
-sources here (:class:`~divergent.metrics.synthetic_source.PowerLawSource`) are built for that
+sources here (:class:`~divergent.analysis.synthetic_source.PowerLawSource`) are built for that
 regime and are fully enumerable, so entropy and every model's KL are exact:
 contexts c with probabilities μ(c) ∝ (c+1)^(−β), next symbol x ~ softmax(T_c) with teacher
 logits :math:`T = s\sum_{k=1}^{K} k^{-1} u_k v_k^\top` (orthonormal u, v; singular values
@@ -56,11 +56,11 @@ import math
 import numpy as np
 import torch
 
-from divergent.core.functional import divergence
-from divergent.metrics.scaling_law import fit_scaling_law
-from divergent.metrics.synthetic_source import PowerLawSource
-from divergent.papers._threads import single_thread
+from divergent.analysis.scaling_law import fit_scaling_law
+from divergent.analysis.synthetic_source import PowerLawSource
+from divergent.functional import divergence
 from divergent.repro import Outcome, ReproContext, reproduction
+from divergent.repro.threads import single_thread
 
 IDENTITY_TOL = 1e-9
 EMPIRICAL_SE = 4.0

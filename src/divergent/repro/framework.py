@@ -23,10 +23,8 @@ Modules under ``divergent.papers`` are discovered automatically.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-import pkgutil
 import platform
 import tempfile
 import time
@@ -39,6 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from divergent._version import __version__
+
 __all__ = [
     "Outcome",
     "ReproContext",
@@ -46,7 +46,6 @@ __all__ = [
     "ReproductionResult",
     "all_reproductions",
     "atomic_write_json",
-    "discover",
     "get_reproduction",
     "reproduction",
     "run_many",
@@ -168,29 +167,11 @@ def reproduction(
     return wrap
 
 
-_DISCOVERED = False
-
-
-def discover() -> None:
-    """Import every module under :mod:`divergent.papers` (each registers itself)."""
-    global _DISCOVERED
-    if _DISCOVERED:
-        return
-    import divergent.papers as papers
-
-    for info in sorted(pkgutil.iter_modules(papers.__path__), key=lambda m: m.name):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"divergent.papers.{info.name}")
-    _DISCOVERED = True
-
-
 def all_reproductions() -> list[Reproduction]:
-    discover()
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
 def get_reproduction(id: str) -> Reproduction:
-    discover()
     if id not in _REGISTRY:
         raise ValueError(
             f"unknown reproduction `{id}`; available: {', '.join(sorted(_REGISTRY))}"
@@ -286,8 +267,6 @@ def run_reproduction(
 
 
 def _environment() -> dict[str, Any]:
-    from divergent import __version__
-
     return {
         "divergent": __version__,
         "torch": torch.__version__,

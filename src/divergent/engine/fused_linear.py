@@ -1,0 +1,447 @@
+r"""Fused linear head + divergence: distillation from hidden states without N×V logits.
+
+:func:`fused_linear_divergence` takes the student's and the teacher's last hidden states and
+output-embedding (head) weights, and computes D(P‖Q) between the teacher's P and the student's
+Q token distributions,
+
+.. math::
+    z^{(s)} = \mathrm{cap}\big((h^{(s)} W^{(s)\top} + b^{(s)})\,\lambda\big),\quad
+    Q = \mathrm{softmax}(z^{(s)}/T),\qquad \text{likewise } P \text{ from } h^{(t)}, W^{(t)},
+
+with :math:`\mathrm{cap}(x) = c\tanh(x/c)` (Gemma-style soft-capping, ``softcap=c``) and
+:math:`\lambda` the ``logit_scale`` (Cohere-style), both applied to both sides. Rows are
+processed in chunks: a chunk's logits are formed, the divergence kernel of
+:mod:`divergent.categorical.kernels` gives the value and :math:`\partial D/\partial z` in one pass,
+and the chain rule through the head is applied at once,
+
+.. math::
+    \frac{\partial D}{\partial h} = G W,\qquad \frac{\partial D}{\partial W} \mathrel{+}= G^\top h,
+    \qquad \frac{\partial D}{\partial b} \mathrel{+}= \textstyle\sum_{\text{rows}} G,
+
+so only O(chunk × V) logits ever exist (the approach of Liger-Kernel's fused linear losses,
+Hsu et al. 2024, arXiv:2410.10989, here for every registered divergence).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from divergent._validation import (
+    check_chunk_size,
+    check_mask,
+    check_normalizer,
+    check_reduction,
+    check_temperature,
+)
+from divergent.categorical.fdiv import resolve_divergence
+from divergent.categorical.kernels import KernelPlan, kernel_for
+from divergent.categorical.registry import Divergence, DivergenceLike
+from divergent.engine.chunked import (
+    _autograd_chunk,
+    _ChunkRunner,
+    _should_compile,
+    check_backward_once,
+    default_chunk_rows,
+    reduction_scale,
+    scale_saved_grads,
+)
+
+__all__ = ["fused_linear_divergence"]
+
+VOCAB_POLICIES = ("strict", "truncate")
+
+MATMUL_CHUNK_ELEMENTS = {"cpu": 1 << 23, "cuda": 1 << 26}
+"""Default logits elements per matmul chunk (rows = elements // V, at least 1)."""
+
+
+def _check_float(x: Any, name: str, dims: int | None = None) -> Tensor:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise ValueError(f"`{name}` must be a floating-point tensor, got dtype {x.dtype}")
+    if dims is not None and x.dim() != dims:
+        raise ValueError(f"`{name}` must have {dims} dimension(s), got shape {tuple(x.shape)}")
+    if dims is None and x.dim() < 1:
+        raise ValueError(f"`{name}` must have a hidden axis (last dimension), got a 0-d tensor")
+    return x
+
+
+def _check_positive(x: Any, name: str, what: str) -> float | None:
+    if x is None:
+        return None
+    if isinstance(x, Tensor) and x.numel() == 1:
+        x = x.item()
+    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
+        raise ValueError(f"`{name}` must be None or a finite number > 0 ({what}), got {x!r}")
+    return float(x)
+
+
+@dataclass
+class _FusedJob:
+    spec: Divergence
+    params: dict[str, float]
+    plan: KernelPlan | None
+    temperature: float
+    softcap: float | None
+    logit_scale: float | None
+    keep: Tensor | None
+    reduction: str
+    normalizer: float | Tensor | None
+    vocab: int
+    mm_rows: int
+    compile: bool | str | None
+    grad: bool = True  # torch.is_grad_enabled() at the call (needs_input_grad ignores it)
+
+
+def _logits(h: Tensor, w: Tensor, bias: Tensor | None, job: _FusedJob) -> Tensor:
+    """Transformed logits of a chunk (scale, then soft-cap), in the matmul dtype."""
+    z = h @ w.T
+    if bias is not None:
+        z += bias
+    if job.logit_scale is not None:
+        z *= job.logit_scale
+    if job.softcap is not None:
+        cap = job.softcap
+        z.div_(cap).tanh_().mul_(cap)
+    return z
+
+
+def _chain(gz: Tensor, z: Tensor, job: _FusedJob) -> None:
+    """gz ← gz · d(transformed)/d(raw), reusing the transformed logits buffer ``z``."""
+    if job.softcap is not None:
+        cap = job.softcap
+        gz.mul_(z.div_(cap).square_().neg_().add_(1.0))  # 1 − tanh²
+    if job.logit_scale is not None:
+        gz.mul_(job.logit_scale)
+
+
+def _run(
+    job: _FusedJob,
+    tensors: tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor | None],
+    need: tuple[bool, ...],
+    row_weights: Tensor | None = None,
+) -> tuple[Tensor, list[Tensor | None]]:
+    """Row values (kept rows) and the gradients flagged in ``need``.
+
+    Gradients are scaled by the reduction's weight, or by ``row_weights`` (one per kept row,
+    the incoming gradient of ``reduction="none"``).
+    """
+    hs, ws, bs, ht, wt, bt = tensors
+    need_s, need_t = any(need[0:3]), any(need[3:6])
+    n_rows, vocab = hs.shape[0], job.vocab
+    device = hs.device
+    wide = torch.float64 in (hs.dtype, ws.dtype, ht.dtype, wt.dtype)
+    dtype = torch.float64 if wide else torch.float32
+    mm_s = torch.promote_types(hs.dtype, ws.dtype)
+    mm_t = torch.promote_types(ht.dtype, wt.dtype)
+    hs_m, ws_m = hs.to(mm_s), ws[:vocab].to(mm_s)
+    ht_m, wt_m = ht.to(mm_t), wt[:vocab].to(mm_t)
+    bs_m = None if bs is None else bs[:vocab].to(mm_s)
+    bt_m = None if bt is None else bt[:vocab].to(mm_t)
+
+    idx = None if job.keep is None else job.keep.nonzero().squeeze(1)
+    count = n_rows if idx is None else int(idx.numel())
+    scale = reduction_scale(job.reduction, job.normalizer, count, dtype, device)
+    temperature = torch.tensor(job.temperature, dtype=dtype, device=device)
+
+    def zeros_for(x: Tensor | None, flag: bool, acc: bool = False) -> Tensor | None:
+        if x is None or not flag:
+            return None
+        if acc and x.dtype in (torch.bfloat16, torch.float16):
+            return torch.zeros(x.shape, dtype=torch.float32, device=device)
+        return torch.zeros_like(x)
+
+    g_hs, g_ht = zeros_for(hs, need[0]), zeros_for(ht, need[3])
+    g_ws, g_bs = zeros_for(ws, need[1], acc=True), zeros_for(bs, need[2], acc=True)
+    g_wt, g_bt = zeros_for(wt, need[4], acc=True), zeros_for(bt, need[5], acc=True)
+    values = torch.empty(count, dtype=dtype, device=device)
+
+    if job.plan is not None:
+        compiled = _should_compile(job.plan.kernel, count * vocab, job.compile)
+        consts = job.plan.tensors(dtype, device)
+        flags = (need_t, need_s)
+        run: Callable[..., Tensor] = _ChunkRunner(job.plan.kernel, dtype, flags, compiled)
+        mode = "compiled" if compiled else "eager"
+    else:
+        consts = ()
+        run = _autograd_chunk(job.spec, job.params, True, dtype)
+        mode = "autograd"
+
+    step = max(1, job.mm_rows)
+    sub = min(step, default_chunk_rows(vocab, device, mode))
+    for start in range(0, count, step):
+        stop = min(start + step, count)
+        if idx is None:
+            h_s, h_t = hs_m[start:stop], ht_m[start:stop]
+        else:
+            sel = idx[start:stop]
+            h_s, h_t = hs_m.index_select(0, sel), ht_m.index_select(0, sel)
+        with torch.no_grad():
+            z_s = _logits(h_s, ws_m, bs_m, job)
+            z_t = _logits(h_t, wt_m, bt_m, job)
+        gz_s = torch.empty_like(z_s) if need_s else None
+        gz_t = torch.empty_like(z_t) if need_t else None
+        for k in range(0, stop - start, sub):
+            kk = slice(k, min(k + sub, stop - start))
+            w = scale
+            if row_weights is not None:
+                w = row_weights[start + kk.start : start + kk.stop].to(dtype).unsqueeze(-1)
+            values[start + kk.start : start + kk.stop], bad = run(
+                z_t[kk],
+                z_s[kk],
+                None if gz_t is None else gz_t[kk],
+                None if gz_s is None else gz_s[kk],
+                temperature,
+                w,
+                consts,
+            )
+            if (gz_s is not None or gz_t is not None) and bool(bad.any()):
+                for gz in (gz_s, gz_t):
+                    if gz is not None:
+                        gz[kk][bad] = 0.0  # rows with value +inf: gradient 0
+        for gz, z, h, w_m, g_h, g_w, g_b in (
+            (gz_s, z_s, h_s, ws_m, g_hs, g_ws, g_bs),
+            (gz_t, z_t, h_t, wt_m, g_ht, g_wt, g_bt),
+        ):
+            if gz is None:
+                continue
+            _chain(gz, z, job)
+            if g_h is not None:
+                gh = gz @ w_m
+                if idx is None:
+                    g_h[start:stop] = gh
+                else:
+                    g_h.index_copy_(0, sel, gh.to(g_h.dtype))
+            if g_w is not None:
+                g_w[:vocab].addmm_(gz.T.to(g_w.dtype), h.to(g_w.dtype))
+            if g_b is not None:
+                g_b[:vocab] += gz.sum(0, dtype=g_b.dtype)
+        del z_s, z_t, gz_s, gz_t
+
+    grads = [g_hs, g_ws, g_bs, g_ht, g_wt, g_bt]
+    originals = [hs, ws, bs, ht, wt, bt]
+    return values, [None if g is None else g.to(x.dtype) for g, x in zip(grads, originals)]  # type: ignore[union-attr]
+
+
+class _FusedLinearFunction(torch.autograd.Function):
+    """Gradients in the forward pass (scalar reductions); recomputed for ``reduction="none"``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        hs: Tensor,
+        ws: Tensor,
+        bs: Tensor | None,
+        ht: Tensor,
+        wt: Tensor,
+        bt: Tensor | None,
+        job: _FusedJob,
+    ) -> Tensor:
+        need = tuple(bool(x) and job.grad for x in ctx.needs_input_grad[:6])
+        tensors = (hs, ws, bs, ht, wt, bt)
+        ctx.job, ctx.need = job, need
+        n_rows = hs.shape[0]
+        if job.reduction == "none":
+            # weight and bias gradients sum over rows, so the incoming per-row gradient must
+            # be known: the backward pass recomputes the chunks with it (one more forward)
+            values, _ = _run(job, tensors, (False,) * 6)
+            ctx.save_for_backward(hs, ws, bs, ht, wt, bt)
+            if job.keep is None:
+                return values
+            full = torch.zeros(n_rows, dtype=values.dtype, device=hs.device)
+            return full.index_put_((job.keep,), values)
+        values, grads = _run(job, tensors, need)
+        empty = hs.new_empty(0)
+        ctx.save_for_backward(*[empty if g is None else g for g in grads])
+        count = values.numel()
+        total = values.sum()
+        if job.reduction == "sum":
+            return total
+        if job.normalizer is not None:
+            norm = job.normalizer
+            if isinstance(norm, Tensor):
+                norm = norm.detach().to(device=total.device, dtype=total.dtype)
+            return total / norm
+        return total / max(count, 1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        if ctx.job.reduction == "none":
+            hs, ws, bs, ht, wt, bt = ctx.saved_tensors
+            rows = grad_out.reshape(-1)
+            if ctx.job.keep is not None:
+                rows = rows[ctx.job.keep]
+            _, grads = _run(ctx.job, (hs, ws, bs, ht, wt, bt), ctx.need, row_weights=rows)
+            return (*grads, None)
+        check_backward_once(ctx)
+        grads = scale_saved_grads(ctx, ctx.saved_tensors, grad_out)
+        return (*grads, None)
+
+
+def fused_linear_divergence(
+    name: DivergenceLike | Callable[[Tensor], Tensor],
+    *,
+    student_hidden: Tensor,
+    student_weight: Tensor,
+    teacher_hidden: Tensor,
+    teacher_weight: Tensor,
+    student_bias: Tensor | None = None,
+    teacher_bias: Tensor | None = None,
+    temperature: float = 1.0,
+    softcap: float | None = None,
+    logit_scale: float | None = None,
+    mask: Tensor | None = None,
+    reduction: str = "mean",
+    normalizer: float | Tensor | None = None,
+    chunk_size: int | None = None,
+    vocab: str = "strict",
+    compile: bool | str | None = None,
+    **params: Any,
+) -> Tensor:
+    r"""D(P‖Q) from hidden states and head weights, never forming the N×V logits.
+
+    The teacher gives P and the student Q (``D(teacher ‖ student)``; ``"kl"`` is the forward
+    KL of Hinton-style distillation, ``"reverse_kl"`` the mode-seeking one):
+
+    .. math::
+        z = \mathrm{cap}\big((h W^\top + b)\,\lambda\big),\quad
+        \mathrm{cap}(x) = c \tanh(x / c),\quad
+        P = \mathrm{softmax}(z^{(t)}/T),\ Q = \mathrm{softmax}(z^{(s)}/T).
+
+    Gradients flow to the student's hidden states, weight and bias, and to the teacher's only
+    when those require grad. Memory beyond the returned gradients is O(chunk × V); for
+    ``"mean"``/``"sum"`` the gradient is computed in the forward pass (as the chunked engine,
+    first-order only), for ``"none"`` the backward pass recomputes the chunks with the incoming
+    per-row gradient (weight and bias gradients sum over rows), about twice the time.
+
+    Args:
+        name: a registered divergence name, a :class:`~divergent.Divergence` or a generator f.
+        student_hidden: ``(..., H_s)`` last hidden states of the student.
+        student_weight: ``(V_s, H_s)`` student output embedding (``lm_head.weight``).
+        teacher_hidden: ``(..., H_t)`` with the same leading shape; hidden sizes may differ.
+        teacher_weight: ``(V_t, H_t)``.
+        student_bias, teacher_bias: optional ``(V_s,)`` / ``(V_t,)`` biases.
+        temperature: T > 0, divides both sides' (capped) logits.
+        softcap: c > 0 for Gemma-style ``c·tanh(z/c)`` capping of both sides, or None.
+        logit_scale: λ > 0 multiplying both sides' logits before capping (Cohere), or None.
+        mask: bool of the leading shape, False rows skipped (value 0, gradient 0).
+        reduction: ``"none"`` | ``"sum"`` | ``"mean"``; ``normalizer`` overrides the mean's
+            denominator (a constant).
+        chunk_size: rows per matmul chunk (default: about 2**23 logits elements on CPU).
+        vocab: ``"strict"`` (V_s must equal V_t) or ``"truncate"`` (both heads cut to the
+            first min(V_s, V_t) rows, for heads padded with extra embedding rows; the padded
+            rows get zero gradient).
+        compile: compile the divergence kernel (``True``/``False``/``"auto"``; default the
+            process-wide :func:`divergent.set_compile` mode).
+        **params: the divergence's parameters (``beta``, ``alpha``, ``order`` ...).
+
+    Returns:
+        The loss (scalar for ``"mean"``/``"sum"``, the leading shape for ``"none"``), fp32
+        (fp64 if an input is fp64).
+
+    Raises:
+        ValueError: naming the argument on wrong shapes, dtypes, devices, mismatched
+            vocabularies (unless ``vocab="truncate"``) or invalid options.
+
+    Example:
+        >>> import torch, divergent
+        >>> hs, ht = torch.randn(4, 8), torch.randn(4, 6)
+        >>> ws, wt = torch.randn(11, 8, requires_grad=True), torch.randn(11, 6)
+        >>> loss = divergent.fused_linear_divergence("kl", student_hidden=hs, student_weight=ws,
+        ...                                          teacher_hidden=ht, teacher_weight=wt)
+        >>> loss.backward(); ws.grad.shape
+        torch.Size([11, 8])
+
+    References:
+        Hinton, Vinyals & Dean 2015 (distillation with temperature); Gemma 2 (Gemma Team 2024)
+        for logit soft-capping; Hsu et al. 2024, Liger-Kernel (arXiv:2410.10989) for fused
+        linear losses.
+    """
+    spec = resolve_divergence(name)
+    bound = spec.bind(params)
+    hs = _check_float(student_hidden, "student_hidden")
+    ht = _check_float(teacher_hidden, "teacher_hidden")
+    ws = _check_float(student_weight, "student_weight", 2)
+    wt = _check_float(teacher_weight, "teacher_weight", 2)
+    if hs.shape[:-1] != ht.shape[:-1]:
+        raise ValueError(
+            f"`student_hidden` {tuple(hs.shape)} and `teacher_hidden` {tuple(ht.shape)} must share "
+            "the leading (token) shape; only the hidden size (last axis) may differ"
+        )
+    if ws.shape[1] != hs.shape[-1]:
+        raise ValueError(
+            f"`student_weight` has shape {tuple(ws.shape)}; expected (V, {hs.shape[-1]}) to match "
+            f"`student_hidden`'s hidden size {hs.shape[-1]}"
+        )
+    if wt.shape[1] != ht.shape[-1]:
+        raise ValueError(
+            f"`teacher_weight` has shape {tuple(wt.shape)}; expected (V, {ht.shape[-1]}) to match "
+            f"`teacher_hidden`'s hidden size {ht.shape[-1]}"
+        )
+    for bias, w, bname in ((student_bias, ws, "student_bias"), (teacher_bias, wt, "teacher_bias")):
+        if bias is not None:
+            _check_float(bias, bname, 1)
+            if bias.shape[0] != w.shape[0]:
+                raise ValueError(
+                    f"`{bname}` has {bias.shape[0]} entries but its weight has {w.shape[0]} rows"
+                )
+    devices = {t.device for t in (hs, ws, ht, wt, student_bias, teacher_bias) if t is not None}
+    if len(devices) > 1:
+        raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
+    if vocab not in VOCAB_POLICIES:
+        raise ValueError(f"`vocab` must be one of {VOCAB_POLICIES}, got {vocab!r}")
+    v_s, v_t = ws.shape[0], wt.shape[0]
+    if v_s != v_t and vocab == "strict":
+        raise ValueError(
+            f"vocabulary sizes differ: `student_weight` has {v_s} rows, `teacher_weight` has "
+            f"{v_t}. "
+            "If one head is padded with extra embedding rows (same tokenizer), pass "
+            "vocab='truncate' to use the first min(V_s, V_t) rows of both"
+        )
+    if min(v_s, v_t) == 0:
+        raise ValueError("the heads have an empty vocabulary (0 rows)")
+    check_reduction(reduction)
+    temperature = check_temperature(temperature)
+    cap = _check_positive(softcap, "softcap", "the tanh cap c in c·tanh(z/c)")
+    lam = _check_positive(logit_scale, "logit_scale", "a multiplier of the logits")
+    norm = check_normalizer(normalizer, reduction)
+    check_chunk_size(chunk_size)
+    leading = hs.shape[:-1]
+    keep = check_mask(mask, leading, hs.device)
+    n_vocab = min(v_s, v_t)
+    device_type = hs.device.type
+    mm_rows = chunk_size or max(1, MATMUL_CHUNK_ELEMENTS.get(device_type, 1 << 26) // n_vocab)
+    plan = kernel_for(spec, bound)
+    job = _FusedJob(
+        spec=spec,
+        params=bound,
+        plan=plan,
+        temperature=temperature,
+        softcap=cap,
+        logit_scale=lam,
+        keep=None if keep is None else keep.reshape(-1),
+        reduction=reduction,
+        normalizer=norm,
+        vocab=n_vocab,
+        mm_rows=mm_rows,
+        compile=compile,
+        grad=torch.is_grad_enabled(),
+    )
+    out = _FusedLinearFunction.apply(
+        hs.reshape(-1, hs.shape[-1]),
+        ws,
+        student_bias,
+        ht.reshape(-1, ht.shape[-1]),
+        wt,
+        teacher_bias,
+        job,
+    )
+    return out.reshape(leading) if reduction == "none" else out
