@@ -29,7 +29,46 @@ def compute_dtype(*tensors: Tensor) -> torch.dtype:
     return torch.float32
 
 
-def check_tensor(x: Any, name: str) -> Tensor:
+def check_positive_scalar(
+    value: Any,
+    name: str,
+    *,
+    allow_zero: bool = False,
+    allow_none: bool = False,
+    allow_inf: bool = False,
+    what: str = "",
+) -> float | None:
+    """``value`` as a float that is finite and > 0 (or ≥ 0 with ``allow_zero``).
+
+    The one check for every "finite positive number" argument of the package (temperature,
+    eps, bandwidth, sigma, beta ...). A one-element tensor is read with ``.item()``; bools,
+    strings, NaN and ±inf (unless ``allow_inf``) are rejected with a ``ValueError`` naming the
+    argument. ``what`` adds a short explanation to the message.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    ok = not isinstance(value, bool) and isinstance(value, numbers.Real)
+    if ok:
+        value = float(value)
+        ok = not math.isnan(value) and (allow_inf or math.isfinite(value))
+        ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        kind = "a number" if allow_inf else "a finite number"
+        extra = f" ({what})" if what else ""
+        none = " or None" if allow_none else ""
+        raise ValueError(f"`{name}` must be {kind} {bound}{none}{extra}, got {value!r}")
+    return value
+
+
+def check_float_tensor(x: Any, name: str, *, min_dim: int = 0, dims: int | None = None) -> Tensor:
+    """``x`` as a floating-point tensor with at least ``min_dim`` (or exactly ``dims``) axes.
+
+    The one check for tensor arguments that must hold real numbers (float16, bfloat16,
+    float32 or float64); a ``ValueError`` names the argument, what it got and what is allowed.
+    """
     if not isinstance(x, Tensor):
         raise ValueError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
     if not torch.is_floating_point(x):
@@ -37,6 +76,18 @@ def check_tensor(x: Any, name: str) -> Tensor:
             f"`{name}` must be a floating-point tensor (float16, bfloat16, float32 or float64), "
             f"got dtype {x.dtype}"
         )
+    if dims is not None and x.dim() != dims:
+        raise ValueError(f"`{name}` must have {dims} dimension(s), got shape {tuple(x.shape)}")
+    if x.dim() < min_dim:
+        raise ValueError(
+            f"`{name}` must have at least {min_dim} dimension(s), got shape {tuple(x.shape)}"
+        )
+    return x
+
+
+def check_tensor(x: Any, name: str) -> Tensor:
+    """A floating-point tensor with a non-empty class axis (last dimension)."""
+    check_float_tensor(x, name)
     if x.dim() == 0:
         raise ValueError(f"`{name}` must have a class axis (last dimension); got a 0-d tensor")
     if x.shape[-1] == 0:
@@ -75,16 +126,7 @@ def check_reduction(reduction: Any) -> str:
 
 
 def check_temperature(temperature: Any) -> float:
-    if isinstance(temperature, Tensor) and temperature.numel() == 1:
-        temperature = temperature.item()
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, numbers.Real)
-        or not math.isfinite(temperature)
-        or temperature <= 0
-    ):
-        raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}")
-    return float(temperature)
+    return check_positive_scalar(temperature, "temperature")  # type: ignore[return-value]
 
 
 def check_mask(mask: Any, leading_shape: torch.Size, device: torch.device) -> Tensor | None:
