@@ -9,7 +9,7 @@ import math
 
 import pytest
 import torch
-from _core_refs import CASE_IDS, CASES, user_generator
+from _refs import CASE_IDS, CASES, user_generator
 
 import divergent
 

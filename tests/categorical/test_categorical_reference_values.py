@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _core_refs import (
+from _refs import (
     CASE_IDS,
     CASES,
     is_f_case,

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _core_refs import CASE_IDS, CASES, probs64, reference_rows
+from _refs import CASE_IDS, CASES, probs64, reference_rows
 
 import divergent
 from divergent import functional

@@ -1,6 +1,6 @@
 """Axioms of the registered divergences as hypothesis properties, over random logits that
 include extreme ones: entries ±1e4, −inf entries present in both P and Q (equal supports),
-near-one-hot rows. Each example checks every (name, params) case of ``_core_refs.CASES``.
+near-one-hot rows. Each example checks every (name, params) case of ``_refs.CASES``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import torch
-from _core_refs import CASES
+from _refs import CASES
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
