@@ -486,6 +486,7 @@ _OUTSIDE_QP = "Q(x) > 0 = P(x) for some x"
 KL = register_divergence(
     Divergence(
         name="kl",
+        aliases=("fkl", "forward_kl"),
         title="Kullback–Leibler divergence (forward KL)",
         formula=r"\mathrm{KL}(P\|Q) = \sum_x P(x)\log\frac{P(x)}{Q(x)}",
         formula_text="Σ p·log(p/q)",
@@ -501,6 +502,7 @@ KL = register_divergence(
 REVERSE_KL = register_divergence(
     Divergence(
         name="reverse_kl",
+        aliases=("rkl",),
         title="Reverse Kullback–Leibler divergence",
         formula=r"\mathrm{KL}(Q\|P) = \sum_x Q(x)\log\frac{Q(x)}{P(x)}",
         formula_text="Σ q·log(q/p)",
@@ -516,6 +518,7 @@ REVERSE_KL = register_divergence(
 JS = register_divergence(
     Divergence(
         name="js",
+        aliases=("jsd",),
         title="Generalised Jensen–Shannon divergence (GKD convention)",
         formula=(
             r"\mathrm{JSD}_\beta(P\|Q) = \beta\,\mathrm{KL}(P\|M) + (1-\beta)\,\mathrm{KL}(Q\|M),"

@@ -12,11 +12,13 @@ Conventions (the public contract, see ``DESIGN.md``):
 * ``D_f(P‖Q) = Σ_x Q(x) f(P(x)/Q(x))`` with f convex and f(1) = 0.
 
 Adding a divergence is adding one entry (``register_divergence``), in the style of
-``torch.distributions.kl.register_kl``.
+``torch.distributions.kl.register_kl``. An entry may declare ``aliases`` (``fkl`` for
+``kl``); :func:`get_divergence` resolves them and suggests close names for a typo.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +36,7 @@ __all__ = [
     "get_divergence",
     "list_divergences",
     "register_divergence",
+    "unregister_divergence",
 ]
 
 RowFunction = Callable[..., Tensor]
@@ -240,6 +243,8 @@ class Divergence:
         kernel: optional ``kernel(**params) -> KernelPlan | None``: the value-and-gradient
             chunk kernel the engine uses (see :mod:`divergent.categorical.kernels`); without
             it the engine differentiates ``row_fn`` chunk by chunk with autograd (exact, slower).
+        aliases: other names :func:`get_divergence` resolves to this entry (``fkl`` for
+            ``kl``); shown by ``divergent info``.
     """
 
     name: str
@@ -258,6 +263,7 @@ class Divergence:
     references: tuple[str, ...] = ()
     description: str = ""
     kernel: Callable[..., Any] | None = None
+    aliases: tuple[str, ...] = ()
 
     # -- parameters ----------------------------------------------------------------------
     def bind(self, params: Mapping[str, Any] | None = None) -> dict[str, float]:
@@ -309,18 +315,87 @@ class Divergence:
 
 
 _REGISTRY: dict[str, Divergence] = {}
+_ALIASES: dict[str, str] = {}  # alias -> registered name
+
+
+def _check_name(name: Any, what: str) -> None:
+    if not isinstance(name, str) or not name or name != name.strip():
+        raise ValueError(
+            f"{what} must be a non-empty string without surrounding spaces, got {name!r}"
+        )
 
 
 def register_divergence(spec: Divergence, *, overwrite: bool = False) -> Divergence:
-    """Add ``spec`` to the registry under ``spec.name`` and return it."""
+    """Add ``spec`` to the registry under ``spec.name`` (and its ``aliases``) and return it.
+
+    Args:
+        spec: the entry.
+        overwrite: replace an entry registered under the same name (its aliases go with it).
+
+    Raises:
+        ValueError: ``spec`` is not a :class:`Divergence`, its name is taken (without
+            ``overwrite``), or one of its aliases is already a name or another entry's alias.
+
+    Example:
+        >>> from divergent.categorical import get_divergence
+        >>> get_divergence("fkl").name     # an alias declared by the `kl` entry
+        'kl'
+    """
     if not isinstance(spec, Divergence):
         raise ValueError(f"register_divergence expects a Divergence, got {type(spec).__name__}")
+    _check_name(spec.name, "a divergence name")
+    if spec.name in _ALIASES:
+        raise ValueError(
+            f"`{spec.name}` is already an alias of `{_ALIASES[spec.name]}`; choose another name"
+        )
     if spec.name in _REGISTRY and not overwrite:
         raise ValueError(
             f"a divergence named `{spec.name}` is already registered; pass overwrite=True"
         )
+    for alias in spec.aliases:
+        _check_name(alias, f"alias of `{spec.name}`")
+        taken = alias in _REGISTRY or _ALIASES.get(alias, spec.name) != spec.name
+        if taken or alias == spec.name:
+            owner = alias if alias in _REGISTRY else _ALIASES.get(alias, spec.name)
+            raise ValueError(f"alias `{alias}` of `{spec.name}` is already taken by `{owner}`")
+    if spec.name in _REGISTRY:
+        _drop_aliases(spec.name)
     _REGISTRY[spec.name] = spec
+    for alias in spec.aliases:
+        _ALIASES[alias] = spec.name
     return spec
+
+
+def _drop_aliases(name: str) -> None:
+    for alias in [a for a, n in _ALIASES.items() if n == name]:
+        del _ALIASES[alias]
+
+
+def unregister_divergence(name: str) -> Divergence:
+    """Remove the entry registered as ``name`` (not an alias) with its aliases; return it.
+
+    Raises:
+        ValueError: no entry is registered under ``name`` (with close names suggested).
+
+    Example:
+        >>> import torch
+        >>> from divergent.categorical import Divergence, register_divergence
+        >>> entry = register_divergence(Divergence(
+        ...     name="half_tv", title="½ TV", formula="TV/2",
+        ...     formula_text="¼ Σ |p − q|",
+        ...     row_fn=lambda lp, lq: 0.25 * (lp.exp() - lq.exp()).abs().sum(-1)))
+        >>> unregister_divergence("half_tv") is entry
+        True
+    """
+    if not isinstance(name, str) or name not in _REGISTRY:
+        hint = ""
+        if isinstance(name, str) and name in _ALIASES:
+            hint = f" (`{name}` is an alias of `{_ALIASES[name]}`)"
+        raise ValueError(
+            f"cannot unregister `{name}`: no divergence is registered under that name{hint}"
+        )
+    _drop_aliases(name)
+    return _REGISTRY.pop(name)
 
 
 def list_divergences(*, include_non_divergences: bool = True) -> list[Divergence]:
@@ -328,19 +403,57 @@ def list_divergences(*, include_non_divergences: bool = True) -> list[Divergence
     return [d for d in _REGISTRY.values() if include_non_divergences or d.is_divergence]
 
 
+def aliases() -> dict[str, str]:
+    """A copy of the alias table: alias → registered name."""
+    return dict(_ALIASES)
+
+
+def suggest_names(name: str, n: int = 3) -> list[str]:
+    """Registered names and aliases close to ``name`` (difflib), best first.
+
+    Example:
+        >>> suggest_names("kll")[0]
+        'kl'
+    """
+    key = name.strip().lower().replace("-", "_")
+    found = difflib.get_close_matches(key, list(_REGISTRY), n=n, cutoff=0.6)
+    if not found:  # a near-miss alias is suggested as the name it stands for
+        found = [_ALIASES[a] for a in difflib.get_close_matches(key, list(_ALIASES), n=n)]
+    if len(key) >= 3:  # a part of a longer name: `chi2` -> pearson_chi2, neyman_chi2
+        found += [cand for cand in _REGISTRY if key in cand]
+    out: list[str] = []
+    for cand in found:
+        if cand not in out:
+            out.append(cand)
+    return out[:n]
+
+
 def get_divergence(name: str) -> Divergence:
-    """Look a divergence up by name; ``ValueError`` listing the names when unknown."""
+    """Look a divergence up by name or alias; ``ValueError`` with suggestions when unknown.
+
+    Example:
+        >>> get_divergence("rkl").name
+        'reverse_kl'
+        >>> get_divergence("kll")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: unknown divergence `kll`. Did you mean `kl`? ...
+    """
     if not isinstance(name, str):
         raise ValueError(f"divergence name must be a string, got {type(name).__name__}")
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        close = [n for n in _REGISTRY if name.lower().replace("-", "_") == n]
-        hint = f" Did you mean `{close[0]}`?" if close else ""
-        raise ValueError(
-            f"unknown divergence `{name}`.{hint} Registered: {', '.join(_REGISTRY)}; "
-            "or pass a generator with divergent.f_divergence(f, ...)"
-        ) from None
+    spec = _REGISTRY.get(name)
+    if spec is None and name in _ALIASES:
+        spec = _REGISTRY[_ALIASES[name]]
+    if spec is not None:
+        return spec
+    close = suggest_names(name)
+    hint = ""
+    if close:
+        hint = " Did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
+    raise ValueError(
+        f"unknown divergence `{name}`.{hint} Registered: {', '.join(_REGISTRY)}; "
+        "or pass a generator with divergent.f_divergence(f, ...)"
+    )
 
 
 DivergenceLike = str | Divergence
