@@ -1,0 +1,267 @@
+"""Shared validation and reduction for the distillation objectives (private).
+
+Every objective takes ``(student_logits, teacher_logits, labels=None, ...)`` with the class
+axis last and any leading shape, plus the shared row options ``mask`` (bool, leading shape,
+True = keep), ``reduction`` (``"none" | "sum" | "mean"``) and ``normalizer``. Rows whose label
+equals ``ignore_index`` are dropped like masked rows. The helpers here validate those once
+and reduce per-row values in one place (:func:`divergent._validation.finish_rows`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from divergent._validation import (
+    check_normalizer,
+    check_pair,
+    check_reduction,
+    check_tensor,
+    compute_dtype,
+    finish_rows,
+)
+
+__all__ = [
+    "Objective",
+    "Rows",
+    "check_weight",
+    "cross_entropy_rows",
+    "finish",
+    "prepare",
+    "prepare_student",
+]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Validated inputs flattened to ``(rows, classes)``, plus the row options.
+
+    Attributes:
+        student: student logits of the kept rows, ``(kept, C)`` (original dtype).
+        teacher: teacher logits of the kept rows, or None when the objective has no teacher.
+        labels: labels of the kept rows (int64), or None.
+        keep: flattened bool mask over all rows (None = every row kept); it combines ``mask``
+            and ``labels != ignore_index``.
+        leading: leading shape of the inputs.
+        reduction, normalizer: the validated reduction options.
+        dtype: the compute dtype (float32, or float64 if an input is float64).
+    """
+
+    student: Tensor
+    teacher: Tensor | None
+    labels: Tensor | None
+    keep: Tensor | None
+    leading: torch.Size
+    reduction: str
+    normalizer: float | Tensor | None
+    dtype: torch.dtype
+
+    @property
+    def n_classes(self) -> int:
+        return self.student.shape[-1]
+
+
+def check_weight(value: Any, name: str) -> float:
+    """A loss weight: a finite real number ≥ 0."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+    value = float(value)
+    if not (value >= 0 and value != float("inf")):
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
+    return value
+
+
+def _check_labels(
+    labels: Any, leading: torch.Size, n_classes: int, ignore_index: int | None, device: torch.device
+) -> Tensor:
+    if not isinstance(labels, Tensor):
+        raise ValueError(f"`labels` must be an integer torch.Tensor, got {type(labels).__name__}")
+    if labels.dtype == torch.bool or torch.is_floating_point(labels) or torch.is_complex(labels):
+        raise ValueError(
+            f"`labels` must hold integer class indices (int64), got dtype {labels.dtype}"
+        )
+    if labels.shape != leading:
+        raise ValueError(
+            f"`labels` must have the leading shape {tuple(leading)} of the logits (all but the "
+            f"class axis), got {tuple(labels.shape)}"
+        )
+    labels = labels.to(device=device, dtype=torch.long)
+    out = (labels < 0) | (labels >= n_classes)
+    if ignore_index is not None:
+        out = out & (labels != ignore_index)
+    if bool(out.any()):
+        bad = int(labels[out][0])
+        allowed = f"0..{n_classes - 1}"
+        if ignore_index is not None:
+            allowed += f" or ignore_index={ignore_index}"
+        raise ValueError(
+            f"`labels` has a value out of range: {bad} (allowed: {allowed}, for {n_classes} "
+            "classes)"
+        )
+    return labels
+
+
+def _check_mask(mask: Any, leading: torch.Size, device: torch.device) -> Tensor | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
+        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(
+            f"`mask` must be a bool tensor of the leading shape {tuple(leading)} (True = keep "
+            f"the row), got {got}"
+        )
+    if mask.shape != leading:
+        raise ValueError(
+            f"`mask` must have the leading shape {tuple(leading)} of the logits (all but the "
+            f"class axis), got {tuple(mask.shape)}"
+        )
+    return mask.to(device).reshape(-1)
+
+
+def prepare(
+    student_logits: Any,
+    teacher_logits: Any,
+    labels: Any = None,
+    *,
+    mask: Any = None,
+    reduction: Any = "mean",
+    normalizer: Any = None,
+    ignore_index: int | None = -100,
+    need_labels: bool = False,
+    min_classes: int = 1,
+    need_teacher: bool = True,
+    objective: str = "this objective",
+) -> Rows:
+    """Validate an objective's inputs once and select the kept rows.
+
+    Raises a ``ValueError`` naming the argument for: non-float logits, a class-count (or
+    shape) mismatch between teacher and student, labels of the wrong dtype / shape / range,
+    a bad ``mask``, ``reduction`` or ``normalizer``, and missing labels when ``need_labels``.
+    """
+    check_reduction(reduction)
+    normalizer = check_normalizer(normalizer, reduction)
+    student = check_tensor(student_logits, "student_logits")
+    teacher: Tensor | None = None
+    if need_teacher:
+        if teacher_logits is None:
+            raise ValueError(f"{objective} needs `teacher_logits`, got None")
+        student, teacher = check_pair(student, teacher_logits, "student_logits", "teacher_logits")
+    n_classes = student.shape[-1]
+    if n_classes < min_classes:
+        raise ValueError(
+            f"{objective} needs at least {min_classes} classes, got `student_logits` of shape "
+            f"{tuple(student.shape)}"
+        )
+    leading = student.shape[:-1]
+    keep = _check_mask(mask, leading, student.device)
+    flat_labels: Tensor | None = None
+    if labels is None:
+        if need_labels:
+            raise ValueError(
+                f"{objective} needs `labels` (integer class indices of the leading shape "
+                f"{tuple(leading)}); pass them, or set the cross-entropy weight `ce_weight=0`"
+            )
+    else:
+        flat_labels = _check_labels(
+            labels, leading, n_classes, ignore_index, student.device
+        ).reshape(-1)
+        if ignore_index is not None:
+            valid = flat_labels != ignore_index
+            if not bool(valid.all()):
+                keep = valid if keep is None else keep & valid
+    dtype = compute_dtype(student) if teacher is None else compute_dtype(student, teacher)
+    s = student.reshape(-1, n_classes)
+    t = None if teacher is None else teacher.reshape(-1, n_classes)
+    if keep is not None:
+        s = s[keep]
+        t = None if t is None else t[keep]
+        flat_labels = None if flat_labels is None else flat_labels[keep]
+    return Rows(
+        student=s,
+        teacher=t,
+        labels=flat_labels,
+        keep=keep,
+        leading=leading,
+        reduction=reduction,
+        normalizer=normalizer,
+        dtype=dtype,
+    )
+
+
+def prepare_student(student_logits: Any, labels: Any, **kwargs: Any) -> Rows:
+    """:func:`prepare` for an objective without a teacher (cross-entropy)."""
+    return prepare(student_logits, None, labels, need_teacher=False, **kwargs)
+
+
+def cross_entropy_rows(student_rows: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
+    """−log softmax(s)_y per row, in ``dtype``."""
+    return F.cross_entropy(student_rows.to(dtype), labels, reduction="none")
+
+
+def finish(rows: Tensor, r: Rows) -> Tensor:
+    """Reduce per-row values of the kept rows as ``r.reduction`` says."""
+    return finish_rows(
+        rows, keep=r.keep, leading=r.leading, reduction=r.reduction, normalizer=r.normalizer
+    )
+
+
+class Objective(nn.Module):
+    """Base of the distillation objectives: a thin module around a pure loss function.
+
+    ``objective(student_logits, teacher_logits, labels)`` returns the loss; ``mask``,
+    ``reduction`` and ``normalizer`` may be given per call (``reduction`` defaults to the one
+    the objective was built with). Subclasses set :attr:`function` (the pure loss) and keep
+    their hyper-parameters in :attr:`options`.
+
+    Attributes:
+        id: the registry id (``"kd"``, ``"kd:js"``, ``"dkd"`` ...), set by
+            :func:`divergent.objectives.make_objective`.
+        needs_teacher: False only for cross-entropy.
+        needs_labels: True when the loss uses labels (a CE term or a label-dependent method).
+    """
+
+    function: Callable[..., Tensor]
+    needs_teacher: bool = True
+
+    def __init__(self, *, reduction: str = "mean", **options: Any) -> None:
+        super().__init__()
+        check_reduction(reduction)
+        self.reduction = reduction
+        self.options = options
+        self.id = type(self).__name__
+
+    @property
+    def needs_labels(self) -> bool:
+        return float(self.options.get("ce_weight", 0.0)) > 0
+
+    def forward(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor | None = None,
+        labels: Tensor | None = None,
+        *,
+        mask: Tensor | None = None,
+        reduction: str | None = None,
+        normalizer: float | Tensor | None = None,
+    ) -> Tensor:
+        return type(self).function(
+            student_logits,
+            teacher_logits,
+            labels,
+            mask=mask,
+            reduction=self.reduction if reduction is None else reduction,
+            normalizer=normalizer,
+            **self.options,
+        )
+
+    def extra_repr(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+        return f"id={self.id!r}, {opts}, reduction={self.reduction!r}"

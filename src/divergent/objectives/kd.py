@@ -1,0 +1,450 @@
+r"""Hinton knowledge distillation with any registered divergence, cross-entropy, and LS-KD.
+
+Hinton et al. (2015) train the student on a mix of the hard-label cross-entropy and a
+divergence between the teacher's and the student's softened predictions:
+
+.. math::
+
+    \mathcal L = w_\mathrm{ce}\,\mathrm{CE}(s, y)
+        + w_\mathrm{kd}\,T^2\,D\big(\mathrm{softmax}(t/T)\,\big\|\,\mathrm{softmax}(s/T)\big),
+
+with :math:`D` the KL divergence in the paper and any registered divergence here (the
+teacher is P, the first argument; ``divergence="reverse_kl"`` gives KL(student‖teacher)).
+The :math:`T^2` factor keeps the soft-target gradients on the scale of the hard-label ones as
+T changes; it is an explicit flag (``scale_by_temperature_squared``).
+
+Logit standardisation (Sun et al., CVPR 2024) z-scores both sides' logits before KD
+(:func:`standardize_logits`, :func:`lskd_loss`).
+
+Every loss here takes ``(student_logits, teacher_logits, labels=None)`` with the class axis
+last and any leading shape, and the shared ``mask`` / ``reduction`` / ``normalizer`` options;
+rows whose label is ``ignore_index`` are dropped like masked rows. The divergence is
+evaluated by :func:`divergent.functional.divergence` (the chunked engine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from divergent._validation import check_positive_scalar
+from divergent.categorical import DivergenceLike, resolve_divergence
+from divergent.functional import divergence as _divergence
+from divergent.objectives._common import (
+    Objective,
+    Rows,
+    check_weight,
+    cross_entropy_rows,
+    finish,
+    prepare,
+    prepare_student,
+)
+
+__all__ = [
+    "CrossEntropyLoss",
+    "KDLoss",
+    "LSKDLoss",
+    "cross_entropy_loss",
+    "kd_loss",
+    "lskd_loss",
+    "standardize_logits",
+]
+
+DivergenceArg = DivergenceLike | Callable[[Tensor], Tensor]
+
+
+def cross_entropy_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor | None = None,
+    labels: Tensor | None = None,
+    *,
+    ignore_index: int | None = -100,
+    mask: Tensor | None = None,
+    reduction: str = "mean",
+    normalizer: float | Tensor | None = None,
+) -> Tensor:
+    r"""Hard-label cross-entropy :math:`-\log\mathrm{softmax}(s)_y` (the no-teacher baseline).
+
+    ``teacher_logits`` is accepted and ignored, so CE shares the objectives' call shape.
+
+    Args:
+        student_logits: shape ``(..., C)``.
+        teacher_logits: ignored (may be None).
+        labels: int64 class indices of the leading shape; ``ignore_index`` rows are dropped.
+        ignore_index, mask, reduction, normalizer: the shared row options.
+
+    Returns:
+        A scalar (``"mean"``, ``"sum"``) or one value per row (``"none"``), float32 (float64
+        for float64 inputs).
+
+    Example:
+        >>> import torch
+        >>> s = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+        >>> cross_entropy_loss(s, None, torch.tensor([0, 1]))
+        tensor(0.3606)
+    """
+    r = prepare_student(
+        student_logits,
+        labels,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
+        ignore_index=ignore_index,
+        need_labels=True,
+        objective="cross-entropy",
+    )
+    assert r.labels is not None
+    return finish(cross_entropy_rows(r.student, r.labels, r.dtype), r)
+
+
+def _kd_rows(
+    r: Rows,
+    div_teacher: Tensor,
+    div_student: Tensor,
+    *,
+    divergence: DivergenceArg,
+    temperature: float,
+    scale_by_temperature_squared: bool,
+    ce_weight: float,
+    kd_weight: float,
+    divergence_params: dict[str, Any],
+) -> Tensor:
+    """Per-row ``ce_weight·CE(student, y) + kd_weight·(T²)·D(div_teacher‖div_student)``."""
+    rows = r.student.new_zeros(r.student.shape[0], dtype=r.dtype)
+    if kd_weight > 0:
+        scale = kd_weight * (temperature**2 if scale_by_temperature_squared else 1.0)
+        rows = scale * _divergence(
+            divergence,
+            div_teacher,
+            div_student,
+            temperature=temperature,
+            reduction="none",
+            **divergence_params,
+        )
+    if ce_weight > 0:
+        assert r.labels is not None
+        rows = rows + ce_weight * cross_entropy_rows(r.student, r.labels, r.dtype)
+    return rows
+
+
+def _check_kd_options(
+    divergence: Any,
+    temperature: Any,
+    ce_weight: Any,
+    kd_weight: Any,
+    scale_by_temperature_squared: Any,
+    params: dict[str, Any],
+) -> tuple[float, float, float]:
+    spec = resolve_divergence(divergence)
+    spec.bind(params)  # unknown or out-of-range divergence parameters fail here
+    temperature = check_positive_scalar(temperature, "temperature")
+    if not isinstance(scale_by_temperature_squared, bool):
+        raise ValueError(
+            "`scale_by_temperature_squared` must be True or False, got "
+            f"{scale_by_temperature_squared!r}"
+        )
+    return temperature, check_weight(ce_weight, "ce_weight"), check_weight(kd_weight, "kd_weight")
+
+
+def kd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor | None = None,
+    *,
+    divergence: DivergenceArg = "kl",
+    temperature: float = 4.0,
+    scale_by_temperature_squared: bool = True,
+    ce_weight: float = 0.1,
+    kd_weight: float = 0.9,
+    ignore_index: int | None = -100,
+    mask: Tensor | None = None,
+    reduction: str = "mean",
+    normalizer: float | Tensor | None = None,
+    **divergence_params: Any,
+) -> Tensor:
+    r"""Hinton KD with any divergence: :math:`w_\mathrm{ce}\mathrm{CE}(s,y) +
+    w_\mathrm{kd}\,T^2\,D(\mathrm{softmax}(t/T)\|\mathrm{softmax}(s/T))`.
+
+    The divergence has the teacher as P (first argument) and the student as Q, per row (sum
+    over classes), then reduced over rows (``"mean"`` is PyTorch's ``"batchmean"``).
+
+    Args:
+        student_logits: student logits Q, shape ``(..., C)``; differentiable.
+        teacher_logits: teacher logits P, same shape (detach them yourself for a frozen
+            teacher; gradients flow to both sides otherwise, as online KD needs).
+        labels: int64 class indices of the leading shape; needed when ``ce_weight > 0``.
+        divergence: a registered name (``"kl"``, ``"reverse_kl"``, ``"js"``, ``"tv"``,
+            ``"alpha"`` ..., see ``divergent list``), a
+            :class:`~divergent.categorical.Divergence`, or a generator callable f(t).
+        temperature: T > 0 dividing both sides' logits in the divergence (not in the CE term).
+        scale_by_temperature_squared: multiply the divergence by T² (Hinton's gradient-scale
+            correction; True in every official KD code base).
+        ce_weight: weight of the hard-label cross-entropy (≥ 0; 0 drops the term and the need
+            for labels).
+        kd_weight: weight of the divergence term (≥ 0).
+        ignore_index: label value whose rows are dropped (None: no such value).
+        mask, reduction, normalizer: the shared row options (see
+            :func:`divergent.functional.divergence`).
+        **divergence_params: the divergence's parameters (``beta`` for ``js``, ``alpha`` for
+            ``alpha`` ...), checked against its registry entry.
+
+    Returns:
+        The loss: a scalar (``"mean"``, ``"sum"``) or one value per row (``"none"``, dropped
+        rows 0), float32 (float64 for float64 inputs).
+
+    Raises:
+        ValueError: a class-count mismatch between teacher and student, labels out of range
+            or missing when ``ce_weight > 0``, or an invalid option.
+
+    Example:
+        >>> import torch
+        >>> s = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+        >>> t = torch.tensor([[3.0, 1.0, -2.0], [0.0, 2.0, 1.0]])
+        >>> kd_loss(s, t, torch.tensor([0, 1]))                # T=4, 0.1·CE + 0.9·T²·KL
+        tensor(0.2099)
+        >>> kd_loss(s, t, divergence="js", temperature=1.0, ce_weight=0.0, kd_weight=1.0,
+        ...         beta=0.5)
+        tensor(0.0113)
+
+    References:
+        Hinton, Vinyals & Dean 2015, "Distilling the knowledge in a neural network"
+        (arXiv:1503.02531). Defaults T=4, w_ce=0.1, w_kd=0.9 from the CIFAR-100 recipes of
+        RepDistiller and mdistiller (``mdistiller/distillers/KD.py``; ImageNet uses T=1,
+        0.5/0.5).
+    """
+    temperature, ce_weight, kd_weight = _check_kd_options(
+        divergence,
+        temperature,
+        ce_weight,
+        kd_weight,
+        scale_by_temperature_squared,
+        divergence_params,
+    )
+    r = prepare(
+        student_logits,
+        teacher_logits,
+        labels,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
+        ignore_index=ignore_index,
+        need_labels=ce_weight > 0,
+        objective="kd with ce_weight > 0",
+    )
+    assert r.teacher is not None
+    rows = _kd_rows(
+        r,
+        r.teacher,
+        r.student,
+        divergence=divergence,
+        temperature=temperature,
+        scale_by_temperature_squared=scale_by_temperature_squared,
+        ce_weight=ce_weight,
+        kd_weight=kd_weight,
+        divergence_params=divergence_params,
+    )
+    return finish(rows, r)
+
+
+def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
+    r"""Z-score each row of logits: :math:`\mathcal Z(z) = (z - \bar z)/(\sigma(z) + \epsilon)`.
+
+    :math:`\sigma` is the unbiased standard deviation over the class axis (PyTorch's default,
+    as the official code). Needs at least 2 classes.
+
+    Example:
+        >>> import torch
+        >>> standardize_logits(torch.tensor([[1.0, 2.0, 3.0]]))
+        tensor([[-1.0000,  0.0000,  1.0000]])
+    """
+    eps = check_positive_scalar(eps, "eps", allow_zero=True)
+    mean = logits.mean(dim=-1, keepdim=True)
+    return (logits - mean) / (logits.std(dim=-1, keepdim=True) + eps)
+
+
+def lskd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor | None = None,
+    *,
+    divergence: DivergenceArg = "kl",
+    temperature: float = 2.0,
+    scale_by_temperature_squared: bool = True,
+    ce_weight: float = 0.1,
+    kd_weight: float = 9.0,
+    eps: float = 1e-7,
+    ignore_index: int | None = -100,
+    mask: Tensor | None = None,
+    reduction: str = "mean",
+    normalizer: float | Tensor | None = None,
+    **divergence_params: Any,
+) -> Tensor:
+    r"""KD on standardised logits (LS-KD): :func:`kd_loss` with
+    :math:`D(\mathrm{softmax}(\mathcal Z(t)/T)\|\mathrm{softmax}(\mathcal Z(s)/T))`.
+
+    .. math::
+
+        \mathcal L = w_\mathrm{ce}\mathrm{CE}(s, y) + w_\mathrm{kd}\,T^2\,
+            \mathrm{KL}\big(\mathrm{softmax}(\mathcal Z(t)/T)\,\|\,
+            \mathrm{softmax}(\mathcal Z(s)/T)\big),\qquad
+        \mathcal Z(z) = \frac{z - \bar z}{\sigma(z) + \epsilon}.
+
+    The CE term uses the raw student logits. Standardisation removes each side's logit shift
+    and scale, so the student matches the teacher's logit *relations* rather than its
+    magnitude (equivalently, a per-sample temperature equal to the logits' std).
+
+    Args:
+        student_logits, teacher_logits, labels: as in :func:`kd_loss` (C ≥ 2).
+        divergence, temperature, scale_by_temperature_squared, ce_weight, kd_weight: as in
+            :func:`kd_loss`; defaults T=2, w_ce=0.1, w_kd=9 from the official code
+            (``mdistiller/engine/cfg.py`` of the logit-standardization-KD repository).
+        eps: added to the std (1e-7 as the official code).
+        ignore_index, mask, reduction, normalizer, **divergence_params: as in :func:`kd_loss`.
+
+    Example:
+        >>> import torch
+        >>> s = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+        >>> t = torch.tensor([[3.0, 1.0, -2.0], [0.0, 2.0, 1.0]])
+        >>> lskd_loss(s, t, torch.tensor([0, 1]))
+        tensor(0.4844)
+
+    References:
+        Sun, Ren, Li, Wang & Cao, "Logit standardization in knowledge distillation", CVPR 2024
+        (code: github.com/sunshangquan/logit-standardization-KD).
+    """
+    temperature, ce_weight, kd_weight = _check_kd_options(
+        divergence,
+        temperature,
+        ce_weight,
+        kd_weight,
+        scale_by_temperature_squared,
+        divergence_params,
+    )
+    r = prepare(
+        student_logits,
+        teacher_logits,
+        labels,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
+        ignore_index=ignore_index,
+        need_labels=ce_weight > 0,
+        min_classes=2,
+        objective="lskd",
+    )
+    assert r.teacher is not None
+    z_t = standardize_logits(r.teacher.to(r.dtype), eps)
+    z_s = standardize_logits(r.student.to(r.dtype), eps)
+    rows = _kd_rows(
+        r,
+        z_t,
+        z_s,
+        divergence=divergence,
+        temperature=temperature,
+        scale_by_temperature_squared=scale_by_temperature_squared,
+        ce_weight=ce_weight,
+        kd_weight=kd_weight,
+        divergence_params=divergence_params,
+    )
+    return finish(rows, r)
+
+
+class CrossEntropyLoss(Objective):
+    """Module form of :func:`cross_entropy_loss` (registry id ``ce``)."""
+
+    function = staticmethod(cross_entropy_loss)
+    needs_teacher = False
+
+    def __init__(self, *, ignore_index: int | None = -100, reduction: str = "mean") -> None:
+        super().__init__(reduction=reduction, ignore_index=ignore_index)
+
+    @property
+    def needs_labels(self) -> bool:
+        return True
+
+
+class KDLoss(Objective):
+    """Module form of :func:`kd_loss` (registry ids ``kd`` and ``kd:<divergence>``).
+
+    Example:
+        >>> import torch
+        >>> loss = KDLoss(divergence="reverse_kl", temperature=2.0, ce_weight=0.0)
+        >>> s, t = torch.zeros(4, 5, requires_grad=True), torch.randn(4, 5)
+        >>> loss(s, t).backward(); s.grad.shape
+        torch.Size([4, 5])
+    """
+
+    function = staticmethod(kd_loss)
+
+    def __init__(
+        self,
+        *,
+        divergence: DivergenceArg = "kl",
+        temperature: float = 4.0,
+        scale_by_temperature_squared: bool = True,
+        ce_weight: float = 0.1,
+        kd_weight: float = 0.9,
+        ignore_index: int | None = -100,
+        reduction: str = "mean",
+        **divergence_params: Any,
+    ) -> None:
+        _check_kd_options(
+            divergence,
+            temperature,
+            ce_weight,
+            kd_weight,
+            scale_by_temperature_squared,
+            divergence_params,
+        )
+        super().__init__(
+            reduction=reduction,
+            divergence=divergence,
+            temperature=temperature,
+            scale_by_temperature_squared=scale_by_temperature_squared,
+            ce_weight=ce_weight,
+            kd_weight=kd_weight,
+            ignore_index=ignore_index,
+            **divergence_params,
+        )
+
+
+class LSKDLoss(Objective):
+    """Module form of :func:`lskd_loss` (registry id ``lskd``)."""
+
+    function = staticmethod(lskd_loss)
+
+    def __init__(
+        self,
+        *,
+        divergence: DivergenceArg = "kl",
+        temperature: float = 2.0,
+        scale_by_temperature_squared: bool = True,
+        ce_weight: float = 0.1,
+        kd_weight: float = 9.0,
+        eps: float = 1e-7,
+        ignore_index: int | None = -100,
+        reduction: str = "mean",
+        **divergence_params: Any,
+    ) -> None:
+        _check_kd_options(
+            divergence,
+            temperature,
+            ce_weight,
+            kd_weight,
+            scale_by_temperature_squared,
+            divergence_params,
+        )
+        check_positive_scalar(eps, "eps", allow_zero=True)
+        super().__init__(
+            reduction=reduction,
+            divergence=divergence,
+            temperature=temperature,
+            scale_by_temperature_squared=scale_by_temperature_squared,
+            ce_weight=ce_weight,
+            kd_weight=kd_weight,
+            eps=eps,
+            ignore_index=ignore_index,
+            **divergence_params,
+        )
