@@ -1,6 +1,9 @@
 """divergent.objectives"""
 # distillation objectives and their registry (ids for trainers and the CLI)
 from divergent.objectives._common import Objective as Objective
+from divergent.objectives.dkd import DKDLoss as DKDLoss
+from divergent.objectives.dkd import dkd_loss as dkd_loss
+from divergent.objectives.dkd import dkd_terms as dkd_terms
 from divergent.objectives.kd import CrossEntropyLoss as CrossEntropyLoss
 from divergent.objectives.kd import KDLoss as KDLoss
 from divergent.objectives.kd import LSKDLoss as LSKDLoss

@@ -242,6 +242,12 @@ class Objective(nn.Module):
     def needs_labels(self) -> bool:
         return float(self.options.get("ce_weight", 0.0)) > 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the objective the current (0-based) epoch; a no-op unless it has a schedule.
+
+        Trainers call it at the start of every epoch (DKD's warm-up uses it).
+        """
+
     def forward(
         self,
         student_logits: Tensor,

@@ -49,6 +49,7 @@ from typing import Any
 
 from divergent.categorical import get_divergence, list_divergences
 from divergent.objectives._common import Objective
+from divergent.objectives.dkd import DKDLoss
 from divergent.objectives.kd import CrossEntropyLoss, KDLoss, LSKDLoss
 
 __all__ = [
@@ -179,4 +180,10 @@ register_objective(
     LSKDLoss,
     "KD on z-scored logits: 0.1·CE + 9·T²·KL, T=2",
     "Sun et al., Logit standardization in knowledge distillation, CVPR 2024",
+)
+register_objective(
+    "dkd",
+    DKDLoss,
+    "decoupled KD: CE + T²(α·TCKD + β·NCKD), α=1, β=8, T=4, 20-epoch warm-up",
+    "Zhao et al., Decoupled knowledge distillation, CVPR 2022",
 )
