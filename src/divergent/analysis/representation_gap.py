@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from divergent.samples._points import as_points, check_same_dim
-from divergent.transport.ot import sinkhorn
+from divergent.transport.sinkhorn import sinkhorn
 
 __all__ = ["empirical_w1", "lipschitz_upper_bound"]
 
