@@ -111,7 +111,7 @@ def importance_distribution(attributions: Tensor, *, mask: Tensor | None = None)
     total = importance.sum()
     if bool(torch.isnan(total)):
         raise ValueError("`attributions` contains NaN")
-    if float(total) == 0.0:
+    if float(total.detach()) == 0.0:
         raise ValueError("every attribution is 0: the importance distribution is undefined")
     return importance / total
 

@@ -178,7 +178,10 @@ def prior_kl_entropy_terms(
     proportions = p.mean(0)
     pair = (tau.unsqueeze(0), proportions.unsqueeze(0))  # P = prior (target), Q = prediction
     divergence = reverse_kl if direction == "reverse" else kl
-    prior_kl = divergence(*pair, inputs="probs", engine="reference")
+    if bool(torch.isnan(proportions).any()):
+        prior_kl = proportions.sum() * float("nan")  # NaN in → NaN out (keeps the graph)
+    else:
+        prior_kl = divergence(*pair, inputs="probs", engine="reference")
     total = entropy_weight * entropy + prior_weight * prior_kl
     return PriorKLEntropyTerms(total, entropy, prior_kl, proportions)
 

@@ -7,11 +7,10 @@ number per example) and distil its *embedding* instead, as soft targets over pse
 1. project the teacher's final-layer embeddings :math:`h` onto the null space of its output
    weights :math:`W \in \mathbb R^{C\times d}` (removing what the logits already carry),
    :math:`\tilde h = (I - W^+W)\,h`;
-2. per class c, take the top-S principal directions :math:`V_c \in \mathbb R^{d\times S}` of
-   the projected embeddings of that class, and rotate them by a random orthogonal
-   :math:`R_c` (spreading the variance evenly over the S coordinates); the coordinates
-   :math:`u_c(x) = (V_cR_c)^\top(\tilde h(x) - \mu_c)/\sigma_c` are scaled by the root mean
-   of the S eigenvalues, so a temperature means the same for every class;
+2. per class c, take the top principal directions :math:`V_c` of the projected embeddings
+   of that class and rotate them by a random orthogonal :math:`R_c` (spreading the variance
+   evenly over the coordinates); the coordinates are scaled by :math:`\sigma_c`, the root mean
+   of the kept eigenvalues, so a temperature means the same for every class;
 3. split class c into S pseudo-subclasses by a tempered softmax over those coordinates; the
    student has C·S outputs and is trained by cross-entropy to
 
@@ -24,7 +23,14 @@ number per example) and distil its *embedding* instead, as soft targets over pse
 
 The method is reconstructed from the abstract and reviews (no official code was found):
 the scaling of the coordinates and the way the class probability multiplies the subclass
-split are this implementation's choices. The paper trains with no ground-truth term (α = 0).
+split are this implementation's choices, and so is the number of directions. A softmax over S
+numbers ignores their common shift, so S coordinates carry only S − 1 degrees of freedom and
+S raw principal coordinates would silently lose one (random) direction of the PCA subspace.
+Here the top **S − 1** directions are kept and mapped isometrically onto the sum-zero
+subspace of :math:`\mathbb R^S` by an orthonormal (Helmert-type) basis :math:`H`:
+:math:`u_c(x) = H^\top R_c^\top V_c^\top(\tilde h(x) - \mu_c)/\sigma_c`. With S = 2 the split
+is a tempered sign of the first principal coordinate. The paper trains with no ground-truth
+term (α = 0).
 """
 
 from __future__ import annotations
@@ -63,7 +69,8 @@ class LELPProjection:
     Attributes:
         null_projector: ``(d, d)``, :math:`I - W^+W`.
         means: ``(C, d)`` class means of the projected embeddings.
-        bases: ``(C, d, S)`` rotated principal directions divided by the class scale σ_c.
+        bases: ``(C, d, S)``: the rotated S − 1 principal directions divided by the class
+            scale σ_c, mapped onto the sum-zero subspace of the S subclass logits.
     """
 
     null_projector: Tensor
@@ -94,8 +101,9 @@ class LELPProjection:
             embeddings: ``(n, d)`` teacher embeddings (inputs of its last linear layer).
             labels: ``(n,)`` int64 labels (the classes the PCA is done within).
             head_weight: ``(C, d)`` the teacher's output weights.
-            n_subclasses: S ≥ 2 pseudo-subclasses per class; each class needs more than S
-                examples and S must not exceed the null space's dimension d − rank(W).
+            n_subclasses: S ≥ 2 pseudo-subclasses per class (from S − 1 principal
+                directions); each class needs more than S examples and S − 1 must not exceed
+                the null space's dimension d − rank(W).
             generator: RNG of the random rotations.
 
         Example:
@@ -121,11 +129,15 @@ class LELPProjection:
         h64, w64 = h.to(dtype), w.to(dtype)
         null = torch.eye(d, dtype=dtype) - torch.linalg.pinv(w64) @ w64
         null_dim = d - int(torch.linalg.matrix_rank(w64))
-        if n_subclasses > null_dim:
+        n_dirs = n_subclasses - 1
+        if n_dirs > null_dim:
             raise ValueError(
-                f"`n_subclasses` ({n_subclasses}) exceeds the dimension of the null space of "
+                f"`n_subclasses` − 1 ({n_dirs}) exceeds the dimension of the null space of "
                 f"`head_weight` ({null_dim} = {d} − rank)"
             )
+        # orthonormal basis of the sum-zero subspace of R^S, (S − 1, S)
+        centring = torch.eye(n_subclasses, dtype=dtype) - 1.0 / n_subclasses
+        helmert = torch.linalg.qr(centring[:, :n_dirs]).Q.T
         projected = h64 @ null  # null is symmetric
         means, bases = [], []
         for c in range(n_classes):
@@ -137,14 +149,14 @@ class LELPProjection:
                 )
             mean = members.mean(0)
             _, sing, vh = torch.linalg.svd(members - mean, full_matrices=False)
-            top = vh[:n_subclasses].T  # (d, S) principal directions
-            eig = sing[:n_subclasses] ** 2 / (members.shape[0] - 1)
+            top = vh[:n_dirs].T  # (d, S − 1) principal directions
+            eig = sing[:n_dirs] ** 2 / (members.shape[0] - 1)
             scale = eig.mean().sqrt().clamp_min(torch.finfo(dtype).tiny)
-            gauss = torch.randn(n_subclasses, n_subclasses, generator=generator, dtype=dtype)
+            gauss = torch.randn(n_dirs, n_dirs, generator=generator, dtype=dtype)
             q, r = torch.linalg.qr(gauss)
             rotation = q * torch.sign(torch.diagonal(r))  # Haar-distributed orthogonal
             means.append(mean)
-            bases.append(top @ rotation / scale)
+            bases.append(top @ rotation @ helmert / scale)  # (d, S)
         out = h.dtype if h.dtype in (torch.float32, torch.float64) else torch.float32
         return cls(
             null_projector=null.to(out),
