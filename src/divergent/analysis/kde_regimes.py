@@ -32,6 +32,7 @@ from divergent.samples.kde import kde_log_density
 
 __all__ = [
     "GaussianKDERegimes",
+    "argmin_log_parabola",
     "gaussian_kde_kl_per_dim",
     "gaussian_kde_regimes",
     "kde_participation_ratio",
@@ -240,3 +241,34 @@ def gaussian_kde_kl_per_dim(h: Any, alpha: float) -> np.ndarray:
     annealed = 0.5 * (np.log1p(hs**2) + 1.0 / (1.0 + hs**2) - 1.0)
     condensed = r.alpha + np.log(hs) + r.e_min / (2.0 * hs**2) - 0.5
     return np.where(hs >= r.h_g, annealed, condensed)
+
+
+def argmin_log_parabola(grid: Any, values: Any) -> float:
+    """Minimiser of a curve sampled on an increasing positive grid, refined in log space.
+
+    The vertex of the parabola through the three points around the grid minimum (in log h),
+    clipped to those points; the grid point itself at an edge of the grid or when the three
+    points are not convex.
+
+    >>> h = np.exp(np.linspace(-1.0, 1.0, 21))
+    >>> round(argmin_log_parabola(h, (np.log(h) - 0.33) ** 2), 6)
+    1.390968
+    """
+    hs = np.asarray(grid, dtype=np.float64)
+    vals = np.asarray(values, dtype=np.float64)
+    if hs.ndim != 1 or hs.shape != vals.shape or len(hs) < 3 or not (hs > 0).all():
+        raise ValueError(
+            "`grid` must be 1-D, positive, with ≥ 3 points and the shape of `values`, got "
+            f"shapes {hs.shape} and {vals.shape}"
+        )
+    if not np.isfinite(vals).all():
+        raise ValueError("`values` must be finite")
+    i = int(np.argmin(vals))
+    if i == 0 or i == len(hs) - 1:
+        return float(hs[i])
+    t = np.log(hs[i - 1 : i + 2])
+    v = vals[i - 1 : i + 2]
+    a, b, _ = np.polyfit(t, v, 2)
+    if a <= 0:
+        return float(hs[i])
+    return float(np.exp(np.clip(-b / (2 * a), t[0], t[2])))

@@ -31,6 +31,7 @@ __all__ = [
     "MLERiskExpansion",
     "PNVerdict",
     "discrete_feature_cumulants",
+    "exponential_family_moment_match",
     "mle_kl_risk_expansion",
     "pn_criterion",
     "pn_max_risk",
@@ -271,3 +272,68 @@ def pn_criterion(
     risk = expansion.risk(n, order)
     return PNVerdict(accept=bool(risk <= limit and math.isfinite(risk)), risk=risk,
                      max_risk=limit)
+
+
+def exponential_family_moment_match(
+    features: Tensor, target_mean: Tensor, max_iter: int = 200
+) -> tuple[Tensor, Tensor]:
+    r"""Batched natural parameters θ with :math:`E_\theta[t] = \bar t` on a finite support.
+
+    For the family :math:`p_\theta(x_k) \propto \exp(\theta\cdot t(x_k))` on K support
+    points (``features`` = t, shape (K, p)), each row of ``target_mean`` (R, p) is matched by
+    damped Newton on the convex :math:`\psi(\theta) - \theta\cdot\bar t` (ψ = log-sum-exp),
+    with backtracking so the objective never increases. Matching the population mean gives
+    the information projection; matching a sample mean gives the MLE (which does not exist
+    when the sample mean lies on the boundary of the convex hull: those rows are flagged).
+
+    Args:
+        features: t(x_k), float64, shape (K, p).
+        target_mean: :math:`\bar t`, float64, shape (R, p).
+        max_iter: Newton iterations at most.
+
+    Returns:
+        θ (R, p) and a bool mask (R,) of the rows that converged to a finite θ.
+
+    >>> x = torch.linspace(-1, 1, 5, dtype=torch.float64)[:, None]
+    >>> theta, ok = exponential_family_moment_match(x, torch.tensor([[0.0]], dtype=torch.float64))
+    >>> theta.tolist(), ok.tolist()
+    ([[0.0]], [True])
+    """
+    if features.dim() != 2 or target_mean.dim() != 2 or target_mean.shape[1] != features.shape[1]:
+        raise ValueError(
+            "`features` must be (K, p) and `target_mean` (R, p), got "
+            f"{tuple(features.shape)} and {tuple(target_mean.shape)}"
+        )
+    feats = features
+    r, p = target_mean.shape
+    theta = torch.zeros(r, p, dtype=torch.float64)
+
+    def objective(th: torch.Tensor) -> torch.Tensor:
+        return torch.logsumexp(th @ feats.T, dim=1) - (th * target_mean).sum(1)
+
+    f = objective(theta)
+    done = torch.zeros(r, dtype=torch.bool)
+    for _ in range(max_iter):
+        lp = torch.log_softmax(theta @ feats.T, dim=1)
+        pr = lp.exp()
+        mean = pr @ feats
+        grad = mean - target_mean
+        done = grad.abs().amax(1) < 1e-10
+        if bool(done.all()):
+            break
+        u = feats[None, :, :] - mean[:, None, :]
+        hess = torch.einsum("rk,rka,rkb->rab", pr, u, u)
+        hess = hess + 1e-12 * torch.eye(p, dtype=torch.float64)
+        step = -torch.linalg.solve(hess, grad)
+        t = torch.ones(r, dtype=torch.float64)
+        for _ in range(30):  # backtracking: accept when the objective does not increase
+            cand = theta + t[:, None] * step
+            fc = objective(cand)
+            ok = fc <= f + 1e-14 * f.abs()
+            if bool(ok.all()):
+                break
+            t = torch.where(ok, t, 0.5 * t)
+        theta = torch.where(done[:, None], theta, cand)
+        f = torch.where(done, f, fc)
+    exists = done & torch.isfinite(theta).all(1) & (theta.abs().amax(1) < 1e6)
+    return theta, exists

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from divergent.functional import kl, soft_cross_entropy
 
-__all__ = ["PowerLawSource"]
+__all__ = ["PowerLawSource", "krichevsky_trofimov_logits"]
 
 
 def _check(ok: bool, name: str, value: object, allowed: str) -> None:
@@ -185,3 +185,18 @@ class PowerLawSource:
         lq = torch.log_softmax(self._model(model_logits), -1).numpy()
         nll = -lq[contexts, symbols]
         return float(nll.mean()), float(nll.std(ddof=1) / math.sqrt(nll.size))
+
+
+def krichevsky_trofimov_logits(counts: np.ndarray) -> Tensor:
+    r"""Log of the add-½ (Krichevsky–Trofimov) estimate per context from (C, A) counts.
+
+    .. math:: \hat P(x|c) = \frac{n_{cx} + \tfrac12}{n_c + \tfrac A2}
+
+    >>> krichevsky_trofimov_logits(np.array([[0, 2]])).exp()
+    tensor([[0.1667, 0.8333]], dtype=torch.float64)
+    """
+    arr = np.asarray(counts)
+    if arr.ndim != 2 or (arr < 0).any() or not np.isfinite(arr).all():
+        raise ValueError(f"`counts` must be a 2-D array of finite counts ≥ 0, got {arr!r}")
+    smoothed = arr.astype(np.float64) + 0.5
+    return torch.from_numpy(np.log(smoothed / smoothed.sum(1, keepdims=True)))

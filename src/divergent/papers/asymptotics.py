@@ -21,25 +21,27 @@ C. **The asymptotic equivalence** (Yang et al. 2024, Thm.: memoryless LM of leng
    within a reward level relative to the base, so KLs and rewards over sequences equal those
    over compositions.
 
-Thresholds (fixed from the claim before running): bound violated by at most 1e-9;
+Verdict (:func:`verdict`, a pure function of the numbers; thresholds fixed from the claim
+before running): bound violated by at most 1e-9;
 "approached" = relative gap (bound − KL)/bound ≤ 5 % at the largest K for every N and at most a
 quarter of the gap at the smallest K; "clearly loose" = relative gap ≥ 25 % at N = 64 for both
 the few-outcome and the tie case; tilted reward ≥ BoN reward − 1e-9 at every matched KL;
 asymptotics: both relative measures ≤ 0.1 at the largest m and strictly decreasing over the
-last three m.
+last three m. ``held`` = all of them, else ``not held``.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
-from scipy.special import gammaln
 
+from divergent.analysis.memoryless_sequences import composition_level_base
 from divergent.functional import kl
-from divergent.repro import Outcome, ReproContext, reproduction
-from divergent.repro.threads import single_thread
+from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.rl.best_of_n import (
     best_of_n_kl,
     best_of_n_kl_bound,
@@ -58,30 +60,47 @@ OPTIMALITY_SLACK = 1e-9
 ASYMPTOTIC_REL = 0.1
 
 
-def _compositions(m: int, a: int) -> np.ndarray:
-    """All count vectors (n_1..n_a) with Σ n_i = m, shape (C(m+a-1, a-1), a)."""
-    if a == 1:
-        return np.array([[m]], dtype=np.int64)
-    rows = []
-    for first in range(m + 1):
-        rest = _compositions(m - first, a - 1)
-        rows.append(np.concatenate([np.full((rest.shape[0], 1), first), rest], axis=1))
-    return np.concatenate(rows, axis=0)
-
-
-def _sequence_level_base(
-    token_probs: np.ndarray, token_rewards: np.ndarray, m: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """log-probability and reward of each composition of a length-m i.i.d. sequence."""
-    counts = _compositions(m, token_probs.shape[0])
-    log_coef = gammaln(m + 1.0) - gammaln(counts + 1.0).sum(axis=1)
-    log_p = log_coef + counts @ np.log(token_probs)
-    reward = counts @ token_rewards
-    return torch.from_numpy(log_p), torch.from_numpy(reward.astype(np.float64))
-
-
 def _rel_gap(bound: float, value: float) -> float:
     return (bound - value) / bound
+
+
+def checks(metrics: Mapping[str, Any]) -> dict[str, bool]:
+    """Each part of the claim, recomputed from the raw numbers in ``metrics`` (pure)."""
+    a, b, c = metrics["A_bound"], metrics["B_curves"], metrics["C_asymptotics"]
+    bounds = [float(x) for x in a["bound"]]
+
+    def gaps(values: list[float]) -> list[float]:
+        return [_rel_gap(bd, float(v)) for v, bd in zip(values, bounds)]
+
+    every = [*a["kl_by_k"].values(), a["kl_ties_random_tiebreak"],
+             a["kl_ties_first_index_tiebreak"]]
+    excess = max(float(v) - bd for vals in every for v, bd in zip(vals, bounds))
+    ks = sorted(a["kl_by_k"], key=int)
+    g_big, g_small = gaps(a["kl_by_k"][ks[-1]]), gaps(a["kl_by_k"][ks[0]])
+    slack = min(float(t) - float(r)
+                for t, r in zip(b["tilted_reward_at_same_kl"], b["bon_reward"]))
+
+    def converging(values: list[float]) -> bool:
+        last3 = [float(v) for v in values[-3:]]
+        return len(last3) == 3 and last3[2] <= ASYMPTOTIC_REL and last3[0] > last3[1] > last3[2]
+
+    return {
+        "bound_holds": excess <= BOUND_SLACK,
+        "approached_at_largest_k": all(
+            gb <= APPROACH_REL_GAP and gb <= APPROACH_SHRINK * gs
+            for gb, gs in zip(g_big, g_small)
+        ),
+        "loose_few_outcomes": g_small[-1] >= LOOSE_REL_GAP,
+        "loose_with_ties": gaps(a["kl_ties_random_tiebreak"])[-1] >= LOOSE_REL_GAP,
+        "tilted_dominates": slack >= -OPTIMALITY_SLACK,
+        "rel_kl_converges": converging(c["rel_kl_to_tilted"]),
+        "rel_reward_gap_converges": converging(c["rel_reward_gap"]),
+    }
+
+
+def verdict(metrics: Mapping[str, Any]) -> Verdict:
+    """``held`` when every part of :func:`checks` holds, else ``not held`` (pure)."""
+    return Verdict.from_bool(all(checks(metrics).values()))
 
 
 @reproduction(
@@ -96,14 +115,11 @@ def _rel_gap(bound: float, value: float) -> float:
         "atoms are small, and best-of-N's reward–KL trade-off approaches that of the tilted "
         "policy π0·e^{r/β}/Z as N grows."
     ),
+    verdict=verdict,
     tags=("alignment", "best-of-n"),
+    quick_matches_full=True,
 )
-def run(ctx: ReproContext) -> Outcome:
-    with single_thread():
-        return _run(ctx)
-
-
-def _run(ctx: ReproContext) -> Outcome:
+def experiment(ctx: ReproContext) -> Outcome:
     # one random stream per part, so quick and full draw the same bases where they overlap
     rng = ctx.numpy_rng(0)
     ns = [2, 4, 8, 16, 32, 64]
@@ -135,14 +151,7 @@ def _run(ctx: ReproContext) -> Outcome:
     every_kl = [v for vals in kl_by_k.values() for v in vals] + kl_ties_random + kl_ties_first
     every_bound = bounds * (len(kl_by_k) + 2)
     max_excess = max(v - b for v, b in zip(every_kl, every_bound))
-    bound_holds = max_excess <= BOUND_SLACK
     largest, smallest = str(ks[-1]), str(ks[0])
-    approached = all(
-        g_big <= APPROACH_REL_GAP and g_big <= APPROACH_SHRINK * g_small
-        for g_big, g_small in zip(rel_gap_by_k[largest], rel_gap_by_k[smallest])
-    )
-    loose_few = rel_gap_by_k[smallest][-1] >= LOOSE_REL_GAP
-    loose_ties = rel_gap_ties[-1] >= LOOSE_REL_GAP
 
     # ---- B. reward vs KL on one base: best-of-N points and the tilted curve ------------------
     ctx.progress("B: reward–KL curves (best-of-N vs tilted)", 0.35)
@@ -174,7 +183,6 @@ def _run(ctx: ReproContext) -> Outcome:
         gain = reward_t - r0
         rel_reward_gap_b.append((reward_t - reward_n) / gain if gain > 1e-12 else 0.0)
     optimality_slack = min(t - b for t, b in zip(matched_reward, bon_reward))
-    tilted_dominates = optimality_slack >= -OPTIMALITY_SLACK
 
     # ---- C. memoryless LM, additive reward, N = ceil(exp(m δ)) -------------------------------
     ctx.progress("C: asymptotic equivalence in the sequence length", 0.6)
@@ -192,7 +200,7 @@ def _run(ctx: ReproContext) -> Outcome:
     }
     for i, m in enumerate(ms):
         ctx.progress(f"C: m = {m}", 0.6 + 0.35 * i / len(ms))
-        log_seq, reward_seq = _sequence_level_base(token_probs, token_rewards, m)
+        log_seq, reward_seq = composition_level_base(token_probs, token_rewards, m)
         n = math.ceil(math.exp(m * delta))
         lb = best_of_n_log_probs(log_seq, reward_seq, n, inputs="log_probs")
         kl_n = float(kl(lb, log_seq, inputs="log_probs"))
@@ -212,18 +220,6 @@ def _run(ctx: ReproContext) -> Outcome:
         seq["kl_bon_to_tilted_per_token"].append(kl_bt / m)
         seq["rel_kl_to_tilted"].append(kl_bt / kl_n if kl_n > 0 else 0.0)
         seq["rel_reward_gap"].append((rt - rb) / (rt - r0_m) if rt - r0_m > 1e-12 else 0.0)
-
-    def _converging(values: list[float]) -> bool:
-        last3 = values[-3:]
-        return values[-1] <= ASYMPTOTIC_REL and last3[0] > last3[1] > last3[2]
-
-    asym_kl = _converging(seq["rel_kl_to_tilted"])
-    asym_reward = _converging(seq["rel_reward_gap"])
-
-    held = bool(
-        bound_holds and approached and loose_few and loose_ties and tilted_dominates
-        and asym_kl and asym_reward
-    )
 
     # ---- plots --------------------------------------------------------------------------------
     ctx.progress("plots", 0.97)
@@ -272,10 +268,6 @@ def _run(ctx: ReproContext) -> Outcome:
             "kl_ties_first_index_tiebreak": kl_ties_first,
             "rel_gap_ties": rel_gap_ties,
             "max_kl_minus_bound": max_excess,
-            "bound_holds": bound_holds,
-            "approached_at_largest_k": approached,
-            "loose_few_outcomes": loose_few,
-            "loose_with_ties": loose_ties,
         },
         "B_curves": {
             "k": k_b,
@@ -285,7 +277,6 @@ def _run(ctx: ReproContext) -> Outcome:
             "tilted_reward_at_same_kl": matched_reward,
             "rel_reward_gap": rel_reward_gap_b,
             "min_tilted_minus_bon_reward": optimality_slack,
-            "tilted_dominates": tilted_dominates,
             "base_reward": r0,
             "max_reward": float(rewards_b.max()),
         },
@@ -293,8 +284,6 @@ def _run(ctx: ReproContext) -> Outcome:
             "delta": delta,
             "alphabet": alphabet,
             **seq,
-            "rel_kl_converges": asym_kl,
-            "rel_reward_gap_converges": asym_reward,
         },
         "thresholds": {
             "bound_slack": BOUND_SLACK,
@@ -305,13 +294,14 @@ def _run(ctx: ReproContext) -> Outcome:
             "asymptotic_rel": ASYMPTOTIC_REL,
         },
     }
+    parts = checks(metrics)
     summary = (
-        f"bound {'holds' if bound_holds else 'VIOLATED'} (max excess {max_excess:.1e}); "
-        f"rel. gap at N=64: K={ks[-1]} {rel_gap_by_k[largest][-1]:.1%}, "
+        f"bound {'holds' if parts['bound_holds'] else 'VIOLATED'} (max excess "
+        f"{max_excess:.1e}); rel. gap at N=64: K={ks[-1]} {rel_gap_by_k[largest][-1]:.1%}, "
         f"K=4 {rel_gap_by_k[smallest][-1]:.1%}, ties {rel_gap_ties[-1]:.1%}; "
-        f"tilted ≥ BoN at equal KL: {tilted_dominates}; m={ms[-1]}: "
+        f"tilted ≥ BoN at equal KL: {parts['tilted_dominates']}; m={ms[-1]}: "
         f"KL(BoN‖tilted)/KL = {seq['rel_kl_to_tilted'][-1]:.3f}, "
         f"reward gap {seq['rel_reward_gap'][-1]:.3f}"
-        + ("" if held else " — claim NOT held by these thresholds")
+        + "".join(f"; {k} fails" for k, ok in parts.items() if not ok)
     )
-    return Outcome(held=held, metrics=metrics, summary=summary)
+    return Outcome(metrics=metrics, summary=summary)

@@ -22,21 +22,24 @@ Pinsker and Jensen (:func:`~divergent.analysis.mle_risk.pn_criterion`): :math:`a
 ours. Each verdict is checked against the simulated mean Bayes error
 :math:`\tfrac12(1 - \mathrm{TV})` (:func:`divergent.tv`).
 
-Claim checked (thresholds fixed from the claim before running):
+Verdict (:func:`verdict`, a pure function of the simulated cells; thresholds fixed from the
+claim before running):
 
 * two-term expansion matches the simulation at the largest n: within 3 standard errors, every p;
 * the misspecified leading term matters: at the largest n the simulation is more than 3 SE away
   from p/(2n) for every p where a differs from p/2 by ≥ 20 %;
 * the n⁻² term helps: where it is resolvable (|b|/n² > 2 SE, n ≥ 100) the two-term expansion is
-  closer to the simulation than a/n in ≥ 75 % of the cells (reported as untested, and not
-  counted against the claim, when no cell is resolvable, as in the quick mode's small
-  simulation);
+  closer to the simulation than a/n in ≥ 75 % of the cells; when no cell is resolvable (the
+  quick mode's small simulation) this part is ``inconclusive``, so the whole is at best
+  ``inconclusive``;
 * the criterion is sound: every accepted (p, n) has simulated mean Bayes error ≥ ε₀ − 2 SE.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,12 +47,12 @@ from numpy.polynomial import legendre
 
 from divergent.analysis.mle_risk import (
     discrete_feature_cumulants,
+    exponential_family_moment_match,
     mle_kl_risk_expansion,
     pn_criterion,
 )
 from divergent.functional import kl, tv
-from divergent.repro import Outcome, ReproContext, reproduction
-from divergent.repro.threads import single_thread
+from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 
 GRID_POINTS = 201
 BAYES_ERROR = 0.48  # ε₀: required Bayes error (0.5 = indistinguishable)
@@ -73,43 +76,68 @@ def _features(x: np.ndarray, p: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(cols, axis=1))
 
 
-def _moment_match(feats: torch.Tensor, target_mean: torch.Tensor, max_iter: int = 200
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batched θ with E_θ[t] = target_mean (rows): damped Newton on ψ(θ) − θ·t̄.
+def checks(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Each part of the claim from the simulated cells and the expansions (pure).
 
-    Returns θ (R, p) and a bool mask of the rows that converged (the MLE exists)."""
-    r, p = target_mean.shape
-    theta = torch.zeros(r, p, dtype=torch.float64)
+    Returns the flags ``match_large_n``, ``misspec_detected``, ``second_order_tested``,
+    ``second_order_helps`` (None when untested), ``sound``, and the numbers behind them.
+    """
+    cells = metrics["cells"]
+    expansions = {int(k): v for k, v in metrics["expansions"].items()}
+    n_max = max(int(c["n"]) for c in cells)
+    last = [c for c in cells if int(c["n"]) == n_max]
+    match = all(
+        abs(float(c["risk"]) - float(c["two_term"])) <= SE_MATCH * float(c["risk_se"])
+        for c in last
+    )
+    misspec = [
+        c for c in last
+        if abs(float(expansions[int(c["p"])]["a"]) - int(c["p"]) / 2)
+        >= MISSPEC_REL * int(c["p"]) / 2
+    ]
+    detected = bool(misspec) and all(
+        abs(float(c["risk"]) - float(c["well_specified"])) > SE_MATCH * float(c["risk_se"])
+        for c in misspec
+    )
+    resolvable = [
+        c for c in cells
+        if int(c["n"]) >= 100
+        and abs(float(expansions[int(c["p"])]["b"])) / int(c["n"]) ** 2
+        > RESOLVABLE_SE * float(c["risk_se"])
+    ]
+    helps = [
+        abs(float(c["risk"]) - float(c["two_term"])) <= abs(float(c["risk"]) - float(c["one_term"]))
+        for c in resolvable
+    ]
+    fraction = float(np.mean(helps)) if helps else math.nan
+    unsound = [
+        c for c in cells
+        if bool(c["accept"])
+        and float(c["bayes_error"]) < BAYES_ERROR - SOUND_SE * float(c["bayes_error_se"])
+    ]
+    return {
+        "match_large_n": match,
+        "misspec_detected": detected,
+        "misspecified_dims": [int(c["p"]) for c in misspec],
+        "second_order_tested": bool(helps),
+        "second_order_helps": (fraction >= HELPS_FRACTION) if helps else None,
+        "second_order_resolvable_cells": len(resolvable),
+        "second_order_helps_fraction": fraction,
+        "sound": not unsound,
+        "unsound_cells": [{"p": c["p"], "n": c["n"], "bayes_error": c["bayes_error"]}
+                          for c in unsound],
+    }
 
-    def objective(th: torch.Tensor) -> torch.Tensor:
-        return torch.logsumexp(th @ feats.T, dim=1) - (th * target_mean).sum(1)
 
-    f = objective(theta)
-    done = torch.zeros(r, dtype=torch.bool)
-    for _ in range(max_iter):
-        lp = torch.log_softmax(theta @ feats.T, dim=1)
-        pr = lp.exp()
-        mean = pr @ feats
-        grad = mean - target_mean
-        done = grad.abs().amax(1) < 1e-10
-        if bool(done.all()):
-            break
-        u = feats[None, :, :] - mean[:, None, :]
-        hess = torch.einsum("rk,rka,rkb->rab", pr, u, u)
-        hess = hess + 1e-12 * torch.eye(p, dtype=torch.float64)
-        step = -torch.linalg.solve(hess, grad)
-        t = torch.ones(r, dtype=torch.float64)
-        for _ in range(30):  # backtracking: accept when the objective does not increase
-            cand = theta + t[:, None] * step
-            fc = objective(cand)
-            ok = fc <= f + 1e-14 * f.abs()
-            if bool(ok.all()):
-                break
-            t = torch.where(ok, t, 0.5 * t)
-        theta = torch.where(done[:, None], theta, cand)
-        f = torch.where(done, f, fc)
-    exists = done & torch.isfinite(theta).all(1) & (theta.abs().amax(1) < 1e6)
-    return theta, exists
+def verdict(metrics: Mapping[str, Any]) -> Verdict:
+    """held / not held / inconclusive (the n⁻² part untested) from :func:`checks` (pure)."""
+    c = checks(metrics)
+    second = (Verdict.INCONCLUSIVE if c["second_order_helps"] is None
+              else Verdict.from_bool(c["second_order_helps"]))
+    return Verdict.combine([
+        Verdict.from_bool(c["match_large_n"]), Verdict.from_bool(c["misspec_detected"]),
+        second, Verdict.from_bool(c["sound"]),
+    ])
 
 
 @reproduction(
@@ -125,14 +153,10 @@ def _moment_match(feats: torch.Tensor, target_mean: torch.Tensor, max_iter: int 
         "p-n criterion built on the expansion accepts only (p, n) whose MLE meets the "
         "Bayes-error requirement."
     ),
+    verdict=verdict,
     tags=("exponential-family", "asymptotics"),
 )
-def run(ctx: ReproContext) -> Outcome:
-    with single_thread():
-        return _run(ctx)
-
-
-def _run(ctx: ReproContext) -> Outcome:
+def experiment(ctx: ReproContext) -> Outcome:
     if ctx.quick:
         dims, ns, reps = [1, 2, 4, 6], [50, 200, 800, 3200], 400
     else:
@@ -145,7 +169,7 @@ def _run(ctx: ReproContext) -> Outcome:
         ctx.progress(f"p = {p}", pi / len(dims))
         feats = _features(x, p)
         mean_g, cov_g, k3_g = discrete_feature_cumulants(g_t, feats)
-        theta_star, ok = _moment_match(feats, mean_g[None, :])
+        theta_star, ok = exponential_family_moment_match(feats, mean_g[None, :])
         if not bool(ok.all()):
             raise RuntimeError(f"no information projection found for p = {p}")
         theta_star = theta_star[0]
@@ -161,7 +185,7 @@ def _run(ctx: ReproContext) -> Outcome:
         for n in ns:
             counts = torch.from_numpy(rng.multinomial(n, g, size=reps).astype(np.float64))
             tbar = counts @ feats / n
-            theta_hat, exists = _moment_match(feats, tbar)
+            theta_hat, exists = exponential_family_moment_match(feats, tbar)
             lp_hat = torch.log_softmax(theta_hat[exists] @ feats.T, dim=1)
             lp_s = lp_star.expand_as(lp_hat)
             kls = kl(lp_s, lp_hat, inputs="log_probs", reduction="none").numpy()
@@ -169,8 +193,8 @@ def _run(ctx: ReproContext) -> Outcome:
             m_ok = int(exists.sum())
             risk = float(kls.mean())
             se = float(kls.std(ddof=1) / math.sqrt(m_ok))
-            verdict = pn_criterion(exp, n, BAYES_ERROR)
-            verdict_alt = pn_criterion(exp, n, BAYES_ERROR_ALT)
+            decision = pn_criterion(exp, n, BAYES_ERROR)
+            decision_alt = pn_criterion(exp, n, BAYES_ERROR_ALT)
             cells.append({
                 "p": p, "n": n, "reps": reps, "mle_failures": reps - m_ok,
                 "risk": risk, "risk_se": se,
@@ -178,38 +202,11 @@ def _run(ctx: ReproContext) -> Outcome:
                 "well_specified": p / (2 * n),
                 "bayes_error": float(ber.mean()),
                 "bayes_error_se": float(ber.std(ddof=1) / math.sqrt(m_ok)),
-                "accept": verdict.accept,
-                "accept_alt": verdict_alt.accept,
+                "accept": decision.accept,
+                "accept_alt": decision_alt.accept,
             })
 
     n_max = max(ns)
-    last = [c for c in cells if c["n"] == n_max]
-    match_large_n = all(abs(c["risk"] - c["two_term"]) <= SE_MATCH * c["risk_se"] for c in last)
-    misspec_cells = [
-        c for c in last
-        if abs(expansions[c["p"]]["a"] - c["p"] / 2) >= MISSPEC_REL * c["p"] / 2
-    ]
-    misspec_detected = bool(misspec_cells) and all(
-        abs(c["risk"] - c["well_specified"]) > SE_MATCH * c["risk_se"] for c in misspec_cells
-    )
-    resolvable = [
-        c for c in cells
-        if c["n"] >= 100
-        and abs(expansions[c["p"]]["b"]) / c["n"] ** 2 > RESOLVABLE_SE * c["risk_se"]
-    ]
-    helps = [abs(c["risk"] - c["two_term"]) <= abs(c["risk"] - c["one_term"]) for c in resolvable]
-    helps_fraction = float(np.mean(helps)) if helps else math.nan
-    # with no resolvable cell (small simulations) the n⁻² check is untested, not failed
-    second_order_tested = bool(helps)
-    second_order_helps = (not second_order_tested) or helps_fraction >= HELPS_FRACTION
-    unsound = [
-        {"p": c["p"], "n": c["n"], "bayes_error": c["bayes_error"]}
-        for c in cells
-        if c["accept"] and c["bayes_error"] < BAYES_ERROR - SOUND_SE * c["bayes_error_se"]
-    ]
-    sound = not unsound
-    held = bool(match_large_n and misspec_detected and second_order_helps and sound)
-
     verdicts = []
     for n in ns:
         row = [c for c in cells if c["n"] == n]
@@ -272,32 +269,24 @@ def _run(ctx: ReproContext) -> Outcome:
         "expansions": expansions,
         "cells": cells,
         "verdicts": verdicts,
-        "two_term_matches_at_largest_n": match_large_n,
-        "misspecification_detected": misspec_detected,
-        "misspecified_dims": [c["p"] for c in misspec_cells],
-        "second_order_resolvable_cells": len(resolvable),
-        "second_order_helps_fraction": helps_fraction,
-        "second_order_tested": second_order_tested,
-        "second_order_helps": second_order_helps,
-        "criterion_sound": sound,
-        "unsound_cells": unsound,
         "thresholds": {
             "bayes_error": BAYES_ERROR, "se_match": SE_MATCH, "misspec_rel": MISSPEC_REL,
             "resolvable_se": RESOLVABLE_SE, "helps_fraction": HELPS_FRACTION,
             "sound_se": SOUND_SE,
         },
     }
+    parts = checks(metrics)
+    metrics["checks"] = parts
+    last = [c for c in cells if c["n"] == n_max]
     worst = max(abs(c["risk"] - c["two_term"]) / c["risk_se"] for c in last)
     summary = (
         f"n={n_max}: |sim − (a/n + b/n²)| ≤ {worst:.1f} SE over p ∈ {dims}; p/(2n) rejected for "
-        f"misspecified p {[c['p'] for c in misspec_cells]}: {misspec_detected}; n⁻² term "
-        + (f"closer in {helps_fraction:.0%} of {len(resolvable)} resolvable cells"
-           if second_order_tested else "untested (no resolvable cell)")
+        f"misspecified p {parts['misspecified_dims']}: {parts['misspec_detected']}; n⁻² term "
+        + (f"closer in {parts['second_order_helps_fraction']:.0%} of "
+           f"{parts['second_order_resolvable_cells']} resolvable cells"
+           if parts["second_order_tested"] else "untested (no resolvable cell)")
         + "; criterion "
         f"(ε₀={BAYES_ERROR}) accepted {sum(c['accept'] for c in cells)}/{len(cells)} cells, "
-        f"unsound in {len(unsound)}"
-        + ("" if held else
-           f" — claim NOT held (match {match_large_n}, misspec {misspec_detected}, "
-           f"n⁻² helps {second_order_helps}, sound {sound})")
+        f"unsound in {len(parts['unsound_cells'])}"
     )
-    return Outcome(held=held, metrics=metrics, summary=summary)
+    return Outcome(metrics=metrics, summary=summary)

@@ -1,24 +1,35 @@
 """The reproduction framework: one registered experiment per seed paper.
 
 Each reproduction states the claim it checks in one sentence, runs a small CPU experiment
-(a ``quick`` mode under a minute for tests), and returns measured numbers plus ``held``
-computed from them. A claim that does not hold is reported as such (``held: false``).
+(a ``quick`` mode of seconds for tests) that returns measured numbers, and names a *pure*
+``verdict(metrics) -> Verdict`` function with its thresholds fixed in code. The runner applies
+the verdict to the numbers (in their JSON form, so a verdict can be recomputed from
+``results.json``): ``held``, ``not held`` or ``inconclusive``. A claim that does not hold is
+reported as such.
 
 Writing one::
 
-    from divergent.repro import Outcome, ReproContext, reproduction
+    from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+
+    def verdict(metrics: dict) -> Verdict:
+        return Verdict.from_bool(metrics["coverage_forward"] > metrics["coverage_reverse"])
 
     @reproduction(
         "mode_demo",
         title="Mode seeking vs mode covering",
         paper="shared claim of f-distill, SinKD, DPH-RL, BD-KD",
         claim="Reverse KL fits one mode of a bimodal target, forward KL covers both.",
+        verdict=verdict,
     )
-    def run(ctx: ReproContext) -> Outcome:
+    def experiment(ctx: ReproContext) -> Outcome:
         ...
-        return Outcome(held=coverage_fkl > coverage_rkl, metrics={...}, summary="...")
+        return Outcome(metrics={...}, summary="reverse KL covers 1/4 modes, forward 4/4")
 
-Modules under ``divergent.papers`` are discovered automatically.
+The runner executes every experiment on one torch thread (:func:`~divergent.repro.threads.
+single_thread`: the experiments use tiny tensors). A quick run is labelled *indicative*
+unless the reproduction declares ``quick_matches_full=True`` (its quick and full runs are
+checked to give the same verdict). Modules under ``divergent.papers`` are discovered by
+importing that package.
 """
 
 from __future__ import annotations
@@ -29,8 +40,8 @@ import platform
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,19 +49,33 @@ import numpy as np
 import torch
 
 from divergent._version import __version__
+from divergent.repro.threads import single_thread
+from divergent.repro.verdict import Verdict
 
 __all__ = [
+    "MAX_SEED",
     "Outcome",
     "ReproContext",
     "Reproduction",
     "ReproductionResult",
+    "ResultsFileError",
+    "RunPlan",
     "all_reproductions",
     "atomic_write_json",
+    "atomic_write_text",
+    "check_seed",
     "get_reproduction",
+    "load_results",
+    "plan_run",
     "reproduction",
     "run_many",
     "run_reproduction",
 ]
+
+MAX_SEED = 2**32 - 1
+"""Largest base seed (reproductions add offsets to it; numpy and torch take it)."""
+
+RESULTS_FORMAT = "divergent-reproduce/2"
 
 ProgressFn = Callable[[str, "float | None"], None]
 
@@ -105,32 +130,66 @@ class ReproContext:
 
 @dataclass
 class Outcome:
-    """What a reproduction returns: the verdict computed from ``metrics``.
+    """What an experiment returns: its measured numbers and the evidence in one line.
 
     Attributes:
-        held: whether the claim held *by the numbers in* ``metrics``.
-        metrics: measured numbers (JSON-serialisable: floats, ints, lists, dicts, str).
+        metrics: measured numbers (JSON-serialisable: floats, ints, lists, dicts, str); the
+            reproduction's ``verdict`` function reads them.
         summary: one line with the evidence ("reverse KL covers 1/4 modes, forward 4/4").
+        verdict: only for a reproduction registered without a ``verdict`` function (older
+            style): its verdict, a :class:`Verdict` or its value.
+        held: older style still: ``True`` / ``False`` for ``held`` / ``not held``.
     """
 
-    held: bool
     metrics: dict[str, Any]
     summary: str = ""
+    verdict: Verdict | str | None = None
+    held: bool | None = None
+
+    def stated_verdict(self) -> Verdict | None:
+        """The verdict the outcome carries itself (None when it carries none)."""
+        if self.verdict is not None:
+            try:
+                stated = Verdict(self.verdict)
+            except ValueError:
+                raise ValueError(
+                    f"Outcome.verdict must be one of {[v.value for v in Verdict]}, "
+                    f"got {self.verdict!r}"
+                ) from None
+            if self.held is not None and bool(self.held) != stated.held:
+                raise ValueError(f"Outcome has held={self.held} but verdict {stated.value!r}")
+            return stated
+        if self.held is not None:
+            return Verdict.from_bool(bool(self.held))
+        return None
+
+
+VerdictFn = Callable[[Mapping[str, Any]], Verdict]
+ExperimentFn = Callable[[ReproContext], Outcome]
 
 
 @dataclass(frozen=True)
 class Reproduction:
+    """A registered reproduction: the claim, its experiment and its pure verdict function."""
+
     id: str
     title: str
     paper: str
     claim: str
-    run: Callable[[ReproContext], Outcome]
+    experiment: ExperimentFn
+    verdict: VerdictFn | None = None
     tags: tuple[str, ...] = ()
+    quick_matches_full: bool = False
 
 
 @dataclass
 class ReproductionResult:
-    """One row of ``divergent reproduce``; ``status`` is held / not held / error."""
+    """One row of ``divergent reproduce``.
+
+    ``status`` is the verdict's value or ``"error"``; ``verdict`` is None for an error;
+    ``held`` is True only when the verdict is ``held`` (kept for readers of older files);
+    ``indicative`` marks a quick run whose verdict the full run may change.
+    """
 
     id: str
     title: str
@@ -145,23 +204,74 @@ class ReproductionResult:
     seed: int
     seconds: float
     error: str | None = None
+    verdict: str | None = None
+    indicative: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
+
+    @classmethod
+    def from_json(cls, row: Any) -> ReproductionResult:
+        """Read one stored row; older rows without ``verdict`` get it from ``status``.
+
+        Raises:
+            ValueError: the row is not an object with the fields of a result.
+        """
+        if not isinstance(row, dict):
+            raise ValueError(f"a result row must be an object, got {type(row).__name__}")
+        names = {f.name for f in fields(cls)}
+        required = names - {"error", "verdict", "indicative"}
+        missing = sorted(required - row.keys())
+        if missing:
+            raise ValueError(f"a result row lacks {missing}")
+        kinds = {"id": str, "status": str, "quick": bool, "seed": int, "metrics": dict,
+                 "plots": list, "seconds": (int, float), "held": bool}
+        for key, kind in kinds.items():
+            if not isinstance(row[key], kind):
+                raise ValueError(f"field `{key}` of row {row.get('id')!r} has the wrong type")
+        allowed = {v.value for v in Verdict} | {"error"}
+        if row["status"] not in allowed:
+            raise ValueError(f"row {row['id']!r} has unknown status {row['status']!r}")
+        data = {k: v for k, v in row.items() if k in names}
+        if data.get("verdict") is None and row["status"] != "error":
+            data["verdict"] = row["status"]
+        return cls(**data)
 
 
 _REGISTRY: dict[str, Reproduction] = {}
 
 
 def reproduction(
-    id: str, *, title: str, paper: str, claim: str, tags: Sequence[str] = ()
-) -> Callable[[Callable[[ReproContext], Outcome]], Callable[[ReproContext], Outcome]]:
-    """Register ``run(ctx) -> Outcome`` as the reproduction ``id``."""
+    id: str,
+    *,
+    title: str,
+    paper: str,
+    claim: str,
+    verdict: VerdictFn | None = None,
+    tags: Sequence[str] = (),
+    quick_matches_full: bool = False,
+) -> Callable[[ExperimentFn], ExperimentFn]:
+    """Register ``experiment(ctx) -> Outcome`` as the reproduction ``id``.
 
-    def wrap(fn: Callable[[ReproContext], Outcome]) -> Callable[[ReproContext], Outcome]:
-        if id in _REGISTRY and _REGISTRY[id].run is not fn:
+    Args:
+        id: short name (``divergent reproduce <id>``).
+        title, paper, claim: what is reproduced; ``claim`` is one sentence.
+        verdict: pure ``verdict(metrics) -> Verdict`` with thresholds fixed in code (the
+            way to write one; without it the experiment's :class:`Outcome` must state its
+            verdict itself).
+        tags: free labels.
+        quick_matches_full: the quick run gives the full run's verdict (checked by a test);
+            otherwise a quick result is labelled indicative.
+    """
+    if verdict is not None and not callable(verdict):
+        raise ValueError(f"reproduction `{id}`: verdict must be a function, got {verdict!r}")
+
+    def wrap(fn: ExperimentFn) -> ExperimentFn:
+        if id in _REGISTRY and _REGISTRY[id].experiment is not fn:
             raise ValueError(f"reproduction id `{id}` is registered twice")
-        _REGISTRY[id] = Reproduction(id, title, paper, claim, fn, tuple(tags))
+        _REGISTRY[id] = Reproduction(
+            id, title, paper, claim, fn, verdict, tuple(tags), quick_matches_full
+        )
         return fn
 
     return wrap
@@ -180,6 +290,8 @@ def get_reproduction(id: str) -> Reproduction:
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, Verdict):
+        return value.value
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -189,7 +301,7 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return _jsonable(value.tolist())
     if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
+        return _jsonable(value.item())
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return str(value)  # JSON has no NaN / inf
     if isinstance(value, Path):
@@ -197,13 +309,24 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def atomic_write_json(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary file in the same folder, then rename it over ``path``."""
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file in the same folder, then rename it over ``path``.
+
+    The file gets the permissions a plain ``open(path, "w")`` would (0666 minus the umask),
+    not the 0600 of a temporary file.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())
         with os.fdopen(fd, "w") as fh:
-            json.dump(_jsonable(payload), fh, indent=2)
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -211,6 +334,11 @@ def atomic_write_json(path: Path, payload: Any) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_json(path: Path, payload: Any) -> None:
+    """:func:`atomic_write_text` of ``payload`` as indented JSON (NaN / inf as strings)."""
+    atomic_write_text(path, json.dumps(_jsonable(payload), indent=2))
 
 
 def run_reproduction(
@@ -221,7 +349,11 @@ def run_reproduction(
     seed: int = 0,
     progress: ProgressFn = _no_progress,
 ) -> ReproductionResult:
-    """Run one reproduction; an exception becomes ``status="error"`` with its traceback."""
+    """Run one reproduction on one torch thread and apply its verdict to the metrics.
+
+    An exception (in the experiment or the verdict) becomes ``status="error"`` with its
+    traceback.
+    """
     rep = get_reproduction(id)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,24 +361,47 @@ def run_reproduction(
     torch.manual_seed(seed)
     np.random.seed(seed)  # noqa: NPY002  (seed code that still uses the legacy global RNG)
     start = time.perf_counter()
+    indicative = quick and not rep.quick_matches_full
     try:
-        outcome = rep.run(ctx)
+        with single_thread():
+            outcome = rep.experiment(ctx)
         if not isinstance(outcome, Outcome):
             raise TypeError(f"reproduction `{id}` returned {type(outcome).__name__}, not Outcome")
-        held = bool(outcome.held)
+        metrics = _jsonable(outcome.metrics)
+        stated = outcome.stated_verdict()
+        if rep.verdict is not None:
+            verdict = rep.verdict(metrics)
+            if not isinstance(verdict, Verdict):
+                raise TypeError(f"verdict of `{id}` returned {verdict!r}, not a Verdict")
+            if stated is not None and stated is not verdict:
+                raise ValueError(
+                    f"`{id}`: the outcome states {stated.value!r} but verdict(metrics) gives "
+                    f"{verdict.value!r}"
+                )
+        elif stated is not None:
+            verdict = stated
+        else:
+            raise TypeError(f"reproduction `{id}` has no verdict function and its Outcome "
+                            "states no verdict")
+        label = f"verdict: {verdict.value}"
+        if indicative:
+            label += " (quick mode: indicative, the full run decides)"
+        summary = f"{outcome.summary} — {label}" if outcome.summary else label
         return ReproductionResult(
             id=id,
             title=rep.title,
             paper=rep.paper,
             claim=rep.claim,
-            status="held" if held else "not held",
-            held=held,
-            metrics=_jsonable(outcome.metrics),
-            summary=outcome.summary,
+            status=verdict.value,
+            held=verdict.held,
+            metrics=metrics,
+            summary=summary,
             plots=list(ctx.plots),
             quick=quick,
             seed=seed,
             seconds=time.perf_counter() - start,
+            verdict=verdict.value,
+            indicative=indicative,
         )
     except Exception as err:  # report, do not hide: status "error" and exit code 1
         return ReproductionResult(
@@ -263,6 +418,7 @@ def run_reproduction(
             seed=seed,
             seconds=time.perf_counter() - start,
             error=traceback.format_exc(),
+            indicative=indicative,
         )
 
 
@@ -277,6 +433,122 @@ def _environment() -> dict[str, Any]:
     }
 
 
+class ResultsFileError(ValueError):
+    """An existing ``results.json`` that cannot be read as reproduction results.
+
+    The file is left untouched; the message says what is wrong in one line.
+    """
+
+
+def load_results(path: Path | str) -> list[ReproductionResult]:
+    """The rows of an existing ``results.json`` (an empty list when there is no file).
+
+    Raises:
+        ResultsFileError: the file is empty, truncated, not JSON, or JSON of another shape
+            (not written by ``divergent reproduce``), or it cannot be read.
+    """
+    p = Path(path)
+    if not p.exists():
+        return []
+    if p.is_dir():
+        raise ResultsFileError(f"{p} is a folder, not a results file")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise ResultsFileError(f"cannot read {p}: {err}") from None
+    if not text.strip():
+        raise ResultsFileError(f"{p} is empty")
+    try:
+        payload = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ResultsFileError(f"{p} is not valid JSON (corrupt or truncated: {err})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("results"), list):
+        raise ResultsFileError(
+            f"{p} is not a divergent results file (no `results` list); move it or use "
+            "another --out"
+        )
+    rows: list[ReproductionResult] = []
+    for i, row in enumerate(payload["results"]):
+        try:
+            rows.append(ReproductionResult.from_json(row))
+        except ValueError as err:
+            raise ResultsFileError(f"{p}: row {i} is not a result ({err})") from None
+    return rows
+
+
+@dataclass
+class RunPlan:
+    """What a run into a folder will do with the rows already stored there.
+
+    Attributes:
+        run: ids to run now, in order.
+        reuse: stored rows taken as they are (``--resume``, same mode and seed, not errors).
+        replaced: ``id -> reason`` for stored rows of a requested id that will be re-run.
+        kept_other: stored rows of ids not requested this time (kept in the file unchanged).
+    """
+
+    run: list[str]
+    reuse: dict[str, ReproductionResult]
+    replaced: dict[str, str]
+    kept_other: list[ReproductionResult]
+
+    def messages(self) -> list[str]:
+        """One line per decision, for the user."""
+        lines = []
+        for rid, row in self.reuse.items():
+            lines.append(f"kept {rid}: stored row ({_mode(row.quick)}, seed {row.seed}, "
+                         f"{row.status}) reused")
+        for rid, reason in self.replaced.items():
+            lines.append(f"re-running {rid}: {reason}")
+        if self.kept_other:
+            ids = ", ".join(r.id for r in self.kept_other)
+            lines.append(f"kept unchanged in results.json: {ids}")
+        return lines
+
+
+def _mode(quick: bool) -> str:
+    return "quick" if quick else "full"
+
+
+def plan_run(
+    ids: Sequence[str],
+    stored: Sequence[ReproductionResult],
+    *,
+    quick: bool,
+    seed: int,
+    resume: bool,
+) -> RunPlan:
+    """Decide which requested ids run and which stored rows are reused, replaced or kept."""
+    by_id = {r.id: r for r in stored}
+    ordered = list(dict.fromkeys(ids))
+    reuse: dict[str, ReproductionResult] = {}
+    replaced: dict[str, str] = {}
+    for rid in ordered:
+        row = by_id.get(rid)
+        if row is None:
+            continue
+        if not resume:
+            replaced[rid] = (f"replaces the stored row ({_mode(row.quick)}, seed {row.seed}); "
+                             "--resume would reuse a matching one")
+        elif row.status == "error":
+            replaced[rid] = "the stored row is an error"
+        elif row.quick != quick or row.seed != seed:
+            replaced[rid] = (f"the stored row is {_mode(row.quick)}, seed {row.seed}; this run "
+                             f"is {_mode(quick)}, seed {seed}")
+        else:
+            reuse[rid] = row
+    run = [rid for rid in ordered if rid not in reuse]
+    kept_other = [r for r in stored if r.id not in set(ordered)]
+    return RunPlan(run=run, reuse=reuse, replaced=replaced, kept_other=kept_other)
+
+
+def check_seed(seed: int) -> int:
+    """``seed`` if it is an int in [0, MAX_SEED]; else a ValueError naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be an integer in [0, {MAX_SEED}], got {seed!r}")
+    return seed
+
+
 def run_many(
     ids: Iterable[str],
     *,
@@ -284,49 +556,54 @@ def run_many(
     out_dir: Path | str = "runs/reproduce",
     seed: int = 0,
     resume: bool = False,
+    on_plan: Callable[[RunPlan], None] | None = None,
     on_start: Callable[[Reproduction], None] | None = None,
     on_done: Callable[[ReproductionResult], None] | None = None,
     progress: ProgressFn = _no_progress,
 ) -> list[ReproductionResult]:
-    """Run several reproductions, writing ``results.json`` atomically after each one.
+    """Run several reproductions, writing ``out_dir/results.json`` atomically after each one.
 
-    With ``resume``, rows already in ``out_dir/results.json`` for the same mode and seed (and
-    not errors) are kept and not rerun, so an interrupted ``--all`` run loses no finished work.
+    Rows already in ``results.json`` for ids not requested are kept. A requested id is run
+    again unless ``resume`` is set and its stored row has the same mode and seed and is not
+    an error (then the stored row is reused). ``on_plan`` receives the decisions first.
+
+    Raises:
+        ValueError: an unknown id or a bad seed (before anything runs).
+        ResultsFileError: the existing ``results.json`` is not readable as results (it is
+            left untouched).
     """
+    check_seed(seed)
     out = Path(out_dir)
     results_path = out / "results.json"
-    done: dict[str, ReproductionResult] = {}
-    if resume and results_path.exists():
-        try:
-            previous = json.loads(results_path.read_text())
-            for row in previous.get("results", []):
-                same_run = row.get("quick") == quick and row.get("seed") == seed
-                if same_run and row["status"] != "error":
-                    done[row["id"]] = ReproductionResult(**row)
-        except (json.JSONDecodeError, TypeError, KeyError):
-            done = {}
     ordered = list(dict.fromkeys(ids))
     for rid in ordered:
         get_reproduction(rid)  # fail fast on unknown ids before running anything
+    stored = load_results(results_path)
+    plan = plan_run(ordered, stored, quick=quick, seed=seed, resume=resume)
+    if on_plan:
+        on_plan(plan)
+    # the file keeps the stored order; re-run ids replace their row in place, new ids append
+    table: dict[str, ReproductionResult] = {r.id: r for r in stored}
     results: dict[str, ReproductionResult] = {}
     for rid in ordered:
         rep = get_reproduction(rid)
         if on_start:
             on_start(rep)
-        result = done.get(rid) or run_reproduction(
+        result = plan.reuse.get(rid) or run_reproduction(
             rid, quick=quick, out_dir=out, seed=seed, progress=progress
         )
         results[rid] = result
         if on_done:
             on_done(result)
-        merged = {**done, **results}
+        table[rid] = result
         atomic_write_json(
             results_path,
             {
+                "format": RESULTS_FORMAT,
                 "environment": _environment(),
                 "quick": quick,
                 "seed": seed,
-                "results": [r.to_json() for r in merged.values()],
+                "results": [r.to_json() for r in table.values()],
             },
         )
     return [results[rid] for rid in ordered]

@@ -16,30 +16,44 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _result_cell(r: ReproductionResult) -> str:
+    cell = f"**{r.status}**"
+    return cell + " (indicative)" if r.indicative and r.status != "error" else cell
+
+
 def markdown_report(
     results: Sequence[ReproductionResult], *, environment: dict[str, Any] | None = None
 ) -> str:
-    """A Markdown table (id, paper, claim, result, evidence, seconds) plus links to plots."""
+    """A Markdown table (id, paper, claim, verdict, evidence, seconds) plus links to plots.
+
+    The verdict is ``held``, ``not held`` or ``inconclusive`` (``error`` for a crash); a quick
+    run's verdict that the full run may change is marked "(indicative)".
+    """
     lines = ["# Paper reproductions", ""]
     if results:
-        mode = "quick" if results[0].quick else "full"
-        lines.append(f"Mode: {mode}; seed {results[0].seed}.")
+        modes = {("quick" if r.quick else "full", r.seed) for r in results}
+        if len(modes) == 1:
+            mode, seed = modes.pop()
+            lines.append(f"Mode: {mode}; seed {seed}.")
+        else:
+            lines.append("Mixed modes / seeds (see the mode column).")
     if environment:
         env = ", ".join(f"{k} {v}" for k, v in environment.items())
         lines.append(f"Environment: {env}.")
-    held = sum(r.status == "held" for r in results)
-    not_held = sum(r.status == "not held" for r in results)
-    errors = sum(r.status == "error" for r in results)
+    counts = {s: sum(r.status == s for r in results)
+              for s in ("held", "not held", "inconclusive", "error")}
     lines += [
-        f"Held: {held}; not held: {not_held}; errors: {errors}.",
+        f"Held: {counts['held']}; not held: {counts['not held']}; "
+        f"inconclusive: {counts['inconclusive']}; errors: {counts['error']}.",
         "",
-        "| id | paper | claim | result | evidence | s |",
-        "|---|---|---|---|---|---|",
+        "| id | paper | claim | verdict | evidence | mode | s |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        mode = f"{'quick' if r.quick else 'full'}, seed {r.seed}"
         lines.append(
-            f"| {r.id} | {_cell(r.paper)} | {_cell(r.claim)} | **{r.status}** | "
-            f"{_cell(r.summary)} | {r.seconds:.0f} |"
+            f"| {r.id} | {_cell(r.paper)} | {_cell(r.claim)} | {_result_cell(r)} | "
+            f"{_cell(r.summary)} | {mode} | {r.seconds:.0f} |"
         )
     plots = [(r.id, p) for r in results for p in r.plots]
     if plots:
@@ -51,5 +65,5 @@ def markdown_report(
 def report_from_results_json(path: Path | str) -> str:
     """Rebuild the Markdown report from a ``results.json`` written by ``run_many``."""
     payload = json.loads(Path(path).read_text())
-    results = [ReproductionResult(**row) for row in payload.get("results", [])]
+    results = [ReproductionResult.from_json(row) for row in payload.get("results", [])]
     return markdown_report(results, environment=payload.get("environment"))
