@@ -1,0 +1,31 @@
+"""Metrics for trained models: calibration (ECE / RMS / MCE, equal-mass, class-wise, the
+reliability diagram, NLL, accuracy) and student-to-teacher fidelity."""
+
+from divergent.metrics.calibration import (
+    CONVENTIONS,
+    NORMS,
+    CalibrationBins,
+    accuracy,
+    calibration_bins,
+    classwise_calibration_error,
+    equal_mass_calibration_error,
+    expected_calibration_error,
+    negative_log_likelihood,
+    reliability_diagram,
+)
+from divergent.metrics.fidelity import Fidelity, fidelity
+
+__all__ = [
+    "CONVENTIONS",
+    "NORMS",
+    "CalibrationBins",
+    "Fidelity",
+    "accuracy",
+    "calibration_bins",
+    "classwise_calibration_error",
+    "equal_mass_calibration_error",
+    "expected_calibration_error",
+    "fidelity",
+    "negative_log_likelihood",
+    "reliability_diagram",
+]
