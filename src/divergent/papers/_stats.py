@@ -1,0 +1,98 @@
+"""Shared statistics of the distillation reproductions: paired confidence intervals, verdicts.
+
+Not discovered as a reproduction (leading underscore). A "better than" claim is judged on
+the paired differences ``method − baseline`` over seeds (same split, same initialisation):
+
+* ``held`` — the 95 % Student-t interval of the mean difference lies above 0;
+* ``not held`` — it does not, and its upper end lies below ``margin`` (the smallest gain the
+  claim needs): the gain is, with 95 % confidence, smaller than what the claim says;
+* ``inconclusive`` — otherwise: the interval straddles 0 and reaches past the margin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from divergent.repro import ReproContext, Verdict
+
+__all__ = ["better_than", "mean_ci", "number", "plot_methods"]
+
+
+def number(value: Any) -> float:
+    """A metric read back from its JSON form as a float (``"nan"``/``"inf"`` strings included)."""
+    return float(value)
+
+
+def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
+    """Mean and Student-t confidence interval of ``values`` (at least two).
+
+    Returns ``{"mean", "low", "high", "sd", "n"}``; with zero spread the interval is the point.
+
+    Example:
+        >>> r = mean_ci([1.0, 2.0, 3.0])
+        >>> round(r["mean"], 3), round(r["low"], 3), round(r["high"], 3)
+        (2.0, -0.484, 4.484)
+    """
+    from scipy import stats  # lazy: scipy.stats is a slow import
+
+    n = len(values)
+    if n < 2:
+        raise ValueError(f"`values` needs at least 2 numbers for an interval, got {n}")
+    mean = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return {"mean": mean, "low": mean - half, "high": mean + half, "sd": sd, "n": n}
+
+
+def better_than(low: float, high: float, margin: float) -> Verdict:
+    """Tri-state verdict of "the method beats the baseline" from the paired interval.
+
+    Args:
+        low, high: the confidence interval of the mean difference (method − baseline, larger
+            is better).
+        margin: the smallest gain the claim needs (> 0).
+
+    Example:
+        >>> [better_than(*ci, 0.5).value for ci in [(0.1, 2.0), (-0.3, 0.2), (-0.3, 1.0)]]
+        ['held', 'not held', 'inconclusive']
+    """
+    if any(v != v for v in (low, high, margin)):
+        return Verdict.INCONCLUSIVE  # NaN: nothing can be concluded
+    if low > 0:
+        return Verdict.HELD
+    if high < margin:
+        return Verdict.NOT_HELD
+    return Verdict.INCONCLUSIVE
+
+
+def plot_methods(
+    ctx: ReproContext,
+    name: str,
+    values: Mapping[str, Sequence[float]],
+    *,
+    ylabel: str,
+    title: str,
+) -> str:
+    """Save a plot of per-seed values (dots) and their means (bars) for each method.
+
+    Returns the plot's path relative to the output folder.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.3 + 1.1 * len(values), 3.4))
+    for i, vals in enumerate(values.values()):
+        ax.bar(i, sum(vals) / len(vals), color="0.85", edgecolor="0.4")
+        ax.plot([i] * len(vals), vals, "o", ms=3.5, alpha=0.8)
+    ax.set_xticks(range(len(values)), list(values), rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    lows = [min(v) for v in values.values()]
+    highs = [max(v) for v in values.values()]
+    pad = 0.1 * (max(highs) - min(lows) + 1e-9)
+    ax.set_ylim(min(lows) - pad, max(highs) + pad)
+    return ctx.savefig(fig, name)
