@@ -17,7 +17,7 @@ from typing import Any
 
 from divergent.repro import ReproContext, Verdict
 
-__all__ = ["better_than", "mean_ci", "number", "plot_methods"]
+__all__ = ["better_than", "mean_ci", "no_worse_than", "number", "plot_methods"]
 
 
 def number(value: Any) -> float:
@@ -63,6 +63,25 @@ def better_than(low: float, high: float, margin: float) -> Verdict:
     if low > 0:
         return Verdict.HELD
     if high < margin:
+        return Verdict.NOT_HELD
+    return Verdict.INCONCLUSIVE
+
+
+def no_worse_than(low: float, high: float, margin: float) -> Verdict:
+    """Tri-state verdict of "the method is no worse than the baseline" (non-inferiority).
+
+    ``held`` when the paired interval (method − baseline) lies above ``−margin``; ``not held``
+    when it lies entirely below ``−margin``; ``inconclusive`` when it straddles ``−margin``.
+
+    Example:
+        >>> [no_worse_than(*ci, 0.02).value for ci in [(-0.01, 0.01), (-0.05, -0.03), (-0.03, 0.0)]]
+        ['held', 'not held', 'inconclusive']
+    """
+    if any(v != v for v in (low, high, margin)):
+        return Verdict.INCONCLUSIVE
+    if low > -margin:
+        return Verdict.HELD
+    if high < -margin:
         return Verdict.NOT_HELD
     return Verdict.INCONCLUSIVE
 
