@@ -78,14 +78,21 @@ def kde_participation_ratio(x: Any, data: Any, bandwidth: Any) -> Tensor:
     dt = as_points(data, "data", dtype=None)
     xt = as_points(x, "x", dtype=None)
     if isinstance(bandwidth, str):
-        raise ValueError(f"`bandwidth` must be a number > 0 or a 1-D array of them, got "
-                         f"{bandwidth!r} (resolve a rule with divergent.kde_bandwidth first)")
+        raise ValueError(
+            f"`bandwidth` must be a number > 0 or a 1-D array of them, got "
+            f"{bandwidth!r} (resolve a rule with divergent.kde_bandwidth first)"
+        )
     many = isinstance(bandwidth, (list, tuple, np.ndarray)) or (
         isinstance(bandwidth, Tensor) and bandwidth.dim() == 1
     )
-    h = torch.as_tensor(np.atleast_1d(np.asarray(
-        bandwidth.detach().cpu() if isinstance(bandwidth, Tensor) else bandwidth,
-        dtype=np.float64)))
+    h = torch.as_tensor(
+        np.atleast_1d(
+            np.asarray(
+                bandwidth.detach().cpu() if isinstance(bandwidth, Tensor) else bandwidth,
+                dtype=np.float64,
+            )
+        )
+    )
     if h.dim() != 1 or h.numel() == 0 or not bool((torch.isfinite(h) & (h > 0)).all()):
         raise ValueError(f"`bandwidth` must be finite numbers > 0, got {bandwidth!r}")
     n, d = dt.shape
@@ -93,8 +100,9 @@ def kde_participation_ratio(x: Any, data: Any, bandwidth: Any) -> Tensor:
     lp = kde_log_density(xt, dt, both)  # (2H, n_x), distances computed once
     k = h.numel()
     hh = h.to(lp.dtype)[:, None]
-    log_y2 = lp[k:] - 2.0 * lp[:k] - math.log(n) - d * torch.log(hh) - 0.5 * d * math.log(
-        4 * math.pi)
+    log_y2 = (
+        lp[k:] - 2.0 * lp[:k] - math.log(n) - d * torch.log(hh) - 0.5 * d * math.log(4 * math.pi)
+    )
     y2 = torch.exp(log_y2).clamp(max=1.0)
     return y2 if many else y2[0]
 
@@ -133,8 +141,10 @@ class GaussianKDERegimes(NamedTuple):
 
 
 def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not (
-        math.isfinite(alpha) and 0 < alpha <= 20
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float, np.floating))
+        or not (math.isfinite(alpha) and 0 < alpha <= 20)
     ):
         raise ValueError(f"`alpha` = log(n)/d must be a number in (0, 20], got {alpha!r}")
     return float(alpha)

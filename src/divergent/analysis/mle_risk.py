@@ -88,8 +88,10 @@ def discrete_feature_cumulants(probs: Any, features: Any) -> tuple[Tensor, Tenso
     pi = torch.as_tensor(probs, dtype=torch.float64)
     f = torch.as_tensor(features, dtype=torch.float64)
     if pi.dim() != 1 or f.dim() != 2 or f.shape[0] != pi.shape[0]:
-        raise ValueError(f"`probs` must be (K,) and `features` (K, p) with the same K, got "
-                         f"{tuple(pi.shape)} and {tuple(f.shape)}")
+        raise ValueError(
+            f"`probs` must be (K,) and `features` (K, p) with the same K, got "
+            f"{tuple(pi.shape)} and {tuple(f.shape)}"
+        )
     if bool((pi < 0).any()) or abs(float(pi.sum()) - 1.0) > 1e-9:
         raise ValueError("`probs` must be non-negative and sum to 1")
     mean = pi @ f
@@ -184,8 +186,9 @@ def mle_kl_risk_expansion(
     try:
         h = torch.linalg.inv(g)
     except RuntimeError as e:  # singular Fisher information
-        raise ValueError("the Fisher information ∇²ψ(θ*) is singular: the parameters are not "
-                         "identifiable") from e
+        raise ValueError(
+            "the Fisher information ∇²ψ(θ*) is singular: the parameters are not identifiable"
+        ) from e
     t3 = torch.einsum("ai,bj,ck,ijk->abc", h, h, h, psi3)
     t4 = torch.einsum("ai,bj,ck,dl,ijkl->abcd", h, h, h, h, psi4)
     phi3 = -t3
@@ -224,8 +227,10 @@ def pn_max_risk(bayes_error: float) -> float:
         Sheena, arXiv 2105.08947 (the criterion's idea: a sufficient condition on the risk for
         a Bayes-error requirement; the inequality used here is Pinsker's, our choice).
     """
-    if isinstance(bayes_error, bool) or not isinstance(bayes_error, (int, float)) or not (
-        0 < bayes_error < 0.5
+    if (
+        isinstance(bayes_error, bool)
+        or not isinstance(bayes_error, (int, float))
+        or not (0 < bayes_error < 0.5)
     ):
         raise ValueError(f"`bayes_error` must be a number in (0, 0.5), got {bayes_error!r}")
     return 2.0 * (1.0 - 2.0 * bayes_error) ** 2
@@ -270,8 +275,7 @@ def pn_criterion(
         raise ValueError(f"`n` must be an integer ≥ 1, got {n!r}")
     limit = pn_max_risk(bayes_error)
     risk = expansion.risk(n, order)
-    return PNVerdict(accept=bool(risk <= limit and math.isfinite(risk)), risk=risk,
-                     max_risk=limit)
+    return PNVerdict(accept=bool(risk <= limit and math.isfinite(risk)), risk=risk, max_risk=limit)
 
 
 def exponential_family_moment_match(

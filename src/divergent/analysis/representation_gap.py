@@ -19,7 +19,7 @@ from torch import Tensor
 from divergent.samples._points import as_points, check_same_dim
 from divergent.transport.sinkhorn import sinkhorn
 
-__all__ = ["empirical_w1", "lipschitz_upper_bound"]
+__all__ = ["empirical_w1", "layer_representations", "lipschitz_upper_bound"]
 
 
 def empirical_w1(
@@ -69,8 +69,10 @@ def empirical_w1(
     xt = as_points(x, "x", dtype=torch.float64)
     yt = as_points(y, "y", dtype=torch.float64)
     check_same_dim(xt, yt)
-    if isinstance(eps_rel, bool) or not isinstance(eps_rel, (int, float)) or not (
-        math.isfinite(eps_rel) and eps_rel > 0
+    if (
+        isinstance(eps_rel, bool)
+        or not isinstance(eps_rel, (int, float))
+        or not (math.isfinite(eps_rel) and eps_rel > 0)
     ):
         raise ValueError(f"`eps_rel` must be a finite number > 0, got {eps_rel!r}")
     with torch.no_grad():
@@ -78,8 +80,9 @@ def empirical_w1(
         scale = float(cost.mean())
         if scale == 0.0:
             return 0.0
-        value = sinkhorn(None, None, cost, eps=eps_rel * scale, max_iter=max_iter, tol=tol,
-                         warn=False)
+        value = sinkhorn(
+            None, None, cost, eps=eps_rel * scale, max_iter=max_iter, tol=tol, warn=False
+        )
     return float(value)
 
 
@@ -119,3 +122,24 @@ def lipschitz_upper_bound(weights: Sequence[Any]) -> float:
             raise ValueError(f"`weights[{i}]` must be finite")
         total *= float(torch.linalg.matrix_norm(wt, ord=2))
     return total
+
+
+def layer_representations(net: Any, x: Any) -> list[Any]:
+    """The input and every hidden ReLU output of an ``nn.Sequential`` MLP, then its output.
+
+    ``[x, relu_1(x), …, relu_{L-1}(x), net(x)]`` (no gradient).
+
+    >>> import torch
+    >>> net = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.ReLU(), torch.nn.Linear(3, 1))
+    >>> [tuple(t.shape) for t in layer_representations(net, torch.zeros(5, 2))]
+    [(5, 2), (5, 3), (5, 1)]
+    """
+    reps = [x]
+    h = x
+    with torch.no_grad():
+        for mod in net:
+            h = mod(h)
+            if isinstance(mod, torch.nn.ReLU):
+                reps.append(h)
+        reps.append(h)
+    return reps

@@ -146,8 +146,17 @@ def fit_scaling_law(
         first = max(float(ls[np.argmin(xs)]) - l0, 1e-12)
         log_x0 = float(log_x.min()) + math.log(first) / a0
         theta0 = np.clip([l0, log_x0, a0], [lo + 1e-12 for lo in lower[:1]] + lower[1:], upper)
-        sol = least_squares(residual, theta0, bounds=(lower, upper), method="trf",
-                            x_scale="jac", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=20000)
+        sol = least_squares(
+            residual,
+            theta0,
+            bounds=(lower, upper),
+            method="trf",
+            x_scale="jac",
+            xtol=1e-15,
+            ftol=1e-15,
+            gtol=1e-15,
+            max_nfev=20000,
+        )
         if best is None or sol.cost < best.cost:
             best = sol
     assert best is not None

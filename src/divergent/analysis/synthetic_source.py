@@ -91,14 +91,20 @@ class PowerLawSource:
     ) -> None:
         _check(isinstance(contexts, int) and contexts >= 1, "contexts", contexts, "an int ≥ 1")
         _check(isinstance(symbols, int) and symbols >= 2, "symbols", symbols, "an int ≥ 2")
-        for name, value in (("spectrum_exponent", spectrum_exponent), ("logit_rms", logit_rms),
-                            ("context_exponent", context_exponent)):
-            _check(math.isfinite(float(value)) and float(value) >= 0, name, value,
-                   "finite and ≥ 0")
+        for name, value in (
+            ("spectrum_exponent", spectrum_exponent),
+            ("logit_rms", logit_rms),
+            ("context_exponent", context_exponent),
+        ):
+            _check(math.isfinite(float(value)) and float(value) >= 0, name, value, "finite and ≥ 0")
         full = min(contexts, symbols - 1)
         rank = full if rank is None else rank
-        _check(isinstance(rank, int) and 1 <= rank <= full, "rank", rank,
-               f"an int in [1, min(contexts, symbols - 1)] = [1, {full}]")
+        _check(
+            isinstance(rank, int) and 1 <= rank <= full,
+            "rank",
+            rank,
+            f"an int in [1, min(contexts, symbols - 1)] = [1, {full}]",
+        )
         self.contexts, self.symbols, self.rank = contexts, symbols, rank
         self.spectrum_exponent = float(spectrum_exponent)
         self.logit_rms = float(logit_rms)

@@ -87,9 +87,7 @@ def reproduce_command(
     seed: Annotated[int, typer.Option(help="Base random seed, 0 … 2**32 − 1.")] = 0,
     resume: Annotated[
         bool,
-        typer.Option(
-            "--resume", help="Reuse stored rows of the same ids, mode and seed in --out."
-        ),
+        typer.Option("--resume", help="Reuse stored rows of the same ids, mode and seed in --out."),
     ] = False,
     list_: Annotated[bool, typer.Option("--list", help="List reproductions and exit.")] = False,
 ) -> None:
@@ -195,8 +193,9 @@ def reproduce_command(
     table.add_column("s", justify="right", no_wrap=True)
     table.add_column("claim", overflow="fold")
     for r in results:
-        table.add_row(r.id, _status_cell(r.status, r.indicative), f"{r.seconds:.1f}",
-                      _shorten(r.claim, 160))
+        table.add_row(
+            r.id, _status_cell(r.status, r.indicative), f"{r.seconds:.1f}", _shorten(r.claim, 160)
+        )
     console.print(table)
     if any(r.indicative for r in results):
         console.print("(indicative): a quick run's verdict; the full run decides.")

@@ -72,13 +72,15 @@ def checks(metrics: Mapping[str, Any]) -> dict[str, bool]:
     def gaps(values: list[float]) -> list[float]:
         return [_rel_gap(bd, float(v)) for v, bd in zip(values, bounds)]
 
-    every = [*a["kl_by_k"].values(), a["kl_ties_random_tiebreak"],
-             a["kl_ties_first_index_tiebreak"]]
+    every = [
+        *a["kl_by_k"].values(),
+        a["kl_ties_random_tiebreak"],
+        a["kl_ties_first_index_tiebreak"],
+    ]
     excess = max(float(v) - bd for vals in every for v, bd in zip(vals, bounds))
     ks = sorted(a["kl_by_k"], key=int)
     g_big, g_small = gaps(a["kl_by_k"][ks[-1]]), gaps(a["kl_by_k"][ks[0]])
-    slack = min(float(t) - float(r)
-                for t, r in zip(b["tilted_reward_at_same_kl"], b["bon_reward"]))
+    slack = min(float(t) - float(r) for t, r in zip(b["tilted_reward_at_same_kl"], b["bon_reward"]))
 
     def converging(values: list[float]) -> bool:
         last3 = [float(v) for v in values[-3:]]
@@ -87,8 +89,7 @@ def checks(metrics: Mapping[str, Any]) -> dict[str, bool]:
     return {
         "bound_holds": excess <= BOUND_SLACK,
         "approached_at_largest_k": all(
-            gb <= APPROACH_REL_GAP and gb <= APPROACH_SHRINK * gs
-            for gb, gs in zip(g_big, g_small)
+            gb <= APPROACH_REL_GAP and gb <= APPROACH_SHRINK * gs for gb, gs in zip(g_big, g_small)
         ),
         "loose_few_outcomes": g_small[-1] >= LOOSE_REL_GAP,
         "loose_with_ties": gaps(a["kl_ties_random_tiebreak"])[-1] >= LOOSE_REL_GAP,
@@ -132,17 +133,14 @@ def experiment(ctx: ReproContext) -> Outcome:
     for k in ks:
         probs = torch.from_numpy(rng.dirichlet(np.ones(k)))
         rewards = torch.from_numpy(rng.standard_normal(k))
-        kl_by_k[str(k)] = [
-            float(best_of_n_kl(probs, rewards, n, inputs="probs")) for n in ns
-        ]
+        kl_by_k[str(k)] = [float(best_of_n_kl(probs, rewards, n, inputs="probs")) for n in ns]
     k_ties = 4096
     probs_t = torch.from_numpy(rng.dirichlet(np.ones(k_ties)))
     rank = torch.argsort(torch.argsort(torch.from_numpy(rng.standard_normal(k_ties))))
     rewards_t = (rank * 4 // k_ties).double()  # 4 reward levels of ~1024 outcomes each
     kl_ties_random = [float(best_of_n_kl(probs_t, rewards_t, n, inputs="probs")) for n in ns]
     kl_ties_first = [
-        float(best_of_n_kl(probs_t, rewards_t, n, inputs="probs", tie_break="first"))
-        for n in ns
+        float(best_of_n_kl(probs_t, rewards_t, n, inputs="probs", tie_break="first")) for n in ns
     ]
     rel_gap_by_k = {
         k: [_rel_gap(b, v) for b, v in zip(bounds, vals)] for k, vals in kl_by_k.items()
@@ -194,9 +192,16 @@ def experiment(ctx: ReproContext) -> Outcome:
     # the claim is about m → ∞; m = 96 costs ~1 s (157k compositions), so quick goes there too
     ms = [1, 2, 4, 8, 16, 32, 64, 96] if ctx.quick else [1, 2, 4, 8, 16, 32, 64, 96, 128, 192]
     seq: dict[str, list[float]] = {
-        "m": [], "n": [], "kl_bon_per_token": [], "bound_per_token": [],
-        "reward_bon_per_token": [], "reward_tilted_per_token": [], "reward_base_per_token": [],
-        "kl_bon_to_tilted_per_token": [], "rel_kl_to_tilted": [], "rel_reward_gap": [],
+        "m": [],
+        "n": [],
+        "kl_bon_per_token": [],
+        "bound_per_token": [],
+        "reward_bon_per_token": [],
+        "reward_tilted_per_token": [],
+        "reward_base_per_token": [],
+        "kl_bon_to_tilted_per_token": [],
+        "rel_kl_to_tilted": [],
+        "rel_reward_gap": [],
     }
     for i, m in enumerate(ms):
         ctx.progress(f"C: m = {m}", 0.6 + 0.35 * i / len(ms))

@@ -86,9 +86,7 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
 @reproduction(
     "kde",
     title="KL-optimal KDE bandwidth in large dimensions: below the CLT regime",
-    paper=(
-        "Biroli & Mézard 2024, Kernel Density Estimators in Large Dimensions, arXiv 2408.05807"
-    ),
+    paper=("Biroli & Mézard 2024, Kernel Density Estimators in Large Dimensions, arXiv 2408.05807"),
     claim=(
         "For Gaussian data with n = e^{αd}, the bandwidth that minimises KL(ρ‖ρ̂_h) lies below "
         "the CLT threshold, in the regime where a few data points dominate the estimate at a "
@@ -132,13 +130,22 @@ def experiment(ctx: ReproContext) -> Outcome:
         h_kl = argmin_log_parabola(grid, kl_per_dim)
         at_edge = bool(h_kl <= grid[0] or h_kl >= grid[-1])
         with torch.no_grad():
-            y2_at = float(np.mean([
-                float(kde_participation_ratio(t, x, h_kl).mean()) for x, t in zip(data_sets, tests)
-            ]))
-            y2_clt = float(np.mean([
-                float(kde_participation_ratio(t, x, theory.h_clt).mean())
-                for x, t in zip(data_sets, tests)
-            ]))
+            y2_at = float(
+                np.mean(
+                    [
+                        float(kde_participation_ratio(t, x, h_kl).mean())
+                        for x, t in zip(data_sets, tests)
+                    ]
+                )
+            )
+            y2_clt = float(
+                np.mean(
+                    [
+                        float(kde_participation_ratio(t, x, theory.h_clt).mean())
+                        for x, t in zip(data_sets, tests)
+                    ]
+                )
+            )
         hs_mean = float(np.mean(h_silverman))
 
         def kl_at(h: float, grid: np.ndarray = grid, kl_per_dim: np.ndarray = kl_per_dim) -> float:
@@ -156,8 +163,9 @@ def experiment(ctx: ReproContext) -> Outcome:
             "h_silverman": hs_mean,
             "h_scott": float(np.mean(h_scott)),
             "kl_per_dim_at_silverman": kl_at(hs_mean),
-            "participation_at_silverman": float(np.interp(math.log(hs_mean), np.log(grid),
-                                                          y2_curve)),
+            "participation_at_silverman": float(
+                np.interp(math.log(hs_mean), np.log(grid), y2_curve)
+            ),
             "derived_h_kl": theory.h_kl,
             "derived_h_g": theory.h_g,
             "derived_h_clt": theory.h_clt,
@@ -217,8 +225,14 @@ def experiment(ctx: ReproContext) -> Outcome:
     for d, m in zip(dims, ("o", "s", "^")):
         rs = [r for r in rows if r["d"] == d]
         ax.plot([r["alpha"] for r in rs], [r["h_kl"] for r in rs], m + "-", label=f"h_KL, d={d}")
-        ax.plot([r["alpha"] for r in rs], [r["h_silverman"] for r in rs], m, mfc="none",
-                color="tab:red", label=f"Silverman, d={d}")
+        ax.plot(
+            [r["alpha"] for r in rs],
+            [r["h_silverman"] for r in rs],
+            m,
+            mfc="none",
+            color="tab:red",
+            label=f"Silverman, d={d}",
+        )
     ax.set_xlabel("α = log n / d")
     ax.set_ylabel("bandwidth")
     ax.set_title("KL-optimal bandwidth vs the regime thresholds")
@@ -227,10 +241,20 @@ def experiment(ctx: ReproContext) -> Outcome:
     ax.plot(a_fine, [t.participation_at_h_kl for t in th], "k:", label="derived, d→∞ (1 − m)")
     for d, m in zip(dims, ("o", "s", "^")):
         rs = [r for r in rows if r["d"] == d]
-        line = ax.plot([r["alpha"] for r in rs], [r["participation_at_h_kl"] for r in rs],
-                       m + "-", label=f"at h_KL, d={d}")[0]
-        ax.plot([r["alpha"] for r in rs], [r["participation_at_h_clt"] for r in rs], m + "--",
-                mfc="none", color=line.get_color(), label=f"at h_CLT, d={d}")
+        line = ax.plot(
+            [r["alpha"] for r in rs],
+            [r["participation_at_h_kl"] for r in rs],
+            m + "-",
+            label=f"at h_KL, d={d}",
+        )[0]
+        ax.plot(
+            [r["alpha"] for r in rs],
+            [r["participation_at_h_clt"] for r in rs],
+            m + "--",
+            mfc="none",
+            color=line.get_color(),
+            label=f"at h_CLT, d={d}",
+        )
     ax.set_xlabel("α = log n / d")
     ax.set_ylabel("participation ratio Y₂")
     ax.set_title("Y₂ at the KL optimum vs at the CLT threshold")
@@ -245,7 +269,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         "n_test": n_test,
         "thresholds": {"participation_ratio_min": Y2_RATIO_MIN},
         "note": "h_CLT, h_G and the d→∞ h_KL are derived in divergent.analysis.kde_regimes "
-                "(random-energy-model analysis), not the paper's formulas",
+        "(random-energy-model analysis), not the paper's formulas",
     }
     ratio_y2 = [r["participation_ratio_kl_over_clt"] for r in rows]
     max_ratio = max(r["h_kl"] / r["derived_h_clt"] for r in rows)

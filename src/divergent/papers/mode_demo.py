@@ -52,8 +52,7 @@ OBJECTIVES = ("reverse_kl", "forward_kl", "js")
 
 def _target_logits(grid: torch.Tensor) -> torch.Tensor:
     comps = [
-        math.log(w) - 0.5 * ((grid - m) / MODE_SIGMA) ** 2
-        for m, w in zip(MODE_MEANS, MODE_WEIGHTS)
+        math.log(w) - 0.5 * ((grid - m) / MODE_SIGMA) ** 2 for m, w in zip(MODE_MEANS, MODE_WEIGHTS)
     ]
     return torch.logsumexp(torch.stack(comps), dim=0)
 
@@ -79,12 +78,8 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     rev, fwd, mid = best["reverse_kl"], best["forward_kl"], best["js"]
     seeks = int(rev["modes_covered"]) == 1
     covers = int(fwd["modes_covered"]) == len(MODE_MEANS)
-    between_fwd = (
-        float(fwd["forward_kl"]) <= float(mid["forward_kl"]) <= float(rev["forward_kl"])
-    )
-    between_rev = (
-        float(rev["reverse_kl"]) <= float(mid["reverse_kl"]) <= float(fwd["reverse_kl"])
-    )
+    between_fwd = float(fwd["forward_kl"]) <= float(mid["forward_kl"]) <= float(rev["forward_kl"])
+    between_rev = float(rev["reverse_kl"]) <= float(mid["reverse_kl"]) <= float(fwd["reverse_kl"])
     return Verdict.from_bool(seeks and covers and between_fwd and between_rev)
 
 
@@ -119,8 +114,12 @@ def experiment(ctx: ReproContext) -> Outcome:
     for j, name in enumerate(OBJECTIVES):
         ctx.progress(f"fitting with {name}", j / len(OBJECTIVES))
         fit = fit_grid_gaussians(
-            grid, target_row, lambda t, m, name=name: _loss_rows(name, t, m),
-            init_mean, init_log_scale, steps=steps,
+            grid,
+            target_row,
+            lambda t, m, name=name: _loss_rows(name, t, m),
+            init_mean,
+            init_log_scale,
+            steps=steps,
         )
         target = target_row.expand(n_init, -1)
         probs = torch.softmax(fit.logits, dim=-1)
@@ -156,9 +155,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     rkl = fits["reverse_kl"]
     broad = [i for i, c in enumerate(rkl["modes_covered"]) if c > 1]
     share_broad = len(broad) / n_init
-    broad_scale = (
-        sum(rkl["scale"][i] for i in broad) / len(broad) if broad else math.nan
-    )
+    broad_scale = sum(rkl["scale"][i] for i in broad) / len(broad) if broad else math.nan
     coverage = {n: sum(fits[n]["modes_covered"]) / n_init for n in OBJECTIVES}
 
     ctx.progress("plots", 0.98)
@@ -174,8 +171,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         "reverse_kl_broad_minimum_mean_scale": broad_scale,
         "reverse_kl_broad_minimum_starts": broad,
         "fits": fits,
-        "thresholds": {"window": WINDOW, "cover_mass": COVER_MASS,
-                       "converged_rel": CONVERGED_REL},
+        "thresholds": {"window": WINDOW, "cover_mass": COVER_MASS, "converged_rel": CONVERGED_REL},
         "criterion_restated": (
             "checked at the best of the multi-start fits (the claim is about optima); the first "
             "version required every reverse-KL start to cover one mode and failed on starts "
@@ -223,11 +219,19 @@ def _plot(
         ax.fill_between(grid, target_probs, color="0.8", label="target (3 modes)")
         for i in range(n_init):
             is_best = i == best[name]["start"]
-            ax.plot(grid, curves[name][i], lw=2.2 if is_best else 0.9,
-                    alpha=1.0 if is_best else 0.6, color="k" if is_best else None,
-                    label="best start" if is_best else None)
-        ax.set_title(f"{labels[name]}\nbest covers {best[name]['modes_covered']} of 3; mean "
-                     f"{coverage[name]:.2f} over starts", fontsize=10)
+            ax.plot(
+                grid,
+                curves[name][i],
+                lw=2.2 if is_best else 0.9,
+                alpha=1.0 if is_best else 0.6,
+                color="k" if is_best else None,
+                label="best start" if is_best else None,
+            )
+        ax.set_title(
+            f"{labels[name]}\nbest covers {best[name]['modes_covered']} of 3; mean "
+            f"{coverage[name]:.2f} over starts",
+            fontsize=10,
+        )
         ax.set_xlabel("x")
     axes[0].set_ylabel("probability")
     axes[0].legend(fontsize=8, loc="upper left")

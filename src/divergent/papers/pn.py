@@ -66,8 +66,10 @@ SOUND_SE = 2.0
 
 def _grid_and_target() -> tuple[np.ndarray, np.ndarray]:
     x = np.linspace(-1.0, 1.0, GRID_POINTS)
-    dens = 0.6 * np.exp(-0.5 * ((x + 0.45) / 0.15) ** 2) / 0.15 + 0.4 * np.exp(
-        -0.5 * ((x - 0.5) / 0.1) ** 2) / 0.1
+    dens = (
+        0.6 * np.exp(-0.5 * ((x + 0.45) / 0.15) ** 2) / 0.15
+        + 0.4 * np.exp(-0.5 * ((x - 0.5) / 0.1) ** 2) / 0.1
+    )
     return x, dens / dens.sum()
 
 
@@ -87,11 +89,11 @@ def checks(metrics: Mapping[str, Any]) -> dict[str, Any]:
     n_max = max(int(c["n"]) for c in cells)
     last = [c for c in cells if int(c["n"]) == n_max]
     match = all(
-        abs(float(c["risk"]) - float(c["two_term"])) <= SE_MATCH * float(c["risk_se"])
-        for c in last
+        abs(float(c["risk"]) - float(c["two_term"])) <= SE_MATCH * float(c["risk_se"]) for c in last
     )
     misspec = [
-        c for c in last
+        c
+        for c in last
         if abs(float(expansions[int(c["p"])]["a"]) - int(c["p"]) / 2)
         >= MISSPEC_REL * int(c["p"]) / 2
     ]
@@ -100,7 +102,8 @@ def checks(metrics: Mapping[str, Any]) -> dict[str, Any]:
         for c in misspec
     )
     resolvable = [
-        c for c in cells
+        c
+        for c in cells
         if int(c["n"]) >= 100
         and abs(float(expansions[int(c["p"])]["b"])) / int(c["n"]) ** 2
         > RESOLVABLE_SE * float(c["risk_se"])
@@ -111,7 +114,8 @@ def checks(metrics: Mapping[str, Any]) -> dict[str, Any]:
     ]
     fraction = float(np.mean(helps)) if helps else math.nan
     unsound = [
-        c for c in cells
+        c
+        for c in cells
         if bool(c["accept"])
         and float(c["bayes_error"]) < BAYES_ERROR - SOUND_SE * float(c["bayes_error_se"])
     ]
@@ -124,20 +128,28 @@ def checks(metrics: Mapping[str, Any]) -> dict[str, Any]:
         "second_order_resolvable_cells": len(resolvable),
         "second_order_helps_fraction": fraction,
         "sound": not unsound,
-        "unsound_cells": [{"p": c["p"], "n": c["n"], "bayes_error": c["bayes_error"]}
-                          for c in unsound],
+        "unsound_cells": [
+            {"p": c["p"], "n": c["n"], "bayes_error": c["bayes_error"]} for c in unsound
+        ],
     }
 
 
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
     """held / not held / inconclusive (the n⁻² part untested) from :func:`checks` (pure)."""
     c = checks(metrics)
-    second = (Verdict.INCONCLUSIVE if c["second_order_helps"] is None
-              else Verdict.from_bool(c["second_order_helps"]))
-    return Verdict.combine([
-        Verdict.from_bool(c["match_large_n"]), Verdict.from_bool(c["misspec_detected"]),
-        second, Verdict.from_bool(c["sound"]),
-    ])
+    second = (
+        Verdict.INCONCLUSIVE
+        if c["second_order_helps"] is None
+        else Verdict.from_bool(c["second_order_helps"])
+    )
+    return Verdict.combine(
+        [
+            Verdict.from_bool(c["match_large_n"]),
+            Verdict.from_bool(c["misspec_detected"]),
+            second,
+            Verdict.from_bool(c["sound"]),
+        ]
+    )
 
 
 @reproduction(
@@ -178,7 +190,9 @@ def experiment(ctx: ReproContext) -> Outcome:
             lambda th, feats=feats: torch.logsumexp(feats @ th, dim=0), theta_star, cov_g, k3_g
         )
         expansions[p] = {
-            "a": exp.first, "b": exp.second, "p_over_2": p / 2,
+            "a": exp.first,
+            "b": exp.second,
+            "p_over_2": p / 2,
             "kl_g_to_projection": float(kl(g_t.log(), lp_star, inputs="log_probs")),
         }
         rng = ctx.numpy_rng(17 * p)
@@ -195,16 +209,23 @@ def experiment(ctx: ReproContext) -> Outcome:
             se = float(kls.std(ddof=1) / math.sqrt(m_ok))
             decision = pn_criterion(exp, n, BAYES_ERROR)
             decision_alt = pn_criterion(exp, n, BAYES_ERROR_ALT)
-            cells.append({
-                "p": p, "n": n, "reps": reps, "mle_failures": reps - m_ok,
-                "risk": risk, "risk_se": se,
-                "one_term": exp.risk(n, 1), "two_term": exp.risk(n, 2),
-                "well_specified": p / (2 * n),
-                "bayes_error": float(ber.mean()),
-                "bayes_error_se": float(ber.std(ddof=1) / math.sqrt(m_ok)),
-                "accept": decision.accept,
-                "accept_alt": decision_alt.accept,
-            })
+            cells.append(
+                {
+                    "p": p,
+                    "n": n,
+                    "reps": reps,
+                    "mle_failures": reps - m_ok,
+                    "risk": risk,
+                    "risk_se": se,
+                    "one_term": exp.risk(n, 1),
+                    "two_term": exp.risk(n, 2),
+                    "well_specified": p / (2 * n),
+                    "bayes_error": float(ber.mean()),
+                    "bayes_error_se": float(ber.std(ddof=1) / math.sqrt(m_ok)),
+                    "accept": decision.accept,
+                    "accept_alt": decision_alt.accept,
+                }
+            )
 
     n_max = max(ns)
     verdicts = []
@@ -212,13 +233,15 @@ def experiment(ctx: ReproContext) -> Outcome:
         row = [c for c in cells if c["n"] == n]
         acc = [c["p"] for c in row if c["accept"]]
         ok_sim = [c["p"] for c in row if c["bayes_error"] >= BAYES_ERROR]
-        verdicts.append({
-            "n": n,
-            "largest_p_accepted": max(acc) if acc else 0,
-            "largest_p_meeting_requirement_in_simulation": max(ok_sim) if ok_sim else 0,
-            "accepted": acc,
-            "meeting_requirement": ok_sim,
-        })
+        verdicts.append(
+            {
+                "n": n,
+                "largest_p_accepted": max(acc) if acc else 0,
+                "largest_p_meeting_requirement_in_simulation": max(ok_sim) if ok_sim else 0,
+                "accepted": acc,
+                "meeting_requirement": ok_sim,
+            }
+        )
 
     ctx.progress("plots", 0.97)
     import matplotlib
@@ -232,9 +255,15 @@ def experiment(ctx: ReproContext) -> Outcome:
     for c, p in zip(colors, dims):
         rows = [r for r in cells if r["p"] == p]
         nn = np.array([r["n"] for r in rows], dtype=float)
-        ax.errorbar(nn, [r["n"] * r["risk"] for r in rows],
-                    yerr=[2 * r["n"] * r["risk_se"] for r in rows], fmt="o", color=c, ms=3,
-                    label=f"p={p}")
+        ax.errorbar(
+            nn,
+            [r["n"] * r["risk"] for r in rows],
+            yerr=[2 * r["n"] * r["risk_se"] for r in rows],
+            fmt="o",
+            color=c,
+            ms=3,
+            label=f"p={p}",
+        )
         fine = np.geomspace(nn.min(), nn.max(), 100)
         e = expansions[p]
         ax.plot(fine, e["a"] + e["b"] / fine, "-", color=c, lw=1)
@@ -254,8 +283,15 @@ def experiment(ctx: ReproContext) -> Outcome:
     im = ax.imshow(acc, origin="lower", aspect="auto", cmap="magma", vmin=0.4, vmax=0.5)
     for c in cells:
         i, j = dims.index(c["p"]), ns.index(c["n"])
-        ax.text(j, i, "✓" if c["accept"] else "·", ha="center", va="center",
-                color="cyan" if c["accept"] else "white", fontsize=9)
+        ax.text(
+            j,
+            i,
+            "✓" if c["accept"] else "·",
+            ha="center",
+            va="center",
+            color="cyan" if c["accept"] else "white",
+            fontsize=9,
+        )
     ax.set_xticks(range(len(ns)), [str(n) for n in ns])
     ax.set_yticks(range(len(dims)), [str(p) for p in dims])
     ax.set_xlabel("n")
@@ -265,13 +301,18 @@ def experiment(ctx: ReproContext) -> Outcome:
     ctx.savefig(fig, "risk_and_criterion")
 
     metrics = {
-        "dims": dims, "ns": ns, "reps": reps,
+        "dims": dims,
+        "ns": ns,
+        "reps": reps,
         "expansions": expansions,
         "cells": cells,
         "verdicts": verdicts,
         "thresholds": {
-            "bayes_error": BAYES_ERROR, "se_match": SE_MATCH, "misspec_rel": MISSPEC_REL,
-            "resolvable_se": RESOLVABLE_SE, "helps_fraction": HELPS_FRACTION,
+            "bayes_error": BAYES_ERROR,
+            "se_match": SE_MATCH,
+            "misspec_rel": MISSPEC_REL,
+            "resolvable_se": RESOLVABLE_SE,
+            "helps_fraction": HELPS_FRACTION,
             "sound_se": SOUND_SE,
         },
     }
@@ -282,9 +323,12 @@ def experiment(ctx: ReproContext) -> Outcome:
     summary = (
         f"n={n_max}: |sim − (a/n + b/n²)| ≤ {worst:.1f} SE over p ∈ {dims}; p/(2n) rejected for "
         f"misspecified p {parts['misspecified_dims']}: {parts['misspec_detected']}; n⁻² term "
-        + (f"closer in {parts['second_order_helps_fraction']:.0%} of "
-           f"{parts['second_order_resolvable_cells']} resolvable cells"
-           if parts["second_order_tested"] else "untested (no resolvable cell)")
+        + (
+            f"closer in {parts['second_order_helps_fraction']:.0%} of "
+            f"{parts['second_order_resolvable_cells']} resolvable cells"
+            if parts["second_order_tested"]
+            else "untested (no resolvable cell)"
+        )
         + "; criterion "
         f"(ε₀={BAYES_ERROR}) accepted {sum(c['accept'] for c in cells)}/{len(cells)} cells, "
         f"unsound in {len(parts['unsound_cells'])}"

@@ -164,10 +164,16 @@ def sweep_checks(block: Mapping[str, Any]) -> dict[str, Any]:
     l_inf_err = abs(float(block["fit"]["l_inf"]) - float(block["entropy"]))
     if len(xs) < 3 or not (kls > 0).all() or not (fitted > 0).all():
         nan = float("nan")
-        return {"l_inf_error_over_min_kl": nan, "reducible_rel_error": [],
-                "reducible_median_rel_error": nan, "reducible_max_rel_error": nan,
-                "ratio_drift": nan, "recovers_entropy": False, "reducible_tracks_kl": False,
-                "no_trend": False}
+        return {
+            "l_inf_error_over_min_kl": nan,
+            "reducible_rel_error": [],
+            "reducible_median_rel_error": nan,
+            "reducible_max_rel_error": nan,
+            "ratio_drift": nan,
+            "recovers_entropy": False,
+            "reducible_tracks_kl": False,
+            "no_trend": False,
+        }
     rel = np.abs(fitted - kls) / kls
     slope = float(np.polyfit(np.log(xs), np.log(fitted / kls), 1)[0])
     drift = slope * float(np.log(xs.max() / xs.min()))
@@ -224,17 +230,25 @@ def _size_sweep(
         "last_chunk_rel_decrease": [run.last_chunk_rel_decrease for run in runs],
         "max_abs_grad": [run.max_abs_grad for run in runs],
         "all_converged": all(run.converged(CONVERGED_REL) for run in runs),
-        **_sweep_block([float(p) for p in params], [e["cross_entropy"] for e in evals],
-                       [e["kl"] for e in evals], src.entropy()),
+        **_sweep_block(
+            [float(p) for p in params],
+            [e["cross_entropy"] for e in evals],
+            [e["kl"] for e in evals],
+            src.entropy(),
+        ),
     }
     return block, runs
 
 
 def _describe(src: PowerLawSource) -> dict[str, object]:
     return {
-        "contexts": src.contexts, "symbols": src.symbols, "rank": src.rank,
-        "spectrum_exponent": src.spectrum_exponent, "logit_rms": src.logit_rms,
-        "context_exponent": src.context_exponent, "entropy": src.entropy(),
+        "contexts": src.contexts,
+        "symbols": src.symbols,
+        "rank": src.rank,
+        "spectrum_exponent": src.spectrum_exponent,
+        "logit_rms": src.logit_rms,
+        "context_exponent": src.context_exponent,
+        "entropy": src.entropy(),
         "log_symbols": math.log(src.symbols),
     }
 
@@ -270,8 +284,9 @@ def experiment(ctx: ReproContext) -> Outcome:
         peaked_width, peaked_ranks, peaked_chunks = 256, [1, 2, 3, 4, 6, 8, 12, 16], 80
     seed = ctx.seed
     size_src = PowerLawSource(width, width, spectrum_exponent=1.0, logit_rms=1.0, seed=seed)
-    data_src = PowerLawSource(data_contexts, 16, spectrum_exponent=1.0, logit_rms=1.0,
-                              context_exponent=2.0, seed=seed + 1)
+    data_src = PowerLawSource(
+        data_contexts, 16, spectrum_exponent=1.0, logit_rms=1.0, context_exponent=2.0, seed=seed + 1
+    )
     h_size, h_data = size_src.entropy(), data_src.entropy()
 
     # ---- b. model size -------------------------------------------------------------------
@@ -281,21 +296,26 @@ def experiment(ctx: ReproContext) -> Outcome:
     # ---- c. data size ----------------------------------------------------------------------
     ctx.progress("add-½ estimator vs data size (Zipf contexts)", 0.4)
     data_loss, data_kl, kt_models = _data_sweep(data_src, data_sizes, data_seeds, ctx, 100)
-    data_block = {"tokens": data_sizes, "seeds": data_seeds,
-                  **_sweep_block([float(d) for d in data_sizes], data_loss, data_kl, h_data)}
+    data_block = {
+        "tokens": data_sizes,
+        "seeds": data_seeds,
+        **_sweep_block([float(d) for d in data_sizes], data_loss, data_kl, h_data),
+    }
 
     # ---- controls (not in the verdict; the same criteria shown beside it) -------------------
     ctx.progress("controls: peaked teacher, source inside the class, flat contexts", 0.5)
-    peaked_src = PowerLawSource(peaked_width, peaked_width, spectrum_exponent=1.0,
-                                logit_rms=3.0, seed=seed)
+    peaked_src = PowerLawSource(
+        peaked_width, peaked_width, spectrum_exponent=1.0, logit_rms=3.0, seed=seed
+    )
     peaked_block, peaked_runs = _size_sweep(peaked_src, peaked_ranks, peaked_chunks)
     inside_src = PowerLawSource(128, 128, rank=4, seed=seed + 2)
     inside_block, inside_runs = _size_sweep(inside_src, [1, 2, 3, 4, 6, 8], max_chunks)
     flat_src = PowerLawSource(256, 16, seed=seed + 3)
     flat_loss, flat_kl, _ = _data_sweep(flat_src, data_sizes, data_seeds, ctx, 200)
-    flat_block = {"tokens": data_sizes,
-                  **_sweep_block([float(d) for d in data_sizes], flat_loss, flat_kl,
-                                 flat_src.entropy())}
+    flat_block = {
+        "tokens": data_sizes,
+        **_sweep_block([float(d) for d in data_sizes], flat_loss, flat_kl, flat_src.entropy()),
+    }
 
     # ---- a. identity and held-out estimates ------------------------------------------------
     ctx.progress("cross-entropy = entropy + KL, exact and held-out", 0.9)
@@ -319,16 +339,22 @@ def experiment(ctx: ReproContext) -> Outcome:
                 nll, se = src.heldout_nll(lq, test_c, test_x)
                 z_scores.append((nll - ex["cross_entropy"]) / se)
                 prefix = "size_" if g == 0 else "data_"
-                heldout[prefix + name] = {"exact_ce": ex["cross_entropy"], "heldout_ce": nll,
-                                          "se": se}
+                heldout[prefix + name] = {
+                    "exact_ce": ex["cross_entropy"],
+                    "heldout_ce": nll,
+                    "se": se,
+                }
 
     # ---- plots --------------------------------------------------------------------------------
     ctx.progress("plots", 0.95)
     _plots(ctx, size_block, data_block, inside_block, peaked_block, flat_block, h_size, h_data)
 
     metrics = {
-        "sources": {"model_size": _describe(size_src), "data_size": _describe(data_src),
-                    "heldout_samples_per_source": heldout_n},
+        "sources": {
+            "model_size": _describe(size_src),
+            "data_size": _describe(data_src),
+            "heldout_samples_per_source": heldout_n,
+        },
         "identity_max_abs_error": max(identity_err),
         "heldout_max_abs_z": max(abs(z) for z in z_scores),
         "heldout": heldout,
@@ -340,11 +366,14 @@ def experiment(ctx: ReproContext) -> Outcome:
             "flat_contexts": {"source": _describe(flat_src), **flat_block},
         },
         "previous_design": PREVIOUS_DESIGN,
-        "thresholds": {"identity": IDENTITY_TOL, "heldout_se": EMPIRICAL_SE,
-                       "l_inf_over_min_kl": L_INF_OVER_MIN_KL,
-                       "reducible_median_rel": REDUCIBLE_MEDIAN_REL_TOL,
-                       "trend_max_ratio": TREND_MAX_RATIO,
-                       "converged_rel_decrease": CONVERGED_REL},
+        "thresholds": {
+            "identity": IDENTITY_TOL,
+            "heldout_se": EMPIRICAL_SE,
+            "l_inf_over_min_kl": L_INF_OVER_MIN_KL,
+            "reducible_median_rel": REDUCIBLE_MEDIAN_REL_TOL,
+            "trend_max_ratio": TREND_MAX_RATIO,
+            "converged_rel_decrease": CONVERGED_REL,
+        },
         "criteria_restated": (
             "issue 8: L∞ judged against the smallest KL of the sweep (was 2 % of H, about the "
             "whole KL range), a trend condition on fitted/KL added"
@@ -357,12 +386,14 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"{size_block['params'][0]}–{size_block['params'][-1]}, "
         f"{'converged' if size_block['all_converged'] else 'NOT all converged'}): "
         + _sweep_text(size_block)
-        + "; data size (add-½, Zipf contexts): " + _sweep_text(data_block)
+        + "; data size (add-½, Zipf contexts): "
+        + _sweep_text(data_block)
         + ". Beside the verdict, the same criteria on the controls: peaked teacher (RMS logit 3, "
         f"N {peaked_block['params'][0]}–{peaked_block['params'][-1]}): "
         + _sweep_text(peaked_block)
         + f"; source inside the class (rank 4): |KL| ≤ {inside_beyond:.0e} from rank 4 on "
-        "(capacity threshold, criteria not applicable); flat contexts: " + _sweep_text(flat_block)
+        "(capacity threshold, criteria not applicable); flat contexts: "
+        + _sweep_text(flat_block)
         + ". Criteria restated after the first runs (relative to the KL values, trend added)"
     )
     return Outcome(metrics=metrics, summary=summary)
@@ -405,8 +436,12 @@ def _plots(
         grid = np.geomspace(min(xs), max(xs), 200)
         f = chk["fit"]
         ax.plot(xs, chk["loss"], "o", label="exact loss of each model")
-        ax.plot(grid, f["l_inf"] + (f["x0"] / grid) ** f["alpha"], "-",
-                label=f"fit: L∞={f['l_inf']:.4f}, α={f['alpha']:.2f}")
+        ax.plot(
+            grid,
+            f["l_inf"] + (f["x0"] / grid) ** f["alpha"],
+            "-",
+            label=f"fit: L∞={f['l_inf']:.4f}, α={f['alpha']:.2f}",
+        )
         ax.axhline(h, color="k", ls="--", lw=1, label=f"entropy H={h:.4f}")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -441,8 +476,9 @@ def _plots(
         line = ax.loglog(block["params"], kls, marker, label=label)[0]
         ax.loglog(block["params"], block["fitted_reducible"], "-", color=line.get_color(), lw=1)
     ax.axhline(floor, color="0.6", lw=0.8, ls=":")
-    ax.text(ax.get_xlim()[0] * 1.1, floor * 1.4, "KL ≤ 1e-16 drawn at 1e-5", fontsize=7,
-            color="0.4")
+    ax.text(
+        ax.get_xlim()[0] * 1.1, floor * 1.4, "KL ≤ 1e-16 drawn at 1e-5", fontsize=7, color="0.4"
+    )
     ax.set_xlabel("parameters N")
     ax.set_ylabel("KL (markers) and fitted reducible loss (lines)")
     ax.set_title("Model size: power law vs capacity threshold")

@@ -224,8 +224,16 @@ class ReproductionResult:
         missing = sorted(required - row.keys())
         if missing:
             raise ValueError(f"a result row lacks {missing}")
-        kinds = {"id": str, "status": str, "quick": bool, "seed": int, "metrics": dict,
-                 "plots": list, "seconds": (int, float), "held": bool}
+        kinds = {
+            "id": str,
+            "status": str,
+            "quick": bool,
+            "seed": int,
+            "metrics": dict,
+            "plots": list,
+            "seconds": (int, float),
+            "held": bool,
+        }
         for key, kind in kinds.items():
             if not isinstance(row[key], kind):
                 raise ValueError(f"field `{key}` of row {row.get('id')!r} has the wrong type")
@@ -283,9 +291,7 @@ def all_reproductions() -> list[Reproduction]:
 
 def get_reproduction(id: str) -> Reproduction:
     if id not in _REGISTRY:
-        raise ValueError(
-            f"unknown reproduction `{id}`; available: {', '.join(sorted(_REGISTRY))}"
-        )
+        raise ValueError(f"unknown reproduction `{id}`; available: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[id]
 
 
@@ -381,8 +387,9 @@ def run_reproduction(
         elif stated is not None:
             verdict = stated
         else:
-            raise TypeError(f"reproduction `{id}` has no verdict function and its Outcome "
-                            "states no verdict")
+            raise TypeError(
+                f"reproduction `{id}` has no verdict function and its Outcome states no verdict"
+            )
         label = f"verdict: {verdict.value}"
         if indicative:
             label += " (quick mode: indicative, the full run decides)"
@@ -464,8 +471,7 @@ def load_results(path: Path | str) -> list[ReproductionResult]:
         raise ResultsFileError(f"{p} is not valid JSON (corrupt or truncated: {err})") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("results"), list):
         raise ResultsFileError(
-            f"{p} is not a divergent results file (no `results` list); move it or use "
-            "another --out"
+            f"{p} is not a divergent results file (no `results` list); move it or use another --out"
         )
     rows: list[ReproductionResult] = []
     for i, row in enumerate(payload["results"]):
@@ -496,8 +502,9 @@ class RunPlan:
         """One line per decision, for the user."""
         lines = []
         for rid, row in self.reuse.items():
-            lines.append(f"kept {rid}: stored row ({_mode(row.quick)}, seed {row.seed}, "
-                         f"{row.status}) reused")
+            lines.append(
+                f"kept {rid}: stored row ({_mode(row.quick)}, seed {row.seed}, {row.status}) reused"
+            )
         for rid, reason in self.replaced.items():
             lines.append(f"re-running {rid}: {reason}")
         if self.kept_other:
@@ -528,13 +535,17 @@ def plan_run(
         if row is None:
             continue
         if not resume:
-            replaced[rid] = (f"replaces the stored row ({_mode(row.quick)}, seed {row.seed}); "
-                             "--resume would reuse a matching one")
+            replaced[rid] = (
+                f"replaces the stored row ({_mode(row.quick)}, seed {row.seed}); "
+                "--resume would reuse a matching one"
+            )
         elif row.status == "error":
             replaced[rid] = "the stored row is an error"
         elif row.quick != quick or row.seed != seed:
-            replaced[rid] = (f"the stored row is {_mode(row.quick)}, seed {row.seed}; this run "
-                             f"is {_mode(quick)}, seed {seed}")
+            replaced[rid] = (
+                f"the stored row is {_mode(row.quick)}, seed {row.seed}; this run "
+                f"is {_mode(quick)}, seed {seed}"
+            )
         else:
             reuse[rid] = row
     run = [rid for rid in ordered if rid not in reuse]

@@ -40,8 +40,10 @@ def markdown_report(
     if environment:
         env = ", ".join(f"{k} {v}" for k, v in environment.items())
         lines.append(f"Environment: {env}.")
-    counts = {s: sum(r.status == s for r in results)
-              for s in ("held", "not held", "inconclusive", "error")}
+    counts = {
+        s: sum(r.status == s for r in results)
+        for s in ("held", "not held", "inconclusive", "error")
+    }
     lines += [
         f"Held: {counts['held']}; not held: {counts['not held']}; "
         f"inconclusive: {counts['inconclusive']}; errors: {counts['error']}.",
