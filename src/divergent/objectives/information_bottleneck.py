@@ -15,8 +15,10 @@ input and representation. Both are Gaussian-kernel (Parzen) estimators from the 
 so the loss works in any training loop and is differentiable in ``y_hat`` and ``t``.
 
 Conventions here (and where they depart from the official code, ``SJYuCNEL/
-Cauchy-Schwarz-Information-Bottleneck``, ``loss_cs.py``): nats (the code uses log₂; both terms
-scale by the same 1/ln 2, so β means the same); kernel widths σ = 1 for every kernel by
+Cauchy-Schwarz-Information-Bottleneck``, ``loss_cs.py``): nats (the code's prediction term
+uses log₂, while its normalised compression term is a ratio with no unit, so the code's loss
+is this one divided by ln 2 with β_code = β / ln 2: **β here = β_code × ln 2**, the code's
+default 0.01 is β = 0.00693 here); kernel widths σ = 1 for every kernel by
 default (as the code trains, on standardised x and y); the compression term normalised,
 :math:`I(x;t)/\sqrt{I(x;x)\,I(t;t)}` (as the code's ``CS_QMI_normalized``); the conditional CS
 denominator :math:`(\sum_i K_{ji})^2` by default, which is what the KDE derivation gives
@@ -115,7 +117,8 @@ def cs_ib_terms(
     Args:
         x: inputs ``(N, d_x)``; y: targets ``(N,)`` or ``(N, d_y)``; y_hat: predictions, same
             shape as y; t: representations ``(N, d_t)`` (paired rows, torch tensors).
-        beta: weight β ≥ 0 of the compression term (the code's default 0.01; β = 0 skips it).
+        beta: weight β ≥ 0 of the compression term (β = β_code × ln 2: the code's default
+            0.01 is 0.01 × ln 2 here; β = 0 skips it).
         sigma_x, sigma_y, sigma_t: Gaussian kernel widths (> 0; the code uses 1).
         denominator: ``"squared_sum"`` (:math:`(\sum_i K_{ji})^2`, the derivation; default) or
             ``"sum_of_squares"`` (:math:`\sum_i K_{ji}^2`, the official code).
