@@ -689,6 +689,7 @@ def _check_properties(
     spec: Divergence, params: dict[str, float], ctx: str, seed: int, n_examples: int
 ) -> int:
     p, q = _sweep_logits(seed, n_examples)
+    ctx = f"{ctx} [properties]"
     n = _check_axioms(spec, params, p, q, ctx, "property sweep")
     n += _check_symmetry(spec, params, p, q, ctx, "property sweep")
     n += _check_bound(spec, params, p, q, ctx, "property sweep")
