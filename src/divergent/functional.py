@@ -132,8 +132,17 @@ def divergence(
         tensor(True)
     """
     return _divergence(
-        name, p, q, temperature=temperature, mask=mask, reduction=reduction,
-        normalizer=normalizer, inputs=inputs, check_nan=check_nan, engine=engine, **params,
+        name,
+        p,
+        q,
+        temperature=temperature,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
+        inputs=inputs,
+        check_nan=check_nan,
+        engine=engine,
+        **params,
     )
 
 
@@ -157,26 +166,32 @@ def _divergence(
     bound = spec.bind(params)
     p, q = check_pair(p, q)
     opts = row_options(
-        leading_shape=p.shape[:-1], device=p.device, temperature=temperature, mask=mask,
-        reduction=reduction, normalizer=normalizer, inputs=inputs, engine=engine,
+        leading_shape=p.shape[:-1],
+        device=p.device,
+        temperature=temperature,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
+        inputs=inputs,
+        engine=engine,
     )
     if check_nan:
         check_no_nan(p, "p")
         check_no_nan(q, "q")
     if use_engine(opts.engine, p, q, opts.inputs):
-        return engine_divergence(
-            spec, bound, p, q, keep=opts.keep, reduction=opts.reduction,
-            normalizer=opts.normalizer, inputs=opts.inputs, temperature=opts.temperature,
-            chunk_size=chunk_size, compile=compile,
-        )
+        return engine_divergence(spec, bound, p, q, opts, chunk_size=chunk_size, compile=compile)
     n_classes = p.shape[-1]
     p_rows, q_rows = p.reshape(-1, n_classes), q.reshape(-1, n_classes)
     if opts.keep is not None:
         p_rows, q_rows = p_rows[opts.keep], q_rows[opts.keep]
-    rows = row_values(spec, bound, p_rows, q_rows, inputs=opts.inputs,
-                      temperature=opts.temperature)
-    return finish_rows(rows, keep=opts.keep, leading=opts.leading, reduction=opts.reduction,
-                       normalizer=opts.normalizer)
+    rows = row_values(spec, bound, p_rows, q_rows, inputs=opts.inputs, temperature=opts.temperature)
+    return finish_rows(
+        rows,
+        keep=opts.keep,
+        leading=opts.leading,
+        reduction=opts.reduction,
+        normalizer=opts.normalizer,
+    )
 
 
 def chunked_divergence(
@@ -235,9 +250,19 @@ def chunked_divergence(
             f"`compile` must be True, False or one of {COMPILE_MODES}, got {compile!r}"
         )
     return _divergence(
-        name, p, q, temperature=temperature, mask=mask, reduction=reduction,
-        normalizer=normalizer, inputs=inputs, check_nan=check_nan, engine="chunked",
-        chunk_size=chunk_size, compile=compile, **params,
+        name,
+        p,
+        q,
+        temperature=temperature,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
+        inputs=inputs,
+        check_nan=check_nan,
+        engine="chunked",
+        chunk_size=chunk_size,
+        compile=compile,
+        **params,
     )
 
 
@@ -317,8 +342,9 @@ def _make_shortcut(name: str) -> Callable[..., Tensor]:
     base = inspect.signature(divergence)
     fixed = [prm for prm in base.parameters.values() if prm.name not in ("name", "params")]
     own = [
-        inspect.Parameter(prm.name, inspect.Parameter.KEYWORD_ONLY, default=prm.default,
-                          annotation=float)
+        inspect.Parameter(
+            prm.name, inspect.Parameter.KEYWORD_ONLY, default=prm.default, annotation=float
+        )
         for prm in spec.parameters
     ]
     positional, keywords = fixed[:2], fixed[2:]

@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from divergent._validation import RowOptions, finish_rows
 from divergent.categorical.kernels import ChunkKernel, ElementwiseKernel, KernelPlan, kernel_for
 from divergent.categorical.registry import Divergence
 
@@ -382,18 +383,53 @@ def _autograd_chunk(
 # the autograd function
 # --------------------------------------------------------------------------------------------
 @dataclass
-class _Job:
+class EngineJob:
+    """One call of an engine (chunked, fused linear, vocabulary parallel), besides its tensors.
+
+    The one job type of the three engines: the divergence, its kernel plan and the validated
+    row options (:class:`~divergent._validation.RowOptions`: temperature, kept rows,
+    reduction, normalizer), plus the few settings one engine alone reads (the fused head's
+    ``softcap`` / ``logit_scale`` / ``vocab``, the vocabulary-parallel process ``group``).
+    """
+
     spec: Divergence
     params: dict[str, float]
     plan: KernelPlan | None
-    normalize: bool
-    temperature: float
-    keep: Tensor | None  # flat bool mask over rows
-    reduction: str
-    normalizer: float | Tensor | None
-    chunk_rows: int | None  # None: by device and kernel mode (default_chunk_rows)
-    compile: bool | str | None
-    grad: bool = True  # torch.is_grad_enabled() at the call
+    opts: RowOptions
+    normalize: bool = True  # False: log-probs used as given (inputs="log_probs" at T = 1)
+    chunk_rows: int | None = None  # None: by device and kernel mode (default_chunk_rows)
+    compile: bool | str | None = None
+    grad: bool = True  # torch.is_grad_enabled() at the call (needs_input_grad ignores it)
+    softcap: float | None = None  # fused linear: c in c·tanh(z/c)
+    logit_scale: float | None = None  # fused linear: λ multiplying the logits
+    vocab: int = 0  # fused linear: classes used of each head
+    group: Any = None  # vocabulary parallel: the process group
+
+    @property
+    def temperature(self) -> float:
+        return self.opts.temperature
+
+    @property
+    def keep(self) -> Tensor | None:
+        return self.opts.keep
+
+    @property
+    def reduction(self) -> str:
+        return self.opts.reduction
+
+    def scale(self, count: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+        """The weight of each kept row's value in the reduced loss (see reduction_scale)."""
+        return reduction_scale(self.opts.reduction, self.opts.normalizer, count, dtype, device)
+
+    def finish(self, values: Tensor) -> Tensor:
+        """The caller's result from the kept rows' values (the shared ``finish_rows``)."""
+        return finish_rows(
+            values,
+            keep=self.opts.keep,
+            leading=self.opts.leading,
+            reduction=self.opts.reduction,
+            normalizer=self.opts.normalizer,
+        )
 
 
 def default_chunk_rows(n_classes: int, device: torch.device, mode: str = "eager") -> int:
@@ -442,8 +478,8 @@ def reduction_scale(
 
 
 def _run_rows(
-    job: _Job, a2: Tensor, b2: Tensor, need_a: bool, need_b: bool
-) -> tuple[Tensor, Tensor | None, Tensor | None, int]:
+    job: EngineJob, a2: Tensor, b2: Tensor, need_a: bool, need_b: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Row values (over kept rows) and the scaled gradient buffers."""
     n_rows, n_classes = a2.shape
     device = a2.device
@@ -451,14 +487,14 @@ def _run_rows(
     out_dtype = torch.float64 if dtype == torch.float64 else torch.float32
     idx = None if job.keep is None else job.keep.nonzero().squeeze(1)
     count = n_rows if idx is None else int(idx.numel())
-    scale = reduction_scale(job.reduction, job.normalizer, count, dtype, device)
+    scale = job.scale(count, dtype, device)
     temperature = torch.tensor(job.temperature, dtype=dtype, device=device)
     ga = (torch.zeros_like(a2) if idx is not None else torch.empty_like(a2)) if need_a else None
     gb = (torch.zeros_like(b2) if idx is not None else torch.empty_like(b2)) if need_b else None
     values = torch.empty(count, dtype=out_dtype, device=device)
     bad = torch.zeros(count, dtype=torch.bool, device=device)
     if count == 0:
-        return values, ga, gb, count
+        return values, ga, gb
 
     if job.plan is not None:
         consts = job.plan.tensors(dtype, device)
@@ -496,7 +532,7 @@ def _run_rows(
                 gb.index_copy_(0, sel, cb)
     if ga is not None or gb is not None:
         zero_rows(bad, idx, ga, gb)
-    return values, ga, gb, count
+    return values, ga, gb
 
 
 def zero_rows(bad: Tensor, idx: Tensor | None, *grads: Tensor | None) -> None:
@@ -509,23 +545,6 @@ def zero_rows(bad: Tensor, idx: Tensor | None, *grads: Tensor | None) -> None:
     for g in grads:
         if g is not None:
             g.index_fill_(0, rows, 0.0)
-
-
-def _reduce(job: _Job, values: Tensor, count: int, n_rows: int) -> Tensor:
-    if job.reduction == "none":
-        if job.keep is None:
-            return values
-        full = torch.zeros(n_rows, dtype=values.dtype, device=values.device)
-        return full.index_put_((job.keep,), values)
-    total = values.sum()
-    if job.reduction == "sum":
-        return total
-    if job.normalizer is not None:
-        norm = job.normalizer
-        if isinstance(norm, Tensor):
-            norm = norm.detach().to(device=total.device, dtype=total.dtype)
-        return total / norm
-    return total / max(count, 1)
 
 
 def check_backward_once(ctx: Any) -> None:
@@ -561,14 +580,14 @@ def scale_saved_grads(
 
 class _ChunkedFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, a2: Tensor, b2: Tensor, job: _Job) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, a2: Tensor, b2: Tensor, job: EngineJob) -> Tensor:  # type: ignore[override]
         # needs_input_grad ignores no_grad(): the grad mode is read before apply (job.grad)
         need_a = ctx.needs_input_grad[0] and job.grad
         need_b = ctx.needs_input_grad[1] and job.grad
-        values, ga, gb, count = _run_rows(job, a2, b2, need_a, need_b)
+        values, ga, gb = _run_rows(job, a2, b2, need_a, need_b)
         empty = a2.new_empty(0)
         ctx.save_for_backward(ga if ga is not None else empty, gb if gb is not None else empty)
-        return _reduce(job, values, count, a2.shape[0])
+        return job.finish(values)
 
     @staticmethod
     @once_differentiable
@@ -607,35 +626,23 @@ def engine_divergence(
     params: dict[str, float],
     p: Tensor,
     q: Tensor,
+    opts: RowOptions,
     *,
-    keep: Tensor | None,
-    reduction: str,
-    normalizer: float | Tensor | None,
-    inputs: str,
-    temperature: float,
     chunk_size: int | None = None,
     compile: bool | str | None = None,
 ) -> Tensor:
-    """The engine behind :func:`divergent.divergence` (inputs already validated)."""
+    """The engine behind :func:`divergent.divergence` (inputs and ``opts`` already validated)."""
     n_classes = p.shape[-1]
-    leading = p.shape[:-1]
     a2, b2 = p.reshape(-1, n_classes), q.reshape(-1, n_classes)
-    normalize = not (inputs == "log_probs" and temperature == 1.0)
-    plan = kernel_for(spec, params) if normalize else None
-    job = _Job(
+    normalize = not (opts.inputs == "log_probs" and opts.temperature == 1.0)
+    job = EngineJob(
         spec=spec,
         params=params,
-        plan=plan,
+        plan=kernel_for(spec, params) if normalize else None,
+        opts=opts,
         normalize=normalize,
-        temperature=temperature,
-        keep=None if keep is None else keep.reshape(-1),
-        reduction=reduction,
-        normalizer=normalizer,
         chunk_rows=chunk_size,
         compile=compile,
         grad=torch.is_grad_enabled(),
     )
-    out = _ChunkedFunction.apply(a2, b2, job)
-    if reduction == "none":
-        return out.reshape(leading)
-    return out
+    return _ChunkedFunction.apply(a2, b2, job)

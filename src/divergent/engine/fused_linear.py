@@ -24,9 +24,7 @@ Hsu et al. 2024, arXiv:2410.10989, here for every registered divergence).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -35,21 +33,20 @@ from torch.autograd.function import once_differentiable
 
 from divergent._validation import (
     check_chunk_size,
-    check_mask,
-    check_normalizer,
-    check_reduction,
-    check_temperature,
+    check_float_tensor,
+    check_positive_scalar,
+    row_options,
 )
 from divergent.categorical.fdiv import resolve_divergence
-from divergent.categorical.kernels import KernelPlan, kernel_for
-from divergent.categorical.registry import Divergence, DivergenceLike
+from divergent.categorical.kernels import kernel_for
+from divergent.categorical.registry import DivergenceLike
 from divergent.engine.chunked import (
+    EngineJob,
     _autograd_chunk,
     _ChunkRunner,
     _should_compile,
     check_backward_once,
     default_chunk_rows,
-    reduction_scale,
     scale_saved_grads,
 )
 
@@ -61,46 +58,7 @@ MATMUL_CHUNK_ELEMENTS = {"cpu": 1 << 23, "cuda": 1 << 26}
 """Default logits elements per matmul chunk (rows = elements // V, at least 1)."""
 
 
-def _check_float(x: Any, name: str, dims: int | None = None) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise ValueError(f"`{name}` must be a torch.Tensor, got {type(x).__name__}")
-    if not torch.is_floating_point(x):
-        raise ValueError(f"`{name}` must be a floating-point tensor, got dtype {x.dtype}")
-    if dims is not None and x.dim() != dims:
-        raise ValueError(f"`{name}` must have {dims} dimension(s), got shape {tuple(x.shape)}")
-    if dims is None and x.dim() < 1:
-        raise ValueError(f"`{name}` must have a hidden axis (last dimension), got a 0-d tensor")
-    return x
-
-
-def _check_positive(x: Any, name: str, what: str) -> float | None:
-    if x is None:
-        return None
-    if isinstance(x, Tensor) and x.numel() == 1:
-        x = x.item()
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x <= 0:
-        raise ValueError(f"`{name}` must be None or a finite number > 0 ({what}), got {x!r}")
-    return float(x)
-
-
-@dataclass
-class _FusedJob:
-    spec: Divergence
-    params: dict[str, float]
-    plan: KernelPlan | None
-    temperature: float
-    softcap: float | None
-    logit_scale: float | None
-    keep: Tensor | None
-    reduction: str
-    normalizer: float | Tensor | None
-    vocab: int
-    mm_rows: int
-    compile: bool | str | None
-    grad: bool = True  # torch.is_grad_enabled() at the call (needs_input_grad ignores it)
-
-
-def _logits(h: Tensor, w: Tensor, bias: Tensor | None, job: _FusedJob) -> Tensor:
+def _logits(h: Tensor, w: Tensor, bias: Tensor | None, job: EngineJob) -> Tensor:
     """Transformed logits of a chunk (scale, then soft-cap), in the matmul dtype."""
     z = h @ w.T
     if bias is not None:
@@ -113,7 +71,7 @@ def _logits(h: Tensor, w: Tensor, bias: Tensor | None, job: _FusedJob) -> Tensor
     return z
 
 
-def _chain(gz: Tensor, z: Tensor, job: _FusedJob) -> None:
+def _chain(gz: Tensor, z: Tensor, job: EngineJob) -> None:
     """gz ← gz · d(transformed)/d(raw), reusing the transformed logits buffer ``z``."""
     if job.softcap is not None:
         cap = job.softcap
@@ -123,7 +81,7 @@ def _chain(gz: Tensor, z: Tensor, job: _FusedJob) -> None:
 
 
 def _run(
-    job: _FusedJob,
+    job: EngineJob,
     tensors: tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor | None],
     need: tuple[bool, ...],
     row_weights: Tensor | None = None,
@@ -148,7 +106,7 @@ def _run(
 
     idx = None if job.keep is None else job.keep.nonzero().squeeze(1)
     count = n_rows if idx is None else int(idx.numel())
-    scale = reduction_scale(job.reduction, job.normalizer, count, dtype, device)
+    scale = job.scale(count, dtype, device)
     temperature = torch.tensor(job.temperature, dtype=dtype, device=device)
 
     def zeros_for(x: Tensor | None, flag: bool, acc: bool = False) -> Tensor | None:
@@ -174,7 +132,7 @@ def _run(
         run = _autograd_chunk(job.spec, job.params, True, dtype)
         mode = "autograd"
 
-    step = max(1, job.mm_rows)
+    step = max(1, job.chunk_rows or 1)
     sub = min(step, default_chunk_rows(vocab, device, mode))
     for start in range(0, count, step):
         stop = min(start + step, count)
@@ -242,34 +200,21 @@ class _FusedLinearFunction(torch.autograd.Function):
         ht: Tensor,
         wt: Tensor,
         bt: Tensor | None,
-        job: _FusedJob,
+        job: EngineJob,
     ) -> Tensor:
         need = tuple(bool(x) and job.grad for x in ctx.needs_input_grad[:6])
         tensors = (hs, ws, bs, ht, wt, bt)
         ctx.job, ctx.need = job, need
-        n_rows = hs.shape[0]
         if job.reduction == "none":
             # weight and bias gradients sum over rows, so the incoming per-row gradient must
             # be known: the backward pass recomputes the chunks with it (one more forward)
             values, _ = _run(job, tensors, (False,) * 6)
             ctx.save_for_backward(hs, ws, bs, ht, wt, bt)
-            if job.keep is None:
-                return values
-            full = torch.zeros(n_rows, dtype=values.dtype, device=hs.device)
-            return full.index_put_((job.keep,), values)
+            return job.finish(values)
         values, grads = _run(job, tensors, need)
         empty = hs.new_empty(0)
         ctx.save_for_backward(*[empty if g is None else g for g in grads])
-        count = values.numel()
-        total = values.sum()
-        if job.reduction == "sum":
-            return total
-        if job.normalizer is not None:
-            norm = job.normalizer
-            if isinstance(norm, Tensor):
-                norm = norm.detach().to(device=total.device, dtype=total.dtype)
-            return total / norm
-        return total / max(count, 1)
+        return job.finish(values)
 
     @staticmethod
     @once_differentiable
@@ -367,10 +312,10 @@ def fused_linear_divergence(
     """
     spec = resolve_divergence(name)
     bound = spec.bind(params)
-    hs = _check_float(student_hidden, "student_hidden")
-    ht = _check_float(teacher_hidden, "teacher_hidden")
-    ws = _check_float(student_weight, "student_weight", 2)
-    wt = _check_float(teacher_weight, "teacher_weight", 2)
+    hs = check_float_tensor(student_hidden, "student_hidden", min_dim=1)
+    ht = check_float_tensor(teacher_hidden, "teacher_hidden", min_dim=1)
+    ws = check_float_tensor(student_weight, "student_weight", dims=2)
+    wt = check_float_tensor(teacher_weight, "teacher_weight", dims=2)
     if hs.shape[:-1] != ht.shape[:-1]:
         raise ValueError(
             f"`student_hidden` {tuple(hs.shape)} and `teacher_hidden` {tuple(ht.shape)} must share "
@@ -388,7 +333,7 @@ def fused_linear_divergence(
         )
     for bias, w, bname in ((student_bias, ws, "student_bias"), (teacher_bias, wt, "teacher_bias")):
         if bias is not None:
-            _check_float(bias, bname, 1)
+            check_float_tensor(bias, bname, dims=1)
             if bias.shape[0] != w.shape[0]:
                 raise ValueError(
                     f"`{bname}` has {bias.shape[0]} entries but its weight has {w.shape[0]} rows"
@@ -408,34 +353,37 @@ def fused_linear_divergence(
         )
     if min(v_s, v_t) == 0:
         raise ValueError("the heads have an empty vocabulary (0 rows)")
-    check_reduction(reduction)
-    temperature = check_temperature(temperature)
-    cap = _check_positive(softcap, "softcap", "the tanh cap c in c·tanh(z/c)")
-    lam = _check_positive(logit_scale, "logit_scale", "a multiplier of the logits")
-    norm = check_normalizer(normalizer, reduction)
+    opts = row_options(
+        leading_shape=hs.shape[:-1],
+        device=hs.device,
+        temperature=temperature,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
+    )
+    cap = check_positive_scalar(
+        softcap, "softcap", allow_none=True, what="the tanh cap c in c·tanh(z/c)"
+    )
+    lam = check_positive_scalar(
+        logit_scale, "logit_scale", allow_none=True, what="a multiplier of the logits"
+    )
     check_chunk_size(chunk_size)
-    leading = hs.shape[:-1]
-    keep = check_mask(mask, leading, hs.device)
     n_vocab = min(v_s, v_t)
     device_type = hs.device.type
     mm_rows = chunk_size or max(1, MATMUL_CHUNK_ELEMENTS.get(device_type, 1 << 26) // n_vocab)
-    plan = kernel_for(spec, bound)
-    job = _FusedJob(
+    job = EngineJob(
         spec=spec,
         params=bound,
-        plan=plan,
-        temperature=temperature,
-        softcap=cap,
-        logit_scale=lam,
-        keep=None if keep is None else keep.reshape(-1),
-        reduction=reduction,
-        normalizer=norm,
-        vocab=n_vocab,
-        mm_rows=mm_rows,
+        plan=kernel_for(spec, bound),
+        opts=opts,
+        chunk_rows=mm_rows,
         compile=compile,
         grad=torch.is_grad_enabled(),
+        softcap=cap,
+        logit_scale=lam,
+        vocab=n_vocab,
     )
-    out = _FusedLinearFunction.apply(
+    return _FusedLinearFunction.apply(
         hs.reshape(-1, hs.shape[-1]),
         ws,
         student_bias,
@@ -444,4 +392,3 @@ def fused_linear_divergence(
         teacher_bias,
         job,
     )
-    return out.reshape(leading) if reduction == "none" else out

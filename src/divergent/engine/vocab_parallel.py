@@ -31,7 +31,6 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -39,19 +38,14 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from divergent._validation import (
-    check_chunk_size,
-    check_no_nan,
-    check_pair,
-    check_row_options,
-)
+from divergent._validation import check_chunk_size, check_no_nan, check_pair, row_options
 from divergent.categorical.fdiv import resolve_divergence
-from divergent.categorical.kernels import LSE, MAX, SUM, KernelPlan, generator_kernel, kernel_for
+from divergent.categorical.kernels import LSE, MAX, SUM, generator_kernel, kernel_for
 from divergent.categorical.registry import DivergenceLike
 from divergent.engine.chunked import (
     CHUNK_ELEMENTS,
+    EngineJob,
     check_backward_once,
-    reduction_scale,
     scale_saved_grads,
     write_grads,
 )
@@ -85,28 +79,18 @@ def _combine(stats: Sequence[tuple[Tensor, str]], group: Any) -> list[Tensor]:
     return out  # type: ignore[return-value]
 
 
-@dataclass
-class _ShardJob:
-    plan: KernelPlan
-    temperature: float
-    keep: Tensor | None
-    reduction: str
-    normalizer: float | Tensor | None
-    chunk_rows: int
-    group: Any
-    grad: bool = True
-
-
 def _chunks(count: int, rows: int) -> list[slice]:
     return [slice(s, min(s + rows, count)) for s in range(0, count, rows)]
 
 
 class _VocabParallelFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, a2: Tensor, b2: Tensor, job: _ShardJob) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, a2: Tensor, b2: Tensor, job: EngineJob) -> Tensor:  # type: ignore[override]
         need_a = ctx.needs_input_grad[0] and job.grad  # needs_input_grad ignores no_grad()
         need_b = ctx.needs_input_grad[1] and job.grad
-        kernel = job.plan.kernel
+        plan = job.plan
+        assert plan is not None  # checked by vocab_parallel_divergence
+        kernel = plan.kernel
         device = a2.device
         wide = torch.float64 in (a2.dtype, b2.dtype)
         dtype = kernel.dtype or (torch.float64 if wide else torch.float32)
@@ -115,10 +99,10 @@ class _VocabParallelFunction(torch.autograd.Function):
         idx = None if job.keep is None else job.keep.nonzero().squeeze(1)
         count = n_rows if idx is None else int(idx.numel())
         temperature = torch.tensor(job.temperature, dtype=dtype, device=device)
-        consts = job.plan.tensors(dtype, device)
-        scale = reduction_scale(job.reduction, job.normalizer, count, dtype, device)
+        consts = plan.tensors(dtype, device)
+        scale = job.scale(count, dtype, device)
         weight = scale / temperature
-        chunks = _chunks(count, max(1, job.chunk_rows))
+        chunks = _chunks(count, max(1, job.chunk_rows or 1))
 
         def rows_of(x: Tensor, sl: slice) -> Tensor:
             return x[sl] if idx is None else x.index_select(0, idx[sl])
@@ -185,20 +169,7 @@ class _VocabParallelFunction(torch.autograd.Function):
                         gb.index_copy_(0, idx[sl], cb)
         empty = a2.new_empty(0)
         ctx.save_for_backward(ga if ga is not None else empty, gb if gb is not None else empty)
-        if job.reduction == "none":
-            if idx is None:
-                return values
-            full = torch.zeros(n_rows, dtype=values.dtype, device=device)
-            return full.index_put_((job.keep,), values)
-        total = values.sum()
-        if job.reduction == "sum":
-            return total
-        if job.normalizer is not None:
-            norm = job.normalizer
-            if isinstance(norm, Tensor):
-                norm = norm.detach().to(device=device, dtype=total.dtype)
-            return total / norm
-        return total / max(count, 1)
+        return job.finish(values)
 
     @staticmethod
     @once_differentiable
@@ -259,14 +230,13 @@ def vocab_parallel_divergence(
     spec = resolve_divergence(name)
     bound = spec.bind(params)
     p, q = check_pair(p, q)
-    leading = p.shape[:-1]
-    temperature, norm, keep = check_row_options(
-        reduction=reduction,
-        temperature=temperature,
-        normalizer=normalizer,
-        mask=mask,
-        leading_shape=leading,
+    opts = row_options(
+        leading_shape=p.shape[:-1],
         device=p.device,
+        temperature=temperature,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
     )
     if check_nan:
         check_no_nan(p, "p")
@@ -283,15 +253,13 @@ def vocab_parallel_divergence(
         )
     n_local = p.shape[-1]
     rows = chunk_size or max(1, CHUNK_ELEMENTS.get(p.device.type, 1 << 24) // n_local)
-    job = _ShardJob(
+    job = EngineJob(
+        spec=spec,
+        params=bound,
         plan=plan,
-        temperature=temperature,
-        keep=None if keep is None else keep.reshape(-1),
-        reduction=reduction,
-        normalizer=norm,
+        opts=opts,
         chunk_rows=rows,
-        group=group,
         grad=torch.is_grad_enabled(),
+        group=group,
     )
-    out = _VocabParallelFunction.apply(p.reshape(-1, n_local), q.reshape(-1, n_local), job)
-    return out.reshape(leading) if reduction == "none" else out
+    return _VocabParallelFunction.apply(p.reshape(-1, n_local), q.reshape(-1, n_local), job)

@@ -33,7 +33,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from divergent._validation import check_inputs_kind, check_pair, check_reduction, to_log_probs
+from divergent._validation import (
+    check_inputs_kind,
+    check_pair,
+    check_positive_scalar,
+    check_reduction,
+    to_log_probs,
+)
 from divergent.functional import kl
 
 __all__ = [
@@ -92,15 +98,7 @@ def _check_tie_break(tie_break: Any) -> str:
     return tie_break
 
 
-def _check_beta(beta: Any) -> float:
-    if isinstance(beta, Tensor) and beta.numel() == 1:
-        beta = beta.item()
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or math.isnan(beta) or beta < 0:
-        raise ValueError(
-            f"`beta` (KL coefficient) must be a number >= 0 (0 = argmax limit, inf = the base), "
-            f"got {beta!r}"
-        )
-    return float(beta)
+_BETA = "the KL coefficient; 0 = the argmax limit, inf = the base"
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +317,7 @@ def tilted_log_probs(
         >>> tilted_log_probs(p, r, 1.0, inputs="probs").exp()
         tensor([0.2500, 0.7500])
     """
-    beta = _check_beta(beta)
+    beta = check_positive_scalar(beta, "beta", allow_zero=True, allow_inf=True, what=_BETA)
     log_base, r = _base_and_rewards(base, rewards, inputs)
     inv = math.inf if beta == 0.0 else 1.0 / beta
     inv_beta = torch.full(r.shape[:-1], inv, dtype=torch.float64)
@@ -327,7 +325,11 @@ def tilted_log_probs(
 
 
 def tilted_kl(
-    base: Tensor, rewards: Tensor, beta: float, *, inputs: str = "logits",
+    base: Tensor,
+    rewards: Tensor,
+    beta: float,
+    *,
+    inputs: str = "logits",
     reduction: str = "none",
 ) -> Tensor:
     r""":math:`\mathrm{KL}(\pi_\beta\|\pi_0) = \mathbb{E}_{\pi_\beta}[r]/\beta - \log Z_\beta`.
@@ -477,7 +479,7 @@ def kl_regularized_objective(
     References:
         Ziegler et al. (2019), arXiv 1909.08593; Rafailov et al. (2023), arXiv 2305.18290, Eq. 3.
     """
-    beta = _check_beta(beta)
+    beta = check_positive_scalar(beta, "beta", allow_zero=True, allow_inf=True, what=_BETA)
     check_pair(policy_log_probs, base_log_probs, "policy_log_probs", "base_log_probs")
     reward = expected_reward(policy_log_probs, rewards)
     if beta == 0.0:

@@ -47,7 +47,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from divergent._validation import check_mask, check_normalizer, check_reduction, reduce_rows
+from divergent._validation import check_positive_scalar, check_reduction, finish_rows, row_options
 
 __all__ = ["kl_penalty_reward", "policy_kl", "reference_sample_kl"]
 
@@ -124,17 +124,25 @@ def _estimator(kind: str, log_r: Tensor) -> Tensor:
     return _exp_minus_one_minus(log_r)  # r − 1 − log r with r = e^{log r}
 
 
-def _reduce(values: Tensor, mask: Any, reduction: str, normalizer: Any) -> Tensor:
-    keep = check_mask(mask, values.shape, values.device)
-    norm = check_normalizer(normalizer, reduction)
-    if keep is not None:
-        values = torch.where(keep, values, torch.zeros_like(values))
-        count: int | Tensor = keep.sum()
-    else:
-        count = values.numel()
-    if reduction == "none":
-        return values
-    return reduce_rows(values.reshape(-1), reduction, count=count, normalizer=norm)
+def _reduce(values: Tensor, mask: Any, reduction: Any, normalizer: Any) -> Tensor:
+    """Per-sample values to the caller's result through the shared row options."""
+    opts = row_options(
+        leading_shape=values.shape,
+        device=values.device,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
+    )
+    rows = values.reshape(-1)
+    if opts.keep is not None:
+        rows = rows[opts.keep]
+    return finish_rows(
+        rows,
+        keep=opts.keep,
+        leading=opts.leading,
+        reduction=opts.reduction,
+        normalizer=opts.normalizer,
+    )
 
 
 def policy_kl(
@@ -292,13 +300,7 @@ def kl_penalty_reward(
             f"`rewards` must have the per-token shape of `logp` {tuple(logp.shape)}, got "
             f"{tuple(rewards.shape)}; put a sequence-level reward on the last token"
         )
-    if (
-        isinstance(beta, bool)
-        or not isinstance(beta, (int, float))
-        or not math.isfinite(beta)
-        or beta < 0
-    ):
-        raise ValueError(f"`beta` must be a finite number ≥ 0, got {beta!r}")
+    beta = check_positive_scalar(beta, "beta", allow_zero=True, what="the KL penalty coefficient")
     with torch.no_grad():
         penalty = policy_kl(
             logp, ref_logp, kind, mask=mask, reduction="none", clamp_log_ratio=clamp_log_ratio

@@ -29,13 +29,11 @@ from torch.autograd.function import once_differentiable
 
 from divergent._validation import (
     check_chunk_size,
-    check_mask,
-    check_normalizer,
-    check_reduction,
     check_temperature,
     check_tensor,
     compute_dtype,
-    reduce_rows,
+    finish_rows,
+    row_options,
 )
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.registry import DivergenceLike
@@ -482,13 +480,13 @@ def sparse_divergence(
     bound = spec.bind(params)
     if tail not in TAILS:
         raise ValueError(f"`tail` must be one of {TAILS}, got {tail!r}")
-    check_reduction(reduction)
-    temperature = check_temperature(temperature)
-    norm = check_normalizer(normalizer, reduction)
     student = check_tensor(student_logits, "student_logits")
     ids = teacher_topk_ids
-    if not isinstance(ids, Tensor) or ids.dtype == torch.bool or ids.is_floating_point() or (
-        ids.is_complex()
+    if (
+        not isinstance(ids, Tensor)
+        or ids.dtype == torch.bool
+        or ids.is_floating_point()
+        or (ids.is_complex())
     ):
         got = ids.dtype if isinstance(ids, Tensor) else type(ids).__name__
         raise ValueError(f"`teacher_topk_ids` must be an integer tensor (int64), got {got}")
@@ -519,16 +517,23 @@ def sparse_divergence(
                 f"`{t_name}` is on {t.device} but `student_logits` is on {student.device}"
             )
     check_chunk_size(chunk_size)
-    leading = student.shape[:-1]
-    keep = check_mask(mask, leading, student.device)
+    opts = row_options(
+        leading_shape=student.shape[:-1],
+        device=student.device,
+        temperature=temperature,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
+    )
+    leading, temperature = opts.leading, opts.temperature
 
     dtype = compute_dtype(student, logprobs)
     s2d = student.reshape(-1, n_classes)
     ids2d = ids.reshape(-1, k).to(torch.int64)
     lp2d = logprobs.reshape(-1, k)
     rows: Tensor | None = None
-    if keep is not None:
-        rows = keep.reshape(-1).nonzero().squeeze(1)
+    if opts.keep is not None:
+        rows = opts.keep.nonzero().squeeze(1)
         ids2d, lp2d = ids2d.index_select(0, rows), lp2d.index_select(0, rows)
     count = ids2d.shape[0]
     if check_inputs and count > 0:
@@ -569,9 +574,10 @@ def sparse_divergence(
     values = spec.row_fn(log_p, log_q, **bound)
     values = torch.where(empty, torch.zeros((), dtype=values.dtype, device=values.device), values)
 
-    if reduction == "none":
-        if rows is None:
-            return values.reshape(leading)
-        full = torch.zeros(leading.numel(), dtype=values.dtype, device=values.device)
-        return full.index_put((rows,), values).reshape(leading)
-    return reduce_rows(values, reduction, count=count, normalizer=norm)
+    return finish_rows(
+        values,
+        keep=opts.keep,
+        leading=leading,
+        reduction=opts.reduction,
+        normalizer=opts.normalizer,
+    )
