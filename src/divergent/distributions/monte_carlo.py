@@ -10,6 +10,7 @@ shape; it is not differentiable.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
@@ -48,7 +49,7 @@ def monte_carlo(
     name: str,
     p: Distribution,
     q: Distribution,
-    params: dict[str, float],
+    params: Mapping[str, float],
     *,
     num_samples: int,
     seed: int | None,
@@ -99,76 +100,96 @@ def _log_mean_exp(z: Tensor) -> tuple[Tensor, Tensor]:
     return torch.log(mean) + zmax, rel_se
 
 
-def _estimate(
-    name: str, p: Distribution, q: Distribution, params: dict[str, float], n: int
+def _result(value: Tensor, stderr: Tensor) -> ClosedFormResult:
+    return ClosedFormResult(value, stderr, "monte_carlo", "monte_carlo")
+
+
+def _log_ratio_under(x_dist: Distribution, y_dist: Distribution, n: int) -> Tensor:
+    """log(y/x) at n samples of x."""
+    x = x_dist.sample((n,))
+    return y_dist.log_prob(x) - x_dist.log_prob(x)
+
+
+def _kl_family(name: str, p: Distribution, q: Distribution, n: int) -> ClosedFormResult:
+    """KL = E_P[log p/q], reverse KL = E_Q[log q/p], Jeffreys = both (independent samples)."""
+    parts = []
+    if name in ("kl", "jeffreys"):
+        parts.append(_mean_se(-_log_ratio_under(p, q, n)))
+    if name in ("reverse_kl", "jeffreys"):
+        parts.append(_mean_se(-_log_ratio_under(q, p, n)))
+    value = sum(v for v, _ in parts)
+    se = torch.sqrt(sum(s.square() for _, s in parts))
+    return _result(value, se)  # type: ignore[arg-type]
+
+
+def _js(p: Distribution, q: Distribution, beta: float, n: int) -> ClosedFormResult:
+    """JS_β = β E_P[log p/m] + (1−β) E_Q[log q/m], m = βp + (1−β)q."""
+    xp = p.sample((n,))
+    xq = q.sample((n,))
+
+    def log_m(x: Tensor) -> Tensor:
+        return torch.logaddexp(math.log(beta) + p.log_prob(x), math.log1p(-beta) + q.log_prob(x))
+
+    vp, sp = _mean_se(p.log_prob(xp) - log_m(xp))
+    vq, sq = _mean_se(q.log_prob(xq) - log_m(xq))
+    value = beta * vp + (1 - beta) * vq
+    se = torch.sqrt((beta * sp).square() + ((1 - beta) * sq).square())
+    return _result(value, se)
+
+
+# affinity-based names: the exponent a of ∫ p^a q^{1−a}, and (log A, A, se(A)/A) ↦ (value, se)
+_AffinityMap = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]]
+_AFFINITIES: dict[str, tuple[Callable[[Mapping[str, float]], float], _AffinityMap]] = {
+    "hellinger": (lambda prm: 0.5, lambda la, aff, rse: (-torch.expm1(la), aff * rse)),
+    "bhattacharyya": (lambda prm: 0.5, lambda la, aff, rse: (-la, rse)),
+    "pearson_chi2": (lambda prm: 2.0, lambda la, aff, rse: (torch.expm1(la), aff * rse)),
+}
+
+
+def _affinity_divergence(
+    name: str, p: Distribution, q: Distribution, params: Mapping[str, float], n: int
 ) -> ClosedFormResult:
-    def log_ratio_under(x_dist: Distribution, y_dist: Distribution) -> Tensor:
-        x = x_dist.sample((n,))
-        return y_dist.log_prob(x) - x_dist.log_prob(x)  # log(y/x) at samples of x
+    """Rényi, α, Hellinger, Bhattacharyya, χ² from ∫ p^a q^{1−a} = E_P[(q/p)^{1−a}].
 
-    if name in ("kl", "reverse_kl", "jeffreys"):
-        parts = []
-        if name in ("kl", "jeffreys"):
-            parts.append(_mean_se(-log_ratio_under(p, q)))
-        if name in ("reverse_kl", "jeffreys"):
-            parts.append(_mean_se(-log_ratio_under(q, p)))
-        value = sum(v for v, _ in parts)
-        se = torch.sqrt(sum(s.square() for _, s in parts))
-        return ClosedFormResult(value, se, "monte_carlo", "monte_carlo")  # type: ignore[arg-type]
-    if name == "js":
-        beta = params["beta"]
-        xp = p.sample((n,))
-        xq = q.sample((n,))
-
-        def log_m(x: Tensor) -> Tensor:
-            return torch.logaddexp(
-                math.log(beta) + p.log_prob(x), math.log1p(-beta) + q.log_prob(x)
-            )
-
-        vp, sp = _mean_se(p.log_prob(xp) - log_m(xp))
-        vq, sq = _mean_se(q.log_prob(xq) - log_m(xq))
-        value = beta * vp + (1 - beta) * vq
-        se = torch.sqrt((beta * sp).square() + ((1 - beta) * sq).square())
-        return ClosedFormResult(value, se, "monte_carlo", "monte_carlo")
-    if name == "neyman_chi2":  # χ²(Q‖P): sample Q (finite variance more often)
-        return _estimate("pearson_chi2", q, p, params, n)
-    if name == "alpha" and params["alpha"] < 0:  # D_α(P‖Q) = D_{1−α}(Q‖P)
-        return _estimate("alpha", q, p, {"alpha": 1.0 - params["alpha"]}, n)
-    lr = log_ratio_under(p, q)  # log q/p under P
-    if name == "tv":
-        value, se = _mean_se(0.5 * (-torch.expm1(lr)).abs())
-        return ClosedFormResult(value, se, "monte_carlo", "monte_carlo")
-    # affinities ∫ p^a q^{1−a} = E_P[(q/p)^{1−a}]; delta method for the standard errors
-    if name in ("hellinger", "bhattacharyya"):
-        a = 0.5
-    elif name == "pearson_chi2":
-        a = 2.0
-    elif name == "renyi":
+    Standard errors by the delta method from the relative standard error of the mean.
+    """
+    if name == "renyi":
         a = params["order"]
-    else:
+        if math.isinf(a):
+            raise ValueError("renyi order=inf cannot be estimated by Monte Carlo here")
+    elif name == "alpha":
         a = params["alpha"]
-    if name == "renyi" and a == 1.0:
-        return _estimate("kl", p, q, params, n)
-    if name == "alpha" and a in (0.0, 1.0):
-        return _estimate("kl" if a == 1.0 else "reverse_kl", p, q, params, n)
-    if name == "renyi" and math.isinf(a):
-        raise ValueError("renyi order=inf cannot be estimated by Monte Carlo here")
-    log_aff, rel_se = _log_mean_exp((1.0 - a) * lr)
+    else:
+        a = _AFFINITIES[name][0](params)
+    log_aff, rel_se = _log_mean_exp((1.0 - a) * _log_ratio_under(p, q, n))
     aff = log_aff.exp()
     if name == "renyi":
-        if a == 0.0:
-            value = torch.zeros_like(log_aff)  # −log Q(supp P): full-support families
-            return ClosedFormResult(value, torch.zeros_like(value), "monte_carlo", "monte_carlo")
-        return ClosedFormResult(
-            log_aff / (a - 1.0), rel_se / abs(a - 1.0), "monte_carlo", "monte_carlo"
-        )
-    if name == "bhattacharyya":
-        return ClosedFormResult(-log_aff, rel_se, "monte_carlo", "monte_carlo")
-    if name == "hellinger":
-        return ClosedFormResult(-torch.expm1(log_aff), aff * rel_se, "monte_carlo", "monte_carlo")
-    if name == "pearson_chi2":
-        return ClosedFormResult(torch.expm1(log_aff), aff * rel_se, "monte_carlo", "monte_carlo")
-    scale = 1.0 / (a * (a - 1.0))
-    return ClosedFormResult(
-        torch.expm1(log_aff) * scale, aff * rel_se * abs(scale), "monte_carlo", "monte_carlo"
-    )
+        if a == 0.0:  # −log Q(supp P) = 0: full-support families
+            return _result(torch.zeros_like(log_aff), torch.zeros_like(log_aff))
+        return _result(log_aff / (a - 1.0), rel_se / abs(a - 1.0))
+    if name == "alpha":
+        scale = 1.0 / (a * (a - 1.0))
+        return _result(torch.expm1(log_aff) * scale, aff * rel_se * abs(scale))
+    return _result(*_AFFINITIES[name][1](log_aff, aff, rel_se))
+
+
+def _estimate(
+    name: str, p: Distribution, q: Distribution, params: Mapping[str, float], n: int
+) -> ClosedFormResult:
+    # reduce to a form whose estimator has finite variance more often, or to the KL
+    if name == "neyman_chi2":  # χ²(Q‖P): sample Q
+        name, p, q = "pearson_chi2", q, p
+    if name == "alpha" and params["alpha"] < 0:  # D_α(P‖Q) = D_{1−α}(Q‖P)
+        name, p, q, params = "alpha", q, p, {"alpha": 1.0 - params["alpha"]}
+    if (name == "renyi" and params["order"] == 1.0) or (name == "alpha" and params["alpha"] == 1):
+        name = "kl"
+    if name == "alpha" and params["alpha"] == 0.0:
+        name = "reverse_kl"
+    if name in ("kl", "reverse_kl", "jeffreys"):
+        return _kl_family(name, p, q, n)
+    if name == "js":
+        return _js(p, q, params["beta"], n)
+    if name == "tv":  # ½ E_P|1 − q/p|
+        value, se = _mean_se(0.5 * (-torch.expm1(_log_ratio_under(p, q, n))).abs())
+        return _result(value, se)
+    return _affinity_divergence(name, p, q, params, n)
