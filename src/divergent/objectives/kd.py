@@ -158,6 +158,7 @@ def kd_loss(
     scale_by_temperature_squared: bool = True,
     ce_weight: float = 0.1,
     kd_weight: float = 0.9,
+    teacher_temperature: float | None = None,
     ignore_index: int | None = -100,
     mask: Tensor | None = None,
     reduction: str = "mean",
@@ -184,6 +185,10 @@ def kd_loss(
         ce_weight: weight of the hard-label cross-entropy (≥ 0; 0 drops the term and the need
             for labels).
         kd_weight: weight of the divergence term (≥ 0).
+        teacher_temperature: *logit smoothing* of the teacher alone: the target becomes
+            softmax(t/τ_t) while the student stays at ``temperature`` (None: τ_t = T, plain
+            KD). τ_t > T smooths the teacher's distribution, τ_t < T sharpens it; the T²
+            factor still uses ``temperature``.
         ignore_index: label value whose rows are dropped (None: no such value).
         mask, reduction, normalizer: the shared row options (see
             :func:`divergent.functional.divergence`).
@@ -212,7 +217,8 @@ def kd_loss(
         Hinton, Vinyals & Dean 2015, "Distilling the knowledge in a neural network"
         (arXiv:1503.02531). Defaults T=4, w_ce=0.1, w_kd=0.9 from the CIFAR-100 recipes of
         RepDistiller and mdistiller (``mdistiller/distillers/KD.py``; ImageNet uses T=1,
-        0.5/0.5).
+        0.5/0.5). Logit smoothing as a separate knob: Ramesh, Sengupta & Chakraborty, "On the
+        generalization vs fidelity paradox in knowledge distillation", Findings of ACL 2025.
     """
     temperature, ce_weight, kd_weight = _check_kd_options(
         divergence,
@@ -234,9 +240,13 @@ def kd_loss(
         objective="kd with ce_weight > 0",
     )
     assert r.teacher is not None
+    div_teacher = r.teacher
+    if teacher_temperature is not None:  # softmax((t·T/τ_t)/T) = softmax(t/τ_t)
+        tau = check_positive_scalar(teacher_temperature, "teacher_temperature")
+        div_teacher = r.teacher.to(r.dtype) * (temperature / tau)
     rows = _kd_rows(
         r,
-        r.teacher,
+        div_teacher,
         r.student,
         divergence=divergence,
         temperature=temperature,
@@ -386,10 +396,12 @@ class KDLoss(Objective):
         scale_by_temperature_squared: bool = True,
         ce_weight: float = 0.1,
         kd_weight: float = 0.9,
+        teacher_temperature: float | None = None,
         ignore_index: int | None = -100,
         reduction: str = "mean",
         **divergence_params: Any,
     ) -> None:
+        check_positive_scalar(teacher_temperature, "teacher_temperature", allow_none=True)
         _check_kd_options(
             divergence,
             temperature,
@@ -405,6 +417,7 @@ class KDLoss(Objective):
             scale_by_temperature_squared=scale_by_temperature_squared,
             ce_weight=ce_weight,
             kd_weight=kd_weight,
+            teacher_temperature=teacher_temperature,
             ignore_index=ignore_index,
             **divergence_params,
         )

@@ -31,7 +31,7 @@ Example:
     >>> loss_fn = make_objective("kd:js", temperature=2.0, beta=0.1)
     >>> loss_fn.id, loss_fn.needs_labels
     ('kd:js', True)
-    >>> s, t, y = torch.zeros(3, 4), torch.eye(3, 4), torch.tensor([0, 1, 2])
+    >>> s, t, y = torch.zeros(3, 4), 3 * torch.eye(3, 4), torch.tensor([0, 1, 2])
     >>> loss_fn(s, t, y).shape
     torch.Size([])
     >>> make_objective("kd:helinger")  # doctest: +ELLIPSIS
@@ -51,6 +51,11 @@ from divergent.categorical import get_divergence, list_divergences
 from divergent.objectives._common import Objective
 from divergent.objectives.dkd import DKDLoss
 from divergent.objectives.kd import CrossEntropyLoss, KDLoss, LSKDLoss
+from divergent.objectives.ofa import OFALoss
+from divergent.objectives.online import BDKDLoss
+from divergent.objectives.ranking import PLDLoss
+from divergent.objectives.relational import DISTLoss
+from divergent.objectives.sinkhorn import SinKDLoss
 
 __all__ = [
     "ObjectiveSpec",
@@ -186,4 +191,34 @@ register_objective(
     DKDLoss,
     "decoupled KD: CE + T²(α·TCKD + β·NCKD), α=1, β=8, T=4, 20-epoch warm-up",
     "Zhao et al., Decoupled knowledge distillation, CVPR 2022",
+)
+register_objective(
+    "dist",
+    DISTLoss,
+    "inter/intra-class Pearson relations: CE + 2·τ²(L_inter + L_intra), τ=1",
+    "Huang et al., Knowledge distillation from a stronger teacher, NeurIPS 2022",
+)
+register_objective(
+    "ofa",
+    OFALoss,
+    "target-enhanced OFA loss in logit space: CE + OFA(ε=1, T=1)",
+    "Hao et al., One-for-All (OFA-KD), NeurIPS 2023",
+)
+register_objective(
+    "pld",
+    PLDLoss,
+    "Plackett–Luce distillation: teacher-weighted ListMLE, τ_T=1, no CE term",
+    "Plackett-Luce distillation, arXiv:2506.12542",
+)
+register_objective(
+    "sinkd",
+    SinKDLoss,
+    "0.2·CE + 0.8·KL(T=2) + batch-wise Sinkhorn (ε=0.1, weight 0.002)",
+    "Cui et al., SinKD, COLING 2024 / TNNLS 2024",
+)
+register_objective(
+    "bdkd",
+    BDKDLoss,
+    "CE + T²·per-sample mix of forward/reverse KL by entropy gap, T=4",
+    "Amara et al., BD-KD, arXiv:2212.12965",
 )
