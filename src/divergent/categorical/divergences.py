@@ -56,16 +56,51 @@ def _with_infinite(rows: Tensor, infinite_rows: Tensor) -> Tensor:
     return torch.where(infinite_rows, torch.full_like(rows, INF), rows)
 
 
+def normalisation_tolerance(dtype: torch.dtype, n_classes: int) -> float:
+    """|log Σ exp(log p)| below which a row counts as normalised: 16·eps·(1 + log V).
+
+    Rounding a ``log_softmax`` leaves rows off by a few eps·log V (the normaliser's rounding
+    plus each entry's); a top-k slice or a user's sub-vector is off by its missing mass.
+    """
+    return 16.0 * torch.finfo(dtype).eps * (1.0 + math.log(max(n_classes, 1)))
+
+
+def _normalised(log_x: Tensor) -> Tensor:
+    """Rows whose mass is 1 up to rounding (decided without gradient)."""
+    with torch.no_grad():
+        tol = normalisation_tolerance(log_x.dtype, log_x.shape[-1])
+        return torch.logsumexp(log_x, dim=-1).abs() <= tol
+
+
+def _linear_part(log_p: Tensor, log_q: Tensor, value: Tensor) -> Tensor:
+    r"""``value`` (a linear function of the masses, e.g. Σp − Σq) on rows where P or Q is not
+    normalised, 0 where both are.
+
+    The accurate forms below sum non-negative Bregman terms (q φ(p/q), no cancellation) and
+    drop the part of the generator that is linear in p and q, which sums to exactly 0 on
+    normalised rows. Keeping it there would only add back the rounding error of the
+    normalisers (≈ eps·log V, larger than the whole value near P = Q). On unnormalised rows
+    (top-k slices, ``sparse_divergence(tail="ignore")``) it is kept, so a row stays
+    :math:`\sum_x q f(p/q)` term by term.
+    """
+    both = _normalised(log_p) & _normalised(log_q)
+    return torch.where(both, torch.zeros((), dtype=value.dtype, device=value.device), value)
+
+
 # --------------------------------------------------------------------------------------------
 # row functions
 # --------------------------------------------------------------------------------------------
 def kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
-    r"""KL(P‖Q) = Σ p (log p − log q); +∞ when P has mass where Q has none."""
-    p_pos, q_pos = _pos(log_p), _pos(log_q)
-    both = p_pos & q_pos
-    lp, lq = _safe(log_p, both), _safe(log_q, both)
-    term = torch.where(both, lp.exp() * (lp - lq), 0.0)
-    return _with_infinite(term.sum(-1), (p_pos & ~q_pos).any(-1))
+    r"""KL(P‖Q) = Σ p (log p − log q); +∞ when P has mass where Q has none.
+
+    Summed as the non-negative terms q φ₁(log p − log q) = p log(p/q) − p + q of
+    :func:`divergent.categorical.kernels.kl_terms` (the engine kernel's formulation), plus
+    Σp − Σq on rows that are not normalised (see :func:`_linear_part`): accurate to a few ulp
+    relative near P = Q, where Σ p log(p/q) would carry the normalisers' rounding error.
+    """
+    terms, p_only = kernels.kl_terms(log_p, log_q, kernels._phi_tau(log_p.dtype, 1.0))
+    lin = _linear_part(log_p, log_q, log_p.exp().sum(-1) - log_q.exp().sum(-1))
+    return _with_infinite(terms.sum(-1) + lin, p_only.any(-1))
 
 
 def reverse_kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
@@ -105,15 +140,18 @@ def js_rows(log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
 
 
 def skew_kl_rows(log_p: Tensor, log_q: Tensor, alpha: float) -> Tensor:
-    r"""KL(P‖αP + (1−α)Q); α = 0 is KL(P‖Q). Finite (≤ log 1/α) for α > 0."""
+    r"""KL(P‖αP + (1−α)Q); α = 0 is KL(P‖Q). Finite (≤ log 1/α) for α > 0.
+
+    Summed as the non-negative terms m f(p/m), f(t) = t log t − t + 1, of
+    :func:`divergent.categorical.kernels.skew_kl_terms` (the engine kernel's formulation),
+    plus (1 − α)(Σp − Σq) = Σ(p − m) on rows that are not normalised.
+    """
     if alpha == 0.0:
         return kl_rows(log_p, log_q)
-    p_pos = _pos(log_p)
-    lp = _safe(log_p, p_pos)
-    lq = torch.where(p_pos, log_q, 0.0)  # -inf kept where p > 0 (logaddexp handles it)
-    log_m = torch.logaddexp(lp + math.log(alpha), lq + math.log1p(-alpha))
-    term = torch.where(p_pos, lp.exp() * (lp - log_m), 0.0)
-    return term.sum(-1)
+    tau = kernels.SKEW_TAU64 if log_p.dtype == torch.float64 else kernels.SKEW_TAU
+    terms, _, _, _ = kernels.skew_kl_terms(log_p, log_q, alpha, 1.0 - alpha, tau)
+    lin = _linear_part(log_p, log_q, (1.0 - alpha) * (log_p.exp().sum(-1) - log_q.exp().sum(-1)))
+    return terms.sum(-1) + lin
 
 
 def skew_reverse_kl_rows(log_p: Tensor, log_q: Tensor, alpha: float) -> Tensor:
@@ -310,14 +348,41 @@ def renyi_rows(log_p: Tensor, log_q: Tensor, order: float) -> Tensor:
         # the value depends on P only through its support; keep P in the graph (zero gradient)
         # so that both arguments stay differentiable (autograd.grad w.r.t. p does not fail)
         anchor = 0.0 * _safe(log_p, p_pos).sum(-1)
-        return anchor - torch.logsumexp(lq_on_p, dim=-1)
+        lse = torch.logsumexp(lq_on_p, dim=-1)
+        # normalised Q: −log1p(−Q(outside supp P)), exactly 0 for a full support (lse would
+        # be the rounding error of Q's normaliser)
+        outside = torch.where(p_pos, 0.0, log_q.exp()).sum(-1)
+        small = (outside < 0.5) & _normalised(log_q)
+        log_in = torch.where(small, torch.log1p(-torch.where(small, outside, 0.0)), lse)
+        return anchor - log_in
     lp, lq = _safe(log_p, both), _safe(log_q, both)
     p_only = (p_pos & ~q_pos).any(-1)
     if math.isinf(order):
         ratio = torch.where(both, lp - lq, neg_inf)
         return _with_infinite(ratio.amax(-1), p_only)
     x = torch.where(both, order * lp + (1.0 - order) * lq, neg_inf)
-    rows = torch.logsumexp(x, dim=-1) / (order - 1.0)
+    lse = torch.logsumexp(x, dim=-1)
+    # Σ w − 1 = a(a−1)·Σ q f_a(p/q) + [a Σp + (1−a) Σq − 1]: the α-divergence's non-negative
+    # terms (accurate near P = Q, where lse is a rounding error away from 0) plus the linear
+    # part, which is 0 on normalised rows. Used on rows with |log Σ w| < 0.4 (decided from lse,
+    # without gradient); the other rows get harmless inputs (P = Q), so that overflowing
+    # terms there cannot put NaN into the gradient.
+    with torch.no_grad():
+        small = (lse.abs() < 0.4).unsqueeze(-1)
+    lp_s, lq_s = torch.where(small, lp, 0.0), torch.where(small, lq, 0.0)
+    alpha_sum = torch.where(both, _alpha_terms(lp_s, lq_s, order), 0.0).sum(-1)
+    p_only_mass = torch.where(p_pos & ~q_pos, _safe(log_p, p_pos & ~q_pos).exp(), 0.0).sum(-1)
+    q_only_mass = torch.where(q_pos & ~p_pos, _safe(log_q, q_pos & ~p_pos).exp(), 0.0).sum(-1)
+    # one-sided atoms have w = 0 (a row with p > 0 = q and a > 1 is +∞, flagged below), so
+    # their masses leave the linear part: Σ_both w = a(a−1)S + a Σ_both p + (1−a) Σ_both q
+    one_sided = -order * p_only_mass - (1.0 - order) * q_only_mass
+    lin = _linear_part(
+        log_p, log_q, order * log_p.exp().sum(-1) + (1.0 - order) * log_q.exp().sum(-1) - 1.0
+    )
+    t = order * (order - 1.0) * alpha_sum + one_sided + lin
+    small = small.squeeze(-1) & (t.abs() < 0.5)
+    log_sum = torch.where(small, torch.log1p(torch.where(small, t, 0.0)), lse)
+    rows = log_sum / (order - 1.0)
     if order > 1.0:
         rows = _with_infinite(rows, p_only)
     return rows
@@ -373,8 +438,9 @@ def _skew_kl_gen(alpha: float) -> FGenerator:
 
     return FGenerator(
         f=f,
-        f_prime=lambda t: torch.log(t / (alpha * t + 1.0 - alpha))
-        + (1.0 - alpha) / (alpha * t + 1.0 - alpha),
+        f_prime=lambda t: (
+            torch.log(t / (alpha * t + 1.0 - alpha)) + (1.0 - alpha) / (alpha * t + 1.0 - alpha)
+        ),
         weighting=lambda r: (1.0 - alpha) ** 2 * r / (alpha * r + 1.0 - alpha) ** 2,
         f_at_zero=0.0,
         slope_at_infinity=-math.log(alpha),

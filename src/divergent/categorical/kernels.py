@@ -204,28 +204,44 @@ class Swapped(ElementwiseKernel):
 # --------------------------------------------------------------------------------------------
 # elementwise kernels of the named divergences
 # --------------------------------------------------------------------------------------------
+def kl_terms(lp: Tensor, lq: Tensor, tau: float | Tensor) -> tuple[Tensor, Tensor]:
+    r"""Non-negative KL terms :math:`q\,\varphi_1(d) = p d - p + q`, :math:`d = \log(p/q)`.
+
+    The one formulation of KL used by the chunk kernel *and* the reference row function
+    (:func:`divergent.categorical.divergences.kl_rows`): the series
+    :func:`_phi1_series` for :math:`|d| < \tau` (the closed form cancels there), the closed
+    form elsewhere; an atom with P = 0 < Q gives q (the linear part, which sums to 0 against
+    the other atoms' on normalised rows). Returns the terms and the mask of atoms with
+    Q = 0 < P (the row is +∞).
+    """
+    p_pos, q_pos = _pos(lp), _pos(lq)
+    both = p_pos & q_pos
+    d = torch.where(both, lp - lq, 0.0)
+    p, q = lp.exp(), lq.exp()
+    near = both & (d.abs() < tau)
+    term = torch.where(near, q * _phi1_series(torch.where(near, d, 0.0)), p * d - p + q)
+    return term, p_pos & ~q_pos
+
+
 class KLKernel(ElementwiseKernel):
     r"""KL(P‖Q) as non-negative terms :math:`q\,\varphi_1(d) = p d - p + q`, :math:`d = \log(p/q)`.
 
     On normalised rows :math:`\sum_x (q - p) = 0`, so the value is :math:`\sum p d`; written as
-    :math:`q\varphi_1(d) \ge 0` (series for |d| < τ) nothing cancels across atoms, and an
-    error δ in either log-normaliser cancels to first order, so the float32 value stays
-    accurate near P = Q (where :math:`\sum p d` loses about eps·|log Z|/KL relative).
+    :math:`q\varphi_1(d) \ge 0` (series for |d| < τ, :func:`kl_terms`) nothing cancels across
+    atoms, and an error δ in either log-normaliser cancels to first order, so the float32 value
+    stays accurate near P = Q (where :math:`\sum p d` loses about eps·|log Z|/KL relative).
     :math:`A = p d`, :math:`B = q - p` (so :math:`\sum B = 0`).
     """
 
     sum_b = 0.0
 
     def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
+        term, p_only = kl_terms(lp, lq, _phi_tau(lp.dtype, 1.0))
         p_pos, q_pos = _pos(lp), _pos(lq)
-        both = p_pos & q_pos
-        d = torch.where(both, lp - lq, 0.0)
         p, q = lp.exp(), lq.exp()
-        near = both & (d.abs() < _phi_tau(lp.dtype, 1.0))
-        term = torch.where(near, q * _phi1_series(d), p * d - p + q)  # = q where p = 0 < q
-        a = p * d if need_a else None
+        a = p * torch.where(p_pos & q_pos, lp - lq, 0.0) if need_a else None
         b = q - p if need_b else None
-        return term, p_pos & ~q_pos, a, b
+        return term, p_only, a, b
 
 
 class SoftCrossEntropyKernel(ElementwiseKernel):
@@ -267,39 +283,76 @@ class JSKernel(ElementwiseKernel):
         lm = torch.log(torch.where(ok, m, 1.0))
         tp = torch.where(ok & _pos(lp), beta * p * (lp - lm), 0.0)
         tq = torch.where(ok & _pos(lq), one_m * q * (lq - lm), 0.0)
-        delta = torch.where(ok, one_m * (p - q) / torch.where(ok, m, 1.0), 0.0)
+        # p − q = q·expm1(log p − log q) where both are positive: no cancellation near P = Q
+        both = _pos(lp) & _pos(lq)
+        diff = torch.where(both, q * torch.expm1(torch.where(both, lp - lq, 0.0)), p - q)
+        delta = torch.where(ok, one_m * diff / torch.where(ok, m, 1.0), 0.0)
         series = m * delta * delta * _horner(delta, c[3:])
         term = torch.where(delta.abs() < tau, series, tp + tq)
         return term, None, (tp if need_a else None), (tq if need_b else None)
 
 
+SKEW_TAU, SKEW_TAU64 = 0.3, 0.01  # |δ| below which the skew-KL terms are a series
 _F_SERIES = [(-1.0) ** k / (k * (k - 1)) for k in range(2, 18)]  # f(1+δ) = Σ δ^k (−1)^k/(k(k−1))
+
+
+def skew_kl_terms(
+    lp: Tensor, lq: Tensor, al: float | Tensor, one_m: float | Tensor, tau: float | Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    r"""Non-negative terms of KL(P‖M), :math:`M = \alpha P + (1-\alpha) Q`, α ∈ (0, 1).
+
+    :math:`m f(1+\delta)` with :math:`f(x) = x\log x - x + 1`, :math:`\delta = p/m - 1`,
+    computed where both atoms are positive as
+    :math:`\delta = (1-\alpha)\,e/(1 + \alpha e)`, :math:`e = \mathrm{expm1}(\log p - \log q)`
+    (for p ≤ q; the mirrored form for p > q, so that nothing overflows; no cancellation in
+    p − q near P = Q): the series
+    :math:`f(1+\delta) = \sum_{k\ge2}(-1)^k\delta^k/(k(k-1))` for :math:`|\delta| < \tau`, the
+    closed form :math:`p\log(p/m) - p + m` elsewhere (an atom with P = 0 gives m). The one
+    formulation of the kernel and of the reference row function. Returns ``(term, p, m_safe,
+    s)`` with :math:`s = \log(p/m)` (0 where P = 0) for the gradients.
+    """
+    p_pos, q_pos = _pos(lp), _pos(lq)
+    both = p_pos & q_pos
+    p, q = lp.exp(), lq.exp()
+    m = al * p + one_m * q
+    ok = m > 0
+    m_safe = torch.where(ok, m, 1.0)
+    # where both are positive, with d = log p − log q and e = expm1(−|d|) ∈ (−1, 0]:
+    #   d ≤ 0: m = q(1 + α e),      δ = (1−α) e / (1 + α e),       log m = log q + log1p(α e)
+    #   d > 0: m = p(1 + (1−α) e),  δ = −(1−α) e / (1 + (1−α) e),  log m = log p + log1p(...)
+    # (no cancellation in p − q near P = Q, nothing overflows for large |d|)
+    d = torch.where(both, lp - lq, 0.0)
+    up = d > 0
+    e = torch.expm1(-d.abs())
+    g = torch.where(up, one_m * e, al * e)
+    delta_both = torch.where(up, -one_m * e, one_m * e) / (1.0 + g)
+    delta = torch.where(both, delta_both, torch.where(ok, one_m * (p - q) / m_safe, 0.0))
+    log_m_both = torch.where(up, lp, lq) + torch.log1p(g)
+    log_m = torch.where(both, torch.where(both, log_m_both, 0.0), torch.log(m_safe))
+    s = torch.where(ok & p_pos, lp - log_m, 0.0)
+    near = delta.abs() < tau
+    d_near = torch.where(near, delta, 0.0)
+    series = m * d_near * d_near * _horner(d_near, _F_SERIES)
+    term = torch.where(near, series, p * s - p + m)  # = m where p = 0
+    return term, p, m_safe, s
 
 
 class SkewKLKernel(ElementwiseKernel):
     r"""KL(P‖M), :math:`M = \alpha P + (1-\alpha)Q`, α ∈ (0, 1), as :math:`\sum_x m f(1+\delta)`.
 
     :math:`f(x) = x\log x - x + 1 \ge 0`, :math:`\delta = p/m - 1 = (1-\alpha)(p-q)/m`
-    (on normalised rows :math:`\sum (m - p) = 0`): the series
-    :math:`f(1+\delta) = \sum_{k\ge2}(-1)^k\delta^k/(k(k-1))` for :math:`|\delta| < \tau`, the
-    closed form :math:`p\log(p/m) - p + m` elsewhere. With :math:`u = (1-\alpha)q/m`:
-    :math:`A = p(\log(p/m) + u)`, :math:`B = -p u`. Consts: ``(α, 1−α, τ)``.
+    (on normalised rows :math:`\sum (m - p) = 0`): see :func:`skew_kl_terms`. With
+    :math:`u = (1-\alpha)q/m`: :math:`A = p(\log(p/m) + u)`, :math:`B = -p u`.
+    Consts: ``(α, 1−α, τ)``.
     """
 
     def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
         al, one_m, tau = c[0], c[1], c[2]
-        p_pos = _pos(lp)
-        p, q = lp.exp(), lq.exp()
-        m = al * p + one_m * q
-        ok = m > 0
-        m_safe = torch.where(ok, m, 1.0)
-        s = torch.where(ok & p_pos, lp - torch.log(m_safe), 0.0)
-        delta = torch.where(ok, one_m * (p - q) / m_safe, 0.0)
-        series = m * delta * delta * _horner(delta, _F_SERIES)
-        term = torch.where(delta.abs() < tau, series, p * s - p + m)  # = m where p = 0
+        term, p, m_safe, s = skew_kl_terms(lp, lq, al, one_m, tau)
         if not (need_a or need_b):
             return term, None, None, None
-        u = one_m * q / m_safe
+        p_pos = _pos(lp)
+        u = one_m * lq.exp() / m_safe
         a = torch.where(p_pos, p * (s + u), 0.0) if need_a else None
         b = torch.where(p_pos, -p * u, 0.0) if need_b else None
         return term, None, a, b
@@ -389,6 +442,16 @@ class AlphaKernel(ElementwiseKernel):
     b_2…b_17)``.
     """
 
+    forms: tuple[str, ...] = ("closed", "near_one", "near_zero")
+
+    def __init__(self, form: str = "closed") -> None:
+        if form not in self.forms:
+            raise ValueError(f"AlphaKernel form must be one of {self.forms}, got {form!r}")
+        self.form = form
+
+    def __repr__(self) -> str:
+        return f"AlphaKernel({self.form!r})"
+
     def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
         al, one_m, inv_den, inv_am1, inv_a, f0_inf, slope_inf, tau = c[:8]
         n = _ALPHA_TERMS
@@ -397,22 +460,68 @@ class AlphaKernel(ElementwiseKernel):
         both = p_pos & q_pos
         p, q = lp.exp(), lq.exp()
         # log w; where one side is zero it is ±inf by the sign of the exponent's coefficient
-        lw = torch.where(both, al * torch.where(both, lp, 0.0) + one_m * torch.where(both, lq, 0.0),
-                         _NINF)
+        lw = torch.where(
+            both, al * torch.where(both, lp, 0.0) + one_m * torch.where(both, lq, 0.0), _NINF
+        )
         lw = torch.where(p_pos & ~q_pos & (slope_inf > 0), _INF, lw)
         lw = torch.where(q_pos & ~p_pos & (f0_inf > 0), _INF, lw)
         w = lw.exp()
-        x = torch.expm1(torch.where(both, lp - lq, 0.0))
+        d = torch.where(both, lp - lq, 0.0)
+        x = torch.expm1(d)
         near = both & (x.abs() < tau)
-        qx = q * x
-        far = (w - al * p - one_m * q) * inv_den
-        term = torch.where(near, qx * x * _horner(x, ct), far)
+        x_n = torch.where(near, x, 0.0)
+        qx = q * x_n
+        term_near = qx * x_n * _horner(x_n, ct)
+        a_far = b_far = None
+        if self.form == "closed":
+            # |α − ½| > 1: the closed form does not cancel away from P = Q
+            far = (w - al * p - one_m * q) * inv_den
+            if need_a:
+                a_far = (w - p) * inv_am1
+            if need_b:
+                b_far = (q - w) * inv_a
+        else:
+            # α near 1 (or 0): (w − αp − (1−α)q)/(α(α−1)) cancels like 1/|α − 1| (1/|α|);
+            # written with E = expm1(c·d)/c, which is exact in the limit c → 0, instead:
+            # α ≥ ½: w = p(1 + (α−1)E₁), E₁ = expm1((α−1)d)/(α−1),
+            #        q f = (p E₁ − (p − q))/α, A = p E₁, B = (q − p − (α−1)A)/α;
+            # α < ½: w = q(1 + α E₀), E₀ = expm1(α d)/α,
+            #        q f = (q E₀ − (p − q))/(α − 1), B = −q E₀, A = (q − α B − p)/(α − 1).
+            # One-sided atoms keep the closed form (their limits q/α, p/(1−α) or +∞).
+            diff = p - q  # |p/q − 1| ≥ τ here: no cancellation to speak of
+            # p E₁ = (w − p)/(α − 1) and q E₀ = (w − q)/α need expm1 only where the exponent
+            # c·d is below 1 in size; beyond, w/p (w/q) is ≥ e or ≤ 1/e and the difference
+            # does not cancel (this also keeps an underflowed p = 0 from meeting e^{c·d} = ∞)
+            if self.form == "near_one":
+                # α − 1 as −(1 − α): the constant 1 − α is rounded once from float64, whereas
+                # al − 1 in float32 would lose all but a few digits of α − 1 = −1e−5
+                cd = -one_m * d
+                mild = cd.abs() < 1.0
+                a_e = torch.where(
+                    mild, p * (torch.expm1(torch.where(mild, cd, 0.0)) * inv_am1), (w - p) * inv_am1
+                )
+                far_e = (a_e - diff) * inv_a
+                b_e = (-diff + one_m * a_e) * inv_a
+            else:
+                cd = al * d
+                mild = cd.abs() < 1.0
+                b_e = torch.where(
+                    mild, -q * (torch.expm1(torch.where(mild, cd, 0.0)) * inv_a), (q - w) * inv_a
+                )
+                far_e = (-b_e - diff) * inv_am1
+                a_e = (-diff - al * b_e) * inv_am1
+            far = torch.where(both, far_e, (w - al * p - one_m * q) * inv_den)
+            if need_a:
+                a_far = torch.where(both, a_e, (w - p) * inv_am1)
+            if need_b:
+                b_far = torch.where(both, b_e, (q - w) * inv_a)
+        term = torch.where(near, term_near, far)
         inf_e = (q_pos & ~p_pos & (f0_inf > 0)) | (p_pos & ~q_pos & (slope_inf > 0))
         a = b = None
         if need_a:
-            a = torch.where(near, qx * (1.0 + x * _horner(x, ca)), (w - p) * inv_am1)
+            a = torch.where(near, qx * (1.0 + x_n * _horner(x_n, ca)), a_far)
         if need_b:
-            b = torch.where(near, -qx * (1.0 + x * _horner(x, cb)), (q - w) * inv_a)
+            b = torch.where(near, -qx * (1.0 + x_n * _horner(x_n, cb)), b_far)
         return term, inf_e, a, b
 
 
@@ -420,12 +529,24 @@ class AlphaKernel(ElementwiseKernel):
 # Rényi: a log-sum-exp statistic instead of a sum
 # --------------------------------------------------------------------------------------------
 class RenyiKernel(ChunkKernel):
-    r"""Rényi, order a ∉ {0,1,∞}: :math:`D=\mathrm{lse}(x)/(a-1)`, :math:`x=a\log p+(1-a)\log q`.
+    r"""Rényi, order a ∉ {0,1,∞}: :math:`D=\log\sum_x w_x/(a-1)`, :math:`w = p^a q^{1-a}`.
 
+    Two statistics of the same sum: :math:`\mathrm{lse}(x)`, :math:`x=a\log p+(1-a)\log q`
+    (never overflows), and the α-divergence sum :math:`S = \sum_x q f_a(p/q) \ge 0` of the
+    :class:`AlphaKernel` terms, with :math:`\sum_x w = 1 + a(a-1) S` on normalised rows.
+    Where :math:`|a(a-1)S| < \tfrac12` (in particular near P = Q, where lse(x) is a rounding
+    error away from 0 and cancels) the value is :math:`\mathrm{log1p}(a(a-1)S)/(a-1)`, accurate
+    to a few ulp relative; elsewhere lse(x)/(a − 1), which has no cancellation there.
     With :math:`\tilde w = \mathrm{softmax}(x)`: :math:`A = \frac{a}{a-1}\tilde w`,
     :math:`B = -\tilde w` (so :math:`\sum A = a/(a-1)`, :math:`\sum B = -1`).
-    Consts: ``(a, 1−a, 1/(a−1), a/(a−1), [a > 1])``.
+    Consts: ``(a, 1−a, 1/(a−1), a/(a−1), [a > 1])`` followed by the α kernel's constants.
     """
+
+    def __init__(self, alpha_kernel: AlphaKernel | None = None) -> None:
+        self.alpha_kernel = alpha_kernel or AlphaKernel()
+
+    def __repr__(self) -> str:
+        return f"RenyiKernel({self.alpha_kernel!r})"
 
     def _x(self, lp: Tensor, lq: Tensor, c: Sequence[Tensor]) -> Tensor:
         order, one_m = c[0], c[1]
@@ -435,12 +556,20 @@ class RenyiKernel(ChunkKernel):
     def stats(self, rnd, lp, lq, prev, c, cache, need_a, need_b):  # type: ignore[override]
         x = cache["x"] = self._x(lp, lq, c)
         p_only = _pos(lp) & ~_pos(lq) & (c[4] > 0)
-        return [(torch.logsumexp(x, -1), LSE), (p_only.sum(-1, dtype=lp.dtype), SUM)]
+        terms, _, _, _ = self.alpha_kernel.elem(lp, lq, c[5:], False, False)
+        return [
+            (torch.logsumexp(x, -1), LSE),
+            (p_only.sum(-1, dtype=lp.dtype), SUM),
+            (terms.sum(-1), SUM),
+        ]
 
     def finish(self, lp, lq, stats, c, cache, need_a, need_b):  # type: ignore[override]
-        lse_x, n_inf = stats
+        lse_x, n_inf, alpha_sum = stats
         infinite = (n_inf > 0) | (lse_x == _NINF)
-        value = torch.where(infinite, _INF, lse_x * c[2])
+        t = -(c[0] * c[1]) * alpha_sum  # a(a − 1)·S = Σ w − 1
+        small = t.abs() < 0.5  # False for t = ±inf or NaN
+        log_sum = torch.where(small, torch.log1p(torch.where(small, t, 0.0)), lse_x)
+        value = torch.where(infinite, _INF, log_sum * c[2])
         a = b = None
         zero = torch.zeros_like(lse_x)
         if need_a or need_b:
@@ -456,6 +585,9 @@ class RenyiKernel(ChunkKernel):
 class RenyiZeroKernel(ChunkKernel):
     r"""Rényi of order 0: :math:`D = -\log Q(\mathrm{supp}\,P)`.
 
+    As :math:`-\mathrm{log1p}(-Q(\overline{\mathrm{supp}\,P}))` when the mass outside the support
+    is below ½ (exactly 0 when P has full support; no rounding of log Σ q ≈ 0), else as
+    :math:`-\mathrm{lse}_{x\in\mathrm{supp}P}\log q_x`.
     :math:`A = 0`, :math:`B = -q\,1[p>0]/Q(\mathrm{supp}\,P)`.
     """
 
@@ -464,12 +596,15 @@ class RenyiZeroKernel(ChunkKernel):
 
     def stats(self, rnd, lp, lq, prev, c, cache, need_a, need_b):  # type: ignore[override]
         x = cache["x"] = self._x(lp, lq)
-        return [(torch.logsumexp(x, -1), LSE)]
+        outside = torch.where(_pos(lp), 0.0, lq.exp()).sum(-1)
+        return [(torch.logsumexp(x, -1), LSE), (outside, SUM)]
 
     def finish(self, lp, lq, stats, c, cache, need_a, need_b):  # type: ignore[override]
-        (lse_x,) = stats
+        lse_x, outside = stats
         infinite = lse_x == _NINF
-        value = torch.where(infinite, _INF, -lse_x)
+        small = outside < 0.5
+        log_in = torch.where(small, torch.log1p(-torch.where(small, outside, 0.0)), lse_x)
+        value = torch.where(infinite, _INF, -log_in)
         zero = torch.zeros_like(lse_x)
         a = torch.zeros_like(lp) if need_a else None
         b = None
@@ -643,8 +778,10 @@ class KernelPlan:
 
 _KL, _SCE, _JS = KLKernel(), SoftCrossEntropyKernel(), JSKernel()
 _SKEW, _JEFF, _TV, _HEL = SkewKLKernel(), JeffreysKernel(), TVKernel(), HellingerKernel()
-_CHI2, _ALPHA = PearsonChi2Kernel(), AlphaKernel()
-_RENYI, _RENYI0, _RENYI_INF = RenyiKernel(), RenyiZeroKernel(), RenyiInfKernel()
+_CHI2 = PearsonChi2Kernel()
+_ALPHA = {form: AlphaKernel(form) for form in AlphaKernel.forms}
+_RENYI = {form: RenyiKernel(kern) for form, kern in _ALPHA.items()}
+_RENYI0, _RENYI_INF = RenyiZeroKernel(), RenyiInfKernel()
 _RKL, _SKEW_R, _NEYMAN = Swapped(_KL), Swapped(_SKEW), Swapped(_CHI2)
 
 
@@ -658,8 +795,10 @@ def plan_reverse_kl(**_: float) -> KernelPlan:
 
 def plan_js(beta: float) -> KernelPlan:
     gamma = beta / (1.0 - beta)
-    coeffs = [(beta * (-1.0) ** k + (1.0 - beta) * gamma**k) / (k * (k - 1))
-              for k in range(2, 2 + _JS_TERMS)]
+    coeffs = [
+        (beta * (-1.0) ** k + (1.0 - beta) * gamma**k) / (k * (k - 1))
+        for k in range(2, 2 + _JS_TERMS)
+    ]
     # series radius: successive terms shrink by ≤ 0.2 (fp32) / 0.01 (fp64) in δ and in γδ
     tau = 0.2 * min(1.0, 1.0 / gamma)
     tau64 = 0.01 * min(1.0, 1.0 / gamma)
@@ -670,7 +809,9 @@ def plan_skew(alpha: float, reverse: bool) -> KernelPlan:
     if alpha == 0.0:
         return plan_reverse_kl() if reverse else plan_kl()
     kern = _SKEW_R if reverse else _SKEW
-    return KernelPlan(kern, (alpha, 1.0 - alpha, 0.3), repr(kern), {"tau64": 0.01, "tau_at": 2})
+    return KernelPlan(
+        kern, (alpha, 1.0 - alpha, SKEW_TAU), repr(kern), {"tau64": SKEW_TAU64, "tau_at": 2}
+    )
 
 
 def plan_alpha(alpha: float) -> KernelPlan:
@@ -695,7 +836,21 @@ def plan_alpha(alpha: float) -> KernelPlan:
         *[bk / alpha for bk in binoms],
     )
     tau64 = 0.01 / max(1.0, abs(alpha - 0.5))
-    return KernelPlan(_ALPHA, consts, "alpha", {"tau64": tau64, "tau_at": 7})
+    return KernelPlan(
+        _ALPHA[_alpha_form(alpha)],
+        consts,
+        f"alpha_{_alpha_form(alpha)}",
+        {"tau64": tau64, "tau_at": 7},
+    )
+
+
+def _alpha_form(alpha: float) -> str:
+    """Which far-from-P=Q evaluation of the α terms is accurate at this α (see AlphaKernel)."""
+    if 0.5 <= alpha <= 1.5:
+        return "near_one"
+    if -0.5 <= alpha < 0.5:
+        return "near_zero"
+    return "closed"
 
 
 def plan_renyi(order: float) -> KernelPlan:
@@ -706,7 +861,10 @@ def plan_renyi(order: float) -> KernelPlan:
     if math.isinf(order):
         return KernelPlan(_RENYI_INF, (), "renyi_inf")
     consts = (order, 1.0 - order, 1.0 / (order - 1.0), order / (order - 1.0), float(order > 1.0))
-    return KernelPlan(_RENYI, consts, "renyi")
+    inner = plan_alpha(order)
+    extra = {"tau64": inner.extra["tau64"], "tau_at": len(consts) + inner.extra["tau_at"]}
+    form = _alpha_form(order)
+    return KernelPlan(_RENYI[form], consts + inner.consts, f"renyi_{form}", extra)
 
 
 def plan_soft_cross_entropy() -> KernelPlan:
