@@ -38,6 +38,8 @@ def test_aliases_are_not_listed_as_entries() -> None:
         ("forward-kl", ["kl"]),  # a dash for an underscore, via the alias
         ("chi2", ["pearson_chi2", "neyman_chi2"]),  # part of longer names
         ("KL", ["kl"]),
+        ("Reverse-KL", ["reverse_kl"]),  # only the spelling differs: that name alone
+        ("kl_div", ["kl"]),  # a registered name with a suffix
     ],
 )
 def test_unknown_names_get_suggestions(typo: str, expected: list[str]) -> None:

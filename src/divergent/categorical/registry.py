@@ -416,11 +416,14 @@ def suggest_names(name: str, n: int = 3) -> list[str]:
         'kl'
     """
     key = name.strip().lower().replace("-", "_")
+    if key in _REGISTRY or key in _ALIASES:  # only the spelling differs: `Reverse-KL`
+        return [_ALIASES.get(key, key)]
     found = difflib.get_close_matches(key, list(_REGISTRY), n=n, cutoff=0.6)
     if not found:  # a near-miss alias is suggested as the name it stands for
         found = [_ALIASES[a] for a in difflib.get_close_matches(key, list(_ALIASES), n=n)]
     if len(key) >= 3:  # a part of a longer name: `chi2` -> pearson_chi2, neyman_chi2
         found += [cand for cand in _REGISTRY if key in cand]
+    found += [cand for cand in _REGISTRY if key.startswith(cand + "_")]  # `kl_div` -> kl
     out: list[str] = []
     for cand in found:
         if cand not in out:
