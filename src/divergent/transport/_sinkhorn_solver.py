@@ -45,6 +45,16 @@ def matvec(mat: Tensor, y: Tensor) -> Tensor:
     return torch.matmul(mat, y[:, :, None])[:, :, 0]
 
 
+def _finished(
+    it: int, max_iter: int, err: Tensor | None, tol: float, n_active: int, device: torch.device
+) -> Tensor | None:
+    """Which active problems stop at this check: all at ``max_iter``, else those within ``tol``
+    (None when the errors are not measured, e.g. in the ε-annealing stages)."""
+    if it >= max_iter:
+        return torch.ones(n_active, dtype=torch.bool, device=device)
+    return None if err is None else err <= tol
+
+
 @dataclass
 class Problems:
     cost: Tensor
@@ -115,12 +125,7 @@ def run_blocks(
             # check point: the state is right after a u-update (rows exact)
             w = vecmat(a * u, kern)  # w_j = Σ_i K̃_ij a_i u_i; column sums are b v w
             err = (b * v * w - b).abs().sum(-1) if check else None
-            if it >= max_iter:
-                done = torch.ones(active.numel(), dtype=torch.bool, device=dev)
-            elif err is not None:
-                done = err <= tol
-            else:
-                done = None
+            done = _finished(it, max_iter, err, tol, active.numel(), dev)
             if done is not None and bool(done.any()):
                 idx = active[done]
                 f[idx] = fa[done] + eps * torch.log(u[done])
@@ -274,12 +279,7 @@ def run_symmetric(
         while True:
             z = vecmat(a * u, kern)  # (K̃ a u)_i (K̃ symmetric)
             err = (a * u * z - a).abs().sum(-1) if check else None
-            if it >= max_iter:
-                done = torch.ones(active.numel(), dtype=torch.bool, device=dev)
-            elif err is not None:
-                done = err <= tol
-            else:
-                done = None
+            done = _finished(it, max_iter, err, tol, active.numel(), dev)
             if done is not None and bool(done.any()):
                 idx = active[done]
                 f[idx] = fa[done] + eps * torch.log(u[done])
