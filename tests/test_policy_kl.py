@@ -72,11 +72,12 @@ def test_k3_accurate_over_wide_range(dtype, rtol):
     mags = np.concatenate([np.logspace(-9, 1.6, 60)])
     xs = np.concatenate([mags, -mags])  # log r values
     ref = [float(Decimal(float(x)).exp() - 1 - Decimal(float(x))) for x in xs]
-    logp = torch.zeros(len(xs), dtype=dtype)
-    ref_logp = torch.tensor(xs, dtype=dtype)
+    # log r = ref_logp − logp with both log-probs <= 0 (the input contract): one side is 0
+    logp = torch.tensor(np.where(xs > 0, -xs, 0.0), dtype=dtype)
+    ref_logp = torch.tensor(np.where(xs > 0, 0.0, xs), dtype=dtype)
     got = policy_kl(logp, ref_logp, "k3").double().numpy()
     # inputs rounded to dtype: compare with the exact value at the rounded input
-    xr = ref_logp.double().numpy()
+    xr = (ref_logp - logp).double().numpy()
     ref = np.array([float(Decimal(float(x)).exp() - 1 - Decimal(float(x))) for x in xr])
     np.testing.assert_allclose(got, ref, rtol=rtol, atol=0)
     assert (got >= 0).all()

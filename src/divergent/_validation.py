@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -126,6 +128,14 @@ def check_reduction(reduction: Any) -> str:
 
 
 def check_temperature(temperature: Any) -> float:
+    """T as a finite float > 0; a tensor that requires grad is refused (T is not differentiated)."""
+    if isinstance(temperature, Tensor) and temperature.requires_grad:
+        raise ValueError(
+            "`temperature` is a tensor that requires grad, but divergent treats the temperature "
+            "as a constant and would return no gradient for it; pass a float or "
+            "`temperature.detach()` (to learn T, divide the logits by it yourself and use "
+            "temperature=1)"
+        )
     return check_positive_scalar(temperature, "temperature")  # type: ignore[return-value]
 
 
@@ -298,9 +308,263 @@ def finish_rows(
     )
 
 
-def check_no_nan(x: Tensor, name: str) -> None:
-    if bool(torch.isnan(x).any()):
-        raise ValueError(f"`{name}` contains NaN values")
+def row_label(flat_index: int, leading: Sequence[int]) -> str:
+    """A row's index in the caller's leading shape: ``3``, ``(1, 4)``, or ``0`` for one row."""
+    if len(leading) <= 1:
+        return str(int(flat_index))
+    idx = []
+    rem = int(flat_index)
+    for size in reversed(leading):
+        idx.append(rem % size)
+        rem //= size
+    return str(tuple(reversed(idx)))
+
+
+def is_traced(*tensors: Tensor) -> bool:
+    """Inside ``torch.compile`` or a ``torch.func`` transform: data-dependent checks must wait."""
+    if torch.compiler.is_compiling():
+        return True
+    for x in tensors:
+        try:
+            if torch._C._functorch.is_functorch_wrapped_tensor(x):
+                return True
+        except Exception:  # private API moved: assume a plain tensor
+            return False
+    return False
+
+
+def kept_rows(keep: Tensor | None) -> Tensor | None:
+    """Flat indices of the kept rows (None: all rows)."""
+    return None if keep is None else keep.nonzero().squeeze(1)
+
+
+def check_no_nan(
+    x: Tensor,
+    name: str,
+    *,
+    rows: Tensor | None = None,
+    leading: Sequence[int] | None = None,
+) -> None:
+    """``check_nan=True``: a ``ValueError`` naming ``name`` and the first kept row holding NaN.
+
+    ``x`` is ``(N, C)`` (or any shape, read as rows of its last axis); ``rows`` are the flat
+    indices of the kept rows (None: all); ``leading`` the caller's leading shape for the label.
+    """
+    x2 = x.reshape(-1, x.shape[-1]) if x.dim() > 0 else x.reshape(1, 1)
+    sub = x2 if rows is None else x2.index_select(0, rows)
+    bad = torch.isnan(sub).any(-1)
+    if bool(bad.any()):
+        first = int(bad.nonzero()[0, 0])
+        flat = first if rows is None else int(rows[first])
+        shape = leading if leading is not None else x.shape[:-1]
+        raise ValueError(
+            f"`{name}` contains NaN in row {row_label(flat, shape)} (check_nan=True); "
+            "without check_nan the row's value is NaN"
+        )
+
+
+# How far a row of probabilities (or exp of the logsumexp of log-probabilities) may sum from 1,
+# by the dtype the caller gave: rounding each entry to that dtype moves the sum by about eps.
+MASS_TOLERANCE: dict[torch.dtype, float] = {
+    torch.float64: 1e-6,
+    torch.float32: 1e-4,
+    torch.float16: 5e-3,
+    torch.bfloat16: 2e-2,
+}
+
+_CHECK_ELEMENTS = 1 << 20  # elements per chunk of the row checks (4 MiB of float32)
+
+
+def mass_tolerance(dtype: torch.dtype) -> float:
+    """Slack on ``Σ p = 1`` (``probs``), ``log Σ exp = 0`` and ``log p ≤ 0`` (``log_probs``)."""
+    return MASS_TOLERANCE.get(dtype, 1e-4)
+
+
+def check_distribution_rows(
+    x: Tensor,
+    name: str,
+    inputs: str,
+    *,
+    rows: Tensor | None = None,
+    leading: Sequence[int] | None = None,
+) -> None:
+    r"""``inputs="probs"`` / ``"log_probs"``: every kept row must be a distribution.
+
+    Checks, on the kept rows of ``x`` (``(N, C)``) in chunks, with ε = :func:`mass_tolerance`
+    of ``x``'s dtype: no +inf entry; probs ≥ 0, log-probs ≤ ε; some mass (not all 0 / −inf);
+    :math:`|\sum_x p_x - 1| \le ε` (probs) or :math:`|\log\sum_x e^{\ell_x}| \le ε`
+    (log-probs). Rows holding NaN are skipped (their value is NaN). Raises a ``ValueError``
+    naming ``name``, the row (the worst row for the sum) and what to do; nothing is
+    renormalised silently.
+    """
+    if inputs not in ("probs", "log_probs") or x.numel() == 0:
+        return
+    n_classes = x.shape[-1]
+    x2 = x.detach().reshape(-1, n_classes)
+    count = x2.shape[0] if rows is None else rows.numel()
+    if count == 0:
+        return
+    tol = mass_tolerance(x.dtype)
+    dtype = compute_dtype(x)
+    step = max(1, _CHECK_ELEMENTS // n_classes)
+    flags, masses = [], []
+    for start in range(0, count, step):
+        stop = min(start + step, count)
+        c = x2[start:stop] if rows is None else x2.index_select(0, rows[start:stop])
+        c = c.to(dtype)
+        nan = torch.isnan(c).any(-1)
+        pos_inf = torch.isposinf(c).any(-1)
+        if inputs == "probs":
+            wrong_sign = (c < 0).any(-1)
+            mass = c.sum(-1)
+        else:
+            wrong_sign = (c > tol).any(-1)
+            mass = torch.logsumexp(c, dim=-1).exp()
+        empty = mass == 0
+        off = torch.where(nan | pos_inf | empty, 0.0, (mass - 1.0).abs())
+        flags.append(torch.stack([pos_inf, wrong_sign, empty, off > tol]) & ~nan)
+        masses.append(torch.stack([mass, off]))
+    flag = torch.cat(flags, dim=1)
+    summary = flag.any(-1).tolist()  # one device sync for the checks
+    if not any(summary):
+        return
+    shape = leading if leading is not None else x.shape[:-1]
+
+    def label(pos: int) -> str:
+        return row_label(pos if rows is None else int(rows[pos]), shape)
+
+    first = [int(f.nonzero()[0, 0]) if hit else -1 for f, hit in zip(flag, summary)]
+    if summary[0]:
+        raise ValueError(
+            f"`{name}` has a +inf entry in row {label(first[0])}; inputs={inputs!r} expects "
+            + ("probabilities in [0, 1]" if inputs == "probs" else "log-probabilities <= 0")
+        )
+    if summary[1]:
+        pos = first[1]
+        row = x2[pos if rows is None else int(rows[pos])].to(dtype)
+        if inputs == "probs":
+            raise ValueError(
+                f"`{name}` has a negative entry ({float(row.min()):g}) in row {label(pos)} but "
+                "inputs='probs' expects probabilities >= 0; pass logits with inputs='logits'"
+            )
+        raise ValueError(
+            f"`{name}` has a positive entry ({float(row.max()):g}) in row {label(pos)} but "
+            f"inputs='log_probs' expects log-probabilities <= 0 (tolerance {tol:g} for "
+            f"{x.dtype}); pass logits with inputs='logits'"
+        )
+    if summary[2]:
+        zero = "0" if inputs == "probs" else "-inf"
+        raise ValueError(
+            f"`{name}` row {label(first[2])} has no probability mass (every entry is {zero}); "
+            "a distribution needs some mass: drop the row with `mask` (False = skip the row)"
+        )
+    mass_all, off_all = torch.cat(masses, dim=1)
+    worst = int(off_all.argmax())
+    raise ValueError(
+        f"`{name}` row {label(worst)} sums to {float(mass_all[worst]):.6g}"
+        + (" (in probability)" if inputs == "log_probs" else "")
+        + f" but inputs={inputs!r} expects each row to sum to 1 (tolerance {tol:g} for "
+        f"{x.dtype}); nothing is renormalised silently: normalise it ("
+        + (
+            f"{name} / {name}.sum(-1, keepdim=True)"
+            if inputs == "probs"
+            else f"{name}.log_softmax(-1)"
+        )
+        + ") or pass logits with inputs='logits'"
+    )
+
+
+_SAMPLE_ROWS = 64  # rows looked at by the probabilities-as-logits check
+
+
+def warn_if_probabilities(sides: Sequence[tuple[str, Tensor]], stacklevel: int = 3) -> None:
+    """One ``UserWarning`` when logits look like probabilities (a cheap look at a few rows).
+
+    Every entry of the first :data:`_SAMPLE_ROWS` rows in [0, 1] and each of those rows
+    summing to 1: softmax of such "logits" is nearly uniform, so the divergence comes out far
+    too small. The caller most likely meant ``inputs="probs"``.
+    """
+    looks = []
+    for name, x in sides:
+        if x.dim() == 0 or x.shape[-1] < 2 or x.numel() == 0:
+            continue
+        s = x.detach().reshape(-1, x.shape[-1])[:_SAMPLE_ROWS].to(compute_dtype(x))
+        tol = max(mass_tolerance(x.dtype), 1e-3)
+        ok = (s >= 0).all() & (s <= 1).all() & ((s.sum(-1) - 1).abs() <= tol).all()
+        looks.append((name, ok))
+    if not looks:
+        return
+    flags = torch.stack([ok for _, ok in looks]).tolist()  # one device sync
+    names = [name for (name, _), hit in zip(looks, flags) if hit]
+    if names:
+        which = " and ".join(f"`{n}`" for n in names)
+        warnings.warn(
+            f"{which} look{'s' if len(names) == 1 else ''} like probabilities (entries in "
+            "[0, 1], rows summing to 1) but are read as logits (inputs='logits'), which makes "
+            "the divergence far too small; pass inputs='probs' if they are probabilities",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def nan_rows_of(*log_probs: Tensor) -> Tensor:
+    """Rows in which any of the given ``(..., C)`` log-prob tensors holds NaN."""
+    bad = torch.isnan(log_probs[0]).any(-1)
+    for lp in log_probs[1:]:
+        bad = bad | torch.isnan(lp).any(-1)
+    return bad
+
+
+def explain_nan_rows(
+    values: Tensor,
+    sides: Sequence[tuple[str, Tensor]],
+    *,
+    rows: Tensor | None,
+    leading: Sequence[int],
+    inputs: str,
+    temperature: float,
+) -> None:
+    """The contract on rows whose value came out NaN (one device sync when none did).
+
+    A row holding NaN on either side stays NaN (NaN propagates). Otherwise the row is not a
+    valid input and a ``ValueError`` names the side and the row: a +inf entry, a row that is
+    all −inf (no mass: mask it), or finite logits whose ``x / temperature`` overflows the
+    compute dtype. ``sides`` are ``(name, (N, C) tensor)``; ``values`` are the kept rows'
+    values in the order of ``rows`` (flat indices of the kept rows; None = all).
+    """
+    nan = torch.isnan(values.detach())
+    if not bool(nan.any()):
+        return
+    pos = nan.nonzero().squeeze(1)
+    flat = pos if rows is None else rows.index_select(0, pos)
+    picked = [(name, x.detach().index_select(0, flat)) for name, x in sides]
+    caused = torch.zeros(flat.shape[0], dtype=torch.bool, device=flat.device)
+    for _, xs in picked:
+        caused |= torch.isnan(xs).any(-1)
+    if bool(caused.all()):
+        return
+    i = int((~caused).nonzero()[0, 0])
+    label = row_label(int(flat[i]), leading)
+    for name, xs in picked:
+        row = xs[i]
+        if bool(torch.isposinf(row).any()):
+            raise ValueError(
+                f"`{name}` has a +inf entry in row {label}; {inputs} must be finite or -inf "
+                "(-inf = zero probability)"
+            )
+        if bool(torch.isneginf(row).all()):
+            raise ValueError(
+                f"`{name}` row {label} is all -inf: it has no probability mass; drop it with "
+                "`mask` (False = skip the row)"
+            )
+    for name, xs in picked:
+        row = xs[i].to(compute_dtype(xs))
+        if bool(torch.isinf(row / temperature).any()):
+            raise ValueError(
+                f"`{name}` row {label}: {inputs} / temperature overflow {row.dtype} (largest "
+                f"|entry| {float(row.abs().max()):g}, temperature {temperature:g}); use a larger "
+                "temperature, float64 inputs, or rescale the logits"
+            )
 
 
 def to_log_probs(
@@ -313,19 +577,15 @@ def to_log_probs(
     """
     x = x.to(dtype)
     if inputs == "probs":
-        if bool((x < 0).any()):
+        if not is_traced(x) and bool((x < 0).any()):
             raise ValueError(
                 f"`{name}` has negative entries (min {float(x.min()):g}) but inputs='probs' "
                 "expects probabilities >= 0; pass logits with inputs='logits'"
             )
-        # log(0) = -inf with a zero (not NaN) gradient at the zero entries
-        pos = x > 0
-        if not bool(pos.any(-1).all()):
-            raise ValueError(
-                f"`{name}` has a row with no positive entry but inputs='probs' expects each row "
-                "to be a distribution (some probability > 0)"
-            )
+        # log(0) = -inf with a zero (not NaN) gradient at the zero entries; NaN stays NaN
+        pos, nan = x > 0, torch.isnan(x)
         x = torch.where(pos, torch.log(torch.where(pos, x, 1.0)), -math.inf)
+        x = torch.where(nan, math.nan, x)
         if temperature == 1.0:
             # renormalise in case of rounding (probabilities summing to 1 ± eps)
             return torch.log_softmax(x, dim=-1)

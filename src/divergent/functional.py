@@ -19,19 +19,27 @@ Conventions (the public contract):
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from divergent._validation import (
     check_chunk_size,
+    check_distribution_rows,
     check_no_nan,
     check_pair,
     compute_dtype,
+    explain_nan_rows,
     finish_rows,
+    is_traced,
+    kept_rows,
+    nan_rows_of,
     row_options,
     to_log_probs,
+    warn_if_probabilities,
 )
 from divergent.categorical import (
     Divergence,
@@ -76,12 +84,15 @@ def row_values(
     """Divergence of each row of two validated ``(rows, classes)`` tensors (reference path).
 
     Converts both sides to normalised log-probabilities in the compute dtype and evaluates the
-    entry's row function with autograd.
+    entry's row function with autograd. A row whose log-probabilities hold NaN on either side
+    (a NaN input, and also a +inf logit or an all −inf row, which the caller reports) is NaN,
+    whatever the row function makes of it.
     """
     dtype = compute_dtype(p_rows, q_rows)
     lp = to_log_probs(p_rows, inputs, temperature, dtype, "p")
     lq = to_log_probs(q_rows, inputs, temperature, dtype, "q")
-    return spec.row_fn(lp, lq, **params)
+    rows = spec.row_fn(lp, lq, **params)
+    return torch.where(nan_rows_of(lp, lq), math.nan, rows)
 
 
 def divergence(
@@ -175,16 +186,34 @@ def _divergence(
         inputs=inputs,
         engine=engine,
     )
-    if check_nan:
-        check_no_nan(p, "p")
-        check_no_nan(q, "q")
+    n_classes = p.shape[-1]
+    p2, q2 = p.reshape(-1, n_classes), q.reshape(-1, n_classes)
+    inspect_values = not is_traced(p, q)
+    if inspect_values:
+        kept = kept_rows(opts.keep)
+        if check_nan:
+            check_no_nan(p2, "p", rows=kept, leading=opts.leading)
+            check_no_nan(q2, "q", rows=kept, leading=opts.leading)
+        if opts.inputs == "logits":
+            warn_if_probabilities([("p", p2), ("q", q2)], stacklevel=4)
+        else:
+            check_distribution_rows(p2, "p", opts.inputs, rows=kept, leading=opts.leading)
+            check_distribution_rows(q2, "q", opts.inputs, rows=kept, leading=opts.leading)
     if use_engine(opts.engine, p, q, opts.inputs):
         return engine_divergence(spec, bound, p, q, opts, chunk_size=chunk_size, compile=compile)
-    n_classes = p.shape[-1]
-    p_rows, q_rows = p.reshape(-1, n_classes), q.reshape(-1, n_classes)
+    p_rows, q_rows = p2, q2
     if opts.keep is not None:
         p_rows, q_rows = p_rows[opts.keep], q_rows[opts.keep]
     rows = row_values(spec, bound, p_rows, q_rows, inputs=opts.inputs, temperature=opts.temperature)
+    if inspect_values:
+        explain_nan_rows(
+            rows,
+            [("p", p2), ("q", q2)],
+            rows=kept,
+            leading=opts.leading,
+            inputs=opts.inputs,
+            temperature=opts.temperature,
+        )
     return finish_rows(
         rows,
         keep=opts.keep,

@@ -84,14 +84,16 @@ def test_temperature_divides_both_sides_and_inputs_kinds_agree(
             torch.testing.assert_close(other, want, rtol=1e-10, atol=1e-12)
 
 
-def test_log_probs_at_unit_temperature_are_used_as_given() -> None:
-    """Documented: log-probs at T = 1 are not renormalised (a shift changes the value)."""
+def test_log_probs_must_be_normalised_at_every_temperature() -> None:
+    """Log-probs at T = 1 are used as given, so unnormalised ones are refused (issue 8 §1):
+    the same ValueError at T = 1 and T = 1.0001, never two different silent values."""
     p, q = _pair(seed=3)
     lp, lq = torch.log_softmax(p, -1), torch.log_softmax(q, -1)
     base = divergent.kl(lp, lq, inputs="log_probs", reduction="none")
     torch.testing.assert_close(base, divergent.kl(p, q, reduction="none"))
-    assert not torch.allclose(divergent.kl(lp + 0.1, lq, inputs="log_probs", reduction="none"),
-                              base)
+    for temperature in (1.0, 1.0001, 3.0):
+        with pytest.raises(ValueError, match=r"`p` row .* sums to 1.10517 \(in probability\)"):
+            divergent.kl(lp + 0.1, lq, inputs="log_probs", temperature=temperature)
 
 
 def test_probs_with_exact_zeros_match_logits_with_neg_inf() -> None:

@@ -43,6 +43,7 @@ References:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import types
@@ -55,7 +56,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from divergent._validation import RowOptions, finish_rows
+from divergent._validation import RowOptions, explain_nan_rows, finish_rows, nan_rows_of
 from divergent.categorical.kernels import ChunkKernel, ElementwiseKernel, KernelPlan, kernel_for
 from divergent.categorical.registry import Divergence
 
@@ -260,13 +261,26 @@ def fused_chunk(
             ga.copy_((ea - lp.exp() * kernel.sum_a) * weight)
         if gb is not None and eb is not None:
             gb.copy_((eb - lq.exp() * kernel.sum_b) * weight)
-        return value, infinite | torch.isinf(value)
+        return _mark_nan_rows(value, infinite | torch.isinf(value), lp, lq)
     cache: dict[str, Any] = {}
     stats = run_stats(kernel, lp, lq, consts, cache, need_a, need_b)
     finished = kernel.finish(lp, lq, stats, consts, cache, need_a, need_b)
     if need_a or need_b:
         write_grads(lp, lq, finished, ga, gb, weight)
-    return finished[0], finished[1] | torch.isinf(finished[0])
+    return _mark_nan_rows(finished[0], finished[1] | torch.isinf(finished[0]), lp, lq)
+
+
+def _mark_nan_rows(
+    value: Tensor, infinite: Tensor, lp: Tensor, lq: Tensor
+) -> tuple[Tensor, Tensor]:
+    """NaN for rows whose log-softmax is NaN (read from column 0 only: nearly free).
+
+    ``log_softmax`` spreads a NaN entry, a +inf entry and an all −inf row over the whole row
+    (through the row maximum), so the first column tells; the engine then keeps NaN rows NaN
+    and reports the other two (:func:`divergent._validation.explain_nan_rows`).
+    """
+    bad = torch.isnan(lp[:, 0]) | torch.isnan(lq[:, 0])
+    return torch.where(bad, math.nan, value), infinite & ~bad
 
 
 def _entry_template(a, b, ga, gb, temperature, scale, consts, _kernel=None, _dtype=None):  # type: ignore[no-untyped-def]
@@ -363,6 +377,7 @@ def _autograd_chunk(
             lp = _log_probs(xa, temperature, dtype) if normalize else xa
             lq = _log_probs(xb, temperature, dtype) if normalize else xb
             rows = spec.row_fn(lp, lq, **params)
+            rows = torch.where(nan_rows_of(lp, lq), math.nan, rows)
             infinite = torch.isinf(rows) & (rows > 0)
             if not (need_a or need_b):
                 return rows.detach(), infinite
@@ -530,6 +545,14 @@ def _run_rows(
                 ga.index_copy_(0, sel, ca)
             if gb is not None and cb is not None:
                 gb.index_copy_(0, sel, cb)
+    explain_nan_rows(
+        values,
+        [("p", a2), ("q", b2)],
+        rows=idx,
+        leading=job.opts.leading,
+        inputs=job.opts.inputs,
+        temperature=job.temperature,
+    )
     if ga is not None or gb is not None:
         zero_rows(bad, idx, ga, gb)
     return values, ga, gb
@@ -545,6 +568,42 @@ def zero_rows(bad: Tensor, idx: Tensor | None, *grads: Tensor | None) -> None:
     for g in grads:
         if g is not None:
             g.index_fill_(0, rows, 0.0)
+
+
+SECOND_ORDER_HINT = (
+    "use engine='reference' (divergent.divergence(..., engine='reference'), or "
+    "divergent.set_engine('reference')), whose plain autograd graph can be differentiated again"
+)
+
+
+def first_order_backward(hint: str = SECOND_ORDER_HINT) -> Callable[[Callable], Callable]:
+    """``once_differentiable`` that also refuses a higher-order graph request at once.
+
+    The engines compute their gradients in closed form (in the forward pass), so the gradient
+    they hand back is a constant to autograd: with ``create_graph=True`` (a gradient penalty,
+    double backward, ``gradgradcheck``) plain ``once_differentiable`` would let a penalty on
+    that gradient contribute nothing, silently. Autograd runs backward with grad mode on
+    exactly when a graph of the gradient is requested, so this raises a ``RuntimeError``
+    pointing to ``hint`` instead.
+    """
+
+    def decorate(backward: Callable) -> Callable:
+        inner = once_differentiable(backward)
+
+        @functools.wraps(backward)
+        def wrapper(ctx: Any, *grads: Any) -> Any:
+            if torch.is_grad_enabled():
+                raise RuntimeError(
+                    "divergent: this divergence's gradient comes from a first-order engine "
+                    "(computed in closed form, not as an autograd graph), so it cannot be "
+                    "differentiated again (create_graph=True, double backward, gradient "
+                    f"penalties, gradgradcheck); {hint}"
+                )
+            return inner(ctx, *grads)
+
+        return wrapper
+
+    return decorate
 
 
 def check_backward_once(ctx: Any) -> None:
@@ -590,7 +649,7 @@ class _ChunkedFunction(torch.autograd.Function):
         return job.finish(values)
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward()
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
         check_backward_once(ctx)  # before autograd's own (less clear) version check
         ga, gb = scale_saved_grads(ctx, ctx.saved_tensors, grad_out)

@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from divergent._validation import (
     check_chunk_size,
     check_float_tensor,
     check_positive_scalar,
+    row_label,
     row_options,
 )
 from divergent.categorical.fdiv import resolve_divergence
@@ -47,6 +47,7 @@ from divergent.engine.chunked import (
     _should_compile,
     check_backward_once,
     default_chunk_rows,
+    first_order_backward,
     scale_saved_grads,
 )
 
@@ -188,6 +189,60 @@ def _run(
     return values, [None if g is None else g.to(x.dtype) for g, x in zip(grads, originals)]  # type: ignore[union-attr]
 
 
+_SOURCE_NAMES = (
+    "student_hidden",
+    "student_weight",
+    "student_bias",
+    "teacher_hidden",
+    "teacher_weight",
+    "teacher_bias",
+)
+
+
+def _explain_nan_rows(
+    job: EngineJob,
+    values: Tensor,
+    tensors: tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor, Tensor | None],
+) -> None:
+    """The input contract on rows whose value is NaN (one device sync when none is).
+
+    NaN in a row's hidden states, or anywhere in a head's weight or bias (every row reads
+    all of it), propagates: those rows stay NaN. Any other NaN row had non-finite logits from
+    finite-looking inputs: an infinite entry (a ``ValueError`` naming it) or logits that
+    overflow the compute dtype (a ``ValueError`` naming the row).
+    """
+    nan = torch.isnan(values)
+    if not bool(nan.any()):
+        return
+    pos = nan.nonzero().squeeze(1)
+    keep = job.keep
+    flat = pos if keep is None else keep.nonzero().squeeze(1).index_select(0, pos)
+    hs, ht = tensors[0], tensors[3]
+    heads = [(n, t) for i, (n, t) in enumerate(zip(_SOURCE_NAMES, tensors)) if i not in (0, 3)]
+    heads = [(n, t) for n, t in heads if t is not None]
+    if any(bool(torch.isnan(t).any()) for _, t in heads):
+        return  # NaN in a head reaches every row
+    caused = torch.isnan(hs.index_select(0, flat)).any(-1)
+    caused |= torch.isnan(ht.index_select(0, flat)).any(-1)
+    if bool(caused.all()):
+        return
+    i = int((~caused).nonzero()[0, 0])
+    label = row_label(int(flat[i]), job.opts.leading)
+    for name, h in (("student_hidden", hs), ("teacher_hidden", ht)):
+        if bool(torch.isinf(h[flat[i]]).any()):
+            raise ValueError(
+                f"`{name}` has an infinite entry in row {label}; hidden states must be finite"
+            )
+    for name, t in heads:
+        if bool(torch.isinf(t).any()):
+            raise ValueError(f"`{name}` has an infinite entry; head weights must be finite")
+    raise ValueError(
+        f"the logits of row {label} are not finite: hidden states × head weights "
+        f"(× logit_scale) / temperature overflow {values.dtype} (temperature "
+        f"{job.temperature:g}); use float64 inputs, a larger temperature or `softcap`"
+    )
+
+
 class _FusedLinearFunction(torch.autograd.Function):
     """Gradients in the forward pass (scalar reductions); recomputed for ``reduction="none"``."""
 
@@ -209,15 +264,17 @@ class _FusedLinearFunction(torch.autograd.Function):
             # weight and bias gradients sum over rows, so the incoming per-row gradient must
             # be known: the backward pass recomputes the chunks with it (one more forward)
             values, _ = _run(job, tensors, (False,) * 6)
+            _explain_nan_rows(job, values, tensors)
             ctx.save_for_backward(hs, ws, bs, ht, wt, bt)
             return job.finish(values)
         values, grads = _run(job, tensors, need)
+        _explain_nan_rows(job, values, tensors)
         empty = hs.new_empty(0)
         ctx.save_for_backward(*[empty if g is None else g for g in grads])
         return job.finish(values)
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward()
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         if ctx.job.reduction == "none":
             hs, ws, bs, ht, wt, bt = ctx.saved_tensors

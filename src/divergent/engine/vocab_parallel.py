@@ -30,15 +30,22 @@ References:
 
 from __future__ import annotations
 
+import math
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
-from divergent._validation import check_chunk_size, check_no_nan, check_pair, row_options
+from divergent._validation import (
+    RowOptions,
+    check_chunk_size,
+    check_pair,
+    row_label,
+    row_options,
+)
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.kernels import LSE, MAX, SUM, generator_kernel, kernel_for
 from divergent.categorical.registry import DivergenceLike
@@ -46,6 +53,7 @@ from divergent.engine.chunked import (
     CHUNK_ELEMENTS,
     EngineJob,
     check_backward_once,
+    first_order_backward,
     scale_saved_grads,
     write_grads,
 )
@@ -83,6 +91,103 @@ def _chunks(count: int, rows: int) -> list[slice]:
     return [slice(s, min(s + rows, count)) for s in range(0, count, rows)]
 
 
+def _check_codes(top: Tensor, idx: Tensor | None, job: EngineJob) -> Tensor | None:
+    """Rows to set to NaN (None: none), or a ``ValueError`` on every rank alike.
+
+    ``top`` holds, after the MAX all-reduce, each side's global row maximum of z/T (rows
+    0-1) and its worst input code over the shards (rows 2-3, see the caller).
+    """
+    codes = top[2:]
+    no_mass = (top[:2] == -math.inf) & (codes == 0)
+    flags = torch.stack([(codes == 3).any(), (codes > 0).any() | no_mass.any()]).tolist()
+    if not any(flags):
+        return None
+    nan_rows = (codes == 3).any(0)
+    invalid = ((codes == 1) | (codes == 2) | no_mass) & ~nan_rows
+    if flags[1] and bool(invalid.any()):
+        side, row = (int(v) for v in invalid.nonzero()[0])
+        where = "a shard of `p`" if side == 0 else "a shard of `q`"
+        flat = row if idx is None else int(idx[row])
+        label = row_label(flat, job.opts.leading)
+        code = int(codes[side, row])
+        if code == 2:
+            raise ValueError(
+                f"{where} has a +inf entry in row {label}; logits must be finite or -inf "
+                "(-inf = zero probability)"
+            )
+        if code == 1:
+            raise ValueError(
+                f"{where} row {label}: logits / temperature overflow the compute dtype "
+                f"(temperature {job.temperature:g}); use a larger temperature, float64 "
+                "inputs, or rescale the logits"
+            )
+        raise ValueError(
+            f"{where.replace('a shard of ', '')} row {label} is all -inf on every rank: it has "
+            "no probability mass; drop it with `mask` (False = skip the row)"
+        )
+    return nan_rows
+
+
+def _agree_across_ranks(
+    spec_key: str,
+    opts: RowOptions,
+    n_rows: int,
+    nan_row: int,
+    device: torch.device,
+    group: Any,
+) -> None:
+    """One small all-gather: every rank must pass the same rows and options.
+
+    A different temperature, name, parameter, mask, normalizer or reduction on one rank
+    would silently give wrong values, and different row counts would make the collectives
+    abort; each rank compares the table and raises the same ``ValueError``. ``nan_row`` (the
+    first row holding NaN on this rank's shards, −1 for none) serves ``check_nan=True``.
+    """
+    keep = opts.keep
+    kept = torch.arange(1, n_rows + 1, dtype=torch.float64, device=device)
+    if keep is not None:
+        kept = kept[keep.to(device)]
+    if isinstance(opts.normalizer, Tensor):
+        norm = float(opts.normalizer)
+    else:
+        norm = -1.0 if opts.normalizer is None else float(opts.normalizer)
+    fields = {
+        "number of rows": float(n_rows),
+        "leading shape": float(zlib.crc32(repr(tuple(opts.leading)).encode())),
+        "divergence and parameters": float(zlib.crc32(spec_key.encode())),
+        "temperature": opts.temperature,
+        "reduction": float(("none", "sum", "mean").index(opts.reduction)),
+        "normalizer": norm,
+        "mask (kept rows)": float(kept.numel()),
+        "mask (which rows)": float(kept.sum()),
+        "mask (which rows, squares)": float((kept * kept).sum()),
+        "check_nan": float(nan_row),
+    }
+    mine = torch.tensor(list(fields.values()), dtype=torch.float64, device=device)
+    table = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(table, mine, group=group)
+    rows = torch.stack(table).cpu()
+    for j, key in enumerate(fields):
+        column = rows[:, j]
+        if key == "check_nan":
+            bad = [(r, int(v)) for r, v in enumerate(column.tolist()) if v >= 0]
+            if bad:
+                rank, row = bad[0]
+                raise ValueError(
+                    f"a shard contains NaN in row {row_label(row, opts.leading)} (on rank "
+                    f"{rank}; check_nan=True)"
+                )
+            continue
+        if not bool((column == column[0]).all()):
+            values = column.tolist() if "mask" not in key and "divergence" not in key else None
+            per_rank = f": {values} by rank" if values is not None else ""
+            raise ValueError(
+                f"vocab_parallel_divergence: the {key} differs across ranks{per_rank}; every "
+                "rank must pass the same rows (its own vocabulary slice of them), name, "
+                "parameters, temperature, mask, reduction and normalizer"
+            )
+
+
 class _VocabParallelFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, a2: Tensor, b2: Tensor, job: EngineJob) -> Tensor:  # type: ignore[override]
@@ -109,11 +214,22 @@ class _VocabParallelFunction(torch.autograd.Function):
 
         # log-normalisers: global max, then the sum of exp(z − max) (z − max stays exact, as
         # in torch.log_softmax); every rank joins every collective, also with no kept rows
-        top = torch.empty(2, count, dtype=dtype, device=device)
+        # rows 2-3 carry each side's input code (0 fine, 1 overflow at this temperature,
+        # 2 a +inf entry, 3 NaN) in the same MAX all-reduce, so every rank sees every shard's
+        # bad rows and all of them raise (or propagate NaN) together
+        top = torch.empty(4, count, dtype=dtype, device=device)
         for sl in chunks:
             for side, x in enumerate((a2, b2)):
-                top[side, sl] = (rows_of(x, sl).to(dtype) / temperature).amax(-1)
+                raw = rows_of(x, sl).amax(-1).to(dtype)  # max(x)/T = max(x/T): T > 0
+                scaled = raw / temperature
+                nan = torch.isnan(raw)
+                code = torch.where(torch.isinf(scaled) & torch.isfinite(raw), 1.0, 0.0)
+                code = torch.where(torch.isposinf(raw), 2.0, code)
+                top[side, sl] = torch.where(nan, -math.inf, scaled)
+                top[2 + side, sl] = torch.where(nan, 3.0, code)
         dist.all_reduce(top, op=dist.ReduceOp.MAX, group=job.group)
+        nan_rows = _check_codes(top, idx, job)
+        top = top[:2]
         top = torch.where(torch.isfinite(top), top, 0.0)
         mass = torch.empty(2, count, dtype=dtype, device=device)
         for sl in chunks:
@@ -167,12 +283,14 @@ class _VocabParallelFunction(torch.autograd.Function):
                         ga.index_copy_(0, idx[sl], ca)
                     if gb is not None and cb is not None:
                         gb.index_copy_(0, idx[sl], cb)
+        if nan_rows is not None:
+            values = torch.where(nan_rows, math.nan, values)
         empty = a2.new_empty(0)
         ctx.save_for_backward(ga if ga is not None else empty, gb if gb is not None else empty)
         return job.finish(values)
 
     @staticmethod
-    @once_differentiable
+    @first_order_backward()
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
         check_backward_once(ctx)
         ga, gb = scale_saved_grads(ctx, ctx.saved_tensors, grad_out)
@@ -238,10 +356,18 @@ def vocab_parallel_divergence(
         reduction=reduction,
         normalizer=normalizer,
     )
-    if check_nan:
-        check_no_nan(p, "p")
-        check_no_nan(q, "q")
     check_chunk_size(chunk_size)
+    n_local = p.shape[-1]
+    a2, b2 = p.reshape(-1, n_local), q.reshape(-1, n_local)
+    nan_row = -1
+    if check_nan:
+        bad = torch.isnan(a2).any(-1) | torch.isnan(b2).any(-1)
+        if opts.keep is not None:
+            bad = bad & opts.keep
+        if bool(bad.any()):
+            nan_row = int(bad.nonzero()[0, 0])
+    spec_key = repr((spec.name, sorted(bound.items())))
+    _agree_across_ranks(spec_key, opts, a2.shape[0], nan_row, p.device, group)
     plan = kernel_for(spec, bound)
     if plan is None and spec.generator is not None:
         plan = generator_kernel(spec.f_generator(**bound))
@@ -251,7 +377,6 @@ def vocab_parallel_divergence(
             "(its row function needs whole rows). Registered divergences and f-divergences "
             "(generators) are supported; or gather the logits and use divergent.divergence"
         )
-    n_local = p.shape[-1]
     rows = chunk_size or max(1, CHUNK_ELEMENTS.get(p.device.type, 1 << 24) // n_local)
     job = EngineJob(
         spec=spec,
@@ -262,4 +387,4 @@ def vocab_parallel_divergence(
         grad=torch.is_grad_enabled(),
         group=group,
     )
-    return _VocabParallelFunction.apply(p.reshape(-1, n_local), q.reshape(-1, n_local), job)
+    return _VocabParallelFunction.apply(a2, b2, job)

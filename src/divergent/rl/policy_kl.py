@@ -47,7 +47,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar, check_reduction, finish_rows, row_options
+from divergent._validation import (
+    RowOptions,
+    check_positive_scalar,
+    finish_rows,
+    is_traced,
+    mass_tolerance,
+    row_label,
+    row_options,
+)
 
 __all__ = ["kl_penalty_reward", "policy_kl", "reference_sample_kl"]
 
@@ -124,15 +132,66 @@ def _estimator(kind: str, log_r: Tensor) -> Tensor:
     return _exp_minus_one_minus(log_r)  # r − 1 − log r with r = e^{log r}
 
 
-def _reduce(values: Tensor, mask: Any, reduction: Any, normalizer: Any) -> Tensor:
-    """Per-sample values to the caller's result through the shared row options."""
-    opts = row_options(
-        leading_shape=values.shape,
-        device=values.device,
+def _options(logp: Tensor, mask: Any, reduction: Any, normalizer: Any) -> RowOptions:
+    return row_options(
+        leading_shape=logp.shape,
+        device=logp.device,
         mask=mask,
         reduction=reduction,
         normalizer=normalizer,
     )
+
+
+def _check_values(
+    logp: Tensor,
+    ref_logp: Tensor,
+    keep: Tensor | None,
+    sampled_from: str,
+    weight: Tensor | None = None,
+) -> None:
+    r"""The input contract on the kept entries (one device sync when all is well).
+
+    NaN propagates (that entry's estimate is NaN). A +inf log-probability, a positive one
+    (beyond the dtype's rounding slack), a −inf log-probability of the policy the actions
+    were sampled from (``sampled_from``: a sampled action has positive probability), and a
+    ±inf or negative importance weight are ``ValueError``\ s naming the argument and the
+    entry. A −inf on the other side is a true infinite KL (+inf).
+    """
+    sides = [("logp", logp), ("ref_logp", ref_logp)]
+    checks = []
+    for name, x in sides:
+        tol = mass_tolerance(x.dtype)
+        checks.append((f"`{name}` is +inf", torch.isposinf(x)))
+        checks.append(
+            (
+                f"`{name}` is positive (beyond the rounding slack {tol:g} of {x.dtype})",
+                x > tol,
+            )
+        )
+        if name == sampled_from:
+            checks.append(
+                (
+                    f"`{name}` is -inf (the actions were sampled from this policy, so each has "
+                    "positive probability; mask the entry if it is padding)",
+                    torch.isneginf(x),
+                )
+            )
+    if weight is not None:
+        checks.append(("`importance_weight` is infinite", torch.isinf(weight)))
+        checks.append(("`importance_weight` is negative (a ratio π(a)/μ(a) is >= 0)", weight < 0))
+    flags = torch.stack(
+        [(bad if keep is None else bad.reshape(-1)[keep]).any() for _, bad in checks]
+    ).tolist()  # one device sync
+    for (what, bad), hit in zip(checks, flags):
+        if hit:
+            flat = bad.reshape(-1) if keep is None else bad.reshape(-1) & keep
+            pos = row_label(int(flat.nonzero()[0, 0]), logp.shape)
+            hint = "" if "weight" in what else "; log-probabilities must be <= 0, not +inf"
+            raise ValueError(f"{what} at entry {pos}{hint}")
+
+
+def _reduce(values: Tensor, opts: RowOptions) -> Tensor:
+    """Per-sample values to the caller's result through the shared row options."""
     rows = values.reshape(-1)
     if opts.keep is not None:
         rows = rows[opts.keep]
@@ -219,15 +278,8 @@ def policy_kl(
     logp, ref_logp = _check_logps(logp, ref_logp, ("logp", "ref_logp"))
     kind = _check_kind(kind, "kind")
     gradient = _check_kind(gradient, "gradient", allow_none=True)
-    check_reduction(reduction)
+    opts = _options(logp, mask, reduction, normalizer)
     clamp = _check_clamp(clamp_log_ratio)
-    log_r = ref_logp - logp
-    if clamp is not None:
-        log_r = log_r.clamp(-clamp, clamp)
-    value = _estimator(kind, log_r)
-    if gradient is not None and gradient != kind:
-        g = _estimator(gradient, log_r)
-        value = value.detach() + (g - g.detach())
     if importance_weight is not None:
         if not isinstance(importance_weight, Tensor) or not torch.is_floating_point(
             importance_weight
@@ -237,15 +289,26 @@ def policy_kl(
                 f"`importance_weight` must be None or a floating-point tensor of π/μ ratios, "
                 f"got {got}"
             )
-        if importance_weight.shape != value.shape:
+        if importance_weight.shape != logp.shape:
             raise ValueError(
-                f"`importance_weight` must have the shape of `logp` {tuple(value.shape)}, got "
+                f"`importance_weight` must have the shape of `logp` {tuple(logp.shape)}, got "
                 f"{tuple(importance_weight.shape)}"
             )
-        if bool((importance_weight < 0).any()):
-            raise ValueError("`importance_weight` must be ≥ 0 (a ratio π(a)/μ(a)); got negatives")
-        value = importance_weight.to(value.dtype) * value
-    return _reduce(value, mask, reduction, normalizer)
+    if not is_traced(logp, ref_logp):
+        _check_values(logp, ref_logp, opts.keep, "logp", importance_weight)
+    log_r = ref_logp - logp
+    if clamp is not None:
+        log_r = log_r.clamp(-clamp, clamp)
+    value = _estimator(kind, log_r)
+    if gradient is not None and gradient != kind:
+        g = _estimator(gradient, log_r)
+        # straight-through; an infinite estimate (ref_logp = -inf) keeps its value, not NaN
+        value = value.detach() + torch.where(torch.isinf(g), torch.zeros_like(g), g - g.detach())
+    if importance_weight is not None:
+        w = importance_weight.to(value.dtype)
+        # a zero weight (the sample is impossible under π) contributes 0, also next to +inf
+        value = torch.where(w == 0, torch.zeros_like(value), w * value)
+    return _reduce(value, opts)
 
 
 def kl_penalty_reward(
@@ -348,9 +411,11 @@ def reference_sample_kl(
         in Reinforcement Learning with Verifiable Reward" (DPH-RL), arXiv 2509.07430.
     """
     logp, ref_logp = _check_logps(logp, ref_logp, ("logp", "ref_logp"))
-    check_reduction(reduction)
+    opts = _options(logp, mask, reduction, normalizer)
     clamp = _check_clamp(clamp_log_ratio)
+    if not is_traced(logp, ref_logp):
+        _check_values(logp, ref_logp, opts.keep, "ref_logp")
     log_u = logp - ref_logp
     if clamp is not None:
         log_u = log_u.clamp(-clamp, clamp)
-    return _reduce(_exp_minus_one_minus(log_u), mask, reduction, normalizer)
+    return _reduce(_exp_minus_one_minus(log_u), opts)

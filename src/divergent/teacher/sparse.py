@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from divergent._validation import (
     check_chunk_size,
@@ -33,10 +32,13 @@ from divergent._validation import (
     check_tensor,
     compute_dtype,
     finish_rows,
+    mass_tolerance,
+    row_label,
     row_options,
 )
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.registry import DivergenceLike
+from divergent.engine.chunked import first_order_backward
 
 __all__ = ["PAD_ID", "TAILS", "sparse_divergence", "topk_logprobs", "validate_topk"]
 
@@ -44,15 +46,6 @@ PAD_ID = -1
 """Id that marks an unused top-k slot (a row with fewer than k teacher entries)."""
 
 TAILS: tuple[str, ...] = ("bucket", "renormalize", "ignore")
-
-# Slack allowed on log P(i) <= 0 and on sum_i P(i) <= 1, by the dtype of the teacher log-probs:
-# rounding a log-prob to this dtype moves sum_i p_i by at most ~ H(P) * eps.
-_MASS_TOLERANCE: dict[torch.dtype, float] = {
-    torch.float64: 1e-6,
-    torch.float32: 1e-4,
-    torch.float16: 5e-3,
-    torch.bfloat16: 2e-2,
-}
 
 _CHUNK_ELEMENTS = 1 << 21  # rows per chunk = this // V (8 MiB of float32 per chunk)
 
@@ -63,22 +56,6 @@ _LN2 = math.log(2.0)
 # --------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------
-def _row_label(flat_row: int, leading: torch.Size) -> str:
-    if len(leading) == 0:
-        return "the row"
-    idx = []
-    rem = flat_row
-    for size in reversed(leading):
-        idx.append(rem % size)
-        rem //= size
-    return f"row {tuple(reversed(idx))}"
-
-
-def mass_tolerance(dtype: torch.dtype) -> float:
-    """Slack on ``log P(i) <= 0`` and ``Σ P(i) <= 1`` for teacher log-probs of ``dtype``."""
-    return _MASS_TOLERANCE.get(dtype, 1e-4)
-
-
 def validate_topk(
     ids: Tensor,
     logprobs: Tensor,
@@ -126,7 +103,7 @@ def validate_topk(
     def where_(bad_rows: Tensor) -> tuple[int, str]:
         r = int(bad_rows.nonzero()[0, 0])
         flat = int(row_numbers[r]) if row_numbers is not None else r
-        return r, _row_label(flat, leading)
+        return r, f"row {row_label(flat, leading)}"
 
     if flags[0]:
         r, label = where_(bad_id.any(-1))
@@ -192,6 +169,50 @@ def _complement(x: Tensor, ids: Tensor, valid: Tensor) -> Tensor:
     return x.scatter_reduce(-1, ids, src, reduce="amin", include_self=True)
 
 
+_SECOND_ORDER_HINT = (
+    "sparse_divergence is first-order only; for a gradient penalty, compute the divergence "
+    "on full logits with divergent.divergence(..., engine='reference')"
+)
+
+
+def _check_logit_rows(
+    top: Tensor,
+    temperature: float,
+    rows: Tensor | None,
+    leading: torch.Size,
+    name: str = "student_logits",
+) -> Tensor:
+    """The input contract on the kept rows of logits ``name``, from each row's maximum.
+
+    Returns the rows that hold NaN (their value is NaN); raises a ``ValueError`` naming the
+    row for a +inf logit, a row that is all −inf (no mass), or logits that overflow at this
+    temperature. One device sync.
+    """
+    nan = torch.isnan(top)
+    scaled = top / temperature
+    overflow = torch.isinf(scaled) & torch.isfinite(top)
+    bad = (torch.isposinf(top) | torch.isneginf(top) | overflow) & ~nan
+    if not bool(bad.any()):
+        return nan
+    r = int(bad.nonzero()[0, 0])
+    label = row_label(r if rows is None else int(rows[r]), leading)
+    if bool(torch.isposinf(top[r])):
+        raise ValueError(
+            f"`{name}` has a +inf entry in row {label}; logits must be finite or -inf "
+            "(-inf = zero probability)"
+        )
+    if bool(torch.isneginf(top[r])):
+        raise ValueError(
+            f"`{name}` row {label} is all -inf: it has no probability mass; drop it "
+            "with `mask` (False = skip the row)"
+        )
+    raise ValueError(
+        f"`{name}` row {label}: logits / temperature overflow {top.dtype} (largest "
+        f"logit {float(top[r]):g}, temperature {temperature:g}); use a larger temperature, "
+        "float64 logits, or rescale them"
+    )
+
+
 class _GatherAndTail(torch.autograd.Function):
     r"""``z = x_S / T`` (the gathered student logits) and ``t = logsumexp_{j∉S} x_j / T``.
 
@@ -211,13 +232,15 @@ class _GatherAndTail(torch.autograd.Function):
         chunk: int,
         need_tail: bool,
         dtype: torch.dtype,
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor]:
         n_rows, k = ids.shape
         z = torch.empty((n_rows, k), dtype=dtype, device=logits.device)
         tail = torch.full((n_rows,), _NEG_INF, dtype=dtype, device=logits.device)
+        top = torch.empty((n_rows,), dtype=dtype, device=logits.device)
         for r0 in range(0, n_rows, chunk):
             r1 = min(r0 + chunk, n_rows)
             x = _chunk_rows(logits, rows, r0, r1).to(dtype)
+            top[r0:r1] = x.amax(-1)  # the input contract: NaN, +inf, all −inf rows
             if temperature != 1.0:
                 x = x / temperature
             idc = ids[r0:r1]
@@ -230,11 +253,14 @@ class _GatherAndTail(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         if not need_tail:
             ctx.mark_non_differentiable(tail)
-        return z, tail
+        ctx.mark_non_differentiable(top)
+        return z, tail, top
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, g_z: Tensor | None, g_tail: Tensor | None) -> tuple[Any, ...]:
+    @first_order_backward(_SECOND_ORDER_HINT)
+    def backward(
+        ctx: Any, g_z: Tensor | None, g_tail: Tensor | None, _g_top: Tensor | None
+    ) -> tuple[Any, ...]:
         none = (None,) * 7
         if not ctx.needs_input_grad[0]:
             return (None, *none)
@@ -323,14 +349,17 @@ def topk_logprobs(
         x2 = x.reshape(-1, n_classes)
         ids = torch.empty((x2.shape[0], k), dtype=torch.int64, device=x.device)
         lp = torch.empty((x2.shape[0], k), dtype=dtype, device=x.device)
+        row_max = torch.empty(x2.shape[0], dtype=dtype, device=x.device)
         chunk = max(1, _CHUNK_ELEMENTS // n_classes)
         for r0 in range(0, x2.shape[0], chunk):
             xc = x2[r0 : r0 + chunk].to(dtype)
+            row_max[r0 : r0 + chunk] = xc.amax(-1)
             if temperature != 1.0:
                 xc = xc / temperature
             top = xc.topk(k, dim=-1)
             ids[r0 : r0 + chunk] = top.indices
             lp[r0 : r0 + chunk] = top.values - torch.logsumexp(xc, dim=-1, keepdim=True)
+        _check_logit_rows(row_max, temperature, None, lead, "teacher_logits")  # NaN rows: NaN
         return ids.reshape(*lead, k), lp.reshape(*lead, k)
 
 
@@ -543,9 +572,11 @@ def sparse_divergence(
     safe_ids = ids2d.clamp_min(0)
     chunk = chunk_size or max(1, _CHUNK_ELEMENTS // n_classes)
     need_tail = tail != "renormalize"
-    z, lse_tail = _GatherAndTail.apply(
+    z, lse_tail, top = _GatherAndTail.apply(
         s2d, rows, safe_ids, valid, temperature, chunk, need_tail, dtype
     )
+    nan_rows = _check_logit_rows(top, temperature, rows, leading)
+    nan_rows = nan_rows | (torch.isnan(lp2d) & valid).any(-1)  # check_inputs=False
 
     # rows with no real entry (all padding): computed on a harmless stand-in, then set to 0
     empty = ~valid.any(-1)
@@ -573,6 +604,7 @@ def sparse_divergence(
             log_q = torch.cat([log_q_s, log_q_tail[:, None]], dim=-1)
     values = spec.row_fn(log_p, log_q, **bound)
     values = torch.where(empty, torch.zeros((), dtype=values.dtype, device=values.device), values)
+    values = torch.where(nan_rows, math.nan, values)
 
     return finish_rows(
         values,
