@@ -270,6 +270,8 @@ def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
         tensor([[-1.0000,  0.0000,  1.0000]])
     """
     eps = check_positive_scalar(eps, "eps", allow_zero=True)
+    if logits.numel() == 0:  # no rows (a fully masked batch): nothing to standardise
+        return logits
     mean = logits.mean(dim=-1, keepdim=True)
     return (logits - mean) / (logits.std(dim=-1, keepdim=True) + eps)
 

@@ -20,11 +20,15 @@ run to convergence, exact implicit gradients); the official code unrolls 20 plai
 normalisations, which stops short of convergence at ε = 0.1. Its "KD" term is the soft
 cross-entropy :math:`-\sum p^t\log p^s` without T²; the KL here differs from it by the
 teacher's entropy, a constant for the student (same gradients). The Sinkhorn term is a batch
-term: with ``reduction="none"`` it is added equally to every kept row.
+term: with ``reduction="none"`` it is added equally to every kept row (so a NaN in one kept
+row makes every row NaN).
 """
 
 from __future__ import annotations
 
+import math
+
+import torch
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
@@ -139,13 +143,12 @@ def sinkd_loss(
     if kd_weight > 0:
         rows = kd_weight * _divergence("kl", t, s, temperature=temperature, reduction="none")
     if sinkhorn_weight > 0 and s.shape[0] > 0:
-        batch_term = batch_sinkhorn_distance(
-            (s / temperature).softmax(-1),
-            (t / temperature).softmax(-1),
-            eps=eps,
-            max_iter=max_iter,
-            tol=tol,
-        )
+        p_s, p_t = (s / temperature).softmax(-1), (t / temperature).softmax(-1)
+        if bool(torch.isnan(p_s).any() | torch.isnan(p_t).any()):
+            # a NaN row makes the batch term (and so every row) NaN, not a solver error
+            batch_term = p_s.new_tensor(math.nan)
+        else:
+            batch_term = batch_sinkhorn_distance(p_s, p_t, eps=eps, max_iter=max_iter, tol=tol)
         rows = rows + sinkhorn_weight * batch_term
     if ce_weight > 0:
         assert r.labels is not None
