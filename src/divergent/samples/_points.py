@@ -1,7 +1,14 @@
 """Validation and helpers shared by the sample-based estimators (kNN, KDE, kernels).
 
 Samples are numpy arrays or torch tensors whose rows are points: shape ``(n, d)``; a 1-D
-array of length n is n points in one dimension.
+array of length n is n points in one dimension. The same rules hold for every estimator:
+
+* **dtypes.** Floating inputs keep their dtype where an estimator computes in it (half types
+  are upcast to float32); **integer inputs (numpy or torch) become float64** (exact up to
+  2⁵³), numpy floats become float64; bools, strings and objects are a ``ValueError``.
+* **results.** Every estimator returns a **0-d torch tensor** on the inputs' device, in
+  :func:`result_dtype` of its inputs (float64 for numpy or integer input, else the floating
+  dtype), whether or not it is differentiable; ``float(...)`` gives the Python number.
 """
 
 from __future__ import annotations
@@ -14,7 +21,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["IntervalEstimate", "as_points", "check_int", "check_same_dim", "subsampling_ci"]
+from divergent._validation import check_positive_scalar
+
+__all__ = [
+    "IntervalEstimate",
+    "as_points",
+    "as_result",
+    "check_int",
+    "check_same_dim",
+    "result_dtype",
+    "subsampling_ci",
+]
 
 
 class IntervalEstimate(NamedTuple):
@@ -64,7 +81,9 @@ def as_points(
         raise ValueError(f"`{name}` has zero dimensions (shape {tuple(t.shape)})")
     if dtype is not None:
         t = t.to(dtype)
-    elif not torch.is_floating_point(t) or t.dtype in (torch.float16, torch.bfloat16):
+    elif not torch.is_floating_point(t):
+        t = t.to(torch.float64)  # integers: exact in float64, as numpy integer input
+    elif t.dtype in (torch.float16, torch.bfloat16):
         t = t.to(torch.float32)
     if not bool(torch.isfinite(t).all()):
         raise ValueError(f"`{name}` contains NaN or infinite values; every point must be finite")
@@ -72,6 +91,21 @@ def as_points(
 
 
 _INT_DTYPES = (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+
+
+def result_dtype(*inputs: Any) -> torch.dtype:
+    """The dtype of an estimator's result: float64 if any input is numpy, integer or float64,
+    float32 for float32 / half inputs."""
+    for x in inputs:
+        if not isinstance(x, Tensor) or not torch.is_floating_point(x) or x.dtype == torch.float64:
+            return torch.float64
+    return torch.float32
+
+
+def as_result(value: float, *inputs: Any) -> Tensor:
+    """A Python number as the 0-d tensor every sample estimator returns (see the module doc)."""
+    device = next((x.device for x in inputs if isinstance(x, Tensor)), torch.device("cpu"))
+    return torch.tensor(value, dtype=result_dtype(*inputs), device=device)
 
 
 def check_same_dim(x: Tensor, y: Tensor, x_name: str = "x", y_name: str = "y") -> None:
@@ -93,9 +127,11 @@ def check_int(value: Any, name: str, low: int, high: int | None = None, what: st
 
 
 def check_level(level: Any) -> float:
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+    what = "a confidence level in (0, 1), e.g. 0.95"
+    value = check_positive_scalar(level, "ci_level", what=what)
+    if not value < 1:
         raise ValueError(f"`ci_level` must be a number in (0, 1), e.g. 0.95, got {level!r}")
-    return float(level)
+    return value
 
 
 def subsampling_ci(
@@ -145,9 +181,8 @@ def subsampling_ci(
     """
     level = check_level(level)
     n_subsamples = check_int(n_subsamples, "n_subsamples", 10)
-    if fraction is not None and (
-        isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1
-    ):
+    fraction = check_positive_scalar(fraction, "fraction", allow_none=True, what="a share < 1")
+    if fraction is not None and not fraction < 1:
         raise ValueError(f"`fraction` must be None or a number in (0, 1), got {fraction!r}")
     samples = [as_points(x, "x", dtype=None)]
     if y is not None:
@@ -170,4 +205,4 @@ def subsampling_ci(
     scale = math.sqrt(sizes[0] / samples[0].shape[0])
     alpha = 1.0 - level
     q_lo, q_hi = np.quantile(reps - full, [alpha / 2, 1 - alpha / 2])
-    return IntervalEstimate(full, full - scale * q_hi, full - scale * q_lo, level)
+    return IntervalEstimate(full, float(full - scale * q_hi), float(full - scale * q_lo), level)

@@ -20,6 +20,7 @@ tensors, rows are points.
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
@@ -28,7 +29,8 @@ import torch
 from scipy.optimize import brentq
 from torch import Tensor
 
-from divergent.samples._points import as_points, check_same_dim
+from divergent._validation import check_positive_scalar
+from divergent.samples._points import as_points, as_result, check_same_dim
 
 __all__ = ["kde_bandwidth", "kde_kl", "kde_log_density"]
 
@@ -44,15 +46,20 @@ def _scale(x: Tensor) -> float:
 
 
 def _check_h(h: Any, name: str = "bandwidth") -> float:
-    if isinstance(h, Tensor) and h.numel() == 1:
-        h = h.item()
-    if isinstance(h, bool) or not isinstance(h, (int, float, np.floating)) or not (
-        math.isfinite(h) and h > 0
-    ):
-        raise ValueError(
-            f"`{name}` must be a finite number > 0 or one of {RULES}, got {h!r}"
-        )
-    return float(h)
+    what = f"a kernel width, or one of the rule names {RULES}"
+    return check_positive_scalar(h, name, what=what)
+
+
+def _check_rule_name(rule: str, name: str = "bandwidth") -> str:
+    """A bandwidth rule name, or a ValueError listing the allowed ones (with a suggestion)."""
+    if rule in RULES:
+        return rule
+    close = difflib.get_close_matches(rule.lower(), RULES, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"`{name}` {rule!r} is not a bandwidth rule; allowed names: "
+        f"{', '.join(repr(r) for r in RULES)}, or a number h > 0.{hint}"
+    )
 
 
 def _sq_dists(a: Tensor, b: Tensor, b_sq: Tensor) -> Tensor:
@@ -97,9 +104,7 @@ def _bandwidth_tensor(bandwidth: Any, like: Tensor) -> tuple[Tensor, bool]:
     return h, True
 
 
-def kde_log_density(
-    x: Any, data: Any, bandwidth: Any, *, leave_one_out: bool = False
-) -> Tensor:
+def kde_log_density(x: Any, data: Any, bandwidth: Any, *, leave_one_out: bool = False) -> Tensor:
     r"""Log-density of the isotropic Gaussian KDE of ``data`` at the points ``x``.
 
     .. math::
@@ -148,7 +153,7 @@ def kde_log_density(
             f"{tuple(xt.shape)} and {tuple(dt.shape)}"
         )
     if isinstance(bandwidth, str):
-        bandwidth = kde_bandwidth(dt, bandwidth)
+        bandwidth = kde_bandwidth(dt, _check_rule_name(bandwidth))
     h, many = _bandwidth_tensor(bandwidth, dt)
     n, d = dt.shape
     n_eff = n - 1 if leave_one_out else n
@@ -252,8 +257,9 @@ def kde_bandwidth(x: Any, rule: str = "lcv", *, grid_size: int = 12) -> float:
         (1986); Biroli & Mézard, arXiv 2408.05807 (the KL-optimal bandwidth).
     """
     xt = as_points(x, "x", dtype=None, min_rows=2)
-    if rule not in RULES:
+    if not isinstance(rule, str):
         raise ValueError(f"`rule` must be one of {RULES}, got {rule!r}")
+    _check_rule_name(rule, "rule")
     n, d = xt.shape
     sigma = _scale(xt)
     if sigma == 0:
@@ -294,8 +300,7 @@ def kde_bandwidth(x: Any, rule: str = "lcv", *, grid_size: int = 12) -> float:
     # refine: root of dL/dt between the grid neighbours (Brent), else the grid point
     a, b = grid[best - 1], grid[best + 1]
     if slope[best - 1] > 0 > slope[best + 1]:
-        t_best = brentq(lambda t: float(objective(np.array([math.exp(t)]))[1][0]), a, b,
-                        xtol=1e-6)
+        t_best = brentq(lambda t: float(objective(np.array([math.exp(t)]))[1][0]), a, b, xtol=1e-6)
         if objective(np.array([math.exp(t_best)]))[0][0] < ll[best]:
             t_best = grid[best]
     else:
@@ -307,7 +312,7 @@ def kde_kl(
     x: Any,
     y: Any,
     bandwidth: Any = "lcv",
-) -> float:
+) -> Tensor:
     r"""Plug-in KDE estimate of :math:`\mathrm{KL}(P\|Q)` from x ~ P and y ~ Q.
 
     .. math::
@@ -330,7 +335,12 @@ def kde_kl(
             ``"silverman"``, one h > 0 for both, or a pair ``(h_x, h_y)``.
 
     Returns:
-        The estimate as a Python float (nats).
+        The estimate as a 0-d tensor (nats; float64 for numpy or integer input, else the
+        inputs' floating dtype; computed in float64 without gradient).
+
+    Raises:
+        ValueError: for an unknown rule name (the message lists the allowed ones), a
+            non-positive or non-finite bandwidth, or mismatched dimensions.
 
     References:
         Q. Wang, S. R. Kulkarni, S. Verdú, "A nearest-neighbor approach to estimating
@@ -347,8 +357,9 @@ def kde_kl(
     else:
         hx = hy = bandwidth
     if isinstance(hx, str):
-        hx = kde_bandwidth(xt, hx)
+        hx = kde_bandwidth(xt, _check_rule_name(hx))
     if isinstance(hy, str):
+        _check_rule_name(hy)
         if yt.shape[0] < 2:
             raise ValueError("`y` needs at least 2 points for a bandwidth rule")
         hy = kde_bandwidth(yt, hy)
@@ -356,4 +367,4 @@ def kde_kl(
     with torch.no_grad():
         lp = kde_log_density(xt, xt, hx, leave_one_out=True)
         lq = kde_log_density(xt, yt, hy)
-    return float((lp - lq).mean())
+    return as_result(float((lp - lq).mean()), x, y)

@@ -2,8 +2,8 @@ r"""Kernel discrepancies between samples: Cauchy–Schwarz (plain, conditional, 
 MMD and the energy distance.
 
 Samples are numpy arrays or torch tensors with rows as points (a 1-D array is n scalars).
-Every function returns a **0-d torch tensor** (float64 for numpy input, else the input's
-floating dtype; half types are computed in float32) and is differentiable with respect to
+Every function returns a **0-d torch tensor** (float64 for numpy or integer input, else the
+input's floating dtype; half types are computed in float32) and is differentiable with respect to
 torch inputs, so it can be trained through (CS-IB does). Kernel sums run over row blocks of
 at most ~2²² kernel values; when gradients are needed and there is more than one block, each
 block is recomputed in the backward pass (activation checkpointing), so memory stays
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from divergent._validation import check_positive_scalar
 from divergent.samples._points import as_points, check_same_dim
 
 __all__ = [
@@ -82,17 +83,9 @@ def _row_blocks(
 
 
 def _check_sigma(sigma: Any, name: str) -> float | None:
-    if sigma is None:
-        return None
-    if isinstance(sigma, Tensor) and sigma.numel() == 1:
-        sigma = sigma.item()
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (
-        math.isfinite(sigma) and sigma > 0
-    ):
-        raise ValueError(
-            f"`{name}` must be None (median heuristic) or a finite number > 0, got {sigma!r}"
-        )
-    return float(sigma)
+    return check_positive_scalar(
+        sigma, name, allow_none=True, what="the kernel width; None selects the median heuristic"
+    )
 
 
 def median_heuristic(x: Any, y: Any = None, *, metric: str = "euclidean") -> float:
@@ -265,8 +258,9 @@ def conditional_cauchy_schwarz(
             f"{xt.shape[0]}, {yt.shape[0]} and {yh.shape[0]}"
         )
     if yt.shape != yh.shape:
-        raise ValueError(f"`y` and `y_hat` must have the same shape, got {tuple(yt.shape)} "
-                         f"and {tuple(yh.shape)}")
+        raise ValueError(
+            f"`y` and `y_hat` must have the same shape, got {tuple(yt.shape)} and {tuple(yh.shape)}"
+        )
     if denominator not in DENOMINATORS:
         raise ValueError(f"`denominator` must be one of {DENOMINATORS}, got {denominator!r}")
     xt, yt, yh = _common(xt, yt, yh)
@@ -382,12 +376,15 @@ def _cs_qmi(a: Tensor, b: Tensor, lka: Callable, lkb: Callable) -> Tensor:
 def _kernel_fn(kernel: KernelLike, sigma: float | None, xt: Tensor, yt: Tensor):
     if callable(kernel):
         if sigma is not None:
-            raise ValueError("`sigma` is only used by the named kernels; a callable kernel "
-                             "carries its own parameters (pass sigma=None)")
+            raise ValueError(
+                "`sigma` is only used by the named kernels; a callable kernel "
+                "carries its own parameters (pass sigma=None)"
+            )
         return kernel
     if kernel not in KERNELS:
-        raise ValueError(f"`kernel` must be one of {KERNELS} or a callable k(a, b) → Gram "
-                         f"block, got {kernel!r}")
+        raise ValueError(
+            f"`kernel` must be one of {KERNELS} or a callable k(a, b) → Gram block, got {kernel!r}"
+        )
     if kernel == "gaussian":
         s = sigma if sigma is not None else median_heuristic(xt, yt)
         c = 1.0 / (2.0 * s * s)
@@ -402,8 +399,15 @@ def mmd(
     kernel: KernelLike = "gaussian",
     sigma: float | None = None,
     unbiased: bool = True,
+    *,
+    squared: bool = True,
 ) -> Tensor:
-    r"""Squared maximum mean discrepancy :math:`\mathrm{MMD}^2_k(P, Q)` between samples.
+    r"""Maximum mean discrepancy between samples: :math:`\mathrm{MMD}^2_k(P, Q)` by default.
+
+    **Squared by default** (``squared=True``, the quantity of Gretton et al.'s test statistic
+    and of most MMD losses); ``squared=False`` returns the MMD itself,
+    :math:`\sqrt{\max(\widehat{\mathrm{MMD}^2}, 0)}` (the unbiased estimate can be negative
+    when P = Q or n is small; its root is then reported as 0, with gradient 0).
 
     .. math::
 
@@ -421,15 +425,18 @@ def mmd(
             torch ops; called on row blocks).
         sigma: width of the named kernels (``None``: median heuristic, L1 for Laplacian).
         unbiased: U-statistic (needs n, m ≥ 2) or V-statistic.
+        squared: return :math:`\mathrm{MMD}^2` (default) or its square root.
 
     Returns:
-        A 0-d tensor (the *squared* MMD), differentiable.
+        A 0-d tensor, differentiable: :math:`\mathrm{MMD}^2` (``squared=True``) or the MMD.
 
     Example:
         >>> import torch, divergent
         >>> x = torch.tensor([[0.0], [1.0]]); y = torch.tensor([[0.5], [3.0]])
-        >>> divergent.mmd(x, y, sigma=1.0, unbiased=False)
+        >>> divergent.mmd(x, y, sigma=1.0, unbiased=False)  # squared by default
         tensor(0.3695)
+        >>> divergent.mmd(x, y, sigma=1.0, unbiased=False, squared=False)
+        tensor(0.6079)
 
     References:
         A. Gretton, K. Borgwardt, M. Rasch, B. Schölkopf, A. Smola, "A Kernel Two-Sample
@@ -440,10 +447,14 @@ def mmd(
     xt, yt = _common(xt, yt)
     if not isinstance(unbiased, bool):
         raise ValueError(f"`unbiased` must be True or False, got {unbiased!r}")
+    if not isinstance(squared, bool):
+        raise ValueError(f"`squared` must be True or False, got {squared!r}")
     n, m = xt.shape[0], yt.shape[0]
     if unbiased and min(n, m) < 2:
-        raise ValueError(f"the unbiased MMD needs at least 2 points per sample, got n={n}, "
-                         f"m={m}; use unbiased=False")
+        raise ValueError(
+            f"the unbiased MMD needs at least 2 points per sample, got n={n}, "
+            f"m={m}; use unbiased=False"
+        )
     k = _kernel_fn(kernel, _check_sigma(sigma, "sigma"), xt, yt)
     xc, yc = _centre(xt, yt)
 
@@ -451,21 +462,35 @@ def mmd(
         def fn(ab: Tensor, bb: Tensor, s: int) -> Tensor:
             g = k(ab, bb)
             if g.shape != (ab.shape[0], bb.shape[0]):
-                raise ValueError(f"`kernel` returned shape {tuple(g.shape)} for blocks of "
-                                 f"{ab.shape[0]} and {bb.shape[0]} points")
+                raise ValueError(
+                    f"`kernel` returned shape {tuple(g.shape)} for blocks of "
+                    f"{ab.shape[0]} and {bb.shape[0]} points"
+                )
             total = g.sum(1)
             if exclude_diag:
                 r = torch.arange(ab.shape[0], device=g.device)
                 total = total - g[r, r + s]
             return total
+
         return fn
 
     sxx = _row_blocks(gram_rows(unbiased), xc, xc).sum()
     syy = _row_blocks(gram_rows(unbiased), yc, yc).sum()
     sxy = _row_blocks(gram_rows(False), xc, yc).sum()
     if unbiased:
-        return sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2.0 * sxy / (n * m)
-    return sxx / (n * n) + syy / (m * m) - 2.0 * sxy / (n * m)
+        mmd2 = sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2.0 * sxy / (n * m)
+    else:
+        mmd2 = sxx / (n * n) + syy / (m * m) - 2.0 * sxy / (n * m)
+    return mmd2 if squared else _root(mmd2)
+
+
+def _root(value: Tensor) -> Tensor:
+    """√max(value, 0) with gradient 0 (not NaN or ∞) at and below 0; NaN stays NaN."""
+    positive = value > 0
+    root = torch.sqrt(torch.where(positive, value, torch.ones_like(value)))
+    return torch.where(
+        positive | value.isnan(), torch.where(value.isnan(), value, root), torch.zeros_like(value)
+    )
 
 
 # --------------------------------------------------------------------------- energy distance
@@ -512,8 +537,4 @@ def energy_distance(x: Any, y: Any, *, squared: bool = False) -> Tensor:
     exx = _row_blocks(dist_rows, xt, xt).sum() / (n * n)
     eyy = _row_blocks(dist_rows, yt, yt).sum() / (m * m)
     e2 = 2.0 * exy - exx - eyy
-    if squared:
-        return e2
-    positive = e2 > 0
-    return torch.where(positive, torch.sqrt(torch.where(positive, e2, torch.ones_like(e2))),
-                       torch.zeros_like(e2))
+    return e2 if squared else _root(e2)

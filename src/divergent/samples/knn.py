@@ -10,8 +10,10 @@ neighbour in Y:
 * :func:`knn_renyi`: Póczos & Schneider (2011), :math:`D_\alpha(P\|Q)`;
 * :func:`knn_entropy`: Kozachenko & Leonenko (1987), differential entropy H(P).
 
-All return Python floats, in nats; with ``return_ci=True`` an
-:class:`~divergent.samples._points.IntervalEstimate` (subsampling interval).
+All return a **0-d torch tensor** (nats; float64 for numpy or integer input, else the input's
+floating dtype; on the inputs' device; not differentiable), like every estimator of
+:mod:`divergent.samples`; with ``return_ci=True`` an
+:class:`~divergent.samples._points.IntervalEstimate` of Python floats (subsampling interval).
 
 **Neighbour search.** ``method="tree"``: :class:`scipy.spatial.cKDTree`, all query points in one
 vectorised call (queries visited in the tree's leaf order for locality). ``method="brute"``:
@@ -22,13 +24,20 @@ force otherwise (on CPU the two cost about the same at d = 20 and n = 4000; see
 not ‖a‖² + ‖b‖² − 2a·b, so identical points are exactly 0 apart). All computations are in
 float64 (float32 inputs are upcast).
 
-**Duplicates (zero distances).** The estimators assume continuous data, where distinct points
-are a.s. at positive distance. Exact duplicates would give :math:`\log 0`. Convention here:
-*zero distances are skipped*: :math:`\rho_k(i)` and :math:`\nu_k(i)` are the k-th smallest
-**positive** distances (so copies of :math:`x_i` in X or Y are ignored, like :math:`x_i`
-itself), and counts inside a radius count points at positive distance only. A point with
-fewer than k points at positive distance on a side is a ``ValueError``. Ties at exactly the
-radius ε (including rounding within 10⁻¹² relative) count as inside the ball.
+**Duplicates (zero distances).** The estimators assume continuous data, where distinct sample
+points are a.s. at positive distance. An exact copy of a point of x elsewhere in x (or, for the
+two-sample estimators, in y) puts a nearest-neighbour distance at 0, where log ρ = −∞; any
+convention for it biases the estimate (typically far below the truth, even negative for KL of
+discrete or rounded data). So by default (``duplicates="raise"``) such input is a
+``ValueError`` that gives the number of points of x with a copy in x and in y, and what to do:
+remove the copies, break the ties with a small jitter (e.g. ``x + 1e-9·scale·noise``, which
+changes the estimate by about as much as the rounding that created them), or pass
+``duplicates="skip"`` to accept the convention knowingly: *zero distances are skipped*,
+:math:`\rho_k(i)` and :math:`\nu_k(i)` are the k-th smallest **positive** distances (copies of
+:math:`x_i` are ignored, like :math:`x_i` itself), counts inside a radius count points at
+positive distance only, and a point with fewer than k points at positive distance on a side is a
+``ValueError``. Copies within y alone never give a zero distance and are accepted. Ties at
+exactly the radius ε (including rounding within 10⁻¹² relative) count as inside the ball.
 """
 
 from __future__ import annotations
@@ -42,9 +51,11 @@ import torch
 from scipy.special import digamma, gammaln
 from torch import Tensor
 
+from divergent._validation import check_positive_scalar
 from divergent.samples._points import (
     IntervalEstimate,
     as_points,
+    as_result,
     check_int,
     check_level,
     check_same_dim,
@@ -54,6 +65,7 @@ from divergent.samples._points import (
 __all__ = ["knn_entropy", "knn_kl", "knn_renyi"]
 
 METHODS: tuple[str, ...] = ("auto", "tree", "brute")
+DUPLICATES: tuple[str, ...] = ("raise", "skip")
 TREE_MAX_DIM = 20
 _BALL_RTOL = 1e-12  # a point at distance ≤ ε(1 + 1e-12) is inside the ball of radius ε
 _BLOCK_ELEMENTS = 1 << 22  # distances per block in the brute-force path
@@ -73,6 +85,42 @@ def _check_workers(workers: Any) -> int:
     if not ok or (workers < 1 and workers != -1):
         raise ValueError(f"`workers` must be -1 (all cores) or an integer ≥ 1, got {workers!r}")
     return int(workers)
+
+
+def _check_duplicates_mode(duplicates: Any) -> str:
+    if duplicates not in DUPLICATES:
+        raise ValueError(f"`duplicates` must be one of {DUPLICATES}, got {duplicates!r}")
+    return duplicates
+
+
+def _copies(x: Tensor, y: Tensor | None) -> tuple[int, int]:
+    """(points of x with an exact copy elsewhere in x, points of x equal to a point of y)."""
+    n = x.shape[0]
+    both = x if y is None else torch.cat([x, y])
+    _, inverse, counts = torch.unique(both, dim=0, return_inverse=True, return_counts=True)
+    inv_x = inverse[:n]
+    in_x = torch.bincount(inv_x, minlength=counts.shape[0])
+    within = int((in_x[inv_x] > 1).sum())
+    across = 0 if y is None else int((counts[inv_x] > in_x[inv_x]).sum())
+    return within, across
+
+
+def _refuse_duplicates(x: Tensor, y: Tensor | None, duplicates: str) -> None:
+    """``duplicates="raise"``: a ValueError when a kNN distance from a point of x would be 0."""
+    if duplicates != "raise":
+        return
+    within, across = _copies(x.detach(), None if y is None else y.detach())
+    if within or across:
+        parts = [f"{within} of the {x.shape[0]} points of `x` have an exact copy in `x`"]
+        if y is not None:
+            parts.append(f"{across} have an exact copy in `y`")
+        raise ValueError(
+            "kNN estimators need distinct points (a copy is at distance 0, where log ρ = −∞, "
+            "and any convention biases the estimate, typically far below the truth): "
+            + "; ".join(parts)
+            + ". Remove the copies, break ties with a small jitter, or pass "
+            "duplicates='skip' to skip zero distances (the k-th *positive* distance is used)"
+        )
 
 
 def _resolve_method(method: str, x: Tensor) -> str:
@@ -99,7 +147,12 @@ def _not_enough(side: str, k: int, row: int) -> ValueError:
 
 
 def _brute_rows(
-    q: Tensor, refs: list[Tensor], names: list[str], k: int, need_ball: bool, rows: np.ndarray,
+    q: Tensor,
+    refs: list[Tensor],
+    names: list[str],
+    k: int,
+    need_ball: bool,
+    rows: np.ndarray,
     out: list[_Stats],
 ) -> None:
     """Exact blocked brute force for the query rows ``q`` (original indices ``rows``)."""
@@ -133,7 +186,12 @@ def _brute_rows(
 
 
 def _ball_rows(
-    tree: Any, data: np.ndarray, q: np.ndarray, radius: np.ndarray, s: _Stats, rows: np.ndarray,
+    tree: Any,
+    data: np.ndarray,
+    q: np.ndarray,
+    radius: np.ndarray,
+    s: _Stats,
+    rows: np.ndarray,
     workers: int,
 ) -> None:
     """Count and farthest positive distance inside ``radius`` (per row), for the given rows."""
@@ -157,7 +215,12 @@ def _ball_rows(
 
 
 def _neighbour_stats(
-    x: Tensor, refs: list[Tensor], names: list[str], k: int, need_ball: bool, method: str,
+    x: Tensor,
+    refs: list[Tensor],
+    names: list[str],
+    k: int,
+    need_ball: bool,
+    method: str,
     workers: int,
 ) -> list[_Stats]:
     """k-th positive distances from each row of x to each reference set (and ball stats).
@@ -232,18 +295,22 @@ def _neighbour_stats(
 
 
 # --------------------------------------------------------------------------- estimators
-def _prepare_pair(x: Any, y: Any, k: Any, method: Any, workers: Any):
+def _prepare_pair(x: Any, y: Any, k: Any, method: Any, workers: Any, duplicates: Any):
     xt = as_points(x, "x", min_rows=2)
     yt = as_points(y, "y", min_rows=1)
     check_same_dim(xt, yt)
     n, m = xt.shape[0], yt.shape[0]
     k = check_int(k, "k", 1, min(n - 1, m), " (at most n − 1 and m neighbours exist)")
-    return xt, yt, n, m, k, _check_method(method), _check_workers(workers)
+    method, workers = _check_method(method), _check_workers(workers)
+    _check_duplicates_mode(duplicates)
+    return xt, yt, n, m, k, method, workers
 
 
-def _maybe_ci(return_ci: bool, fn: Any, value: float, args: tuple, ci_kwargs: dict) -> Any:
+def _maybe_ci(
+    return_ci: bool, fn: Any, value: float, args: tuple, ci_kwargs: dict, raw: tuple
+) -> Any:
     if not return_ci:
-        return value
+        return as_result(value, *raw)
     level = check_level(ci_kwargs.pop("ci_level"))
     n_sub = ci_kwargs.pop("n_subsamples")
     seed = ci_kwargs.pop("seed")
@@ -259,11 +326,12 @@ def knn_kl(
     *,
     method: str = "auto",
     workers: int = 1,
+    duplicates: str = "raise",
     return_ci: bool = False,
     ci_level: float = 0.95,
     n_subsamples: int = 200,
     seed: int = 0,
-) -> float | IntervalEstimate:
+) -> Tensor | IntervalEstimate:
     r"""kNN estimate of :math:`\mathrm{KL}(P\|Q)` from x ~ P (n points) and y ~ Q (m points).
 
     Fixed k (``bias_correction=False``; Wang–Kulkarni–Verdú 2009, Eq. 5):
@@ -297,20 +365,27 @@ def knn_kl(
         bias_correction: adaptive radius with digamma correction (True) or fixed k (False).
         method: ``"auto"`` | ``"tree"`` (cKDTree) | ``"brute"`` (blocked torch, any device).
         workers: threads for the tree queries (−1: all cores).
+        duplicates: ``"raise"`` (default: exact copies are a ``ValueError`` giving their
+            number) or ``"skip"`` (zero distances skipped; see the module docstring).
         return_ci: also return a subsampling confidence interval (see
             :func:`~divergent.samples._points.subsampling_ci`).
         ci_level, n_subsamples, seed: interval settings.
 
     Returns:
-        The estimate as a Python float (nats; can be negative at small n), or an
-        :class:`IntervalEstimate` when ``return_ci``.
+        The estimate as a 0-d tensor (nats; float64 for numpy or integer input, else the
+        input's floating dtype; can be negative at small n), or an :class:`IntervalEstimate`
+        of floats when ``return_ci``.
+
+    Raises:
+        ValueError: on duplicate points (a point of x with an exact copy in x or y) unless
+            ``duplicates="skip"``; see the module docstring.
 
     Example:
         >>> import numpy as np, divergent
         >>> rng = np.random.default_rng(0)
         >>> x = rng.normal(0, 1, (4000, 2)); y = rng.normal(0.5, 1, (4000, 2))
-        >>> round(divergent.knn_kl(x, y), 2)  # true KL 0.25; SD of the estimate here ≈ 0.025
-        0.29
+        >>> divergent.knn_kl(x, y)  # true KL 0.25; SD of the estimate here ≈ 0.025
+        tensor(0.2928, dtype=torch.float64)
 
     References:
         Q. Wang, S. R. Kulkarni, S. Verdú, "Divergence estimation for multidimensional densities
@@ -318,7 +393,8 @@ def knn_kl(
     """
     if not isinstance(bias_correction, bool):
         raise ValueError(f"`bias_correction` must be True or False, got {bias_correction!r}")
-    xt, yt, n, m, k, method, workers = _prepare_pair(x, y, k, method, workers)
+    xt, yt, n, m, k, method, workers = _prepare_pair(x, y, k, method, workers, duplicates)
+    _refuse_duplicates(xt, yt, duplicates)
     d = xt.shape[1]
     sx, sy = _neighbour_stats(
         xt, [xt, yt], ["x", "y"], k, bias_correction, _resolve_method(method, xt), workers
@@ -331,9 +407,15 @@ def knn_kl(
         )
     else:
         value = d * float(np.mean(np.log(sy.kth) - np.log(sx.kth))) + math.log(m / (n - 1))
-    kw = dict(k=k, bias_correction=bias_correction, method=method, workers=workers)
+    kw = dict(
+        k=k,
+        bias_correction=bias_correction,
+        method=method,
+        workers=workers,
+        duplicates=duplicates,
+    )
     ci = dict(ci_level=ci_level, n_subsamples=n_subsamples, seed=seed, **kw)
-    return _maybe_ci(return_ci, knn_kl, value, (xt, yt), ci)
+    return _maybe_ci(return_ci, knn_kl, value, (xt, yt), ci, (x, y))
 
 
 def knn_renyi(
@@ -344,11 +426,12 @@ def knn_renyi(
     *,
     method: str = "auto",
     workers: int = 1,
+    duplicates: str = "raise",
     return_ci: bool = False,
     ci_level: float = 0.95,
     n_subsamples: int = 200,
     seed: int = 0,
-) -> float | IntervalEstimate:
+) -> Tensor | IntervalEstimate:
     r"""kNN estimate of the Rényi divergence :math:`D_\alpha(P\|Q)` (Póczos–Schneider 2011).
 
     .. math::
@@ -367,27 +450,24 @@ def knn_renyi(
         x, y: samples of P and Q (rows are points).
         order: α > 0, α ≠ 1, α < k + 1.
         k: neighbour order, 1 ≤ k ≤ min(n − 1, m).
-        method, workers, return_ci, ci_level, n_subsamples, seed: as in :func:`knn_kl`.
+        method, workers, duplicates, return_ci, ci_level, n_subsamples, seed: as in
+            :func:`knn_kl`.
 
     Returns:
-        The estimate as a float (nats), or an :class:`IntervalEstimate`.
+        The estimate as a 0-d tensor (nats), or an :class:`IntervalEstimate` of floats.
 
     References:
         B. Póczos, J. Schneider, "On the Estimation of α-Divergences", AISTATS 2011.
     """
-    xt, yt, n, m, k, method, workers = _prepare_pair(x, y, k, method, workers)
-    if (
-        isinstance(order, bool)
-        or not isinstance(order, (int, float))
-        or not math.isfinite(order)
-        or not 0 < order < k + 1
-        or order == 1
-    ):
+    xt, yt, n, m, k, method, workers = _prepare_pair(x, y, k, method, workers, duplicates)
+    what = f"the Rényi order α ∈ (0, k + 1) = (0, {k + 1}), α ≠ 1"
+    a = check_positive_scalar(order, "order", what=what)
+    if not a < k + 1 or a == 1:
         raise ValueError(
             f"`order` must be a number in (0, k + 1) = (0, {k + 1}) other than 1 (for α = 1 use "
             f"knn_kl; larger α needs a larger k), got {order!r}"
         )
-    a = float(order)
+    _refuse_duplicates(xt, yt, duplicates)
     d = xt.shape[1]
     sx, sy = _neighbour_stats(
         xt, [xt, yt], ["x", "y"], k, False, _resolve_method(method, xt), workers
@@ -398,9 +478,9 @@ def knn_renyi(
     tmax = float(np.max(t))
     log_mean = tmax + math.log(float(np.mean(np.exp(t - tmax))))
     value = (log_b + log_mean) / (a - 1)
-    kw = dict(order=a, k=k, method=method, workers=workers)
+    kw = dict(order=a, k=k, method=method, workers=workers, duplicates=duplicates)
     ci = dict(ci_level=ci_level, n_subsamples=n_subsamples, seed=seed, **kw)
-    return _maybe_ci(return_ci, knn_renyi, value, (xt, yt), ci)
+    return _maybe_ci(return_ci, knn_renyi, value, (xt, yt), ci, (x, y))
 
 
 def knn_entropy(
@@ -409,11 +489,12 @@ def knn_entropy(
     *,
     method: str = "auto",
     workers: int = 1,
+    duplicates: str = "raise",
     return_ci: bool = False,
     ci_level: float = 0.95,
     n_subsamples: int = 200,
     seed: int = 0,
-) -> float | IntervalEstimate:
+) -> Tensor | IntervalEstimate:
     r"""Kozachenko–Leonenko kNN estimate of the differential entropy H(P) (nats).
 
     .. math::
@@ -427,10 +508,11 @@ def knn_entropy(
     Args:
         x: samples of P, shape ``(n, d)`` or ``(n,)``.
         k: neighbour order, 1 ≤ k ≤ n − 1.
-        method, workers, return_ci, ci_level, n_subsamples, seed: as in :func:`knn_kl`.
+        method, workers, duplicates, return_ci, ci_level, n_subsamples, seed: as in
+            :func:`knn_kl` (only copies within x matter here).
 
     Returns:
-        The estimate as a float, or an :class:`IntervalEstimate`.
+        The estimate as a 0-d tensor (nats), or an :class:`IntervalEstimate` of floats.
 
     References:
         L. F. Kozachenko, N. N. Leonenko, "Sample estimate of the entropy of a random vector",
@@ -441,9 +523,10 @@ def knn_entropy(
     n, d = xt.shape
     k = check_int(k, "k", 1, n - 1, " (at most n − 1 neighbours exist)")
     method, workers = _check_method(method), _check_workers(workers)
+    _refuse_duplicates(xt, None, _check_duplicates_mode(duplicates))
     (sx,) = _neighbour_stats(xt, [xt], ["x"], k, False, _resolve_method(method, xt), workers)
     log_vd = 0.5 * d * math.log(math.pi) - float(gammaln(0.5 * d + 1))
     value = float(digamma(n) - digamma(k)) + log_vd + d * float(np.mean(np.log(sx.kth)))
-    kw = dict(k=k, method=method, workers=workers)
+    kw = dict(k=k, method=method, workers=workers, duplicates=duplicates)
     ci = dict(ci_level=ci_level, n_subsamples=n_subsamples, seed=seed, **kw)
-    return _maybe_ci(return_ci, knn_entropy, value, (xt,), ci)
+    return _maybe_ci(return_ci, knn_entropy, value, (xt,), ci, (x,))

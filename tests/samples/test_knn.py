@@ -20,7 +20,23 @@ from scipy import integrate
 from scipy.spatial.distance import cdist
 from scipy.special import digamma, gammaln
 
-from divergent.samples.knn import knn_entropy, knn_kl, knn_renyi
+from divergent.samples import knn as knn_module
+
+
+# the estimators return 0-d tensors; these tests compare numbers
+def knn_kl(*args, **kwargs):
+    out = knn_module.knn_kl(*args, **kwargs)
+    return out if kwargs.get("return_ci") else float(out)
+
+
+def knn_entropy(*args, **kwargs):
+    out = knn_module.knn_entropy(*args, **kwargs)
+    return out if kwargs.get("return_ci") else float(out)
+
+
+def knn_renyi(*args, **kwargs):
+    out = knn_module.knn_renyi(*args, **kwargs)
+    return out if kwargs.get("return_ci") else float(out)
 
 
 # ------------------------------------------------------------------ independent references
@@ -70,8 +86,9 @@ def gauss_kl(m1, s1, m2, s2):
     d = len(m1)
     is2 = np.linalg.inv(s2)
     dm = m2 - m1
-    return 0.5 * (np.trace(is2 @ s1) + dm @ is2 @ dm - d
-                  + np.log(np.linalg.det(s2) / np.linalg.det(s1)))
+    return 0.5 * (
+        np.trace(is2 @ s1) + dm @ is2 @ dm - d + np.log(np.linalg.det(s2) / np.linalg.det(s1))
+    )
 
 
 def gauss_renyi(a, m1, s1, m2, s2):
@@ -95,11 +112,13 @@ def test_matches_naive_reference(method, k):
     y = rng.normal(0.4, 1.3, size=(70, 3))
     for bc in (False, True):
         assert knn_kl(x, y, k=k, bias_correction=bc, method=method) == pytest.approx(
-            ref_knn_kl(x, y, k, bc), rel=1e-12, abs=1e-12)
+            ref_knn_kl(x, y, k, bc), rel=1e-12, abs=1e-12
+        )
     assert knn_entropy(x, k=k, method=method) == pytest.approx(ref_knn_entropy(x, k), rel=1e-12)
     for a in (0.5, 1.7):
         assert knn_renyi(x, y, a, k=k, method=method) == pytest.approx(
-            ref_knn_renyi(x, y, a, k), rel=1e-10)
+            ref_knn_renyi(x, y, a, k), rel=1e-10
+        )
 
 
 @pytest.mark.parametrize("method", ["tree", "brute"])
@@ -111,17 +130,20 @@ def test_duplicates_skip_zero_distances(method):
     y = rng.integers(0, 5, size=(90, 2)).astype(float)
     for k in (1, 2):
         for bc in (False, True):
-            got = knn_kl(x, y, k=k, bias_correction=bc, method=method)
+            got = knn_kl(x, y, k=k, bias_correction=bc, method=method, duplicates="skip")
             assert math.isfinite(got)
             assert got == pytest.approx(ref_knn_kl(x, y, k, bc), rel=1e-12, abs=1e-12)
-        assert knn_entropy(x, k=k, method=method) == pytest.approx(ref_knn_entropy(x, k))
+        assert knn_entropy(x, k=k, method=method, duplicates="skip") == pytest.approx(
+            ref_knn_entropy(x, k)
+        )
 
 
 def test_same_sample_gives_exactly_log_n_over_n_minus_one():
     # KL(x‖x): the point itself is skipped in both sets, so ν_k = ρ_k and l_i = k_i
     x = np.random.default_rng(0).normal(size=(500, 4))
     for bc in (False, True):
-        assert knn_kl(x, x, bias_correction=bc) == pytest.approx(math.log(500 / 499), rel=1e-12)
+        got = knn_kl(x, x, bias_correction=bc, duplicates="skip")
+        assert got == pytest.approx(math.log(500 / 499), rel=1e-12)
 
 
 def test_tree_and_brute_agree_with_heavy_ties_in_y():
@@ -130,15 +152,15 @@ def test_tree_and_brute_agree_with_heavy_ties_in_y():
     y = rng.normal(size=(300, 2))
     x = np.concatenate([y[:100], rng.normal(size=(200, 2))])
     for bc in (False, True):
-        a = knn_kl(x, y, bias_correction=bc, method="tree")
-        b = knn_kl(x, y, bias_correction=bc, method="brute")
+        a = knn_kl(x, y, bias_correction=bc, method="tree", duplicates="skip")
+        b = knn_kl(x, y, bias_correction=bc, method="brute", duplicates="skip")
         assert a == pytest.approx(b, rel=1e-12)
 
 
 def test_ball_fallback_paths_match_reference(monkeypatch):
     # force the slow paths of the tree search: no extra neighbours in the first pass, at most
     # one widening, then cKDTree ball queries (normally only for very crowded balls)
-    import divergent.samples.knn as knn_mod
+    knn_mod = knn_module
 
     monkeypatch.setattr(knn_mod, "_BALL_EXTRA", 0)
     monkeypatch.setattr(knn_mod, "_MAX_REQUERY", 4)
@@ -146,12 +168,14 @@ def test_ball_fallback_paths_match_reference(monkeypatch):
     x = rng.normal(size=(150, 3))
     y = rng.normal(0.0, 0.3, size=(120, 3))  # narrow Q: crowded Y-balls around central x
     for k in (1, 2):
-        assert knn_kl(x, y, k=k, method="tree") == pytest.approx(ref_knn_kl(x, y, k, True),
-                                                                 rel=1e-12)
+        assert knn_kl(x, y, k=k, method="tree") == pytest.approx(
+            ref_knn_kl(x, y, k, True), rel=1e-12
+        )
 
 
 def test_universal_divergence_agrees():
     import universal_divergence as ud
+
     rng = np.random.default_rng(7)
     x, y = rng.normal(size=(150, 2)), rng.normal(0.5, 1, size=(130, 2))
     assert knn_kl(x, y, bias_correction=False) == pytest.approx(ud.estimate(x, y, k=1), rel=1e-10)
@@ -199,8 +223,8 @@ def test_renyi_gaussians_within_sampling_error(a):
 def test_gaussian_renyi_reference_by_quadrature(a):
     # the closed form used above, checked in 1-D by numerical integration
     m1, v1, m2, v2 = 0.0, 0.7, 0.8, 1.9
-    p = lambda t: math.exp(-(t - m1) ** 2 / (2 * v1)) / math.sqrt(2 * math.pi * v1)  # noqa: E731
-    q = lambda t: math.exp(-(t - m2) ** 2 / (2 * v2)) / math.sqrt(2 * math.pi * v2)  # noqa: E731
+    p = lambda t: math.exp(-((t - m1) ** 2) / (2 * v1)) / math.sqrt(2 * math.pi * v1)  # noqa: E731
+    q = lambda t: math.exp(-((t - m2) ** 2) / (2 * v2)) / math.sqrt(2 * math.pi * v2)  # noqa: E731
     val, _ = integrate.quad(lambda t: p(t) ** a * q(t) ** (1 - a), -30, 30, epsabs=1e-13)
     closed = gauss_renyi(a, np.array([m1]), np.array([[v1]]), np.array([m2]), np.array([[v2]]))
     assert closed == pytest.approx(math.log(val) / (a - 1), rel=1e-9)
@@ -215,8 +239,13 @@ def test_consistency_error_shrinks_with_n():
     truth = 0.5 * d * (1 / s**2 - 1 + 2 * math.log(s))
 
     def errors(n, reps):
-        e = [knn_kl(rng.standard_normal((n, d)), s * rng.standard_normal((n, d)),
-                    bias_correction=False) - truth for _ in range(reps)]
+        e = [
+            knn_kl(
+                rng.standard_normal((n, d)), s * rng.standard_normal((n, d)), bias_correction=False
+            )
+            - truth
+            for _ in range(reps)
+        ]
         return np.mean(e), np.std(e, ddof=1) / math.sqrt(reps)
 
     e_small, se_small = errors(250, 16)
@@ -244,11 +273,11 @@ def test_numpy_torch_and_1d_inputs():
     rng = np.random.default_rng(9)
     x, y = rng.normal(size=300), rng.normal(1.0, 1.0, size=250)
     a = knn_kl(x, y)
-    assert isinstance(a, float)
     assert knn_kl(torch.from_numpy(x), torch.from_numpy(y)) == a
     assert knn_kl(x[:, None], y[:, None]) == a
     assert knn_kl(torch.from_numpy(x).float(), torch.from_numpy(y).float()) == pytest.approx(
-        a, rel=1e-5)
+        a, rel=1e-5
+    )
 
 
 def test_confidence_interval():
@@ -293,6 +322,96 @@ def test_errors_name_the_argument():
         knn_entropy(np.ones(1))
     with pytest.raises(ValueError, match="`ci_level`"):
         knn_entropy(x, return_ci=True, ci_level=1.5)
-    # all points identical: no point at positive distance
-    with pytest.raises(ValueError, match="positive distance"):
+    # all points identical: refused as duplicates, and with duplicates="skip" no point is
+    # at positive distance
+    with pytest.raises(ValueError, match="6 of the 6 points of `x` have an exact copy"):
         knn_kl(np.ones((6, 2)), y)
+    with pytest.raises(ValueError, match="positive distance"):
+        knn_kl(np.ones((6, 2)), y, duplicates="skip")
+
+
+# ------------------------------------------------------------------ the estimator contract
+def test_results_are_tensors_in_the_inputs_dtype():
+    """knn_* return 0-d tensors like every sample estimator (issue 8 §1)."""
+    rng = np.random.default_rng(21)
+    x, y = rng.normal(size=(200, 2)), rng.normal(0.3, 1.0, size=(150, 2))
+    for fn, args in (
+        (knn_module.knn_kl, (x, y)),
+        (knn_module.knn_renyi, (x, y, 0.5)),
+        (knn_module.knn_entropy, (x,)),
+    ):
+        out = fn(*args)
+        assert isinstance(out, torch.Tensor) and out.dim() == 0 and out.dtype == torch.float64
+        f32 = fn(*[torch.from_numpy(a).float() if isinstance(a, np.ndarray) else a for a in args])
+        assert f32.dtype == torch.float32
+        assert float(f32) == pytest.approx(float(out), rel=1e-5)
+    ci = knn_module.knn_kl(x, y, return_ci=True, n_subsamples=20)
+    assert all(isinstance(v, float) for v in ci)
+
+
+def test_integer_inputs_are_handled_like_floats():
+    """numpy and torch integer inputs become float64 in every sample estimator."""
+    import divergent
+
+    rng = np.random.default_rng(22)
+    # distinct integer points: a shuffled grid (no duplicates)
+    grid = np.stack(np.meshgrid(np.arange(40), np.arange(40)), -1).reshape(-1, 2)
+    xi = grid[rng.permutation(len(grid))[:300]]
+    yi = grid[rng.permutation(len(grid))[:250]] + np.array([100, 0])  # disjoint from x
+    xf, yf = xi.astype(np.float64), yi.astype(np.float64)
+    for convert in (lambda a: a, torch.from_numpy):
+        a, b = convert(xi), convert(yi)
+        assert float(knn_module.knn_kl(a, b)) == float(knn_module.knn_kl(xf, yf))
+        assert float(knn_module.knn_entropy(a)) == float(knn_module.knn_entropy(xf))
+        for fn in (divergent.mmd, divergent.cauchy_schwarz, divergent.energy_distance):
+            got = fn(a, b) if fn is divergent.energy_distance else fn(a, b, sigma=3.0)
+            want = fn(xf, yf) if fn is divergent.energy_distance else fn(xf, yf, sigma=3.0)
+            assert got.dtype == torch.float64
+            assert float(got) == pytest.approx(float(want), rel=1e-12)
+        assert float(divergent.kde_kl(a, b, bandwidth=2.0)) == pytest.approx(
+            float(divergent.kde_kl(xf, yf, bandwidth=2.0)), rel=1e-12
+        )
+
+
+def test_duplicates_are_refused_with_their_count():
+    rng = np.random.default_rng(23)
+    x = rng.normal(size=(50, 2))
+    y = rng.normal(size=(40, 2))
+    x[3] = x[7]  # one pair of copies within x: 2 points
+    x[10] = y[5]  # one point of x equal to a point of y
+    with pytest.raises(
+        ValueError,
+        match=r"2 of the 50 points of `x` have an exact copy in `x`; "
+        r"1 have an exact copy in `y`.*duplicates='skip'",
+    ):
+        knn_module.knn_kl(x, y)
+    with pytest.raises(ValueError, match=r"2 of the 50 points"):
+        knn_module.knn_renyi(x, y, 0.5)
+    with pytest.raises(ValueError, match=r"2 of the 50 points of `x` have an exact copy in `x`"):
+        knn_module.knn_entropy(x)
+    # the documented convention on request: finite, equal to the zero-skipping reference
+    assert knn_kl(x, y, duplicates="skip") == pytest.approx(ref_knn_kl(x, y), rel=1e-12)
+    # copies within y alone give no zero distance and are accepted
+    y2 = np.concatenate([y, y[:5]])
+    assert math.isfinite(knn_kl(rng.normal(size=(30, 2)), y2))
+    with pytest.raises(ValueError, match="`duplicates`"):
+        knn_module.knn_kl(x, y, duplicates="ignore")
+
+
+def test_rounded_data_was_negative_and_is_now_refused():
+    """The issue's case: ties from rounding gave a negative KL without a word."""
+    rng = np.random.default_rng(24)
+    x = np.round(rng.normal(size=(400, 1)), 1)
+    y = np.round(rng.normal(size=(400, 1)), 1)
+    assert knn_kl(x, y, duplicates="skip") < 0  # the old silent answer (truth: 0)
+    with pytest.raises(ValueError, match="exact copy"):
+        knn_module.knn_kl(x, y)
+
+
+def test_scalar_arguments_use_the_shared_check():
+    x, y = np.arange(10.0)[:, None], np.arange(8.0)[:, None] + 0.5
+    for bad in (float("nan"), -1.0, True, "2"):
+        with pytest.raises(ValueError, match="`order`"):
+            knn_module.knn_renyi(x, y, bad)
+    with pytest.raises(ValueError, match="`ci_level`"):
+        knn_module.knn_kl(x, y, return_ci=True, ci_level=float("nan"))

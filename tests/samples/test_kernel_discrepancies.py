@@ -35,8 +35,11 @@ def gram(a, b, s):
 
 
 def ref_cs(x, y, s):
-    return (-2 * np.log(gram(x, y, s).mean()) + np.log(gram(x, x, s).mean())
-            + np.log(gram(y, y, s).mean()))
+    return (
+        -2 * np.log(gram(x, y, s).mean())
+        + np.log(gram(x, x, s).mean())
+        + np.log(gram(y, y, s).mean())
+    )
 
 
 def ref_ccs(x, y, yh, sx, sy, squared=True):
@@ -51,8 +54,11 @@ def ref_ccs(x, y, yh, sx, sy, squared=True):
 def ref_qmi(x, t, sx, st):
     k, q = gram(x, x, sx), gram(t, t, st)
     n = len(x)
-    return (np.log(np.trace(k @ q) / n**2) + np.log(k.sum() * q.sum() / n**4)
-            - 2 * np.log(np.ones(n) @ k @ q @ np.ones(n) / n**3))
+    return (
+        np.log(np.trace(k @ q) / n**2)
+        + np.log(k.sum() * q.sum() / n**4)
+        - 2 * np.log(np.ones(n) @ k @ q @ np.ones(n) / n**3)
+    )
 
 
 def gauss_kernel_mean(m1, s1, m2, s2, sigma):
@@ -85,7 +91,8 @@ def test_cauchy_schwarz_matches_brute_force_and_properties():
     assert math.isfinite(float(cauchy_schwarz(x, y, 1e-3)))
     # median heuristic default
     assert float(cauchy_schwarz(x, y)) == pytest.approx(
-        ref_cs(x, y, np.median(pdist(np.concatenate([x, y])))), rel=1e-11)
+        ref_cs(x, y, np.median(pdist(np.concatenate([x, y])))), rel=1e-11
+    )
 
 
 @pytest.mark.parametrize("denominator", ["squared_sum", "sum_of_squares"])
@@ -116,8 +123,9 @@ def test_cs_mutual_information_matches_brute_force():
     assert float(got) == pytest.approx(ref_qmi(x, t, 1.0, 1.5), rel=1e-10)
     assert float(got) > 0
     norm = cauchy_schwarz_mutual_information(x, t, 1.0, 1.5, normalized=True)
-    expected = ref_qmi(x, t, 1.0, 1.5) / math.sqrt(ref_qmi(x, x, 1.0, 1.0)
-                                                   * ref_qmi(t, t, 1.5, 1.5))
+    expected = ref_qmi(x, t, 1.0, 1.5) / math.sqrt(
+        ref_qmi(x, x, 1.0, 1.0) * ref_qmi(t, t, 1.5, 1.5)
+    )
     assert float(norm) == pytest.approx(expected, rel=1e-10)
     # dependence is detected: independent t gives a much smaller value
     t_ind = rng.normal(size=(45, 3))
@@ -127,19 +135,25 @@ def test_cs_mutual_information_matches_brute_force():
 def test_mmd_matches_sklearn_kernels_and_linear_closed_form():
     rng = np.random.default_rng(4)
     x, y = rng.normal(size=(30, 3)), rng.normal(0.3, 1.0, size=(25, 3))
-    for kernel, fn in (("gaussian", lambda a, b: rbf_kernel(a, b, gamma=1 / (2 * 0.9**2))),
-                       ("laplacian", lambda a, b: laplacian_kernel(a, b, gamma=1 / 0.9))):
+    for kernel, fn in (
+        ("gaussian", lambda a, b: rbf_kernel(a, b, gamma=1 / (2 * 0.9**2))),
+        ("laplacian", lambda a, b: laplacian_kernel(a, b, gamma=1 / 0.9)),
+    ):
         kxx, kyy, kxy = fn(x, x), fn(y, y), fn(x, y)
         n, m = len(x), len(y)
-        u = ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy))
-             / (m * (m - 1)) - 2 * kxy.mean())
+        u = (
+            (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+            + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+            - 2 * kxy.mean()
+        )
         v = kxx.mean() + kyy.mean() - 2 * kxy.mean()
         assert float(mmd(x, y, kernel, 0.9)) == pytest.approx(u, rel=1e-11)
         assert float(mmd(x, y, kernel, 0.9, unbiased=False)) == pytest.approx(v, rel=1e-11)
     # linear kernel: the V-statistic is exactly ‖x̄ − ȳ‖²
     lin = lambda a, b: a @ b.T  # noqa: E731
     assert float(mmd(x, y, lin, unbiased=False)) == pytest.approx(
-        float(((x.mean(0) - y.mean(0)) ** 2).sum()), rel=1e-10)
+        float(((x.mean(0) - y.mean(0)) ** 2).sum()), rel=1e-10
+    )
 
 
 def test_energy_distance_matches_scipy_1d_and_brute_force_nd():
@@ -197,8 +211,11 @@ def test_cauchy_schwarz_gaussian_closed_form():
 def test_mmd_unbiased_gaussian_closed_form():
     n, sigma = 1500, 1.0
     x, y = _samples(n, 8)
-    truth = (gauss_kernel_mean(M1, S1, M1, S1, sigma) + gauss_kernel_mean(M2, S2, M2, S2, sigma)
-             - 2 * gauss_kernel_mean(M1, S1, M2, S2, sigma))
+    truth = (
+        gauss_kernel_mean(M1, S1, M1, S1, sigma)
+        + gauss_kernel_mean(M2, S2, M2, S2, sigma)
+        - 2 * gauss_kernel_mean(M1, S1, M2, S2, sigma)
+    )
     gxx, gyy, gxy = gram(x, x, sigma), gram(y, y, sigma), gram(x, y, sigma)
     se = _se_one(gxx) + _se_one(gyy) + 2 * _se_two(gxy)
     got = float(mmd(x, y, sigma=sigma))
@@ -233,9 +250,13 @@ def test_blocked_values_equal_unblocked(monkeypatch):
     rng = np.random.default_rng(9)
     x, y = torch.from_numpy(rng.normal(size=(23, 2))), torch.from_numpy(rng.normal(size=(17, 2)))
     yh = torch.from_numpy(rng.normal(size=(23, 2)))
-    fns = [lambda: cauchy_schwarz(x, y, 0.7), lambda: mmd(x, y, sigma=0.7),
-           lambda: energy_distance(x, y), lambda: conditional_cauchy_schwarz(x, yh, x, 0.7, 0.5),
-           lambda: cauchy_schwarz_mutual_information(x, yh, 0.7, 0.5)]
+    fns = [
+        lambda: cauchy_schwarz(x, y, 0.7),
+        lambda: mmd(x, y, sigma=0.7),
+        lambda: energy_distance(x, y),
+        lambda: conditional_cauchy_schwarz(x, yh, x, 0.7, 0.5),
+        lambda: cauchy_schwarz_mutual_information(x, yh, 0.7, 0.5),
+    ]
     full = [f() for f in fns]
     monkeypatch.setattr(kd, "_BLOCK_ELEMENTS", 3)
     for f, v in zip(fns, full):
@@ -243,8 +264,7 @@ def test_blocked_values_equal_unblocked(monkeypatch):
 
 
 def test_energy_distance_gradient_with_duplicates_is_finite():
-    x = torch.tensor([[0.0, 1.0], [0.0, 1.0], [2.0, 0.0]], dtype=torch.float64,
-                     requires_grad=True)
+    x = torch.tensor([[0.0, 1.0], [0.0, 1.0], [2.0, 0.0]], dtype=torch.float64, requires_grad=True)
     energy_distance(x, x.detach() + 0.5).backward()
     assert torch.isfinite(x.grad).all()
     z = torch.zeros(3, 1, dtype=torch.float64, requires_grad=True)
@@ -285,3 +305,33 @@ def test_errors_name_the_argument():
         median_heuristic(x, metric="cosine")
     with pytest.raises(ValueError, match="`squared`"):
         energy_distance(x, y, squared=1)
+
+
+def test_mmd_squared_keyword():
+    """Issue 8 §1: `mmd` says whether it is squared (default True, as before)."""
+    g = torch.Generator().manual_seed(4)
+    x, y = torch.randn(30, 2, generator=g), torch.randn(25, 2, generator=g) + 2.0
+    for unbiased in (True, False):
+        sq = mmd(x, y, sigma=1.0, unbiased=unbiased)
+        assert float(sq) > 0
+        assert torch.equal(sq, mmd(x, y, sigma=1.0, unbiased=unbiased, squared=True))
+        root = mmd(x, y, sigma=1.0, unbiased=unbiased, squared=False)
+        torch.testing.assert_close(root, sq.sqrt())
+    # the unbiased estimate can be negative (here: P = Q): its root is 0 with gradient 0
+    xs = torch.randn(20, 2, generator=g, dtype=torch.float64).requires_grad_(True)
+    ys = torch.randn(20, 2, generator=g, dtype=torch.float64)
+    sq = mmd(xs, ys, sigma=1.0)
+    root = mmd(xs, ys, sigma=1.0, squared=False)
+    assert float(sq.detach()) < 0  # this seed: the unbiased estimate is below 0
+    assert float(root) == 0.0
+    (grad,) = torch.autograd.grad(root, xs)
+    assert bool((grad == 0).all())
+    with pytest.raises(ValueError, match="`squared`"):
+        mmd(x, y, squared="yes")
+
+
+def test_sigma_uses_the_shared_positive_check():
+    x, y = np.zeros((4, 2)), np.ones((3, 2))
+    for bad in (float("nan"), float("inf"), -1.0, True, "1"):
+        with pytest.raises(ValueError, match="`sigma` must be a finite number > 0 or None"):
+            mmd(x, y, sigma=bad)
