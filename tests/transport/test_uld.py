@@ -145,9 +145,9 @@ def test_uld_probs_and_log_probs_must_be_normalised() -> None:
             divergent.uld_distance(p * scale, q, inputs="probs")
         with pytest.raises(ValueError, match=r"`q` row 0 sums to"):
             divergent.uld_distance(p.log(), (q * scale).log(), inputs="log_probs")
-    with pytest.raises(ValueError, match="negative entries"):
+    with pytest.raises(ValueError, match="negative entry"):
         divergent.uld_distance(p - 0.3, q, inputs="probs")
-    with pytest.raises(ValueError, match="positive entries"):
+    with pytest.raises(ValueError, match="positive entry"):
         divergent.uld_distance(p.log() + 2.0, q.log(), inputs="log_probs")
     # the same check at every temperature (no renormalisation at T != 1 either)
     with pytest.raises(ValueError, match="sums to"):
@@ -161,3 +161,17 @@ def test_uld_probs_and_log_probs_must_be_normalised() -> None:
         torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-14)
     f32 = torch.softmax(torch.randn(8, 1000), -1)
     assert torch.isfinite(divergent.uld_distance(f32, f32, inputs="probs"))
+
+
+def test_uld_overflowing_temperature_warnings_and_grad_temperature() -> None:
+    p, q = torch.tensor([[1.0, 2.0]]), torch.tensor([[0.0, 1.0, 3.0]])
+    with pytest.raises(ValueError, match=r"`p` row 0: logits / temperature overflow"):
+        divergent.uld_distance(p, q, temperature=1e-45)
+    # float64 holds the same temperature: both sides become one-hot, ULD = 0
+    assert float(divergent.uld_distance(p.double(), q.double(), temperature=1e-45)) == 0.0
+    probs = torch.softmax(torch.randn(3, 4, dtype=F64), -1)
+    with pytest.warns(UserWarning, match=r"`p` looks like probabilities.*inputs='probs'"):
+        divergent.uld_distance(probs, torch.randn(3, 5, dtype=F64))
+    t = torch.tensor(2.0, requires_grad=True)
+    with pytest.raises(ValueError, match="`temperature` is a tensor that requires grad"):
+        divergent.uld_distance(p, q, temperature=t)

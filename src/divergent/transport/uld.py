@@ -3,111 +3,42 @@ r"""Universal Logit Distillation: L1 between descending-sorted probabilities (cr
 :func:`uld_distance` shares the row options of every row-wise entry point (``temperature``,
 ``mask``, ``reduction``, ``normalizer``, ``inputs``: :func:`divergent._validation.row_options`
 and :func:`~divergent._validation.finish_rows`) and the input contract of
-:func:`divergent.divergence`: NaN in a kept row gives NaN for that row (``check_nan=True``
-raises instead), a +inf logit or a kept row without mass is a ``ValueError`` naming the side
-and the row, and ``inputs="probs"`` / ``"log_probs"`` rows must be normalised (nothing is
-renormalised silently).
+:func:`divergent.divergence`, through the same checks (``check_no_nan``,
+``check_distribution_rows``, ``warn_if_probabilities``, ``explain_nan_rows``): NaN in a kept row
+gives NaN for that row (``check_nan=True`` raises instead); a +inf logit, a kept row without
+mass or logits that overflow at the given temperature are a ``ValueError`` naming the side and
+the row; ``inputs="probs"`` / ``"log_probs"`` rows must be normalised (nothing is renormalised
+silently).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import Tensor
 
 from divergent._validation import (
+    check_distribution_rows,
     check_float_tensor,
+    check_no_nan,
     compute_dtype,
+    explain_nan_rows,
     finish_rows,
+    is_traced,
+    kept_rows,
     row_options,
     to_log_probs,
+    warn_if_probabilities,
 )
 
 __all__ = ["uld_distance"]
 
-# how far a row of probabilities (or exp of log-probabilities) may sum from 1, per input dtype
-_MASS_TOL = {torch.float64: 1e-9, torch.float32: 1e-4}
-_MASS_TOL_HALF = 1e-2  # float16 / bfloat16
-
-
-def _row_label(flat_index: int, leading: torch.Size) -> str:
-    """The row's index in the caller's leading shape (``3`` or ``(1, 4)``)."""
-    if len(leading) <= 1:
-        return str(flat_index)
-    return str(tuple(int(i) for i in torch.unravel_index(torch.tensor(flat_index), leading)))
-
-
-def _check_rows(x: Tensor, name: str, inputs: str, row_ids: Tensor, leading: torch.Size) -> None:
-    """The input contract on the kept, NaN-free rows ``x`` (n, V) of one side.
-
-    ``row_ids`` holds each row's flat index in the caller's tensor, for the messages.
-    """
-    if x.shape[0] == 0:
-        return
-    if inputs in ("logits", "log_probs"):
-        pos_inf = torch.isposinf(x).any(-1)
-        if bool(pos_inf.any()):
-            row = _row_label(int(row_ids[pos_inf.nonzero()[0, 0]]), leading)
-            raise ValueError(
-                f"`{name}` has a +inf entry in row {row}; {inputs} must be finite or -inf "
-                "(-inf = zero probability)"
-            )
-        empty = torch.isneginf(x).all(-1)
-        if bool(empty.any()):
-            row = _row_label(int(row_ids[empty.nonzero()[0, 0]]), leading)
-            raise ValueError(
-                f"`{name}` row {row} is all -inf: it has no probability mass; drop it with "
-                "`mask` (False = skip the row)"
-            )
-    tol = _MASS_TOL.get(x.dtype, _MASS_TOL_HALF)
-    if inputs == "log_probs":
-        if bool((x > 0).any()):
-            raise ValueError(
-                f"`{name}` has positive entries (max {float(x.max()):g}) but inputs='log_probs' "
-                "expects log-probabilities <= 0; pass logits with inputs='logits'"
-            )
-        mass = torch.logsumexp(x.double(), -1).exp()
-    elif inputs == "probs":
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(f"`{name}` has ±inf entries but inputs='probs' expects probabilities")
-        if bool((x < 0).any()):
-            raise ValueError(
-                f"`{name}` has negative entries (min {float(x.min()):g}) but inputs='probs' "
-                "expects probabilities >= 0; pass logits with inputs='logits'"
-            )
-        mass = x.double().sum(-1)
-    else:
-        return
-    off = (mass - 1.0).abs()
-    worst = int(off.argmax())
-    if float(off[worst]) > tol:
-        row = _row_label(int(row_ids[worst]), leading)
-        raise ValueError(
-            f"`{name}` row {row} sums to {float(mass[worst]):.6g} but inputs={inputs!r} expects "
-            f"each row to sum to 1 (tolerance {tol:g}); normalise it (e.g. "
-            f"{name} / {name}.sum(-1, keepdim=True), or log_softmax) or pass logits"
-        )
-
 
 def _sorted_probs(
-    x: Tensor,
-    name: str,
-    inputs: str,
-    temperature: float,
-    dtype: torch.dtype,
-    row_ids: Tensor,
-    leading: torch.Size,
-) -> tuple[Tensor, Tensor]:
-    """Descending-sorted probabilities of the kept rows, and which rows hold NaN."""
-    nan_rows = torch.isnan(x).any(-1)
-    has_nan = bool(nan_rows.any())
-    if has_nan:  # NaN rows give NaN (set by the caller); a neutral row keeps the checks quiet
-        fill = {"logits": 0.0, "log_probs": -math.log(x.shape[-1]), "probs": 1.0 / x.shape[-1]}
-        x = torch.where(nan_rows[:, None], torch.full_like(x, fill[inputs]), x)
-    _check_rows(x, name, inputs, row_ids, leading)
+    x: Tensor, inputs: str, temperature: float, dtype: torch.dtype, name: str
+) -> Tensor:
+    """Probabilities of each row in decreasing order (NaN rows stay NaN)."""
     probs = to_log_probs(x, inputs, temperature, dtype, name).exp()
-    return torch.sort(probs, dim=-1, descending=True).values, nan_rows
+    return torch.sort(probs, dim=-1, descending=True).values
 
 
 def uld_distance(
@@ -152,7 +83,8 @@ def uld_distance(
 
     Raises:
         ValueError: bad shapes or options; a +inf logit; a kept row with no mass (all -inf);
-            probabilities / log-probabilities that do not sum to 1.
+            logits / temperature overflowing the compute dtype; probabilities /
+            log-probabilities that do not sum to 1; a temperature tensor that requires grad.
 
     Example:
         >>> import torch, divergent
@@ -184,30 +116,34 @@ def uld_distance(
         normalizer=normalizer,
         inputs=inputs,
     )
-    row_ids = torch.arange(opts.n_rows, device=p.device)
-    p_rows, q_rows = p.reshape(-1, p.shape[-1]), q.reshape(-1, q.shape[-1])
-    if opts.keep is not None:
-        p_rows, q_rows, row_ids = p_rows[opts.keep], q_rows[opts.keep], row_ids[opts.keep]
-    if check_nan:
-        for name, rows in (("p", p_rows), ("q", q_rows)):
-            bad = torch.isnan(rows).any(-1)
-            if bool(bad.any()):
-                row = _row_label(int(row_ids[bad.nonzero()[0, 0]]), opts.leading)
-                raise ValueError(f"`{name}` contains NaN values (first in row {row})")
+    p2, q2 = p.reshape(-1, p.shape[-1]), q.reshape(-1, q.shape[-1])
+    sides = [("p", p2), ("q", q2)]
+    inspect_values = not is_traced(p, q)
+    if inspect_values:
+        kept = kept_rows(opts.keep)
+        for name, x in sides:
+            if check_nan:
+                check_no_nan(x, name, rows=kept, leading=opts.leading)
+            check_distribution_rows(x, name, opts.inputs, rows=kept, leading=opts.leading)
+        if opts.inputs == "logits":
+            warn_if_probabilities(sides, stacklevel=3)
+    p_rows, q_rows = (p2, q2) if opts.keep is None else (p2[opts.keep], q2[opts.keep])
     dtype = compute_dtype(p, q)
-    pp, p_nan = _sorted_probs(
-        p_rows, "p", opts.inputs, opts.temperature, dtype, row_ids, opts.leading
-    )
-    qq, q_nan = _sorted_probs(
-        q_rows, "q", opts.inputs, opts.temperature, dtype, row_ids, opts.leading
-    )
+    pp = _sorted_probs(p_rows, opts.inputs, opts.temperature, dtype, "p")
+    qq = _sorted_probs(q_rows, opts.inputs, opts.temperature, dtype, "q")
     vocab = max(pp.shape[-1], qq.shape[-1])
     pp = torch.nn.functional.pad(pp, (0, vocab - pp.shape[-1]))
     qq = torch.nn.functional.pad(qq, (0, vocab - qq.shape[-1]))
     rows = (pp - qq).abs().sum(-1)
-    nan_rows = p_nan | q_nan
-    if bool(nan_rows.any()):
-        rows = torch.where(nan_rows, torch.full_like(rows, math.nan), rows)
+    if inspect_values:  # a NaN row not caused by a NaN input: +inf, no mass or overflow
+        explain_nan_rows(
+            rows,
+            sides,
+            rows=kept,
+            leading=opts.leading,
+            inputs=opts.inputs,
+            temperature=opts.temperature,
+        )
     return finish_rows(
         rows,
         keep=opts.keep,
