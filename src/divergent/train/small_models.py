@@ -35,6 +35,7 @@ __all__ = [
     "fit",
     "load_split",
     "mlp",
+    "reset_parameters",
 ]
 
 DATASETS: tuple[str, ...] = ("digits", "wine", "breast_cancer", "iris")
@@ -172,7 +173,7 @@ def mlp(
             layers.append(nn.ReLU())
     net = nn.Sequential(*layers)
     if generator is not None:
-        _reinit(net, generator)
+        reset_parameters(net, generator)
     return net
 
 
@@ -204,7 +205,7 @@ class DigitsCNN(nn.Module):
         )
         self.head = nn.Linear(embed_dim, n_classes)
         if generator is not None:
-            _reinit(self, generator)
+            reset_parameters(self, generator)
 
     def embed(self, x: Tensor) -> Tensor:
         return self.features(x.reshape(-1, 1, 8, 8))
@@ -213,8 +214,11 @@ class DigitsCNN(nn.Module):
         return self.head(self.embed(x))
 
 
-def _reinit(module: nn.Module, generator: torch.Generator) -> None:
-    # PyTorch's default (Kaiming-uniform with a = √5) init, drawn from `generator`
+def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
+    """Re-draw every Linear / Conv2d layer with PyTorch's default init from ``generator``.
+
+    (Kaiming-uniform with a = √5, i.e. U(±1/√fan_in) for weights and biases.)
+    """
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
             fan_in = m.weight[0].numel()
