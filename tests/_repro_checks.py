@@ -1,20 +1,28 @@
-"""Shared check of a reproduction's quick run (used by the per-issue reproduction tests)."""
+"""Shared check of a reproduction's quick run (used by the tests in tests/papers/)."""
 
 from pathlib import Path
 
-from divergent.repro import get_reproduction, run_reproduction
+from divergent.repro import ReproductionResult, Verdict, get_reproduction, run_reproduction
 
 
-def run_quick(rid: str, tmp_path: Path) -> dict:
-    """Run ``rid`` in quick mode and check the Outcome is well formed; return held + metrics."""
+def run_quick(rid: str, tmp_path: Path) -> ReproductionResult:
+    """Run ``rid`` in quick mode and check the result is well formed; return it.
+
+    Checks: a verdict (not an error), ``held`` true exactly for ``held``, the verdict equal to
+    the module's pure ``verdict`` applied to the stored (JSON) metrics, the quick label
+    (indicative unless the reproduction declares its quick run decisive), real PNG plots, a
+    one-sentence claim and the verdict stated in the summary.
+    """
     result = run_reproduction(rid, quick=True, out_dir=tmp_path)
-    assert result.status in ("held", "not held"), result.error
+    assert result.status in {v.value for v in Verdict}, result.error
+    rep = get_reproduction(rid)
+    assert rep.verdict is not None
+    assert result.verdict == result.status == rep.verdict(result.metrics).value
     assert result.held is (result.status == "held")
-    assert result.summary and result.plots
+    assert result.indicative is (not rep.quick_matches_full)
+    assert f"verdict: {result.status}" in result.summary
+    assert result.plots
     for rel in result.plots:
         assert (tmp_path / rel).stat().st_size > 1000  # a real PNG
-    rep = get_reproduction(rid)
     assert rep.claim.strip().endswith(".") and rep.claim.count(". ") == 0  # one sentence
-    if not result.held:
-        assert "NOT held" in result.summary
-    return {"held": result.held, "metrics": result.metrics}
+    return result

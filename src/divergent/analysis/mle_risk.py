@@ -287,8 +287,11 @@ def exponential_family_moment_match(
     points (``features`` = t, shape (K, p)), each row of ``target_mean`` (R, p) is matched by
     damped Newton on the convex :math:`\psi(\theta) - \theta\cdot\bar t` (ψ = log-sum-exp),
     with backtracking so the objective never increases. Matching the population mean gives
-    the information projection; matching a sample mean gives the MLE (which does not exist
-    when the sample mean lies on the boundary of the convex hull: those rows are flagged).
+    the information projection; matching a sample mean gives the MLE. Rows whose gradient does
+    not fall below 1e-10 in ``max_iter`` iterations, or whose θ is not finite or reaches
+    |θ| ≥ 1e6, are flagged. A sample mean at a vertex of the convex hull (where no MLE exists)
+    may still be matched to 1e-10 by a large finite θ, a nearly degenerate distribution; it is
+    not flagged.
 
     Args:
         features: t(x_k), float64, shape (K, p).

@@ -38,7 +38,7 @@ c. **Data size.** Zipf contexts (β = 2, C ≫ the number of contexts a sample o
 Controls (reported, not in the verdict): the *previous* design's failure in the new setting,
 a source **inside the model class** (teacher of rank 4 within a sweep of ranks 1–8: the KL
 collapses to ~0 at rank 4, a capacity threshold rather than a power law); a **peaked
-teacher** (RMS logit 3; quick: C = A = 128, ranks 1–8; full: C = A = 256, ranks 1–16, up to
+teacher** (RMS logit 3; quick: C = A = 64, ranks 1–4; full: C = A = 256, ranks 1–16, up to
 2000 iterations each), where the softmax is far from linear and the KL steepens with size;
 and **flat contexts** for the data size (uniform over 256 contexts, the regime of the earlier
 order-2 Markov chain: a crossover from unseen contexts to the parametric 1/D regime inside
@@ -274,7 +274,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         max_chunks = 16
         data_contexts, data_sizes, data_seeds = 4096, [2**e for e in range(9, 18)], 4
         heldout_n = 20_000
-        peaked_width, peaked_ranks, peaked_chunks = 128, [1, 2, 3, 4, 6, 8], 40
+        peaked_width, peaked_ranks, peaked_chunks = 64, [1, 2, 3, 4], 40
     else:
         width = 512
         ranks = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
@@ -308,7 +308,8 @@ def experiment(ctx: ReproContext) -> Outcome:
         peaked_width, peaked_width, spectrum_exponent=1.0, logit_rms=3.0, seed=seed
     )
     peaked_block, peaked_runs = _size_sweep(peaked_src, peaked_ranks, peaked_chunks)
-    inside_src = PowerLawSource(128, 128, rank=4, seed=seed + 2)
+    inside_width = 64 if ctx.quick else 128
+    inside_src = PowerLawSource(inside_width, inside_width, rank=4, seed=seed + 2)
     inside_block, inside_runs = _size_sweep(inside_src, [1, 2, 3, 4, 6, 8], max_chunks)
     flat_src = PowerLawSource(256, 16, seed=seed + 3)
     flat_loss, flat_kl, _ = _data_sweep(flat_src, data_sizes, data_seeds, ctx, 200)

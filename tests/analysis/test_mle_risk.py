@@ -23,6 +23,7 @@ from divergent.analysis.mle_risk import (
     MLERiskExpansion,
     PNVerdict,
     discrete_feature_cumulants,
+    exponential_family_moment_match,
     mle_kl_risk_expansion,
     pn_criterion,
     pn_max_risk,
@@ -42,7 +43,7 @@ def _psi_exponential(th: torch.Tensor) -> torch.Tensor:
 
 
 def _psi_gauss(th: torch.Tensor) -> torch.Tensor:
-    return -th[0] ** 2 / (4 * th[1]) - 0.5 * torch.log(-2 * th[1])
+    return -(th[0] ** 2) / (4 * th[1]) - 0.5 * torch.log(-2 * th[1])
 
 
 def _coefficients_from_exact(exact, a: float) -> float:
@@ -55,8 +56,7 @@ def _coefficients_from_exact(exact, a: float) -> float:
 
 def test_exponential_family_well_specified() -> None:
     e = mle_kl_risk_expansion(_psi_exponential, [-1.0], [[1.0]], [[[2.0]]])
-    assert e == MLERiskExpansion(first=pytest.approx(0.5), second=pytest.approx(11 / 12),
-                                 dim=1)
+    assert e == MLERiskExpansion(first=pytest.approx(0.5), second=pytest.approx(11 / 12), dim=1)
     assert e.second == pytest.approx(_coefficients_from_exact(_exp_family_exact, 0.5), rel=1e-4)
 
 
@@ -73,23 +73,38 @@ def test_exponential_model_misspecified_gamma_data(k: float) -> None:
 @pytest.mark.parametrize(("mu", "var"), [(0.0, 1.0), (1.5, 4.0)])
 def test_gaussian_unknown_mean_and_variance(mu: float, var: float) -> None:
     # cumulants of t = (x, x²) under N(μ, σ²), from Gaussian moments
-    m = [1.0, mu, mu**2 + var, mu**3 + 3 * mu * var, mu**4 + 6 * mu**2 * var + 3 * var**2,
-         mu**5 + 10 * mu**3 * var + 15 * mu * var**2,
-         mu**6 + 15 * mu**4 * var + 45 * mu**2 * var**2 + 15 * var**3]
+    m = [
+        1.0,
+        mu,
+        mu**2 + var,
+        mu**3 + 3 * mu * var,
+        mu**4 + 6 * mu**2 * var + 3 * var**2,
+        mu**5 + 10 * mu**3 * var + 15 * mu * var**2,
+        mu**6 + 15 * mu**4 * var + 45 * mu**2 * var**2 + 15 * var**3,
+    ]
     mean = np.array([m[1], m[2]])
 
     def raw(i: int, j: int, k: int = 0) -> float:  # E[t_i t_j t_k], t_1 = x, t_2 = x²
         return m[i + j + k]
 
-    cov = np.array([[raw(1, 1) - mean[0] ** 2, raw(1, 2) - mean[0] * mean[1]],
-                    [raw(2, 1) - mean[1] * mean[0], raw(2, 2) - mean[1] ** 2]])
+    cov = np.array(
+        [
+            [raw(1, 1) - mean[0] ** 2, raw(1, 2) - mean[0] * mean[1]],
+            [raw(2, 1) - mean[1] * mean[0], raw(2, 2) - mean[1] ** 2],
+        ]
+    )
     third = np.zeros((2, 2, 2))
     for a in range(2):
         for b in range(2):
             for c in range(2):
                 pa, pb, pc = a + 1, b + 1, c + 1
-                third[a, b, c] = (raw(pa, pb, pc) - mean[a] * raw(pb, pc) - mean[b] * raw(pa, pc)
-                                  - mean[c] * raw(pa, pb) + 2 * mean[a] * mean[b] * mean[c])
+                third[a, b, c] = (
+                    raw(pa, pb, pc)
+                    - mean[a] * raw(pb, pc)
+                    - mean[b] * raw(pa, pc)
+                    - mean[c] * raw(pa, pb)
+                    + 2 * mean[a] * mean[b] * mean[c]
+                )
     theta = [mu / var, -1.0 / (2 * var)]
     e = mle_kl_risk_expansion(_psi_gauss, theta, cov, third)
     assert e.first == pytest.approx(1.0, rel=1e-9)  # p/2, well specified
@@ -116,11 +131,17 @@ def test_discrete_feature_cumulants_match_raw_moment_formulas() -> None:
     e1 = probs @ feats
     e2 = np.einsum("k,ka,kb->ab", probs, feats, feats)
     e3 = np.einsum("k,ka,kb,kc->abc", probs, feats, feats, feats)
-    ref3 = (e3 - np.einsum("a,bc->abc", e1, e2) - np.einsum("b,ac->abc", e1, e2)
-            - np.einsum("c,ab->abc", e1, e2) + 2 * np.einsum("a,b,c->abc", e1, e1, e1))
+    ref3 = (
+        e3
+        - np.einsum("a,bc->abc", e1, e2)
+        - np.einsum("b,ac->abc", e1, e2)
+        - np.einsum("c,ab->abc", e1, e2)
+        + 2 * np.einsum("a,b,c->abc", e1, e1, e1)
+    )
     np.testing.assert_allclose(mean.numpy(), e1, rtol=1e-12)
-    np.testing.assert_allclose(cov.numpy(), np.cov(feats.T, aweights=probs, bias=True),
-                               rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(
+        cov.numpy(), np.cov(feats.T, aweights=probs, bias=True), rtol=1e-10, atol=1e-14
+    )
     np.testing.assert_allclose(third.numpy(), ref3, rtol=1e-9, atol=1e-12)
 
 
@@ -205,10 +226,15 @@ def test_invalid_inputs_raise() -> None:
         discrete_feature_cumulants([0.5, 0.6], np.zeros((2, 1)))
 
 
-def test_docstring_examples_run() -> None:
-    import doctest
-
-    import divergent.analysis.mle_risk as module
-
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 3 and result.failed == 0
+def test_moment_match_reaches_the_target_mean() -> None:
+    x = torch.linspace(-1.0, 1.0, 21, dtype=torch.float64)
+    feats = torch.stack([x, 1.5 * x**2 - 0.5], dim=1)
+    targets = torch.tensor([[0.1, -0.2], [-0.3, 0.1], [1.0, 1.0]], dtype=torch.float64)
+    theta, ok = exponential_family_moment_match(feats, targets)
+    assert ok.tolist() == [True, True, True]
+    probs = torch.softmax(theta @ feats.T, dim=1)
+    torch.testing.assert_close(probs @ feats, targets, atol=1e-9, rtol=0)
+    # (1, 1) is a vertex of the hull (no MLE): matched by a nearly degenerate distribution
+    assert float(probs[2, -1]) > 1 - 1e-6 and float(theta[2].abs().max()) > 10
+    with pytest.raises(ValueError, match="features"):
+        exponential_family_moment_match(feats, targets[:, :1])

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import numpy as np
 import pytest
 
-import divergent.analysis.scaling_law as sl_module
 from divergent.analysis.scaling_law import ScalingLawFit, fit_scaling_law, scaling_law
 
 
@@ -73,13 +71,3 @@ def test_bad_parameters() -> None:
         scaling_law([-1.0], 0.0, 1.0, 1.0)
     with pytest.raises(ValueError, match="`alpha_starts`"):
         fit_scaling_law([1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0], alpha_starts=())
-
-
-def test_module_doctests() -> None:
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    n_examples = sum(len(t.examples) for t in finder.find(sl_module, sl_module.__name__))
-    for test in finder.find(sl_module, sl_module.__name__):
-        runner.run(test)
-    assert n_examples >= 3
-    assert runner.summarize(verbose=False).failed == 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
 import math
 
 import numpy as np
@@ -10,8 +9,7 @@ import pytest
 import torch
 from scipy.special import rel_entr
 
-import divergent.analysis.synthetic_source as ss_module
-from divergent.analysis.synthetic_source import PowerLawSource
+from divergent.analysis.synthetic_source import PowerLawSource, krichevsky_trofimov_logits
 
 
 def _probs(src: PowerLawSource) -> tuple[np.ndarray, np.ndarray]:
@@ -22,8 +20,7 @@ def _probs(src: PowerLawSource) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_exact_entropy_against_brute_force_enumeration() -> None:
-    src = PowerLawSource(40, 9, spectrum_exponent=0.7, logit_rms=2.0, context_exponent=1.5,
-                         seed=3)
+    src = PowerLawSource(40, 9, spectrum_exponent=0.7, logit_rms=2.0, context_exponent=1.5, seed=3)
     mu, p = _probs(src)
     brute = -sum(mu[c] * sum(p[c, x] * math.log(p[c, x]) for x in range(9)) for c in range(40))
     assert src.entropy() == pytest.approx(brute, rel=1e-12)
@@ -48,8 +45,9 @@ def test_evaluate_against_scipy_and_the_identity() -> None:
     q = torch.softmax(model, -1).numpy()
     ev = src.evaluate(model)
     assert ev["kl"] == pytest.approx(float(mu @ rel_entr(p, q).sum(1)), rel=1e-10)
-    assert ev["cross_entropy"] == pytest.approx(float(-(mu[:, None] * p * np.log(q)).sum()),
-                                                rel=1e-12)
+    assert ev["cross_entropy"] == pytest.approx(
+        float(-(mu[:, None] * p * np.log(q)).sum()), rel=1e-12
+    )
     assert ev["cross_entropy"] == pytest.approx(ev["entropy"] + ev["kl"], abs=1e-12)
     assert src.evaluate(src.logits)["kl"] == pytest.approx(0.0, abs=1e-14)
     # softmax is shift invariant per context: the KL does not see a per-row constant
@@ -145,11 +143,8 @@ def test_bad_model_and_sample_sizes() -> None:
         src.sample_counts(-1, np.random.default_rng(0))
 
 
-def test_module_doctests() -> None:
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    tests = finder.find(ss_module, ss_module.__name__)
-    assert sum(len(t.examples) for t in tests) >= 3
-    for test in tests:
-        runner.run(test)
-    assert runner.summarize(verbose=False).failed == 0
+def test_krichevsky_trofimov_matches_hand_count() -> None:
+    got = krichevsky_trofimov_logits(np.array([[0, 2], [1, 0]])).exp().numpy()
+    np.testing.assert_allclose(got, [[0.5 / 3, 2.5 / 3], [1.5 / 2, 0.5 / 2]])
+    with pytest.raises(ValueError, match="counts"):
+        krichevsky_trofimov_logits(np.array([[-1, 2]]))

@@ -77,8 +77,12 @@ def _log_mgf_numeric(lam: float) -> float:
 
 def _rate_numeric(e: float) -> tuple[float, float]:
     """Cramér rate I(e) = sup_λ≥0 [−λ e − Λ(λ)] and its maximiser, numerically."""
-    res = minimize_scalar(lambda s: math.exp(s) * e + _log_mgf_numeric(math.exp(s)),
-                          bounds=(-8, 6), method="bounded", options={"xatol": 1e-10})
+    res = minimize_scalar(
+        lambda s: math.exp(s) * e + _log_mgf_numeric(math.exp(s)),
+        bounds=(-8, 6),
+        method="bounded",
+        options={"xatol": 1e-10},
+    )
     return -float(res.fun), math.exp(res.x)
 
 
@@ -127,12 +131,3 @@ def test_invalid_alpha_and_h() -> None:
             gaussian_kde_regimes(bad)
     with pytest.raises(ValueError, match="`h`"):
         gaussian_kde_kl_per_dim([0.5, -1.0], 0.2)
-
-
-def test_docstring_examples_run() -> None:
-    import doctest
-
-    import divergent.analysis.kde_regimes as module
-
-    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted >= 4 and result.failed == 0
