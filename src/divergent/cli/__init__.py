@@ -10,12 +10,12 @@ registers its commands on :data:`app`.
 
 from __future__ import annotations
 
-from divergent.cli import catalogue, reproduce
+from divergent.cli import catalogue, distill, reproduce
 from divergent.cli._app import app, console
 
 __all__ = ["app", "console", "main"]
 
-_COMMAND_MODULES = (catalogue, reproduce)
+_COMMAND_MODULES = (catalogue, distill, reproduce)
 
 
 def main() -> None:

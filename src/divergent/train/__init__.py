@@ -24,12 +24,15 @@ from divergent.train.data import (
     student_mlp,
     teacher_mlp,
 )
+from divergent.train.distill_job import DistillConfig, DistillError, run_distill
 
 __all__ = [
     "CheckpointError",
     "ClassificationTask",
     "ClassifierTrainer",
     "DataError",
+    "DistillConfig",
+    "DistillError",
     "FitResult",
     "NonFiniteLossError",
     "evaluate_logits",
@@ -38,6 +41,7 @@ __all__ = [
     "load_digits_task",
     "load_table",
     "make_task",
+    "run_distill",
     "save_checkpoint",
     "student_mlp",
     "teacher_mlp",

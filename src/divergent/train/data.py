@@ -277,5 +277,5 @@ def student_mlp(
 
 
 def count_parameters(model: nn.Module) -> int:
-    """The number of trainable parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    """The number of parameters of ``model`` (trainable or frozen)."""
+    return sum(p.numel() for p in model.parameters())

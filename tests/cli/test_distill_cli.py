@@ -1,0 +1,267 @@
+"""``divergent distill`` through typer's CliRunner: the table, report.json's shape, the cached
+teacher, --resume, and bad input (one line on stderr, exit code 2, nothing written lost)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from divergent.cli import app
+from divergent.train.distill_job import DistillError, parse_objectives
+
+SMALL = ["--seeds", "2", "--epochs", "2", "--teacher-epochs", "2"]
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["distill", *args])
+
+
+def _assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("distill")
+    result = _run("--objectives", "kd:js,dkd", *SMALL, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_table_and_report_shape(finished):
+    out, result = finished
+    for text in (
+        "objective",
+        "accuracy (mean ± sd)",
+        "ECE",
+        "NLL",
+        "fidelity",
+        "seconds",
+        "teacher",
+        "ce",
+        "kd:js",
+        "dkd",
+    ):
+        assert text in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "digits"
+    assert set(report["teacher"]) >= {"accuracy", "ece", "nll"}
+    assert [(r["objective"], r["seed"]) for r in report["runs"]] == [
+        ("ce", 0),
+        ("ce", 1),
+        ("kd:js", 0),
+        ("kd:js", 1),
+        ("dkd", 0),
+        ("dkd", 1),
+    ]
+    for run in report["runs"]:
+        assert set(run) >= {"objective", "seed", "accuracy", "ece", "nll", "fidelity", "seconds"}
+        assert all(isinstance(run[k], float) for k in ("accuracy", "ece", "nll", "fidelity"))
+        assert 0 <= run["accuracy"] <= 1 and 0 <= run["fidelity"] <= 1 and run["nll"] > 0
+    assert report["student"]["parameters"] * 50 < report["teacher"]["parameters"]
+    assert "| kd:js |" in (out / "report.md").read_text()
+    for name in ("reliability.png", "accuracy_ece.png", "learning_curves.png"):
+        assert (out / "plots" / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_summary_matches_the_runs(finished):
+    out, _ = finished
+    report = json.loads((out / "report.json").read_text())
+    for row in report["summary"]:
+        acc = [r["accuracy"] for r in report["runs"] if r["objective"] == row["objective"]]
+        assert row["accuracy_mean"] == pytest.approx(np.mean(acc))
+        assert row["accuracy_sd"] == pytest.approx(np.std(acc, ddof=1))
+
+
+def test_rerun_reuses_the_teacher_and_resume_keeps_the_runs(finished):
+    out, _ = finished
+    teacher_bytes = (out / "teacher.ckpt").read_bytes()
+    before = json.loads((out / "report.json").read_text())
+    result = _run("--objectives", "kd:js,dkd", *SMALL, "--out", str(out), "--resume")
+    assert result.exit_code == 0, result.output
+    after = json.loads((out / "report.json").read_text())
+    assert (out / "teacher.ckpt").read_bytes() == teacher_bytes
+    assert after["teacher"]["cached"] and not before["teacher"]["cached"]
+    assert after["runs"] == before["runs"]  # finished runs kept as they were (seconds too)
+
+
+def test_without_resume_students_are_retrained_to_the_same_numbers(tmp_path, finished):
+    out, _ = finished
+    before = json.loads((out / "report.json").read_text())
+    result = _run(
+        "--objectives",
+        "kd:js",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--teacher-epochs",
+        "2",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    again = json.loads((out / "report.json").read_text())["runs"]
+
+    def strip(run):
+        return {k: v for k, v in run.items() if k != "seconds"}
+
+    assert [strip(r) for r in again] == [
+        strip(r) for r in before["runs"] if r["seed"] == 0 and r["objective"] in ("ce", "kd:js")
+    ]
+
+
+def test_unknown_objective_suggests_a_known_one(tmp_path):
+    result = _run("--objectives", "kd:helinger", "--out", str(tmp_path / "o"))
+    _assert_one_line_error(result, "unknown objective 'kd:helinger'", "did you mean 'kd:hellinger'")
+    assert not (tmp_path / "o").exists()  # nothing started
+    _assert_one_line_error(_run("--objectives", "dkdd", "--out", str(tmp_path)), "'dkd'")
+
+
+def test_parse_objectives_puts_the_baseline_first_once():
+    assert parse_objectives(["kd,ce", "kd", " dkd "]) == ("ce", "kd", "dkd")
+    with pytest.raises(DistillError, match="unknown objective"):
+        parse_objectives(["nope"])
+
+
+def _csv(path, rows, header="f1,f2,label"):
+    path.write_text("\n".join([header, *(",".join(map(str, r)) for r in rows)]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    "rows, fragments",
+    [
+        ([], ("empty",)),
+        ([(0.1, 0.2, 1)] * 12, ("only one class",)),
+        ([(0.1, 0.2, 0), (0.3, 0.1, -1)] * 6, ("labels out of range", "-1")),
+        ([(0.1, 0.2, 0), (0.3, 0.1, 1.5)] * 6, ("labels must be integers",)),
+        ([(0.1, "nan", 0), (0.3, 0.1, 1)] * 6, ("NaN", "row 0, column 1")),
+    ],
+)
+def test_bad_data_files(tmp_path, rows, fragments):
+    data = _csv(tmp_path / "data.csv", rows)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier work")
+    result = _run("--data", str(data), *SMALL, "--out", str(out))
+    _assert_one_line_error(result, str(data), *fragments)
+    assert (out / "keep.txt").read_text() == "earlier work"
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_nan_features_in_npz_and_a_missing_file(tmp_path):
+    x = np.random.default_rng(0).normal(size=(20, 3))
+    x[4, 2] = np.nan
+    np.savez(tmp_path / "d.npz", X=x, y=np.arange(20) % 2)
+    _assert_one_line_error(
+        _run("--data", str(tmp_path / "d.npz"), "--out", str(tmp_path)),
+        "features contain NaN",
+        "row 4, column 2",
+    )
+    _assert_one_line_error(_run("--data", str(tmp_path / "none.npz")), "no such data file")
+
+
+def test_user_csv_trains_and_teacher_class_mismatch_is_refused(tmp_path, finished):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 64))
+    y = (x[:, 0] > 0).astype(int) + (x[:, 1] > 0).astype(int)  # 3 classes
+    header = ",".join([f"f{i}" for i in range(64)] + ["label"])
+    data = _csv(tmp_path / "three.csv", [(*row, int(c)) for row, c in zip(x, y)], header)
+    out = tmp_path / "csv-run"
+    ok = _run(
+        "--data",
+        str(data),
+        "--objectives",
+        "kd",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--teacher-epochs",
+        "1",
+        "--out",
+        str(out),
+    )
+    assert ok.exit_code == 0, ok.output
+    assert json.loads((out / "report.json").read_text())["data"]["classes"] == 3
+
+    digits_teacher = finished[0] / "teacher.ckpt"  # 10 classes, 64 features
+    result = _run(
+        "--data",
+        str(data),
+        "--teacher",
+        str(digits_teacher),
+        *SMALL,
+        "--out",
+        str(tmp_path / "mismatch"),
+    )
+    _assert_one_line_error(result, "class-count mismatch", "10 classes", "have 3")
+    other = _run(*SMALL, "--data", str(data), "--out", str(finished[0]))
+    _assert_one_line_error(other, "holds a teacher trained on other data")
+
+
+def test_unwritable_out(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = _run(*SMALL, "--out", str(blocker / "out"))
+    _assert_one_line_error(result, "--out", "not a writable folder")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_corrupt_checkpoint_on_resume_is_refused_and_kept(tmp_path):
+    out = tmp_path / "out"
+    assert (
+        _run(
+            "--objectives",
+            "kd",
+            "--seeds",
+            "1",
+            "--epochs",
+            "2",
+            "--teacher-epochs",
+            "2",
+            "--out",
+            str(out),
+        ).exit_code
+        == 0
+    )
+    run_dir = out / "runs" / "kd" / "seed-0"
+    (run_dir / "result.json").unlink()  # as if killed before the run's result was written
+    ckpt = run_dir / "last.ckpt"
+    damaged = ckpt.read_bytes()[:-7]
+    ckpt.write_bytes(damaged)
+    result = _run(
+        "--objectives",
+        "kd",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--teacher-epochs",
+        "2",
+        "--out",
+        str(out),
+        "--resume",
+    )
+    _assert_one_line_error(result, "last.ckpt", "truncated")
+    assert ckpt.read_bytes() == damaged
+    teacher = out / "teacher.ckpt"
+    teacher.write_bytes(b"garbage")
+    _assert_one_line_error(_run("--out", str(out), *SMALL), "teacher.ckpt", "bad header")
+    assert teacher.read_bytes() == b"garbage"
+
+
+def test_bad_numbers(tmp_path):
+    _assert_one_line_error(_run("--seeds", "0", "--out", str(tmp_path)), "--seeds")
+    _assert_one_line_error(_run("--epochs", "0", "--out", str(tmp_path)), "--epochs")
+    _assert_one_line_error(_run("--device", "tpu", "--out", str(tmp_path)), "--device")
