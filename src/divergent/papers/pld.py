@@ -1,6 +1,6 @@
 r"""PLD: Plackett–Luce distillation vs Hinton KD (digits, MLP teacher → small MLP student).
 
-Hamdan et al. (arXiv 2506.12542) recast distillation as a confidence-weighted list-wise
+Plackett–Luce Distillation (arXiv 2506.12542) recasts distillation as a confidence-weighted list-wise
 ranking loss: the true class first, then the other classes by descending teacher logit, each
 choice weighted by the teacher's probability (:func:`divergent.objectives.ranking.pld_loss`;
 no separate CE term). They report PLD above KD and DIST on CIFAR-100 and ImageNet (e.g.
