@@ -102,7 +102,8 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     w = divergent.TeacherCacheWriter(tmp_path, k=K, vocab_size=V, teacher="t",
                                      rows_per_shard=8, resume=True)
     assert w.rows_written == 16 and w.num_shards == 2
-    assert not (tmp_path / ".shard-00003.safetensors.tmp.12345").exists()
+    # not a file this library created (issue 8 §4: resume deletes only its own temp files)
+    assert (tmp_path / ".shard-00003.safetensors.tmp.12345").read_bytes() == b"junk"
     w.add(ids[w.rows_written :], lp[w.rows_written :])
     w.close()
     r = divergent.TeacherCacheReader(tmp_path)

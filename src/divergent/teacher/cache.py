@@ -22,7 +22,20 @@ Guarantees:
 * **Verified reads.** The reader checks each shard's size, SHA-256, safetensors header,
   tensor names, dtypes and shapes against the manifest before returning any of its rows; a
   missing, truncated, corrupted or mismatched shard raises :class:`TeacherCacheError` naming
-  the shard, never yields data.
+  the shard, never yields data. A manifest that is not the expected JSON (including one
+  nested too deeply to parse, or holding NaN / ±Infinity) is a :class:`TeacherCacheError`
+  too, never a crash.
+* **One writer at a time.** A writer holds the lock file ``.divergent-writer.lock`` in the
+  cache directory (an OS file lock, ``fcntl.flock``, released by the kernel when the process
+  dies; on systems without ``fcntl``, an exclusive file with the writer's pid, stale when that
+  pid is gone on this host). A second writer on the same directory is refused with a
+  :class:`TeacherCacheError` naming the holder (pid, host, start time); a lock left by a dead
+  process is taken over.
+* **Own temporary files only.** Temporary files are created next to their target with
+  ``O_CREAT | O_EXCL`` (and ``O_NOFOLLOW``) under a name that carries the writer's random
+  token, ``.divergent-tmp.<token>.<target>``, so a planted file or symlink is never written
+  through, and resuming deletes only the temporary files of the dead writer whose lock it
+  takes over (its token is in the lock file). Nothing else in the directory is touched.
 
 Example:
     >>> import tempfile, torch, divergent
@@ -42,11 +55,15 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
 import math
 import os
 import re
+import secrets
+import socket
+import stat
 import struct
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -55,12 +72,19 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from divergent._validation import check_positive_scalar
 from divergent._version import __version__
 from divergent.teacher.sparse import validate_topk
+
+try:  # POSIX: an advisory lock the kernel releases when its holder dies
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "LOCK_NAME",
     "MANIFEST_NAME",
     "TeacherCacheError",
     "TeacherCacheReader",
@@ -78,8 +102,11 @@ _LOGPROB_DTYPES: dict[str, torch.dtype] = {
     "float64": torch.float64,
 }
 _ID_DTYPES: dict[str, torch.dtype] = {"int32": torch.int32, "int64": torch.int64}
+LOCK_NAME = ".divergent-writer.lock"
 _SHARD_RE = re.compile(r"^shard-\d{5,}\.safetensors$")
-_TMP_RE = re.compile(r"^\..+\.tmp\.\d+$")
+_TMP_PREFIX = ".divergent-tmp."
+_TOKEN_RE = re.compile(r"^[0-9a-f]{32}$")
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class TeacherCacheError(ValueError):
@@ -104,19 +131,194 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+def _tmp_name(token: str, target: str) -> str:
+    return f"{_TMP_PREFIX}{token}.{target}"
+
+
+def _atomic_write(path: Path, data: bytes, token: str) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one.
+
+    The temporary file is created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` under a name that
+    carries the writer's random ``token``: an existing file or a planted symlink of that name
+    makes the write fail instead of being written through or overwritten.
+    """
+    tmp = path.with_name(_tmp_name(token, path.name))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | getattr(os, "O_BINARY", 0)
     try:
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, flags, 0o666)  # the user's umask applies
+    except FileExistsError:
+        raise TeacherCacheError(
+            f"cannot write {path.name}: the temporary file {tmp} already exists (this writer's "
+            "own name; something else created it); nothing was overwritten"
+        ) from None
+    created = True
+    try:
+        with open(fd, "wb", closefd=True) as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        created = False
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if created:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
     _fsync_dir(path.parent)
+
+
+def _remove_own_temp_files(directory: Path, token: str) -> list[str]:
+    """Delete the temporary files of the writer with ``token`` (regular files only)."""
+    if not _TOKEN_RE.match(token):
+        return []
+    pattern = re.compile(
+        "^"
+        + re.escape(_tmp_name(token, ""))
+        + r"(shard-\d{5,}\.safetensors|"
+        + re.escape(MANIFEST_NAME)
+        + ")$"
+    )
+    removed = []
+    for entry in directory.iterdir():
+        if not pattern.match(entry.name):
+            continue
+        with contextlib.suppress(OSError):
+            if stat.S_ISREG(os.lstat(entry).st_mode):
+                entry.unlink()
+                removed.append(entry.name)
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
+# the writer lock
+# --------------------------------------------------------------------------------------------
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (owned by someone else) or cannot tell: assume alive
+    return True
+
+
+def _describe_holder(info: Mapping[str, Any]) -> str:
+    return (
+        f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, "
+        f"since {info.get('started', '?')}"
+    )
+
+
+def _parse_lock(text: str) -> dict[str, Any]:
+    try:
+        info = json.loads(text)
+    except (ValueError, RecursionError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+class _WriterLock:
+    """The exclusive lock of one writer on a cache directory (see the module docstring)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK_NAME
+        self.token = secrets.token_hex(16)
+        self.previous: dict[str, Any] = {}  # the lock a dead writer left behind, if any
+        self._fd: int | None = None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "token": self.token,
+        }
+        self._text = json.dumps(info) + "\n"
+        if fcntl is not None:
+            self._acquire_flock()
+        else:  # pragma: no cover - exercised on Windows only
+            self._acquire_exclusive_file()
+
+    def _refuse(self, holder: Mapping[str, Any]) -> TeacherCacheError:
+        return TeacherCacheError(
+            f"the teacher cache in {self.path.parent} is being written by another writer "
+            f"({_describe_holder(holder)}; lock file {self.path}); two writers would interleave "
+            "shards. Wait for it to finish, or, if no writer is running (a job killed on another "
+            "machine), delete the lock file"
+        )
+
+    def _acquire_flock(self) -> None:
+        flags = os.O_RDWR | os.O_CREAT | _O_NOFOLLOW
+        for _ in range(100):
+            try:
+                fd = os.open(self.path, flags, 0o644)
+            except OSError as err:
+                raise TeacherCacheError(f"cannot open the lock file {self.path}: {err}") from err
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _parse_lock(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+                os.close(fd)
+                raise self._refuse(holder) from None
+            # the path may have been unlinked by the previous holder between open and flock:
+            # then this lock is on a dead inode; start again
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(self.path, follow_symlinks=False))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            self.previous = _parse_lock(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, self._text.encode("utf-8"), 0)
+            os.fsync(fd)
+            self._fd = fd
+            return
+        raise TeacherCacheError(f"could not take the lock file {self.path} (it keeps changing)")
+
+    def _acquire_exclusive_file(self) -> None:  # pragma: no cover - no fcntl
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, flags, 0o644)
+            except FileExistsError:
+                try:
+                    holder = _parse_lock(self.path.read_text(encoding="utf-8", errors="replace"))
+                except OSError:
+                    holder = {}
+                pid = holder.get("pid")
+                stale = (
+                    holder.get("host") == socket.gethostname()
+                    and isinstance(pid, int)
+                    and not _pid_alive(pid)
+                )
+                if not stale:
+                    raise self._refuse(holder) from None
+                self.previous = holder
+                with contextlib.suppress(FileNotFoundError):
+                    self.path.unlink()
+                continue
+            os.write(fd, self._text.encode("utf-8"))
+            os.fsync(fd)
+            os.close(fd)
+            return
+        raise TeacherCacheError(f"could not take the lock file {self.path}")
+
+    def release(self) -> None:
+        """Remove the lock file and release the lock. Idempotent."""
+        if fcntl is None:  # pragma: no cover
+            if self._text is not None:
+                with contextlib.suppress(OSError):
+                    if _parse_lock(self.path.read_text()).get("token") == self.token:
+                        self.path.unlink()
+                self._text = None  # type: ignore[assignment]
+            return
+        if self._fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # while still holding the lock: waiters then see a new inode
+        with contextlib.suppress(OSError):
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
 
 
 def _safetensors_metadata(data: bytes) -> dict[str, str]:
@@ -131,11 +333,29 @@ def _load_manifest(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TeacherCacheError(f"no teacher cache at {directory}: {MANIFEST_NAME} is missing")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
         raise TeacherCacheError(f"{path} is not a readable JSON manifest: {err}") from err
+    manifest = _parse_json(text, path)
     _check_manifest(manifest, path)
     return manifest
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _parse_json(text: str, path: Path) -> Any:
+    """Strict JSON (no NaN / ±Infinity); any failure, deep nesting included, is a
+    :class:`TeacherCacheError` naming the file."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise TeacherCacheError(
+            f"{path} is not a teacher-cache manifest: its JSON is nested too deeply to parse"
+        ) from None
+    except (ValueError, MemoryError) as err:
+        raise TeacherCacheError(f"{path} is not a readable JSON manifest: {err}") from err
 
 
 def _check_manifest(m: Any, path: Path) -> None:
@@ -143,25 +363,35 @@ def _check_manifest(m: Any, path: Path) -> None:
         return TeacherCacheError(f"{path}: {msg}")
 
     if not isinstance(m, dict) or m.get("format") != FORMAT_NAME:
-        raise bad(f"not a {FORMAT_NAME} manifest (field `format` is {m.get('format')!r})"
-                  if isinstance(m, dict) else "not a JSON object")
+        raise bad(
+            f"not a {FORMAT_NAME} manifest (field `format` is {m.get('format')!r})"
+            if isinstance(m, dict)
+            else "not a JSON object"
+        )
     version = m.get("format_version")
     if version != FORMAT_VERSION:
-        raise bad(f"format_version {version!r} is not supported (this divergent reads "
-                  f"version {FORMAT_VERSION})")
+        raise bad(
+            f"format_version {version!r} is not supported (this divergent reads "
+            f"version {FORMAT_VERSION})"
+        )
     for key in ("k", "vocab_size", "rows_per_shard", "num_rows"):
         value = m.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise bad(f"field `{key}` must be a non-negative integer, got {value!r}")
     if m["k"] < 1 or m["vocab_size"] < m["k"] or m["rows_per_shard"] < 1:
-        raise bad(f"inconsistent sizes k={m['k']}, vocab_size={m['vocab_size']}, "
-                  f"rows_per_shard={m['rows_per_shard']}")
+        raise bad(
+            f"inconsistent sizes k={m['k']}, vocab_size={m['vocab_size']}, "
+            f"rows_per_shard={m['rows_per_shard']}"
+        )
     if m.get("ids_dtype") not in _ID_DTYPES:
-        raise bad(f"field `ids_dtype` must be one of {sorted(_ID_DTYPES)}, got "
-                  f"{m.get('ids_dtype')!r}")
+        raise bad(
+            f"field `ids_dtype` must be one of {sorted(_ID_DTYPES)}, got {m.get('ids_dtype')!r}"
+        )
     if m.get("logprobs_dtype") not in _LOGPROB_DTYPES:
-        raise bad(f"field `logprobs_dtype` must be one of {sorted(_LOGPROB_DTYPES)}, got "
-                  f"{m.get('logprobs_dtype')!r}")
+        raise bad(
+            f"field `logprobs_dtype` must be one of {sorted(_LOGPROB_DTYPES)}, got "
+            f"{m.get('logprobs_dtype')!r}"
+        )
     if not isinstance(m.get("teacher"), dict) or not isinstance(m.get("complete"), bool):
         raise bad("fields `teacher` (object) and `complete` (bool) are required")
     shards = m.get("shards")
@@ -181,8 +411,10 @@ def _check_manifest(m: Any, path: Path) -> None:
         if s["rows"] < 1 or s["rows"] > m["rows_per_shard"]:
             raise bad(f"shard {name}: {s['rows']} rows, outside [1, {m['rows_per_shard']}]")
         if s["first_row"] != first:
-            raise bad(f"shard {name}: first_row {s['first_row']} but the previous shards end "
-                      f"at row {first}")
+            raise bad(
+                f"shard {name}: first_row {s['first_row']} but the previous shards end "
+                f"at row {first}"
+            )
         sha = s.get("sha256")
         if not isinstance(sha, str) or not re.fullmatch(r"[0-9a-f]{64}", sha):
             raise bad(f"shard {name}: field `sha256` must be 64 hex digits, got {sha!r}")
@@ -216,8 +448,10 @@ def _decode_shard(
     if verify:
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry["sha256"]:
-            raise fail(f"is corrupted: SHA-256 {digest[:16]}… differs from the manifest's "
-                       f"{entry['sha256'][:16]}…")
+            raise fail(
+                f"is corrupted: SHA-256 {digest[:16]}… differs from the manifest's "
+                f"{entry['sha256'][:16]}…"
+            )
     try:
         tensors = st_load(data)
         meta = _safetensors_metadata(data)
@@ -232,15 +466,19 @@ def _decode_shard(
         ("logprobs", lp, _LOGPROB_DTYPES[manifest["logprobs_dtype"]]),
     ):
         if tuple(t.shape) != want_shape:
-            raise fail(f"tensor `{t_name}` has shape {tuple(t.shape)}; the manifest says "
-                       f"{want_shape} (rows, k)")
+            raise fail(
+                f"tensor `{t_name}` has shape {tuple(t.shape)}; the manifest says "
+                f"{want_shape} (rows, k)"
+            )
         if t.dtype != want_dtype:
             raise fail(f"tensor `{t_name}` has dtype {t.dtype}; the manifest says {want_dtype}")
     expected_meta = {"shard_index": str(index), "first_row": str(entry["first_row"])}
     for key, value in expected_meta.items():
         if meta.get(key) != value:
-            raise fail(f"header says {key}={meta.get(key)!r}, the manifest {value!r} "
-                       "(a shard from another position or another cache)")
+            raise fail(
+                f"header says {key}={meta.get(key)!r}, the manifest {value!r} "
+                "(a shard from another position or another cache)"
+            )
     ids = ids.to(torch.int64)
     if check_values:
         try:
@@ -264,6 +502,13 @@ class TeacherCacheWriter:
     finished shards' checksums, and continues after them; ``rows_written`` is the number of
     input rows to skip.
 
+    A writer holds the directory's lock file (``.divergent-writer.lock``) from construction to
+    :meth:`close` / :meth:`abandon` (or the end of its ``with`` block): a second writer on the
+    same directory, in this process or another, is refused with a :class:`TeacherCacheError`
+    naming the holder, and a lock left by a process that died is taken over. Resuming deletes
+    only the temporary files of that dead writer (named ``.divergent-tmp.<its token>.<target>``);
+    no other file in the directory is ever deleted or overwritten.
+
     Args:
         directory: the cache directory (created if missing).
         k: entries per row.
@@ -272,7 +517,8 @@ class TeacherCacheWriter:
         temperature: the temperature the teacher log-probs were computed at (recorded; the
             student side of :func:`~divergent.sparse_divergence` expects log-probs at the
             distillation temperature).
-        metadata: extra JSON-serialisable information (dataset, tokenizer, prompt format ...).
+        metadata: extra JSON-serialisable information (dataset, tokenizer, prompt format ...);
+            strict JSON: NaN and ±inf are a ``ValueError``.
         rows_per_shard: rows per shard (default 65536: 20 MiB at k = 64 with float32).
         logprobs_dtype: storage dtype of the log-probs (float32 default; float16 / bfloat16
             halve the size at a relative precision of ~1e-3 / ~8e-3 in probability).
@@ -283,6 +529,12 @@ class TeacherCacheWriter:
     Use as a context manager, or call :meth:`close` to write the last shard and mark the
     cache complete. Leaving the ``with`` block by an exception writes nothing more: finished
     shards stay, buffered rows are dropped, and the cache stays resumable.
+
+    Raises:
+        TeacherCacheError: another writer holds the directory, or the existing cache is
+            damaged (when resuming).
+        ValueError: invalid arguments, or an existing cache without ``resume=True``, or a
+            cache that differs from these arguments.
     """
 
     def __init__(
@@ -299,19 +551,16 @@ class TeacherCacheWriter:
         resume: bool = False,
         check_values: bool = True,
     ) -> None:
-        for arg, value, low in (("k", k, 1), ("vocab_size", vocab_size, 1),
-                                ("rows_per_shard", rows_per_shard, 1)):
+        for arg, value, low in (
+            ("k", k, 1),
+            ("vocab_size", vocab_size, 1),
+            ("rows_per_shard", rows_per_shard, 1),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}")
         if k > vocab_size:
             raise ValueError(f"`k` = {k} exceeds `vocab_size` = {vocab_size}; need k <= V")
-        if (
-            isinstance(temperature, bool)
-            or not isinstance(temperature, (int, float))
-            or not math.isfinite(temperature)
-            or temperature <= 0
-        ):
-            raise ValueError(f"`temperature` must be a finite number > 0, got {temperature!r}")
+        temperature = check_positive_scalar(temperature, "temperature")
         if logprobs_dtype not in _LOGPROB_DTYPES.values():
             raise ValueError(
                 f"`logprobs_dtype` must be one of {sorted(_LOGPROB_DTYPES)}, got {logprobs_dtype}"
@@ -319,9 +568,16 @@ class TeacherCacheWriter:
         if not isinstance(teacher, str):
             raise ValueError(f"`teacher` must be a string identifier, got {type(teacher).__name__}")
         meta = dict(metadata or {})
+        bad_number = _first_non_finite(meta, "metadata")
+        if bad_number is not None:
+            raise ValueError(
+                f"`metadata` must be JSON-serialisable with finite numbers (no NaN or ±inf, "
+                f"which are not JSON numbers): {bad_number}"
+            )
         try:
-            meta = json.loads(json.dumps(meta))  # normalised, as it will read back
-        except (TypeError, ValueError) as err:
+            # normalised, as it will read back (strict JSON)
+            meta = json.loads(json.dumps(meta, allow_nan=False))
+        except (TypeError, ValueError, RecursionError) as err:
             raise ValueError(f"`metadata` must be JSON-serialisable: {err}") from err
         self.directory = Path(directory)
         self.k, self.vocab_size, self.rows_per_shard = k, vocab_size, rows_per_shard
@@ -346,18 +602,29 @@ class TeacherCacheWriter:
             "shards": [],
             "created_with": _created_with(),
         }
+        self._lock: _WriterLock | None = None
         manifest_path = self.directory / MANIFEST_NAME
-        if manifest_path.exists():
-            if not resume:
-                raise ValueError(
-                    f"{self.directory} already holds a teacher cache ({MANIFEST_NAME} exists); "
-                    "pass resume=True to continue it, or choose another directory"
-                )
-            self._manifest = self._resume(fresh)
-        else:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._manifest = fresh
-            self._write_manifest()
+        if manifest_path.exists() and not resume:
+            raise ValueError(
+                f"{self.directory} already holds a teacher cache ({MANIFEST_NAME} exists); "
+                "pass resume=True to continue it, or choose another directory"
+            )
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock = _WriterLock(self.directory)  # refuses a second writer
+        try:
+            if manifest_path.exists():
+                if not resume:
+                    raise ValueError(
+                        f"{self.directory} already holds a teacher cache ({MANIFEST_NAME} "
+                        "exists); pass resume=True to continue it, or choose another directory"
+                    )
+                self._manifest = self._resume(fresh)
+            else:
+                self._manifest = fresh
+                self._write_manifest()
+        except BaseException:
+            self._release()
+            raise
 
     # -- resume ------------------------------------------------------------------------------
     def _resume(self, fresh: dict[str, Any]) -> dict[str, Any]:
@@ -367,8 +634,7 @@ class TeacherCacheWriter:
                 f"the teacher cache in {self.directory} is complete ({old['num_rows']} rows); "
                 "nothing to resume. Read it with TeacherCacheReader or use another directory"
             )
-        for key in ("k", "vocab_size", "ids_dtype", "logprobs_dtype", "rows_per_shard",
-                    "teacher"):
+        for key in ("k", "vocab_size", "ids_dtype", "logprobs_dtype", "rows_per_shard", "teacher"):
             if old[key] != fresh[key]:
                 raise ValueError(
                     f"cannot resume the teacher cache in {self.directory}: its {key} is "
@@ -376,10 +642,12 @@ class TeacherCacheWriter:
                 )
         for i in range(len(old["shards"])):  # finished shards must be intact to build on them
             _decode_shard(self.directory, old, i, verify=True, check_values=False)
-        for leftover in self.directory.iterdir():  # temp files of a killed writer
-            if _TMP_RE.match(leftover.name):
-                with contextlib.suppress(OSError):
-                    leftover.unlink()
+        # temporary files of the killed writer whose lock this one took over (its token is in
+        # the lock file it left); nothing else in the directory is touched
+        assert self._lock is not None
+        stale_token = self._lock.previous.get("token")
+        if isinstance(stale_token, str):
+            _remove_own_temp_files(self.directory, stale_token)
         return old
 
     # -- properties --------------------------------------------------------------------------
@@ -440,13 +708,33 @@ class TeacherCacheWriter:
             self._write_shard(self._buffered)
 
     def close(self) -> None:
-        """Write the last shard and mark the cache complete. Idempotent."""
+        """Write the last shard, mark the cache complete and release the lock. Idempotent."""
         if self._closed:
             return
-        self.flush()
-        self._manifest["complete"] = True
-        self._write_manifest()
+        try:
+            self.flush()
+            self._manifest["complete"] = True
+            self._write_manifest()
+            self._closed = True
+        finally:
+            if self._closed:
+                self._release()
+
+    def abandon(self) -> None:
+        """Stop without completing: finished shards stay, buffered rows are dropped, the lock
+        is released and the cache stays resumable."""
         self._closed = True
+        self._release()
+
+    def _release(self) -> None:
+        lock = getattr(self, "_lock", None)
+        if lock is not None:
+            lock.release()
+            self._lock = None
+
+    def __del__(self) -> None:  # an abandoned writer must not keep the directory locked
+        with contextlib.suppress(Exception):
+            self._release()
 
     def __enter__(self) -> TeacherCacheWriter:
         return self
@@ -455,7 +743,7 @@ class TeacherCacheWriter:
         if exc_type is None:
             self.close()
         else:  # keep finished shards, drop the buffer: the cache stays resumable
-            self._closed = True
+            self.abandon()
 
     def _take(self, n: int) -> tuple[Tensor, Tensor]:
         ids = torch.cat(self._buffer_ids)
@@ -465,6 +753,15 @@ class TeacherCacheWriter:
         return ids[:n].contiguous(), lp[:n].contiguous()
 
     def _write_shard(self, n: int) -> None:
+        try:
+            self._write_shard_now(n)
+        except BaseException:
+            # the buffer is gone and the shard may be half written: stop here (finished
+            # shards stay, the lock is released, the cache can be resumed)
+            self.abandon()
+            raise
+
+    def _write_shard_now(self, n: int) -> None:
         from safetensors.torch import save as st_save
 
         ids, lp = self._take(n)
@@ -482,7 +779,7 @@ class TeacherCacheWriter:
                 "vocab_size": str(self.vocab_size),
             },
         )
-        _atomic_write(self.directory / name, data)
+        _atomic_write(self.directory / name, data, self._token)
         self._manifest["shards"].append(
             {
                 "file": name,
@@ -496,8 +793,32 @@ class TeacherCacheWriter:
         self._write_manifest()
 
     def _write_manifest(self) -> None:
-        text = json.dumps(self._manifest, indent=1, sort_keys=False) + "\n"
-        _atomic_write(self.directory / MANIFEST_NAME, text.encode("utf-8"))
+        text = json.dumps(self._manifest, indent=1, sort_keys=False, allow_nan=False) + "\n"
+        _atomic_write(self.directory / MANIFEST_NAME, text.encode("utf-8"), self._token)
+
+    @property
+    def _token(self) -> str:
+        if self._lock is None:
+            raise ValueError("this TeacherCacheWriter is closed (it no longer holds the lock)")
+        return self._lock.token
+
+
+def _first_non_finite(value: Any, where: str, depth: int = 0) -> str | None:
+    """``"metadata['a'][2] = nan"`` for the first NaN / ±inf float in nested dicts and lists."""
+    if depth > 100:
+        return None  # json.dumps reports the nesting itself
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where} = {value!r}"
+    items: Any = ()
+    if isinstance(value, Mapping):
+        items = ((f"{where}[{k!r}]", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple)):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    for sub_where, sub in items:
+        found = _first_non_finite(sub, sub_where, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def _created_with() -> str:
@@ -519,8 +840,17 @@ class TeacherCacheReader:
 
     Args:
         directory: the cache directory.
-        verify: check SHA-256 checksums on load (default). Without it, corrupted bytes inside
-            the tensor data go unnoticed; sizes, headers and shapes are still checked.
+        verify: check each shard's SHA-256 against the manifest on load (default).
+            ``verify=False`` skips only that hash (it costs one pass over the bytes). What is
+            still detected without it: a missing shard, a shard of the wrong size (truncated
+            or with extra bytes), an unreadable safetensors header, wrong tensor names, dtypes
+            or shapes, a shard from another position or cache (its header's index and first
+            row), and, with ``check_values``, values no top-k row can hold (ids out of range or
+            repeated, log P > 0 or NaN, P(S) > 1). What is **not** detected: flipped bytes
+            inside the tensor data that leave valid-looking values (an id changed into another
+            valid id, a log-prob changed into another one ≤ 0): those rows come back silently
+            wrong. Neither setting protects against a manifest edited consistently with edited
+            shards (the manifest itself carries no checksum).
         check_values: validate the rows (ids in range and distinct, log P ≤ 0, P(S) ≤ 1).
         allow_incomplete: read a cache whose writer has not finished (its finished shards).
 
@@ -601,8 +931,10 @@ class TeacherCacheReader:
     # -- reading -----------------------------------------------------------------------------
     def shard(self, index: int) -> tuple[Tensor, Tensor]:
         """The rows of shard ``index`` as ``(ids, logprobs)``, verified."""
-        if isinstance(index, bool) or not isinstance(index, int) or not (
-            0 <= index < self.num_shards
+        if (
+            isinstance(index, bool)
+            or not isinstance(index, int)
+            or not (0 <= index < self.num_shards)
         ):
             raise ValueError(
                 f"`index` must be a shard index in [0, {self.num_shards}), got {index!r}"
@@ -610,8 +942,11 @@ class TeacherCacheReader:
         if self._cached is not None and self._cached[0] == index:
             return self._cached[1], self._cached[2]
         ids, lp = _decode_shard(
-            self.directory, self.manifest, index,
-            verify=self.verify_checksums, check_values=self.check_values,
+            self.directory,
+            self.manifest,
+            index,
+            verify=self.verify_checksums,
+            check_values=self.check_values,
         )
         self._cached = (index, ids, lp)
         return ids, lp
@@ -641,8 +976,10 @@ class TeacherCacheReader:
             parts_lp.append(lp[a:b])
         if not parts_ids:
             lp_dtype = _LOGPROB_DTYPES[self.manifest["logprobs_dtype"]]
-            return (torch.empty((0, self.k), dtype=torch.int64),
-                    torch.empty((0, self.k), dtype=lp_dtype))
+            return (
+                torch.empty((0, self.k), dtype=torch.int64),
+                torch.empty((0, self.k), dtype=lp_dtype),
+            )
         return torch.cat(parts_ids), torch.cat(parts_lp)
 
     def iter_batches(
@@ -660,6 +997,6 @@ class TeacherCacheReader:
     def verify(self) -> None:
         """Load and check every shard (checksums included); raise on the first bad one."""
         for i in range(self.num_shards):
-            _decode_shard(self.directory, self.manifest, i, verify=True,
-                          check_values=self.check_values)
-
+            _decode_shard(
+                self.directory, self.manifest, i, verify=True, check_values=self.check_values
+            )
