@@ -1,9 +1,10 @@
 r"""PLD: Plackett–Luce distillation vs Hinton KD (digits, MLP teacher → small MLP student).
 
-Plackett–Luce Distillation (arXiv 2506.12542) recasts distillation as a confidence-weighted list-wise
-ranking loss: the true class first, then the other classes by descending teacher logit, each
-choice weighted by the teacher's probability (:func:`divergent.objectives.ranking.pld_loss`;
-no separate CE term). They report PLD above KD and DIST on CIFAR-100 and ImageNet (e.g.
+Plackett–Luce Distillation (arXiv 2506.12542) recasts distillation as a confidence-weighted
+list-wise ranking loss: the true class first, then the other classes by descending teacher
+logit, each choice weighted by the teacher's probability
+(:func:`divergent.objectives.ranking.pld_loss`; no separate CE term). The authors report PLD
+above KD and DIST on CIFAR-100 and ImageNet (e.g.
 ResNet-152 → ResNet-50: KD 76.80, PLD 77.30).
 
 Set-up: scikit-learn digits; per seed a teacher MLP (64 → 128 → 10, 20 epochs) trained on the
