@@ -56,11 +56,13 @@ def experiment(ctx: ReproContext) -> Outcome:
         ctx, OBJECTIVES, n_seeds=3 if ctx.quick else 12, pairs=[("pld", "kd"), ("pld", "ce")]
     )
     d = runs.metrics["paired"]["pld_minus_kd"]["accuracy"]
+    d_ce = runs.metrics["paired"]["pld_minus_ce"]["accuracy"]
     mean = runs.metrics["mean"]
     summary = (
         f"teacher {runs.metrics['teacher_accuracy_mean']:.3f}; student accuracy CE "
         f"{mean['ce']['accuracy']:.3f}, KD {mean['kd']['accuracy']:.3f}, PLD "
         f"{mean['pld']['accuracy']:.3f}; PLD − KD {d['mean']:+.3f} [{d['low']:+.3f}, "
-        f"{d['high']:+.3f}] (95 % CI, {runs.metrics['n_seeds']} seeds)"
+        f"{d['high']:+.3f}], PLD − CE {d_ce['mean']:+.3f} [{d_ce['low']:+.3f}, "
+        f"{d_ce['high']:+.3f}] (95 % CI, {runs.metrics['n_seeds']} seeds)"
     )
     return Outcome(metrics=runs.metrics, summary=summary)
