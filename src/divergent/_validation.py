@@ -524,18 +524,38 @@ def explain_nan_rows(
     inputs: str,
     temperature: float,
 ) -> None:
-    """The contract on rows whose value came out NaN (one device sync when none did).
+    """The contract on rows whose value came out NaN or +inf (one device sync when none did).
 
-    A row holding NaN on either side stays NaN (NaN propagates). Otherwise the row is not a
+    A row holding NaN on either side stays NaN (NaN propagates). Any other NaN row is not a
     valid input and a ``ValueError`` names the side and the row: a +inf entry, a row that is
     all −inf (no mass: mask it), or finite logits whose ``x / temperature`` overflows the
-    compute dtype. ``sides`` are ``(name, (N, C) tensor)``; ``values`` are the kept rows'
-    values in the order of ``rows`` (flat indices of the kept rows; None = all).
+    compute dtype. A +inf row is a true infinite divergence unless the finite entries of a
+    side span more than the compute dtype's range at this temperature (``x/T − max`` rounds
+    to −inf, so a positive probability became 0): that is refused too. ``sides`` are
+    ``(name, (N, C) tensor)``; ``values`` are the kept rows' values in the order of ``rows``
+    (flat indices of the kept rows; None = all).
     """
-    nan = torch.isnan(values.detach())
-    if not bool(nan.any()):
+    values = values.detach()
+    if bool(torch.isfinite(values).all()):
         return
+    nan = torch.isnan(values)
     pos = nan.nonzero().squeeze(1)
+    if pos.numel() > 0:
+        _explain_nan(pos, sides, rows=rows, leading=leading, inputs=inputs, temperature=temperature)
+    pos = torch.isposinf(values).nonzero().squeeze(1)
+    if pos.numel() > 0:
+        _explain_infinite(pos, sides, rows=rows, leading=leading, temperature=temperature)
+
+
+def _explain_nan(
+    pos: Tensor,
+    sides: Sequence[tuple[str, Tensor]],
+    *,
+    rows: Tensor | None,
+    leading: Sequence[int],
+    inputs: str,
+    temperature: float,
+) -> None:
     flat = pos if rows is None else rows.index_select(0, pos)
     picked = [(name, x.detach().index_select(0, flat)) for name, x in sides]
     caused = torch.zeros(flat.shape[0], dtype=torch.bool, device=flat.device)
@@ -565,6 +585,38 @@ def explain_nan_rows(
                 f"|entry| {float(row.abs().max()):g}, temperature {temperature:g}); use a larger "
                 "temperature, float64 inputs, or rescale the logits"
             )
+
+
+def _explain_infinite(
+    pos: Tensor,
+    sides: Sequence[tuple[str, Tensor]],
+    *,
+    rows: Tensor | None,
+    leading: Sequence[int],
+    temperature: float,
+) -> None:
+    flat = pos if rows is None else rows.index_select(0, pos)
+    for name, x in sides:
+        limit = torch.finfo(compute_dtype(x)).max
+        if x.dtype == torch.float64:
+            continue  # float64 inputs are computed in float64: no wider range to compare with
+        step = max(1, _CHECK_ELEMENTS // max(1, x.shape[-1]))
+        for start in range(0, flat.numel(), step):
+            sub = x.detach().index_select(0, flat[start : start + step]).to(torch.float64)
+            finite = torch.isfinite(sub)
+            top = torch.where(finite, sub, -math.inf).amax(-1)
+            low = torch.where(finite, sub, math.inf).amin(-1)
+            span = torch.where(finite.any(-1), (top - low) / temperature, 0.0)
+            over = span > limit
+            if bool(over.any()):
+                j = int(over.nonzero()[0, 0])
+                label = row_label(int(flat[start + j]), leading)
+                raise ValueError(
+                    f"`{name}` row {label}: its finite entries span {float(span[j]):.3g} after "
+                    f"dividing by the temperature ({temperature:g}), beyond the "
+                    f"{compute_dtype(x)} range, so positive probabilities would round to 0 "
+                    "and the value to +inf; use float64 inputs or rescale the logits"
+                )
 
 
 def to_log_probs(
