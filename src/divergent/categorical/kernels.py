@@ -204,15 +204,17 @@ class Swapped(ElementwiseKernel):
 # --------------------------------------------------------------------------------------------
 # elementwise kernels of the named divergences
 # --------------------------------------------------------------------------------------------
-def kl_terms(lp: Tensor, lq: Tensor, tau: float | Tensor) -> tuple[Tensor, Tensor]:
+def kl_terms(
+    lp: Tensor, lq: Tensor, tau: float | Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     r"""Non-negative KL terms :math:`q\,\varphi_1(d) = p d - p + q`, :math:`d = \log(p/q)`.
 
     The one formulation of KL used by the chunk kernel *and* the reference row function
     (:func:`divergent.categorical.divergences.kl_rows`): the series
     :func:`_phi1_series` for :math:`|d| < \tau` (the closed form cancels there), the closed
     form elsewhere; an atom with P = 0 < Q gives q (the linear part, which sums to 0 against
-    the other atoms' on normalised rows). Returns the terms and the mask of atoms with
-    Q = 0 < P (the row is +∞).
+    the other atoms' on normalised rows). Returns the terms, the mask of atoms with
+    Q = 0 < P (the row is +∞), and p, q, d (for the gradients, without recomputing them).
     """
     p_pos, q_pos = _pos(lp), _pos(lq)
     both = p_pos & q_pos
@@ -220,7 +222,7 @@ def kl_terms(lp: Tensor, lq: Tensor, tau: float | Tensor) -> tuple[Tensor, Tenso
     p, q = lp.exp(), lq.exp()
     near = both & (d.abs() < tau)
     term = torch.where(near, q * _phi1_series(torch.where(near, d, 0.0)), p * d - p + q)
-    return term, p_pos & ~q_pos
+    return term, p_pos & ~q_pos, p, q, d
 
 
 class KLKernel(ElementwiseKernel):
@@ -236,10 +238,8 @@ class KLKernel(ElementwiseKernel):
     sum_b = 0.0
 
     def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
-        term, p_only = kl_terms(lp, lq, _phi_tau(lp.dtype, 1.0))
-        p_pos, q_pos = _pos(lp), _pos(lq)
-        p, q = lp.exp(), lq.exp()
-        a = p * torch.where(p_pos & q_pos, lp - lq, 0.0) if need_a else None
+        term, p_only, p, q, d = kl_terms(lp, lq, _phi_tau(lp.dtype, 1.0))
+        a = p * d if need_a else None
         b = q - p if need_b else None
         return term, p_only, a, b
 
