@@ -81,7 +81,8 @@ def check_weight(value: Any, name: str) -> float:
 
 def _check_labels(
     labels: Any, leading: torch.Size, n_classes: int, ignore_index: int | None, device: torch.device
-) -> Tensor:
+) -> tuple[Tensor, bool]:
+    """Validated int64 labels and whether any of them is ``ignore_index``."""
     if not isinstance(labels, Tensor):
         raise ValueError(f"`labels` must be an integer torch.Tensor, got {type(labels).__name__}")
     if labels.dtype == torch.bool or torch.is_floating_point(labels) or torch.is_complex(labels):
@@ -94,6 +95,14 @@ def _check_labels(
             f"class axis), got {tuple(labels.shape)}"
         )
     labels = labels.to(device=device, dtype=torch.long)
+    if labels.numel() == 0:
+        return labels, False
+    # fast path: one reduction and one sync when every label is a class index
+    low, high = torch.stack(torch.aminmax(labels)).tolist()
+    ignore_in_range = ignore_index is not None and 0 <= ignore_index < n_classes
+    if low >= 0 and high < n_classes:
+        has_ignored = ignore_in_range and bool((labels == ignore_index).any())
+        return labels, has_ignored
     out = (labels < 0) | (labels >= n_classes)
     if ignore_index is not None:
         out = out & (labels != ignore_index)
@@ -106,7 +115,7 @@ def _check_labels(
             f"`labels` has a value out of range: {bad} (allowed: {allowed}, for {n_classes} "
             "classes)"
         )
-    return labels
+    return labels, True  # every label outside 0..C-1 is ignore_index
 
 
 def _check_mask(mask: Any, leading: torch.Size, device: torch.device) -> Tensor | None:
@@ -170,13 +179,13 @@ def prepare(
                 f"{tuple(leading)}); pass them, or set the cross-entropy weight `ce_weight=0`"
             )
     else:
-        flat_labels = _check_labels(
+        checked, has_ignored = _check_labels(
             labels, leading, n_classes, ignore_index, student.device
-        ).reshape(-1)
-        if ignore_index is not None:
+        )
+        flat_labels = checked.reshape(-1)
+        if has_ignored:
             valid = flat_labels != ignore_index
-            if not bool(valid.all()):
-                keep = valid if keep is None else keep & valid
+            keep = valid if keep is None else keep & valid
     dtype = compute_dtype(student) if teacher is None else compute_dtype(student, teacher)
     s = student.reshape(-1, n_classes)
     t = None if teacher is None else teacher.reshape(-1, n_classes)
