@@ -100,11 +100,13 @@ def experiment(ctx: ReproContext) -> Outcome:
     )
     m = runs.metrics
     d = m["paired"]["ofa_minus_kd"]["accuracy"]
+    d_ce = m["paired"]["ofa_minus_ce"]["accuracy"]
     mean = m["mean"]
     summary = (
         f"CNN teacher {m['teacher_accuracy_mean']:.3f}; MLP student CE "
         f"{mean['ce']['accuracy']:.3f}, KD {mean['kd']['accuracy']:.3f}, OFA "
         f"{mean['ofa']['accuracy']:.3f}; OFA − KD {d['mean']:+.3f} [{d['low']:+.3f}, "
-        f"{d['high']:+.3f}] (95 % CI, {m['n_seeds']} seeds)"
+        f"{d['high']:+.3f}], OFA − CE {d_ce['mean']:+.3f} [{d_ce['low']:+.3f}, "
+        f"{d_ce['high']:+.3f}] (95 % CI, {m['n_seeds']} seeds)"
     )
     return Outcome(metrics=m, summary=summary)
