@@ -202,3 +202,26 @@ def test_overrides_reach_the_function():
     torch.testing.assert_close(a, b)
     c = make_objective("kd:alpha", alpha=0.7, temperature=2.0)(s, t, y)
     assert not torch.allclose(a, c)
+
+
+@pytest.mark.parametrize(
+    "id,overrides",
+    [
+        ("kd", {"ce_weight": 0.0}),
+        ("kd:reverse_kl", {"ce_weight": 0.0}),
+        ("kd:js", {"ce_weight": 0.0}),
+        ("kd:tv", {"ce_weight": 0.0}),
+        ("kd:alpha", {"ce_weight": 0.0}),
+        ("lskd", {"ce_weight": 0.0}),
+        ("dkd", {"ce_weight": 0.0}),
+        ("dist", {"ce_weight": 0.0, "eps": 0.0}),
+        ("bdkd", {"ce_weight": 0.0}),
+    ],
+)
+def test_distillation_term_vanishes_at_the_teacher_and_is_positive_elsewhere(id, overrides):
+    s, t, y = _case(12, n=16)
+    loss = make_objective(id, **overrides)
+    rows_same = loss(t.clone(), t, y, reduction="none")
+    torch.testing.assert_close(rows_same, torch.zeros_like(rows_same), rtol=0, atol=1e-10)
+    rows = loss(s, t, y, reduction="none")
+    assert bool((rows > 0).all())
