@@ -164,6 +164,52 @@ def _check_bdkd(
     )
 
 
+def _bdkd(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor | None,
+    *,
+    temperature: float,
+    ce_weight: float,
+    kd_weight: float,
+    sharpness: float | None,
+    scale_by_temperature_squared: bool,
+    ignore_index: int | None,
+    mask: Tensor | None,
+    reduction: str,
+    normalizer: float | Tensor | None,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`bdkd_loss` and the reverse-KL weights of the kept rows (None without KD term)."""
+    temperature, ce_weight, kd_weight, sharpness = _check_bdkd(
+        temperature, ce_weight, kd_weight, sharpness
+    )
+    r = prepare(
+        student_logits,
+        teacher_logits,
+        labels,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
+        ignore_index=ignore_index,
+        need_labels=ce_weight > 0,
+        objective="bdkd with ce_weight > 0",
+    )
+    assert r.teacher is not None
+    s, t = r.student.to(r.dtype), r.teacher.to(r.dtype)
+    rows = s.new_zeros(s.shape[0])
+    w = None
+    if kd_weight > 0:
+        w = bdkd_reverse_weights(s, t, temperature=temperature, sharpness=sharpness)
+        forward = _divergence("kl", t, s, temperature=temperature, reduction="none")
+        reverse = _divergence("reverse_kl", t, s, temperature=temperature, reduction="none")
+        scale = kd_weight * (temperature**2 if scale_by_temperature_squared else 1.0)
+        rows = scale * ((1 - w) * forward + w * reverse)
+    if ce_weight > 0:
+        assert r.labels is not None
+        rows = rows + ce_weight * cross_entropy_rows(r.student, r.labels, r.dtype)
+    return finish(rows, r), w
+
+
 def bdkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -210,33 +256,69 @@ def bdkd_loss(
         weighting of forward and reverse KL guided by the entropy gap"; reverse KL as the
         teacher's regulariser); no official code was found.
     """
-    temperature, ce_weight, kd_weight, sharpness = _check_bdkd(
-        temperature, ce_weight, kd_weight, sharpness
-    )
-    r = prepare(
+    loss, _ = _bdkd(
         student_logits,
         teacher_logits,
         labels,
+        temperature=temperature,
+        ce_weight=ce_weight,
+        kd_weight=kd_weight,
+        sharpness=sharpness,
+        scale_by_temperature_squared=scale_by_temperature_squared,
+        ignore_index=ignore_index,
         mask=mask,
         reduction=reduction,
         normalizer=normalizer,
-        ignore_index=ignore_index,
-        need_labels=ce_weight > 0,
-        objective="bdkd with ce_weight > 0",
     )
-    assert r.teacher is not None
-    s, t = r.student.to(r.dtype), r.teacher.to(r.dtype)
-    rows = s.new_zeros(s.shape[0])
-    if kd_weight > 0:
-        w = bdkd_reverse_weights(s, t, temperature=temperature, sharpness=sharpness)
-        forward = _divergence("kl", t, s, temperature=temperature, reduction="none")
-        reverse = _divergence("reverse_kl", t, s, temperature=temperature, reduction="none")
-        scale = kd_weight * (temperature**2 if scale_by_temperature_squared else 1.0)
-        rows = scale * ((1 - w) * forward + w * reverse)
-    if ce_weight > 0:
-        assert r.labels is not None
-        rows = rows + ce_weight * cross_entropy_rows(r.student, r.labels, r.dtype)
-    return finish(rows, r)
+    return loss
+
+
+def _bdkd_online(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Tensor | None,
+    *,
+    temperature: float,
+    ce_weight: float,
+    kd_weight: float,
+    teacher_kd_weight: float | None,
+    sharpness: float | None,
+    scale_by_temperature_squared: bool,
+    ignore_index: int | None,
+    mask: Tensor | None,
+    reduction: str,
+    normalizer: float | Tensor | None,
+) -> tuple[OnlineLosses, Tensor | None]:
+    """:func:`bdkd_online_losses` and the student's reverse-KL weights of the kept rows."""
+    teacher_kd_weight = kd_weight if teacher_kd_weight is None else teacher_kd_weight
+    common: dict[str, Any] = dict(
+        temperature=temperature,
+        ce_weight=ce_weight,
+        scale_by_temperature_squared=scale_by_temperature_squared,
+        ignore_index=ignore_index,
+        mask=mask,
+        reduction=reduction,
+        normalizer=normalizer,
+    )
+    student, weights = _bdkd(
+        student_logits,
+        teacher_logits.detach(),
+        labels,
+        kd_weight=kd_weight,
+        sharpness=sharpness,
+        **common,
+    )
+    # the teacher is the model here: reverse KL for it is KL(p^t ‖ sg(p^s)), i.e. the
+    # registry's reverse_kl with the student as the (detached) target
+    teacher = kd_loss(
+        teacher_logits,
+        student_logits.detach(),
+        labels,
+        divergence="reverse_kl",
+        kd_weight=check_weight(teacher_kd_weight, "teacher_kd_weight"),
+        **common,
+    )
+    return OnlineLosses(student=student, teacher=teacher), weights
 
 
 def bdkd_online_losses(
@@ -270,35 +352,22 @@ def bdkd_online_losses(
         >>> torch.autograd.grad(losses.teacher, s, allow_unused=True)[0] is None
         True
     """
-    teacher_kd_weight = kd_weight if teacher_kd_weight is None else teacher_kd_weight
-    common: dict[str, Any] = dict(
+    losses, _ = _bdkd_online(
+        student_logits,
+        teacher_logits,
+        labels,
         temperature=temperature,
         ce_weight=ce_weight,
+        kd_weight=kd_weight,
+        teacher_kd_weight=teacher_kd_weight,
+        sharpness=sharpness,
         scale_by_temperature_squared=scale_by_temperature_squared,
         ignore_index=ignore_index,
         mask=mask,
         reduction=reduction,
         normalizer=normalizer,
     )
-    student = bdkd_loss(
-        student_logits,
-        teacher_logits.detach(),
-        labels,
-        kd_weight=kd_weight,
-        sharpness=sharpness,
-        **common,
-    )
-    # the teacher is the model here: reverse KL for it is KL(p^t ‖ sg(p^s)), i.e. the
-    # registry's reverse_kl with the student as the (detached) target
-    teacher = kd_loss(
-        teacher_logits,
-        student_logits.detach(),
-        labels,
-        divergence="reverse_kl",
-        kd_weight=check_weight(teacher_kd_weight, "teacher_kd_weight"),
-        **common,
-    )
-    return OnlineLosses(student=student, teacher=teacher)
+    return losses
 
 
 class BDKDLoss(Objective):
@@ -333,7 +402,14 @@ class BDKDLoss(Objective):
             scale_by_temperature_squared=scale_by_temperature_squared,
             ignore_index=ignore_index,
         )
-        self.last_reverse_share: float | None = None
+        self._last_weights: Tensor | None = None
+
+    @property
+    def last_reverse_share(self) -> float | None:
+        """Share of the kept rows that used the reverse KL in the last call (None before the
+        first call or without a KD term); read on demand, so training does not sync for it."""
+        w = self._last_weights
+        return None if w is None or w.numel() == 0 else float(w.mean())
 
     def forward(
         self,
@@ -345,15 +421,15 @@ class BDKDLoss(Objective):
         reduction: str | None = None,
         normalizer: float | Tensor | None = None,
     ) -> Tensor:
-        loss = super().forward(
+        loss, self._last_weights = _bdkd(
             student_logits,
-            teacher_logits,
+            teacher_logits,  # type: ignore[arg-type]
             labels,
             mask=mask,
-            reduction=reduction,
+            reduction=self.reduction if reduction is None else reduction,
             normalizer=normalizer,
+            **self.options,
         )
-        self._record(student_logits, teacher_logits, mask)
         return loss
 
     def online(
@@ -368,7 +444,7 @@ class BDKDLoss(Objective):
         normalizer: float | Tensor | None = None,
     ) -> OnlineLosses:
         """Both losses of an online step (see :func:`bdkd_online_losses`)."""
-        losses = bdkd_online_losses(
+        losses, self._last_weights = _bdkd_online(
             student_logits,
             teacher_logits,
             labels,
@@ -378,20 +454,4 @@ class BDKDLoss(Objective):
             normalizer=normalizer,
             **self.options,
         )
-        self._record(student_logits, teacher_logits, mask)
         return losses
-
-    def _record(
-        self, student_logits: Tensor, teacher_logits: Tensor | None, mask: Tensor | None
-    ) -> None:
-        if teacher_logits is None:
-            return
-        w = bdkd_reverse_weights(
-            student_logits.detach(),
-            teacher_logits.detach(),
-            temperature=self.options["temperature"],
-            sharpness=self.options["sharpness"],
-        )
-        if mask is not None:
-            w = w[mask]
-        self.last_reverse_share = float(w.mean()) if w.numel() else None
