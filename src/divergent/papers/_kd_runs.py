@@ -4,6 +4,11 @@ Per seed: a teacher trained on the whole digits training split; students trained
 random subset of its rows, one per objective, with the same initialisation and data order;
 scores on the test split; paired differences between objectives with 95 % intervals. Not
 discovered as a reproduction (leading underscore).
+
+Training length: the full runs train students for 150 epochs of the 300-row subset (close to
+convergence: a first full run at 40 epochs left cross-entropy students at 0.83 test accuracy
+against 0.93 at 150, which measured speed of convergence rather than the objectives' end
+points, and was rerun); quick runs keep 40 epochs and are indicative only.
 """
 
 from __future__ import annotations

@@ -8,12 +8,12 @@ softmax split each class into S pseudo-subclasses that a C·S-output student lea
 LELP above the best distillation baseline on binary and few-class NLP tasks.
 
 Set-up: scikit-learn digits relabelled binary (0–4 vs 5–9: each class hides five digits, the
-kind of latent structure pseudo-subclasses can expose). Per seed: a teacher MLP
-(64 → 128 → 32 → 2) trained on the full training split; LELP fitted on its 32-d embeddings of
-that split (S = 5, T = 1, targets weighted by the teacher's class probabilities, no label
-term, as in the paper); then three students (64 → 32 → outputs) trained on a random subset of
-150 training rows, 60 epochs, sharing the initialisation of their hidden layer's RNG: (a)
-cross-entropy on labels, (b) Hinton KD (:func:`divergent.objectives.kd.kd_loss` with its
+kind of latent structure pseudo-subclasses can expose). Per seed: a teacher MLP (64 → 128 → 32
+→ 2) trained on the full training split; LELP fitted on its 32-d embeddings of that split (S =
+5, T = 1, targets weighted by the teacher's class probabilities, no label term, as in the
+paper); then three students (64 → 32 → outputs) trained on a random subset of 150 training
+rows, 150 epochs (60 in quick mode), sharing the initialisation of their hidden layer's RNG:
+(a) cross-entropy on labels, (b) Hinton KD (:func:`divergent.objectives.kd.kd_loss` with its
 defaults: 0.1·CE + 0.9·T²·KL, T = 4), (c) LELP (2·5 outputs; class probability = sum over the
 subclasses). Test accuracy on the binary test split, paired per seed.
 
@@ -76,6 +76,7 @@ def _ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, _i: Any) -> torch.Te
 )
 def experiment(ctx: ReproContext) -> Outcome:
     n_seeds = 3 if ctx.quick else 12
+    epochs = 60 if ctx.quick else 150
     split = load_split("digits", seed=ctx.seed, label_map=BINARY)
     acc: dict[str, list[float]] = {m: [] for m in METHODS}
     teacher_acc = []
@@ -107,7 +108,7 @@ def experiment(ctx: ReproContext) -> Outcome:
             gs = ctx.generator(800 + k)
             outputs = 2 * N_SUBCLASSES if method == "lelp" else 2
             student = mlp(64, [STUDENT_HIDDEN], outputs, generator=gs)
-            fit(student, losses[method], x, y, epochs=60, batch_size=32, lr=3e-3, generator=gs)
+            fit(student, losses[method], x, y, epochs=epochs, batch_size=32, lr=3e-3, generator=gs)
             logits = evaluate(student, split.x_test, split.y_test).logits
             if method == "lelp":
                 logits = subclass_to_class_logits(logits, N_SUBCLASSES)

@@ -14,6 +14,7 @@ initialisation and data order per seed: (a) Hinton KD (library defaults: 0.1·CE
 T = 4) and (b) OFA: a linear projector to the 10 logits on each hidden layer (the "stages"),
 loss = ofa_loss(final logits) + Σ_stages ofa_loss(projector logits) with the official defaults
 (ε = 1, T = 1, all weights 1; each ofa_loss includes its CE term); (c) CE alone for context.
+Students train for 150 epochs (40 in quick mode), see :mod:`divergent.papers._kd_runs`.
 
 Verdict (fixed in code): the paired 95 % interval of OFA − KD test accuracy above 0 → held;
 below the 1-point margin without being above 0 → not held; otherwise inconclusive.
@@ -93,6 +94,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         ctx,
         OBJECTIVES,
         n_seeds=2 if ctx.quick else 12,
+        epochs=40 if ctx.quick else 150,
         pairs=[("ofa", "kd"), ("ofa", "ce"), ("kd", "ce")],
         teacher_factory=lambda g: DigitsCNN(10, channels=8, embed_dim=64, generator=g),
         student_factory=lambda name, g: MultiExitMLP(10, g, exits=name == "ofa"),
