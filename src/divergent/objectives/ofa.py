@@ -123,7 +123,9 @@ class OFALoss(Objective):
     stage to logits; ``forward(..., features=[f_1, ..., f_k])`` then adds
     :math:`w_\mathrm{branch}\sum_i \mathcal L_\mathrm{OFA}(\mathrm{proj}_i(f_i), t, y)`
     (the official multi-exit scheme, for vector features; pass ``model.parameters()`` and
-    ``loss.parameters()`` to the optimiser). Without branches it is the logit-space loss.
+    ``loss.parameters()`` to the optimiser; under data parallelism keep the projectors inside
+    the wrapped model, or their gradients are not averaged across processes). Without branches
+    it is the logit-space loss.
 
     Example:
         >>> import torch
