@@ -20,7 +20,9 @@ Binning conventions for equal-width bins (``convention=``):
   :math:`[e_m, e_{m+1})` found with ``torch.bucketize(c, edges, right=True) - 1``, so a
   confidence exactly on an edge goes to the bin above it and a confidence of exactly 1.0 to an
   extra (M+1)-th bin of its own (torchmetrics issue #3510). Values agree with torchmetrics to
-  float rounding (it accumulates in float32, this module in float64).
+  float rounding (it accumulates in float32, this module in float64). torchmetrics casts
+  the confidences to float32 before binning; here float64 probabilities are binned in float64
+  (identical for float32 / float16 / bfloat16 inputs).
 * ``"guo"``: the bins of Guo et al., :math:`(e_m, e_{m+1}]` with 0 in the first bin, so an
   edge goes to the bin below and 1.0 to the last bin (M bins in all).
 
