@@ -310,7 +310,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     peaked_block, peaked_runs = _size_sweep(peaked_src, peaked_ranks, peaked_chunks)
     inside_width = 64 if ctx.quick else 128
     inside_src = PowerLawSource(inside_width, inside_width, rank=4, seed=seed + 2)
-    inside_block, inside_runs = _size_sweep(inside_src, [1, 2, 3, 4, 6, 8], max_chunks)
+    inside_ranks = [1, 2, 3, 4, 6] if ctx.quick else [1, 2, 3, 4, 6, 8]
+    inside_block, inside_runs = _size_sweep(inside_src, inside_ranks, max_chunks)
     flat_src = PowerLawSource(256, 16, seed=seed + 3)
     flat_loss, flat_kl, _ = _data_sweep(flat_src, data_sizes, data_seeds, ctx, 200)
     flat_block = {
