@@ -87,6 +87,14 @@ def distill_command(
             highlight=False,
             soft_wrap=True,
         )
+        caught = record.get("warnings", {})
+        if caught.get("count"):
+            console.print(
+                f"    [yellow]{caught['count']} warning(s)[/yellow] during training, e.g. "
+                f"{caught['distinct'][0][:160]}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     try:
         with Progress(

@@ -463,7 +463,7 @@ class ClassifierTrainer:
 
     # -- teacher ---------------------------------------------------------------------------
 
-    def _teacher_logits_once(self, resume: bool) -> Tensor | None:
+    def _teacher_logits_once(self, resume: bool, writer: CheckpointWriter) -> Tensor | None:
         if self.teacher is None or self.augment is not None:
             return None
         path = self.checkpoint_dir / TEACHER_LOGITS_NAME if self.checkpoint_dir else None
@@ -480,7 +480,7 @@ class ClassifierTrainer:
             self.teacher, self._dataset if self._tensors is None else self._tensors
         )
         if path is not None and self.rank == 0:
-            save_checkpoint(path, {"logits": logits})
+            writer.submit(path, {"logits": logits})  # in the background, like checkpoints
         return logits.to(self.device)
 
     # -- checkpoints -----------------------------------------------------------------------
@@ -524,16 +524,14 @@ class ClassifierTrainer:
             "position": position,
             "global_step": global_step,
             "finished": finished,
-            "order": order.clone(),
-            "running_loss": running.detach().cpu().clone(),
+            # no copies needed: the state is serialised before training continues
+            "order": order,
+            "running_loss": running.detach().cpu(),
             "running_count": running_count,
             "history": [dict(h) for h in history],
-            "student": {k: v.detach().cpu().clone() for k, v in self.student.state_dict().items()},
+            "student": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
             "objective": (
-                {
-                    k: v.detach().cpu().clone()
-                    for k, v in self._objective_module.state_dict().items()
-                }
+                {k: v.detach().cpu() for k, v in self._objective_module.state_dict().items()}
                 if self._objective_module is not None
                 else None
             ),
@@ -613,7 +611,8 @@ class ClassifierTrainer:
             state = self._load(ckpt_path)
         else:
             _seed_everything(self.seed)
-        teacher_logits = self._teacher_logits_once(resume=state is not None)
+        writer = CheckpointWriter(background=True)
+        teacher_logits = self._teacher_logits_once(resume=state is not None, writer=writer)
         self._check_classes(teacher_logits)
         if self.accelerator is not None:
             self.accelerator.wait_for_everyone()
@@ -632,11 +631,11 @@ class ClassifierTrainer:
             order = state["order"] if position > 0 else None
             resumed_from = global_step
             if state["finished"]:
+                writer.wait()
                 return FitResult(
                     self.student, history, global_step, time.perf_counter() - started, resumed_from
                 )
 
-        writer = CheckpointWriter(background=True)
         bar, own_bar = self._progress()
         task = None
         if bar is not None:
@@ -816,7 +815,7 @@ class ClassifierTrainer:
 
 def _cpu_copy(obj: Any) -> Any:
     if isinstance(obj, Tensor):
-        return obj.detach().cpu().clone()
+        return obj.detach().cpu()
     if isinstance(obj, dict):
         return {k: _cpu_copy(v) for k, v in obj.items()}
     if isinstance(obj, list):

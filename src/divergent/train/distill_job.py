@@ -45,6 +45,7 @@ import re
 import statistics
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -373,10 +374,15 @@ def _one_run(
         progress=progress if progress is not None else False,
         description=f"{objective} seed {seed}",
     )
-    try:
-        result = trainer.fit(resume=config.resume)
-    except CheckpointError as err:
-        raise DistillError(str(err)) from None
+    with warnings.catch_warnings(record=True) as caught:
+        # an objective may warn at every step (e.g. a Sinkhorn solve short of its tolerance):
+        # count the warnings and keep a few distinct ones instead of flooding the terminal
+        warnings.simplefilter("always")
+        try:
+            result = trainer.fit(resume=config.resume)
+        except CheckpointError as err:
+            raise DistillError(str(err)) from None
+    distinct = list(dict.fromkeys(f"{w.category.__name__}: {w.message}"[:200] for w in caught))
     logits, labels = evaluate_logits(student, (task.x_test, task.y_test))
     agreement = fidelity(logits, teacher_test_logits)
     record = {
@@ -388,6 +394,7 @@ def _one_run(
         "seconds": result.seconds,
         "history": result.history,
         "settings": settings,
+        "warnings": {"count": len(caught), "distinct": distinct[:3]},
     }
     save_checkpoint(run_dir / "test_logits.ckpt", {"logits": logits})
     _write_json(result_path, record)
@@ -509,7 +516,10 @@ def run_distill(
             "quick": config.quick,
             "device": device,
         },
-        "runs": [{k: v for k, v in r.items() if k not in ("history", "settings")} for r in runs],
+        "runs": [
+            {k: v for k, v in r.items() if k not in ("history", "settings", "warnings")}
+            for r in runs
+        ],
         "summary": summarize(runs),
         "seconds": time.perf_counter() - started,
     }
@@ -571,6 +581,7 @@ def _plots(
     runs: Sequence[dict[str, Any]],
     report: dict[str, Any],
 ) -> None:
+    from matplotlib import colormaps
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -627,7 +638,8 @@ def _plots(
 
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
-    for objective in names:
+    palette = colormaps["tab20"]
+    for index, objective in enumerate(names):
         curves = [r["history"] for r in runs if r["objective"] == objective and r.get("history")]
         if not curves:
             continue
@@ -637,6 +649,7 @@ def _plots(
             epochs,
             mean,
             label=objective,
+            color="black" if objective == BASELINE else palette(index % 20),
             lw=1.5 if objective == BASELINE else 1.0,
             ls="--" if objective == BASELINE else "-",
         )
