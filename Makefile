@@ -31,7 +31,7 @@ install: $(STAMP_BASE)
 install-test: $(STAMP_TEST)
 
 demo: $(STAMP_BASE)
-	$(VENV)/bin/divergent reproduce --all --quick --out $(OUT)
+	$(VENV)/bin/divergent distill --quick --out $(OUT)
 
 test: $(STAMP_TEST)
 	$(VENV)/bin/ruff check src tests benchmarks
