@@ -477,25 +477,33 @@ def check_distribution_rows(
 _SAMPLE_ROWS = 64  # rows looked at by the probabilities-as-logits check
 
 
+def _looks_like_probabilities(x: Tensor, rows: int) -> Tensor:
+    """0-d bool: the first ``rows`` rows of ``x`` are in [0, 1] and each sums to 1."""
+    s = x.detach().reshape(-1, x.shape[-1])[:rows].to(compute_dtype(x))
+    tol = max(mass_tolerance(x.dtype), 1e-3)
+    lo, hi = torch.aminmax(s)
+    return (lo >= 0) & (hi <= 1) & ((s.sum(-1) - 1).abs() <= tol).all()
+
+
 def warn_if_probabilities(sides: Sequence[tuple[str, Tensor]], stacklevel: int = 3) -> None:
     """One ``UserWarning`` when logits look like probabilities (a cheap look at a few rows).
 
-    Every entry of the first :data:`_SAMPLE_ROWS` rows in [0, 1] and each of those rows
-    summing to 1: softmax of such "logits" is nearly uniform, so the divergence comes out far
-    too small. The caller most likely meant ``inputs="probs"``.
+    Every entry of the first row in [0, 1] and the row summing to 1, confirmed on the first
+    :data:`_SAMPLE_ROWS` rows: softmax of such "logits" is nearly uniform, so the divergence
+    comes out far too small. The caller most likely meant ``inputs="probs"``. Costs one pass
+    over one row per side and one device sync.
     """
-    looks = []
-    for name, x in sides:
-        if x.dim() == 0 or x.shape[-1] < 2 or x.numel() == 0:
-            continue
-        s = x.detach().reshape(-1, x.shape[-1])[:_SAMPLE_ROWS].to(compute_dtype(x))
-        tol = max(mass_tolerance(x.dtype), 1e-3)
-        ok = (s >= 0).all() & (s <= 1).all() & ((s.sum(-1) - 1).abs() <= tol).all()
-        looks.append((name, ok))
-    if not looks:
+    sides = [(n, x) for n, x in sides if x.dim() > 0 and x.shape[-1] >= 2 and x.numel() > 0]
+    if not sides:
         return
-    flags = torch.stack([ok for _, ok in looks]).tolist()  # one device sync
-    names = [name for (name, _), hit in zip(looks, flags) if hit]
+    first = torch.stack([_looks_like_probabilities(x, 1) for _, x in sides]).tolist()
+    if not any(first):
+        return
+    names = [
+        n
+        for (n, x), hit in zip(sides, first)
+        if hit and bool(_looks_like_probabilities(x, _SAMPLE_ROWS))
+    ]
     if names:
         which = " and ".join(f"`{n}`" for n in names)
         warnings.warn(

@@ -122,8 +122,11 @@ def divergence(
         mask: bool tensor of shape ``(...)``; False rows are skipped.
         reduction: ``"none"`` | ``"sum"`` | ``"mean"``.
         normalizer: denominator of ``"mean"`` instead of the number of unmasked rows.
-        inputs: ``"logits"`` | ``"log_probs"`` | ``"probs"``.
-        check_nan: raise a ``ValueError`` if an input contains NaN (one extra pass).
+        inputs: ``"logits"`` | ``"log_probs"`` | ``"probs"``. Probabilities must be >= 0 and
+            each kept row sum to 1, log-probabilities be <= 0 with logsumexp 0, within a
+            tolerance set by the dtype (1e-4 for float32); nothing is renormalised silently.
+        check_nan: raise a ``ValueError`` naming the side and the first kept row that holds
+            NaN (one extra pass); by default such a row's value is NaN.
         engine: ``"auto"`` (default, see :func:`divergent.set_engine`: the row-chunked engine
             of :mod:`divergent.engine.chunked` for large inputs, O(chunk × V) memory and
             gradients computed in the same pass), ``"chunked"`` or ``"reference"`` (plain
@@ -132,7 +135,19 @@ def divergence(
 
     Returns:
         A scalar (``"sum"``, ``"mean"``) or a tensor of the leading shape (``"none"``), in
-        float32 (float64 if an input is float64).
+        float32 (float64 if an input is float64). A kept row holding NaN (either side) is NaN,
+        so a reduced result is NaN, on every path and size.
+
+    Raises:
+        ValueError: naming the argument, the value and what is allowed, for wrong shapes or
+            options, and naming the side and the row for a +inf logit, a kept row that is all
+            −inf (no mass: mask it), probabilities / log-probabilities that are not normalised,
+            negative probabilities or positive log-probabilities, logits whose ``x / T``
+            overflows (or whose finite entries span beyond the float range), a ``temperature``
+            tensor that requires grad. Logits that look like probabilities (entries in [0, 1],
+            rows summing to 1) give a ``UserWarning`` suggesting ``inputs="probs"``.
+        RuntimeError: a second-order graph (``create_graph=True``) through the chunked engine;
+            use ``engine="reference"``.
 
     Example:
         >>> import torch, divergent
@@ -308,7 +323,7 @@ def f_divergence(
 
     Example:
         >>> import torch, divergent
-        >>> p, q = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+        >>> p, q = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[0.0, 1.0, 0.5]])
         >>> f = lambda t: t * torch.log(t)          # the KL generator
         >>> bool(torch.isclose(divergent.f_divergence(f, p, q), divergent.kl(p, q)))
         True

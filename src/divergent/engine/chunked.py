@@ -21,11 +21,15 @@ Contract (beyond :func:`divergent.divergence`'s):
   beyond the float range, e.g. χ² with p²/q > 3e38) gets gradient 0: the gradient is undefined
   there, and 0 is what the reference path returns for structurally infinite rows of the named
   divergences. A reduced loss containing such a row is ``+inf``;
-* the result is first-order differentiable only (``once_differentiable``); for double
-  backward (Hessian-vector products, ``gradgradcheck``) or ``gradcheck`` use
-  ``engine="reference"``. Backward twice through the same graph works with unit incoming
-  gradients (``retain_graph=True``) and raises otherwise (the stored gradient is rescaled in
-  place, to avoid a second N×V buffer);
+* a kept row holding NaN is NaN (read from the first column of its log-softmax, which a NaN,
+  a +inf entry or an all −inf row turns NaN; the last two, and logits that overflow at the
+  temperature, are then reported as a ``ValueError`` naming the side and the row);
+* the result is first-order differentiable only: a request for a higher-order graph
+  (``create_graph=True``: double backward, Hessian-vector products, gradient penalties,
+  ``gradgradcheck``) raises a ``RuntimeError`` instead of returning a gradient that autograd
+  cannot differentiate; use ``engine="reference"`` for it (and for ``gradcheck``). Backward
+  twice through the same graph works with unit incoming gradients (``retain_graph=True``) and
+  raises otherwise (the stored gradient is rescaled in place, to avoid a second N×V buffer);
 * ``inputs="probs"`` always uses the reference path; ``inputs="log_probs"`` at T = 1 (used
   as given, not renormalised) and divergences without a kernel (a user-registered entry, a
   user generator) are differentiated chunk by chunk with autograd (still O(chunk × V)).

@@ -351,7 +351,11 @@ def fused_linear_divergence(
 
     Raises:
         ValueError: naming the argument on wrong shapes, dtypes, devices, mismatched
-            vocabularies (unless ``vocab="truncate"``) or invalid options.
+            vocabularies (unless ``vocab="truncate"``) or invalid options; naming the tensor
+            and the row for an infinite hidden state or head weight, or logits that overflow.
+            NaN in a row's hidden states makes that row NaN (NaN in a head: every row).
+        RuntimeError: on a second-order graph request (``create_graph=True``); this path is
+            first-order only.
 
     Example:
         >>> import torch, divergent

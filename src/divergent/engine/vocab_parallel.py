@@ -337,7 +337,12 @@ def vocab_parallel_divergence(
 
     Raises:
         ValueError: if ``torch.distributed`` is not initialised, the divergence has no
-            shardable kernel, or an input is invalid.
+            shardable kernel, or an input is invalid; on every rank alike when the ranks
+            disagree on the rows, name, parameters, temperature, mask, reduction or normalizer
+            (checked with one small all-gather), when a shard holds a +inf logit, a row is
+            all −inf on every shard, or (``check_nan=True``) a shard holds NaN. Without
+            ``check_nan`` a NaN in any shard makes that row NaN on every rank.
+        RuntimeError: on a second-order graph request (first-order only).
     """
     if not (dist.is_available() and dist.is_initialized()):
         raise ValueError(

@@ -263,7 +263,14 @@ def policy_kl(
 
     Returns:
         A tensor of ``logp``'s shape (``"none"``) or a scalar, float32 (float64 if an input is
-        float64; bf16/fp16 are computed in float32).
+        float64; bf16/fp16 are computed in float32). NaN in a kept entry (either log-prob or
+        the weight) gives NaN there; ``ref_logp = -inf`` gives +inf (the KL is infinite).
+
+    Raises:
+        ValueError: naming the argument and the entry, for a +inf or positive log-probability
+            (beyond the dtype's rounding slack), ``logp = -inf`` (a sampled action has
+            positive probability under the policy that sampled it; mask padding), or an
+            infinite or negative ``importance_weight``.
 
     Example:
         >>> import torch, divergent

@@ -488,7 +488,11 @@ def sparse_divergence(
     Raises:
         ValueError: unknown ``tail`` / divergence / parameter; mismatched shapes or devices;
             k > V; non-integer ids; and, with ``check_inputs``, ids outside ``[0, V)`` other
-            than −1, duplicate ids in a row, NaN or positive log-probs, P(S) > 1 + tolerance.
+            than −1, duplicate ids in a row, NaN or positive log-probs, P(S) > 1 + tolerance;
+            a student row with a +inf logit, all −inf, or overflowing at the temperature
+            (naming the row). A student row holding NaN (or, without ``check_inputs``, a NaN
+            teacher log-prob) gives NaN for that row.
+        RuntimeError: on a second-order graph request (first-order only).
 
     Example:
         >>> import torch, divergent
