@@ -143,8 +143,9 @@ def parameter_cases(entry: Divergence | str) -> list[dict[str, float]]:
     For each parameter (the others at their defaults): the default; the ends of its range
     that are allowed (``[0, ∞]`` gives 0 and ∞); every value of :data:`PROBE_VALUES` at which
     the entry's kernel factory picks a different kernel than at the default (α = 1 is the KL
-    kernel); and, from the allowed probe values, the smallest, the largest and the nearest on
-    each side of the default. An entry without parameters has the single case ``{}``.
+    kernel); and, from the allowed probe values, the integers (the textbook special cases:
+    α = 2 is ½ Pearson χ², α = −1 ½ Neyman χ², Rényi order 2 the collision divergence), the
+    smallest, the largest and the nearest on each side of the default. An entry without parameters has the single case ``{}``.
 
     Args:
         entry: a :class:`~divergent.categorical.registry.Divergence` or a registered name.
@@ -179,6 +180,9 @@ def parameter_cases(entry: Divergence | str) -> list[dict[str, float]]:
         base_key = _plan_key(spec, defaults)
         for v in probes:
             if base_key is not None and _plan_key(spec, {**defaults, param.name: v}) != base_key:
+                add(param.name, v)
+        for v in probes:  # integer orders are the textbook cases (α = 2: ½χ², α = −1 ...)
+            if float(v).is_integer():
                 add(param.name, v)
         if probes:
             add(param.name, probes[0])
