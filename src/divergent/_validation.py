@@ -1,7 +1,17 @@
 """Validation and normalisation of the inputs shared by every divergence entry point.
 
 Validation happens once, at the edge, with messages that name the argument, the value and
-what is allowed (scikit-learn style).
+what is allowed (scikit-learn style). The one path for the row options: :func:`row_options`
+validates ``temperature, mask, reduction, normalizer, inputs, engine`` into a
+:class:`RowOptions` and :func:`finish_rows` reduces (or scatters back) the kept rows' values;
+every row-wise entry point (functional, the three engines, sparse teachers, ULD, policy KL)
+uses both. One check per concept: :func:`check_positive_scalar`, :func:`check_float_tensor`.
+
+The input contract (DESIGN.md, "Errors"): :func:`check_distribution_rows` (probs / log-probs
+normalised), :func:`warn_if_probabilities` (probabilities passed as logits),
+:func:`check_no_nan` (``check_nan=True``), :func:`nan_rows_of` and :func:`explain_nan_rows`
+(NaN rows stay NaN; a +inf entry, a row without mass or an overflow is a ``ValueError``
+naming the side and the row, see :func:`row_label`).
 """
 
 from __future__ import annotations
@@ -190,27 +200,6 @@ def check_chunk_size(chunk_size: Any) -> int | None:
     ):
         raise ValueError(f"`chunk_size` must be a positive integer (rows), got {chunk_size!r}")
     return chunk_size
-
-
-def check_row_options(
-    *,
-    reduction: Any,
-    temperature: Any,
-    normalizer: Any,
-    mask: Any,
-    leading_shape: torch.Size,
-    device: torch.device,
-) -> tuple[float, float | Tensor | None, Tensor | None]:
-    """Validate the options every row-wise entry point shares.
-
-    Returns ``(temperature, normalizer, keep_mask)``; raises the same ``ValueError``s as the
-    individual checks.
-    """
-    check_reduction(reduction)
-    temperature = check_temperature(temperature)
-    norm = check_normalizer(normalizer, reduction)
-    keep = check_mask(mask, leading_shape, device)
-    return temperature, norm, keep
 
 
 ENGINES: tuple[str, ...] = ("auto", "chunked", "reference")
