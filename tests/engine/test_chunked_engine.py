@@ -14,38 +14,14 @@ import warnings
 
 import pytest
 import torch
+from _refs import CASES as REGISTRY_CASES
 from torch._dynamo.utils import counters
 
 import divergent
 from divergent.categorical import Divergence, get_divergence, kernels, list_divergences
 from divergent.engine import chunked
 
-CASES: list[tuple[str, dict[str, float]]] = [
-    ("kl", {}),
-    ("reverse_kl", {}),
-    ("soft_cross_entropy", {}),
-    ("js", {}),
-    ("js", {"beta": 0.2}),
-    ("skew_kl", {}),
-    ("skew_kl", {"alpha": 0.0}),
-    ("skew_reverse_kl", {"alpha": 0.3}),
-    ("jeffreys", {}),
-    ("tv", {}),
-    ("hellinger", {}),
-    ("pearson_chi2", {}),
-    ("neyman_chi2", {}),
-    ("alpha", {}),
-    ("alpha", {"alpha": 2.0}),
-    ("alpha", {"alpha": -1.0}),
-    ("alpha", {"alpha": 1.0}),
-    ("alpha", {"alpha": 0.0}),
-    ("alpha", {"alpha": 0.9}),
-    ("renyi", {}),
-    ("renyi", {"order": 2.0}),
-    ("renyi", {"order": 0.0}),
-    ("renyi", {"order": math.inf}),
-    ("renyi", {"order": 1.0}),
-]
+CASES = REGISTRY_CASES  # every entry at its parameter cases (divergent.testing)
 IDS = [f"{n}-{'-'.join(f'{k}={v:g}' for k, v in kw.items()) or 'default'}" for n, kw in CASES]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _refs import CASES as REGISTRY_CASES
 
 import divergent
 
@@ -24,29 +25,7 @@ pytestmark = pytest.mark.distributed
 V = 37
 CUT = 17  # rank 0 holds classes [0, 17), rank 1 holds [17, 37): uneven shards
 
-CASES: list[tuple[str, dict[str, float]]] = [
-    ("kl", {}),
-    ("reverse_kl", {}),
-    ("soft_cross_entropy", {}),
-    ("js", {}),
-    ("js", {"beta": 0.2}),
-    ("skew_kl", {}),
-    ("skew_reverse_kl", {"alpha": 0.3}),
-    ("jeffreys", {}),
-    ("tv", {}),
-    ("hellinger", {}),
-    ("pearson_chi2", {}),
-    ("neyman_chi2", {}),
-    ("alpha", {}),
-    ("alpha", {"alpha": 2.0}),
-    ("alpha", {"alpha": -1.0}),
-    ("alpha", {"alpha": 1.0}),
-    ("renyi", {}),
-    ("renyi", {"order": 2.0}),
-    ("renyi", {"order": 0.0}),
-    ("renyi", {"order": math.inf}),
-    ("renyi", {"order": 1.0}),
-]
+CASES = REGISTRY_CASES  # every entry at its parameter cases (divergent.testing)
 KEYS = [f"{n}-{'-'.join(f'{k}={v:g}' for k, v in kw.items()) or 'default'}" for n, kw in CASES]
 EXTRA_KEYS = ["generator", "bf16", "float64", "all_masked", "infinite_row"]
 

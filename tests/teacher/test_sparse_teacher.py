@@ -18,22 +18,14 @@ from hypothesis import strategies as st
 import divergent
 from divergent.categorical import list_divergences
 from divergent.teacher.sparse import PAD_ID, TAILS
+from divergent.testing import parameter_cases
 
 ALL_NAMES = [d.name for d in list_divergences()]
 F_NAMES = [d.name for d in list_divergences() if d.is_f_divergence]
 
-# a non-default parameter per parametrised family, to cover more than the defaults
-PARAM_VARIANTS: dict[str, list[dict[str, float]]] = {
-    "js": [{"beta": 0.5}, {"beta": 0.1}, {"beta": 0.9}],
-    "skew_kl": [{"alpha": 0.1}, {"alpha": 0.0}, {"alpha": 0.6}],
-    "skew_reverse_kl": [{"alpha": 0.1}, {"alpha": 0.0}, {"alpha": 0.6}],
-    "alpha": [{"alpha": 0.5}, {"alpha": -1.0}, {"alpha": 2.0}, {"alpha": 1.0}],
-    "renyi": [{"order": 0.5}, {"order": 0.0}, {"order": 2.0}, {"order": math.inf}],
-}
-
-
 def _cases(names: list[str]) -> list[tuple[str, dict[str, float]]]:
-    return [(n, p) for n in names for p in PARAM_VARIANTS.get(n, [{}])]
+    """Each name at its parameter cases from the registry (divergent.testing)."""
+    return [(n, p) for n in names for p in parameter_cases(n)]
 
 
 def _user_generator(t: torch.Tensor) -> torch.Tensor:
