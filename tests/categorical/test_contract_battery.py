@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from divergent.categorical import Divergence, get_divergence, list_divergences
+from divergent.categorical import Divergence, get_divergence, list_divergences, make_f_divergence
 from divergent.categorical.kernels import KernelPlan, TVKernel
 from divergent.testing import CHECKS, check_divergence, parameter_cases
 
@@ -110,3 +110,14 @@ def test_a_planted_defect_is_caught_by_its_check(check: str) -> None:
         check_divergence(entry, checks=(check,))
     with pytest.raises(AssertionError, match=entry.name):
         check_divergence(entry)  # the full battery fails too (possibly at an earlier check)
+
+
+def test_an_unregistered_user_generator_passes() -> None:
+    """A Divergence built from a user's generator f, never registered, runs the same battery
+    (triangular discrimination, f(t) = (t − 1)²/(t + 1), declared symmetric)."""
+    entry = make_f_divergence(
+        lambda t: (t - 1.0).square() / (t + 1.0), name="user_triangular", symmetric=True
+    )
+    report = check_divergence(entry)
+    assert report.name == "user_triangular" and report.cases == ({},)
+    assert "user_triangular" not in {d.name for d in list_divergences()}
