@@ -161,44 +161,62 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 class CheckpointWriter:
-    """Writes checkpoints in a background thread, one at a time and in order.
+    """Writes checkpoints in a background thread, in order, never blocking the training loop.
 
     The state is serialised on the caller's thread (so later training steps cannot change
-    it); only the write, fsync and rename run in the background, off the training loop.
-    :meth:`wait` blocks until the last write is on disk and re-raises its error, if any.
+    it); the write, fsync and rename run in one background thread. If a newer state for the
+    same path arrives while an older one is still queued (not yet started), the older one is
+    dropped: every file on disk is always a complete checkpoint, only the newest matters.
+    :meth:`wait` blocks until everything queued is on disk and re-raises the first error.
 
     Args:
-        background: ``False`` writes synchronously (used for the final checkpoint).
+        background: ``False`` writes synchronously.
     """
 
     def __init__(self, *, background: bool = True) -> None:
         self.background = background
-        self._thread: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._pending: dict[Path, bytes] = {}
+        self._busy = False
         self._error: BaseException | None = None
 
-    def _write(self, path: Path, data: bytes) -> None:
-        try:
-            atomic_write_bytes(path, data)
-        except BaseException as err:  # re-raised on the training thread by wait()
-            self._error = err
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                if not self._pending:
+                    self._busy = False
+                    self._cond.notify_all()
+                    return
+                path = next(iter(self._pending))
+                data = self._pending.pop(path)
+            try:
+                atomic_write_bytes(path, data)
+            except BaseException as err:  # re-raised on the training thread
+                with self._cond:
+                    self._error = self._error or err
+
+    def _raise(self) -> None:
+        with self._cond:
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
 
     def submit(self, path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-        """Serialise ``state`` now and write it to ``path`` (in the background if enabled)."""
+        """Serialise ``state`` now; write it to ``path`` (in the background if enabled)."""
         data = serialize_checkpoint(state)
-        self.wait()
+        self._raise()
         if not self.background:
             atomic_write_bytes(path, data)
             return
-        self._thread = threading.Thread(
-            target=self._write, args=(Path(path), data), name="divergent-checkpoint", daemon=False
-        )
-        self._thread.start()
+        with self._cond:
+            self._pending[Path(path)] = data  # replaces an older state not yet started
+            if not self._busy:
+                self._busy = True
+                threading.Thread(target=self._run, name="divergent-checkpoint").start()
 
     def wait(self) -> None:
-        """Block until the pending write (if any) has finished; re-raise its error."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        """Block until every queued write has finished; re-raise the first error, if any."""
+        with self._cond:
+            while self._busy:
+                self._cond.wait()
+        self._raise()

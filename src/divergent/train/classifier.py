@@ -131,6 +131,16 @@ def epoch_order(seed: int, epoch: int, n: int) -> Tensor:
     return torch.randperm(n, generator=generator)
 
 
+def _python_rng_state() -> dict[str, Any]:
+    # 625 ints as one tensor: pickling them one by one costs more than the rest of the state
+    version, internal, gauss = random.getstate()
+    return {
+        "version": version,
+        "internal": torch.tensor(internal, dtype=torch.int64),
+        "gauss": gauss,
+    }
+
+
 def _capture_rng() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (global state)
     state: dict[str, Any] = {
@@ -142,7 +152,7 @@ def _capture_rng() -> dict[str, Any]:
             "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached),
         },
-        "python": random.getstate(),
+        "python": _python_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -161,8 +171,10 @@ def _restore_rng(state: dict[str, Any]) -> None:
             np_state["cached_gaussian"],
         )
     )
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
+    python = state["python"]
+    random.setstate(
+        (python["version"], tuple(int(v) for v in python["internal"].tolist()), python["gauss"])
+    )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
