@@ -93,6 +93,7 @@ def run_case(case: Case) -> Case:
             case.outcome, case.detail = "crash", f"{type(err).__name__}: {str(err)[:160]}"
             return case
     warned = any(issubclass(w.category, UserWarning) for w in caught)
+    out_dtype = _as_tensor(out).dtype
     value = _as_tensor(out).detach().double()
     flat = value.reshape(-1)
     nan = torch.isnan(flat)
@@ -126,7 +127,7 @@ def run_case(case: Case) -> Case:
         return case
     if case.reference is not None:
         want = _as_tensor(case.reference()).detach().double().reshape(-1)
-        big = torch.finfo(torch.float32).max
+        big = torch.finfo(out_dtype).max
         # a float64 value beyond the float32 range is +inf in float32 (the engine's contract)
         want = torch.where(want.abs() > big, torch.sign(want) * math.inf, want)
         close = torch.isclose(flat, want, rtol=1e-4, atol=1e-6) | (flat == want)
@@ -150,10 +151,17 @@ def _logits(rows: int, v: int, seed: int, dtype: torch.dtype = torch.float32) ->
     return torch.randn(rows, v, generator=gen, dtype=torch.float64).to(dtype) * 2
 
 
-def categorical_cases(name: str, v: int, engine: str | None, seed: int = 0) -> Iterator[Case]:
-    """Bad inputs of :func:`divergent.divergence` for one name, size and path."""
-    tag = f"divergence[{name}, V={v}, engine={engine or 'auto'}]"
-    p, q = _logits(ROWS, v, seed), _logits(ROWS, v, seed + 1)
+def categorical_cases(
+    name: str,
+    v: int,
+    engine: str | None,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> Iterator[Case]:
+    """Bad inputs of :func:`divergent.divergence` for one name, size, path and input dtype."""
+    kind = "" if dtype == torch.float32 else f", {str(dtype).removeprefix('torch.')}"
+    tag = f"divergence[{name}, V={v}, engine={engine or 'auto'}{kind}]"
+    p, q = _logits(ROWS, v, seed, dtype), _logits(ROWS, v, seed + 1, dtype)
 
     def call(pp: torch.Tensor, qq: torch.Tensor, **kw: Any) -> Callable[[], Any]:
         kw.setdefault("reduction", "none")
@@ -254,13 +262,24 @@ def categorical_cases(name: str, v: int, engine: str | None, seed: int = 0) -> I
         yield Case(tag, f"NaN prob in {side}", prs(with_entry(pr, math.nan)), NAN, nan_at=(BAD,))
         yield Case(tag, f"+inf prob in {side}", prs(with_entry(pr, math.inf)), ERROR, names=named)
         yield Case(tag, f"all-zero prob row in {side}", prs(with_row(pr, 0.0)), ERROR, names=named)
-    yield Case(
-        tag,
-        "temperature 1e-45 (logits/T overflow)",
-        call(p, q, temperature=1e-45),
-        ERROR,
-        names=("`p`", "`q`"),
-    )
+    if dtype == torch.float64:  # logits / 1e-45 stay within float64: a value is due
+        yield Case(
+            tag,
+            "temperature 1e-45 (float64: no overflow, control)",
+            call(p, q, temperature=1e-45),
+            CONTROL,
+            reference=lambda: divergent.divergence(
+                name, p, q, temperature=1e-45, engine="reference", reduction="none"
+            ),
+        )
+    else:
+        yield Case(
+            tag,
+            "temperature 1e-45 (logits/T overflow)",
+            call(p, q, temperature=1e-45),
+            ERROR,
+            names=("`p`", "`q`"),
+        )
     yield Case(
         tag,
         "temperature tensor requiring grad",
@@ -561,20 +580,32 @@ SMALL_V = 10
 LARGE_V = -(-chunked.AUTO_MIN_ELEMENTS // ROWS) + 7  # rows × V above the engine threshold
 
 
-def full_grid() -> list[tuple[int, str | None]]:
-    """Sizes below and above the engine threshold × the auto, reference and chunked paths."""
-    return [(v, e) for v in (SMALL_V, 257, LARGE_V) for e in (None, "reference", "chunked")]
+Grid = list[tuple[int, "str | None", torch.dtype]]
+
+
+def full_grid() -> Grid:
+    """Sizes below and above the engine threshold × the auto, reference and chunked paths
+    (float32), plus bfloat16 and float64 inputs at the small size on the two paths."""
+    grid: Grid = [
+        (v, e, torch.float32)
+        for v in (SMALL_V, 257, LARGE_V)
+        for e in (None, "reference", "chunked")
+    ]
+    grid += [
+        (SMALL_V, e, d) for d in (torch.bfloat16, torch.float64) for e in ("reference", "chunked")
+    ]
+    return grid
 
 
 def all_cases(
-    grid: list[tuple[int, str | None]],
+    grid: Grid,
     names: list[str] | None = None,
     other_sizes: tuple[int, ...] = (SMALL_V, LARGE_V),
 ) -> Iterator[Case]:
     """Every (or the given) name over ``grid``, then the other entry points."""
     for name in names if names is not None else registered_names():
-        for v, engine in grid:
-            yield from categorical_cases(name, v, engine)
+        for v, engine, dtype in grid:
+            yield from categorical_cases(name, v, engine, dtype=dtype)
     for v in other_sizes:
         yield from fused_cases(v)
         yield from sparse_cases(v)
@@ -607,7 +638,14 @@ def main() -> None:
     start = time.perf_counter()
     if args.quick:  # the tests' matrix: the engine threshold lowered so small inputs cross it
         chunked.AUTO_MIN_ELEMENTS, saved = 100, chunked.AUTO_MIN_ELEMENTS
-        grid = [(SMALL_V, None), (SMALL_V, "reference"), (SMALL_V, "chunked"), (40, None)]
+        grid: Grid = [
+            (SMALL_V, None, torch.float32),
+            (SMALL_V, "reference", torch.float32),
+            (SMALL_V, "chunked", torch.float32),
+            (40, None, torch.float32),
+            (SMALL_V, "chunked", torch.bfloat16),
+            (SMALL_V, "chunked", torch.float64),
+        ]
         results = run_sweep(all_cases(grid, other_sizes=(SMALL_V, 40)))
         chunked.AUTO_MIN_ELEMENTS = saved
     else:

@@ -30,11 +30,14 @@ sweep = importlib.util.module_from_spec(_spec)
 sys.modules["sweep_inputs"] = sweep
 _spec.loader.exec_module(sweep)
 
+F32, BF16, F64 = torch.float32, torch.bfloat16, torch.float64
 GRID = [
-    (sweep.SMALL_V, None),  # auto, below the (lowered) threshold: the reference path
-    (sweep.SMALL_V, "reference"),
-    (sweep.SMALL_V, "chunked"),
-    (40, None),  # auto, above the threshold: the engine
+    (sweep.SMALL_V, None, F32),  # auto, below the (lowered) threshold: the reference path
+    (sweep.SMALL_V, "reference", F32),
+    (sweep.SMALL_V, "chunked", F32),
+    (40, None, F32),  # auto, above the threshold: the engine
+    (sweep.SMALL_V, "chunked", BF16),
+    (sweep.SMALL_V, "reference", F64),
 ]
 
 
@@ -55,7 +58,11 @@ def _violations(cases) -> list[str]:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize("name", sweep.registered_names())
 def test_divergence_input_contract(name: str, low_threshold: None) -> None:
-    cases = [c for v, engine in GRID for c in sweep.categorical_cases(name, v, engine)]
+    cases = [
+        c
+        for v, engine, dtype in GRID
+        for c in sweep.categorical_cases(name, v, engine, dtype=dtype)
+    ]
     assert not _violations(iter(cases))
 
 
