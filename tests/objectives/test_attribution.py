@@ -54,14 +54,14 @@ def test_penalty_trains_the_model_towards_the_reference_importance() -> None:
     model = nn.Linear(3, 1)
     ref = torch.tensor([0.6, 0.3, 0.1])
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    start = float(factor_consistency_loss(gradient_x_input(lambda v: model(v)[:, 0], x), ref))
+    start = factor_consistency_loss(gradient_x_input(lambda v: model(v)[:, 0], x), ref).item()
     for _ in range(300):
         opt.zero_grad()
         phi = gradient_x_input(lambda v: model(v)[:, 0], x)
         loss = factor_consistency_loss(phi, ref)
         loss.backward()
         opt.step()
-    assert start > 0.01 and float(loss) < 1e-4
+    assert start > 0.01 and loss.item() < 1e-4
     final = importance_distribution(gradient_x_input(lambda v: model(v)[:, 0], x).detach())
     assert torch.allclose(final, ref, atol=5e-3)
 
