@@ -9,10 +9,11 @@ and reduce per-row values in one place (:func:`divergent._validation.finish_rows
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,13 +30,26 @@ from divergent._validation import (
 
 __all__ = [
     "Objective",
+    "RowArgs",
     "Rows",
+    "add_cross_entropy",
     "check_weight",
+    "check_weights",
     "cross_entropy_rows",
     "finish",
     "prepare",
+    "prepare_rows",
     "prepare_student",
 ]
+
+
+class RowArgs(NamedTuple):
+    """The shared row options of an objective call, as given (validated by :func:`prepare`)."""
+
+    mask: Any
+    reduction: Any
+    normalizer: Any
+    ignore_index: Any
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,16 @@ def check_weight(value: Any, name: str) -> float:
     if not (value >= 0 and value != float("inf")):
         raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}")
     return value
+
+
+def check_weights(**weights: Any) -> tuple[float, ...]:
+    """:func:`check_weight` for each keyword, the checked values in the order given.
+
+    Example:
+        >>> check_weights(ce_weight=1, kd_weight=0.5)
+        (1.0, 0.5)
+    """
+    return tuple(check_weight(value, name) for name, value in weights.items())
 
 
 def _check_labels(
@@ -205,6 +229,28 @@ def prepare(
     )
 
 
+def prepare_rows(
+    student_logits: Any,
+    teacher_logits: Any,
+    labels: Any,
+    row_args: RowArgs,
+    objective: str,
+    need_labels: bool = False,
+    *,
+    min_classes: int = 1,
+) -> Rows:
+    """:func:`prepare` with the row options bundled in ``row_args`` (a teacher is needed)."""
+    return prepare(
+        student_logits,
+        teacher_logits,
+        labels,
+        **row_args._asdict(),
+        need_labels=need_labels,
+        min_classes=min_classes,
+        objective=objective,
+    )
+
+
 def prepare_student(student_logits: Any, labels: Any, **kwargs: Any) -> Rows:
     """:func:`prepare` for an objective without a teacher (cross-entropy)."""
     return prepare(student_logits, None, labels, need_teacher=False, **kwargs)
@@ -213,6 +259,14 @@ def prepare_student(student_logits: Any, labels: Any, **kwargs: Any) -> Rows:
 def cross_entropy_rows(student_rows: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
     """−log softmax(s)_y per row, in ``dtype``."""
     return F.cross_entropy(student_rows.to(dtype), labels, reduction="none")
+
+
+def add_cross_entropy(rows: Tensor, r: Rows, ce_weight: float) -> Tensor:
+    """``rows + ce_weight·CE(student, y)`` per kept row (``rows`` itself when the weight is 0)."""
+    if ce_weight > 0:
+        assert r.labels is not None
+        rows = rows + ce_weight * cross_entropy_rows(r.student, r.labels, r.dtype)
+    return rows
 
 
 def finish(rows: Tensor, r: Rows) -> Tensor:
@@ -239,6 +293,16 @@ class Objective(nn.Module):
 
     function: Callable[..., Tensor]
     needs_teacher: bool = True
+    #: the loss function's own option check (``check_options(**options)``), run at
+    #: construction so a bad option fails there; None: no eager check
+    check_options: Callable[..., Any] | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "function" in cls.__dict__ and "__init__" not in cls.__dict__:
+            init = _options_init(cls.function)
+            init.__qualname__ = f"{cls.__qualname__}.__init__"
+            cls.__init__ = init  # type: ignore[method-assign]
 
     def __init__(self, *, reduction: str = "mean", **options: Any) -> None:
         super().__init__()
@@ -277,6 +341,48 @@ class Objective(nn.Module):
             **self.options,
         )
 
+    def _row_args(
+        self, mask: Tensor | None, reduction: str | None, normalizer: float | Tensor | None
+    ) -> RowArgs:
+        """The row options of one call (``reduction`` None: the objective's own)."""
+        reduction = self.reduction if reduction is None else reduction
+        return RowArgs(mask, reduction, normalizer, self.options.get("ignore_index", -100))
+
     def extra_repr(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"id={self.id!r}, {opts}, reduction={self.reduction!r}"
+
+
+_CALL_OPTIONS = ("mask", "normalizer")  # given per call, never stored
+
+
+def _options_init(function: Callable[..., Tensor]) -> Callable[..., None]:
+    """An ``__init__(self, *, <options of function>, reduction=...)`` for an :class:`Objective`.
+
+    The options are ``function``'s keyword-only parameters (and its ``**kwargs``, if any) less
+    the per-call ``mask`` and ``normalizer``, with the same defaults; the generated method
+    carries that signature, runs ``check_options`` on them and stores them in ``options``.
+    """
+    signature = inspect.signature(function)
+    kept = [
+        p
+        for p in signature.parameters.values()
+        if p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) and p.name not in _CALL_OPTIONS
+    ]
+    var_keyword = next((p.name for p in kept if p.kind is p.VAR_KEYWORD), None)
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    init_signature = signature.replace(parameters=[self_param, *kept], return_annotation="None")
+
+    def __init__(self: Objective, **options: Any) -> None:
+        bound = init_signature.bind(self, **options)
+        bound.apply_defaults()
+        values = {k: v for k, v in bound.arguments.items() if k != "self"}
+        extra = values.pop(var_keyword, {}) if var_keyword is not None else {}
+        reduction = values.pop("reduction")
+        if type(self).check_options is not None:
+            type(self).check_options(**values, **extra)
+        Objective.__init__(self, reduction=reduction, **values, **extra)
+
+    __init__.__signature__ = init_signature  # type: ignore[attr-defined]
+    __init__.__doc__ = f"Store the options of :func:`{function.__name__}` (same defaults)."
+    return __init__

@@ -25,7 +25,7 @@ evaluated by :func:`divergent.functional.divergence` (the chunked engine).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from torch import Tensor
 
@@ -34,11 +34,13 @@ from divergent.categorical import DivergenceLike, resolve_divergence
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import (
     Objective,
+    RowArgs,
     Rows,
-    check_weight,
+    add_cross_entropy,
+    check_weights,
     cross_entropy_rows,
     finish,
-    prepare,
+    prepare_rows,
     prepare_student,
 )
 
@@ -53,6 +55,16 @@ __all__ = [
 ]
 
 DivergenceArg = DivergenceLike | Callable[[Tensor], Tensor]
+
+
+class _KDOptions(NamedTuple):
+    """Checked KD options; ``kd_scale = kd_weight·T²`` (``kd_weight`` without the T² flag)."""
+
+    divergence: DivergenceArg
+    temperature: float
+    kd_scale: float
+    ce_weight: float
+    kd_weight: float
 
 
 def cross_entropy_loss(
@@ -103,30 +115,21 @@ def _kd_rows(
     r: Rows,
     div_teacher: Tensor,
     div_student: Tensor,
-    *,
-    divergence: DivergenceArg,
-    temperature: float,
-    scale_by_temperature_squared: bool,
-    ce_weight: float,
-    kd_weight: float,
+    options: _KDOptions,
     divergence_params: dict[str, Any],
 ) -> Tensor:
     """Per-row ``ce_weight·CE(student, y) + kd_weight·(T²)·D(div_teacher‖div_student)``."""
     rows = r.student.new_zeros(r.student.shape[0], dtype=r.dtype)
-    if kd_weight > 0:
-        scale = kd_weight * (temperature**2 if scale_by_temperature_squared else 1.0)
-        rows = scale * _divergence(
-            divergence,
+    if options.kd_weight > 0:
+        rows = options.kd_scale * _divergence(
+            options.divergence,
             div_teacher,
             div_student,
-            temperature=temperature,
+            temperature=options.temperature,
             reduction="none",
             **divergence_params,
         )
-    if ce_weight > 0:
-        assert r.labels is not None
-        rows = rows + ce_weight * cross_entropy_rows(r.student, r.labels, r.dtype)
-    return rows
+    return add_cross_entropy(rows, r, options.ce_weight)
 
 
 def _check_kd_options(
@@ -135,17 +138,37 @@ def _check_kd_options(
     ce_weight: Any,
     kd_weight: Any,
     scale_by_temperature_squared: Any,
-    params: dict[str, Any],
-) -> tuple[float, float, float]:
-    spec = resolve_divergence(divergence)
-    spec.bind(params)  # unknown or out-of-range divergence parameters fail here
+) -> _KDOptions:
+    """The checked options; the caller checks the divergence and its parameters
+    (``resolve_divergence(divergence).bind(params)``)."""
     temperature = check_positive_scalar(temperature, "temperature")
     if not isinstance(scale_by_temperature_squared, bool):
         raise ValueError(
             "`scale_by_temperature_squared` must be True or False, got "
             f"{scale_by_temperature_squared!r}"
         )
-    return temperature, check_weight(ce_weight, "ce_weight"), check_weight(kd_weight, "kd_weight")
+    ce_weight, kd_weight = check_weights(ce_weight=ce_weight, kd_weight=kd_weight)
+    kd_scale = kd_weight * (temperature**2 if scale_by_temperature_squared else 1.0)
+    return _KDOptions(divergence, temperature, kd_scale, ce_weight, kd_weight)
+
+
+def _check_kd_module(
+    *,
+    divergence: Any,
+    temperature: Any,
+    scale_by_temperature_squared: Any,
+    ce_weight: Any,
+    kd_weight: Any,
+    teacher_temperature: Any = None,
+    eps: Any = 0.0,
+    ignore_index: Any = None,
+    **divergence_params: Any,
+) -> None:
+    """The option check of :class:`KDLoss` and :class:`LSKDLoss` at construction."""
+    check_positive_scalar(teacher_temperature, "teacher_temperature", allow_none=True)
+    resolve_divergence(divergence).bind(divergence_params)
+    _check_kd_options(divergence, temperature, ce_weight, kd_weight, scale_by_temperature_squared)
+    check_positive_scalar(eps, "eps", allow_zero=True)
 
 
 def kd_loss(
@@ -220,42 +243,25 @@ def kd_loss(
         0.5/0.5). Logit smoothing as a separate knob: Ramesh, Sengupta & Chakraborty, "On the
         generalization vs fidelity paradox in knowledge distillation", Findings of ACL 2025.
     """
-    temperature, ce_weight, kd_weight = _check_kd_options(
-        divergence,
-        temperature,
-        ce_weight,
-        kd_weight,
-        scale_by_temperature_squared,
-        divergence_params,
+    resolve_divergence(divergence).bind(divergence_params)  # unknown or bad parameters fail
+    options = _check_kd_options(
+        divergence, temperature, ce_weight, kd_weight, scale_by_temperature_squared
     )
-    r = prepare(
+    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
+    r = prepare_rows(
         student_logits,
         teacher_logits,
         labels,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        ignore_index=ignore_index,
-        need_labels=ce_weight > 0,
-        objective="kd with ce_weight > 0",
+        row_args,
+        "kd with ce_weight > 0",
+        options.ce_weight > 0,
     )
     assert r.teacher is not None
     div_teacher = r.teacher
     if teacher_temperature is not None:  # softmax((t·T/τ_t)/T) = softmax(t/τ_t)
         tau = check_positive_scalar(teacher_temperature, "teacher_temperature")
-        div_teacher = r.teacher.to(r.dtype) * (temperature / tau)
-    rows = _kd_rows(
-        r,
-        div_teacher,
-        r.student,
-        divergence=divergence,
-        temperature=temperature,
-        scale_by_temperature_squared=scale_by_temperature_squared,
-        ce_weight=ce_weight,
-        kd_weight=kd_weight,
-        divergence_params=divergence_params,
-    )
-    return finish(rows, r)
+        div_teacher = r.teacher.to(r.dtype) * (options.temperature / tau)
+    return finish(_kd_rows(r, div_teacher, r.student, options, divergence_params), r)
 
 
 def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
@@ -326,41 +332,23 @@ def lskd_loss(
         Sun, Ren, Li, Wang & Cao, "Logit standardization in knowledge distillation", CVPR 2024
         (code: github.com/sunshangquan/logit-standardization-KD).
     """
-    temperature, ce_weight, kd_weight = _check_kd_options(
-        divergence,
-        temperature,
-        ce_weight,
-        kd_weight,
-        scale_by_temperature_squared,
-        divergence_params,
+    resolve_divergence(divergence).bind(divergence_params)  # unknown or bad parameters fail
+    options = _check_kd_options(
+        divergence, temperature, ce_weight, kd_weight, scale_by_temperature_squared
     )
-    r = prepare(
+    r = prepare_rows(
         student_logits,
         teacher_logits,
         labels,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        ignore_index=ignore_index,
-        need_labels=ce_weight > 0,
+        RowArgs(mask, reduction, normalizer, ignore_index),
+        "lskd",
+        options.ce_weight > 0,
         min_classes=2,
-        objective="lskd",
     )
     assert r.teacher is not None
     z_t = standardize_logits(r.teacher.to(r.dtype), eps)
     z_s = standardize_logits(r.student.to(r.dtype), eps)
-    rows = _kd_rows(
-        r,
-        z_t,
-        z_s,
-        divergence=divergence,
-        temperature=temperature,
-        scale_by_temperature_squared=scale_by_temperature_squared,
-        ce_weight=ce_weight,
-        kd_weight=kd_weight,
-        divergence_params=divergence_params,
-    )
-    return finish(rows, r)
+    return finish(_kd_rows(r, z_t, z_s, options, divergence_params), r)
 
 
 class CrossEntropyLoss(Objective):
@@ -368,9 +356,6 @@ class CrossEntropyLoss(Objective):
 
     function = staticmethod(cross_entropy_loss)
     needs_teacher = False
-
-    def __init__(self, *, ignore_index: int | None = -100, reduction: str = "mean") -> None:
-        super().__init__(reduction=reduction, ignore_index=ignore_index)
 
     @property
     def needs_labels(self) -> bool:
@@ -389,77 +374,11 @@ class KDLoss(Objective):
     """
 
     function = staticmethod(kd_loss)
-
-    def __init__(
-        self,
-        *,
-        divergence: DivergenceArg = "kl",
-        temperature: float = 4.0,
-        scale_by_temperature_squared: bool = True,
-        ce_weight: float = 0.1,
-        kd_weight: float = 0.9,
-        teacher_temperature: float | None = None,
-        ignore_index: int | None = -100,
-        reduction: str = "mean",
-        **divergence_params: Any,
-    ) -> None:
-        check_positive_scalar(teacher_temperature, "teacher_temperature", allow_none=True)
-        _check_kd_options(
-            divergence,
-            temperature,
-            ce_weight,
-            kd_weight,
-            scale_by_temperature_squared,
-            divergence_params,
-        )
-        super().__init__(
-            reduction=reduction,
-            divergence=divergence,
-            temperature=temperature,
-            scale_by_temperature_squared=scale_by_temperature_squared,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            teacher_temperature=teacher_temperature,
-            ignore_index=ignore_index,
-            **divergence_params,
-        )
+    check_options = staticmethod(_check_kd_module)
 
 
 class LSKDLoss(Objective):
     """Module form of :func:`lskd_loss` (registry id ``lskd``)."""
 
     function = staticmethod(lskd_loss)
-
-    def __init__(
-        self,
-        *,
-        divergence: DivergenceArg = "kl",
-        temperature: float = 2.0,
-        scale_by_temperature_squared: bool = True,
-        ce_weight: float = 0.1,
-        kd_weight: float = 9.0,
-        eps: float = 1e-7,
-        ignore_index: int | None = -100,
-        reduction: str = "mean",
-        **divergence_params: Any,
-    ) -> None:
-        _check_kd_options(
-            divergence,
-            temperature,
-            ce_weight,
-            kd_weight,
-            scale_by_temperature_squared,
-            divergence_params,
-        )
-        check_positive_scalar(eps, "eps", allow_zero=True)
-        super().__init__(
-            reduction=reduction,
-            divergence=divergence,
-            temperature=temperature,
-            scale_by_temperature_squared=scale_by_temperature_squared,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            eps=eps,
-            ignore_index=ignore_index,
-            **divergence_params,
-        )
+    check_options = staticmethod(_check_kd_module)

@@ -47,10 +47,12 @@ from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import (
     Objective,
+    RowArgs,
+    add_cross_entropy,
     check_weight,
-    cross_entropy_rows,
+    check_weights,
     finish,
-    prepare,
+    prepare_rows,
 )
 from divergent.objectives.kd import DivergenceArg, kd_loss
 
@@ -153,14 +155,28 @@ def bdkd_reverse_weights(
     return torch.sigmoid(gap / sharpness)
 
 
+class _BDKDOptions(NamedTuple):
+    temperature: float
+    ce_weight: float
+    kd_weight: float
+    sharpness: float | None
+    scale_by_temperature_squared: bool
+
+
 def _check_bdkd(
-    temperature: Any, ce_weight: Any, kd_weight: Any, sharpness: Any
-) -> tuple[float, float, float, float | None]:
-    return (
-        check_positive_scalar(temperature, "temperature"),  # type: ignore[return-value]
-        check_weight(ce_weight, "ce_weight"),
-        check_weight(kd_weight, "kd_weight"),
+    temperature: Any,
+    ce_weight: Any,
+    kd_weight: Any,
+    sharpness: Any,
+    scale_by_temperature_squared: Any,
+    ignore_index: Any = None,
+) -> _BDKDOptions:
+    """The checked BD-KD options (``ignore_index`` is a row option, checked with the rows)."""
+    return _BDKDOptions(
+        check_positive_scalar(temperature, "temperature"),  # type: ignore[arg-type]
+        *check_weights(ce_weight=ce_weight, kd_weight=kd_weight),
         check_positive_scalar(sharpness, "sharpness", allow_none=True),
+        scale_by_temperature_squared,
     )
 
 
@@ -168,46 +184,30 @@ def _bdkd(
     student_logits: Tensor,
     teacher_logits: Tensor,
     labels: Tensor | None,
-    *,
-    temperature: float,
-    ce_weight: float,
-    kd_weight: float,
-    sharpness: float | None,
-    scale_by_temperature_squared: bool,
-    ignore_index: int | None,
-    mask: Tensor | None,
-    reduction: str,
-    normalizer: float | Tensor | None,
+    row_args: RowArgs,
+    opts: _BDKDOptions,
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`bdkd_loss` and the reverse-KL weights of the kept rows (None without KD term)."""
-    temperature, ce_weight, kd_weight, sharpness = _check_bdkd(
-        temperature, ce_weight, kd_weight, sharpness
-    )
-    r = prepare(
+    r = prepare_rows(
         student_logits,
         teacher_logits,
         labels,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        ignore_index=ignore_index,
-        need_labels=ce_weight > 0,
-        objective="bdkd with ce_weight > 0",
+        row_args,
+        "bdkd with ce_weight > 0",
+        opts.ce_weight > 0,
     )
     assert r.teacher is not None
     s, t = r.student.to(r.dtype), r.teacher.to(r.dtype)
     rows = s.new_zeros(s.shape[0])
     w = None
-    if kd_weight > 0:
-        w = bdkd_reverse_weights(s, t, temperature=temperature, sharpness=sharpness)
+    if opts.kd_weight > 0:
+        temperature = opts.temperature
+        w = bdkd_reverse_weights(s, t, temperature=temperature, sharpness=opts.sharpness)
         forward = _divergence("kl", t, s, temperature=temperature, reduction="none")
         reverse = _divergence("reverse_kl", t, s, temperature=temperature, reduction="none")
-        scale = kd_weight * (temperature**2 if scale_by_temperature_squared else 1.0)
-        rows = scale * ((1 - w) * forward + w * reverse)
-    if ce_weight > 0:
-        assert r.labels is not None
-        rows = rows + ce_weight * cross_entropy_rows(r.student, r.labels, r.dtype)
-    return finish(rows, r), w
+        t_squared = temperature**2 if opts.scale_by_temperature_squared else 1.0
+        rows = opts.kd_weight * t_squared * ((1 - w) * forward + w * reverse)
+    return finish(add_cross_entropy(rows, r, opts.ce_weight), r), w
 
 
 def bdkd_loss(
@@ -256,58 +256,22 @@ def bdkd_loss(
         weighting of forward and reverse KL guided by the entropy gap"; reverse KL as the
         teacher's regulariser); no official code was found.
     """
-    loss, _ = _bdkd(
-        student_logits,
-        teacher_logits,
-        labels,
-        temperature=temperature,
-        ce_weight=ce_weight,
-        kd_weight=kd_weight,
-        sharpness=sharpness,
-        scale_by_temperature_squared=scale_by_temperature_squared,
-        ignore_index=ignore_index,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-    )
-    return loss
+    opts = _check_bdkd(temperature, ce_weight, kd_weight, sharpness, scale_by_temperature_squared)
+    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
+    return _bdkd(student_logits, teacher_logits, labels, row_args, opts)[0]
 
 
 def _bdkd_online(
     student_logits: Tensor,
     teacher_logits: Tensor,
     labels: Tensor | None,
-    *,
-    temperature: float,
-    ce_weight: float,
-    kd_weight: float,
+    row_args: RowArgs,
+    opts: _BDKDOptions,
     teacher_kd_weight: float | None,
-    sharpness: float | None,
-    scale_by_temperature_squared: bool,
-    ignore_index: int | None,
-    mask: Tensor | None,
-    reduction: str,
-    normalizer: float | Tensor | None,
 ) -> tuple[OnlineLosses, Tensor | None]:
     """:func:`bdkd_online_losses` and the student's reverse-KL weights of the kept rows."""
-    teacher_kd_weight = kd_weight if teacher_kd_weight is None else teacher_kd_weight
-    common: dict[str, Any] = dict(
-        temperature=temperature,
-        ce_weight=ce_weight,
-        scale_by_temperature_squared=scale_by_temperature_squared,
-        ignore_index=ignore_index,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-    )
-    student, weights = _bdkd(
-        student_logits,
-        teacher_logits.detach(),
-        labels,
-        kd_weight=kd_weight,
-        sharpness=sharpness,
-        **common,
-    )
+    teacher_kd_weight = opts.kd_weight if teacher_kd_weight is None else teacher_kd_weight
+    student, weights = _bdkd(student_logits, teacher_logits.detach(), labels, row_args, opts)
     # the teacher is the model here: reverse KL for it is KL(p^t ‖ sg(p^s)), i.e. the
     # registry's reverse_kl with the student as the (detached) target
     teacher = kd_loss(
@@ -315,8 +279,11 @@ def _bdkd_online(
         student_logits.detach(),
         labels,
         divergence="reverse_kl",
+        temperature=opts.temperature,
+        scale_by_temperature_squared=opts.scale_by_temperature_squared,
+        ce_weight=opts.ce_weight,
         kd_weight=check_weight(teacher_kd_weight, "teacher_kd_weight"),
-        **common,
+        **row_args._asdict(),
     )
     return OnlineLosses(student=student, teacher=teacher), weights
 
@@ -352,22 +319,11 @@ def bdkd_online_losses(
         >>> torch.autograd.grad(losses.teacher, s, allow_unused=True)[0] is None
         True
     """
-    losses, _ = _bdkd_online(
-        student_logits,
-        teacher_logits,
-        labels,
-        temperature=temperature,
-        ce_weight=ce_weight,
-        kd_weight=kd_weight,
-        teacher_kd_weight=teacher_kd_weight,
-        sharpness=sharpness,
-        scale_by_temperature_squared=scale_by_temperature_squared,
-        ignore_index=ignore_index,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-    )
-    return losses
+    opts = _check_bdkd(temperature, ce_weight, kd_weight, sharpness, scale_by_temperature_squared)
+    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
+    return _bdkd_online(student_logits, teacher_logits, labels, row_args, opts, teacher_kd_weight)[
+        0
+    ]
 
 
 class BDKDLoss(Objective):
@@ -380,29 +336,8 @@ class BDKDLoss(Objective):
     """
 
     function = staticmethod(bdkd_loss)
-
-    def __init__(
-        self,
-        *,
-        temperature: float = 4.0,
-        ce_weight: float = 1.0,
-        kd_weight: float = 1.0,
-        sharpness: float | None = None,
-        scale_by_temperature_squared: bool = True,
-        ignore_index: int | None = -100,
-        reduction: str = "mean",
-    ) -> None:
-        _check_bdkd(temperature, ce_weight, kd_weight, sharpness)
-        super().__init__(
-            reduction=reduction,
-            temperature=temperature,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            sharpness=sharpness,
-            scale_by_temperature_squared=scale_by_temperature_squared,
-            ignore_index=ignore_index,
-        )
-        self._last_weights: Tensor | None = None
+    check_options = staticmethod(_check_bdkd)
+    _last_weights: Tensor | None = None
 
     @property
     def last_reverse_share(self) -> float | None:
@@ -421,15 +356,9 @@ class BDKDLoss(Objective):
         reduction: str | None = None,
         normalizer: float | Tensor | None = None,
     ) -> Tensor:
-        loss, self._last_weights = _bdkd(
-            student_logits,
-            teacher_logits,  # type: ignore[arg-type]
-            labels,
-            mask=mask,
-            reduction=self.reduction if reduction is None else reduction,
-            normalizer=normalizer,
-            **self.options,
-        )
+        row_args = self._row_args(mask, reduction, normalizer)
+        opts = _check_bdkd(**self.options)
+        loss, self._last_weights = _bdkd(student_logits, teacher_logits, labels, row_args, opts)
         return loss
 
     def online(
@@ -444,14 +373,13 @@ class BDKDLoss(Objective):
         normalizer: float | Tensor | None = None,
     ) -> OnlineLosses:
         """Both losses of an online step (see :func:`bdkd_online_losses`)."""
+        row_args = self._row_args(mask, reduction, normalizer)
         losses, self._last_weights = _bdkd_online(
             student_logits,
             teacher_logits,
             labels,
-            teacher_kd_weight=teacher_kd_weight,
-            mask=mask,
-            reduction=self.reduction if reduction is None else reduction,
-            normalizer=normalizer,
-            **self.options,
+            row_args,
+            _check_bdkd(**self.options),
+            teacher_kd_weight,
         )
         return losses
