@@ -125,6 +125,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="epochs of the overhead runs")
     parser.add_argument("--quick", action="store_true", help="fewer steps and epochs")
     parser.add_argument("--json", help="write the numbers to this file")
+    parser.add_argument(
+        "--sections", default="steps,overhead", help="comma-separated: steps, overhead"
+    )
     args = parser.parse_args()
     if args.quick:
         args.steps, args.epochs = 50, 5
@@ -138,13 +141,14 @@ def main() -> None:
     }
     ids = ["ce", *(f"kd:{d}" for d in DIVERGENCES)]
     times: dict[tuple[str, str], list[float]] = {}
-    for _ in range(args.repeats):
+    sections = set(args.sections.split(","))
+    for _ in range(args.repeats if "steps" in sections else 0):
         for label, (hidden, batch) in configs.items():
             for objective_id in ids:
                 t = _step_time(objective_id, hidden, batch, args.steps, task)
                 times.setdefault((label, objective_id), []).append(t)
     overhead: dict[str, list[tuple[float, float]]] = {"bare": [], "trainer": []}
-    for _ in range(args.repeats + 2):
+    for _ in range(args.repeats + 2 if "overhead" in sections else 0):
         overhead["bare"].append(_bare_loop(task, "kd", args.epochs, 64, 1e-2))
         overhead["trainer"].append(_trainer(task, "kd", args.epochs, 64, 1e-2))
     load_after = os.getloadavg()[0]
@@ -154,6 +158,16 @@ def main() -> None:
         f"torch {torch.__version__}, 1 thread, {args.repeats} rounds; "
         f"load average {load_before:.2f} before, {load_after:.2f} after\n"
     )
+    if "steps" in sections:
+        _print_steps(configs, ids, times, results)
+    if "overhead" in sections:
+        _print_overhead(task, args.epochs, overhead, results)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=2)
+
+
+def _print_steps(configs, ids, times, results) -> None:
     print("## KD step / CE step (same student, teacher logits precomputed)\n")
     print("| configuration | objective | median step (ms) | / ce |")
     print("|---|---|---|---|")
@@ -165,12 +179,15 @@ def main() -> None:
             ratios[f"{label} | {objective_id}"] = med / ce
             print(f"| {label} | {objective_id} | {1e3 * med:.3f} | {med / ce:.2f} |")
     results["step_ratio"] = ratios
+
+
+def _print_overhead(task, epochs, overhead, results) -> None:
     bare = statistics.median(w for w, _ in overhead["bare"])
     trainer = statistics.median(w for w, _ in overhead["trainer"])
     bare_cpu = statistics.median(c for _, c in overhead["bare"])
     trainer_cpu = statistics.median(c for _, c in overhead["trainer"])
-    steps = -(-task.x_train.shape[0] // 64) * args.epochs
-    print(f"\n## Trainer overhead (kd, {args.epochs} epochs = {steps} steps of 64)\n")
+    steps = -(-task.x_train.shape[0] // 64) * epochs
+    print(f"\n## Trainer overhead (kd, {epochs} epochs = {steps} steps of 64)\n")
     print("| loop | median wall (s) | / bare | median CPU (s) | / bare |")
     print("|---|---|---|---|---|")
     print(f"| bare PyTorch | {bare:.3f} | 1.00 | {bare_cpu:.3f} | 1.00 |")
@@ -187,9 +204,6 @@ def main() -> None:
         "cpu_ratio": trainer_cpu / bare_cpu,
         "rounds": overhead,
     }
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -117,7 +117,8 @@ def remove_stale_temporaries(folder: str | os.PathLike[str], name: str) -> int:
 def serialize_checkpoint(state: dict[str, Any]) -> bytes:
     """The bytes of a checkpoint file holding ``state`` (header + ``torch.save`` payload)."""
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    # the legacy (non-zip) container: a third faster for small states, read back the same way
+    torch.save(state, buffer, _use_new_zipfile_serialization=False)
     payload = buffer.getvalue()
     return _HEADER.pack(MAGIC, hashlib.sha256(payload).digest(), len(payload)) + payload
 
@@ -164,10 +165,11 @@ class CheckpointWriter:
     """Writes checkpoints in a background thread, in order, never blocking the training loop.
 
     The state is serialised on the caller's thread (so later training steps cannot change
-    it); the write, fsync and rename run in one background thread. If a newer state for the
-    same path arrives while an older one is still queued (not yet started), the older one is
-    dropped: every file on disk is always a complete checkpoint, only the newest matters.
-    :meth:`wait` blocks until everything queued is on disk and re-raises the first error.
+    it); the write, fsync and rename run in one long-lived background thread. If a newer state
+    for the same path arrives while an older one is still queued (not yet started), the older
+    one is dropped: every file on disk is always a complete checkpoint, only the newest
+    matters. :meth:`wait` blocks until everything queued is on disk and re-raises the first
+    error; call it before the process ends (the thread is a daemon).
 
     Args:
         background: ``False`` writes synchronously.
@@ -177,23 +179,27 @@ class CheckpointWriter:
         self.background = background
         self._cond = threading.Condition()
         self._pending: dict[Path, bytes] = {}
-        self._busy = False
+        self._writing = False
         self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._pending:
-                    self._busy = False
-                    self._cond.notify_all()
-                    return
+                while not self._pending:
+                    self._cond.wait()
                 path = next(iter(self._pending))
                 data = self._pending.pop(path)
+                self._writing = True
             try:
                 atomic_write_bytes(path, data)
             except BaseException as err:  # re-raised on the training thread
                 with self._cond:
                     self._error = self._error or err
+            finally:
+                with self._cond:
+                    self._writing = False
+                    self._cond.notify_all()
 
     def _raise(self) -> None:
         with self._cond:
@@ -210,13 +216,16 @@ class CheckpointWriter:
             return
         with self._cond:
             self._pending[Path(path)] = data  # replaces an older state not yet started
-            if not self._busy:
-                self._busy = True
-                threading.Thread(target=self._run, name="divergent-checkpoint").start()
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="divergent-checkpoint", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify_all()
 
     def wait(self) -> None:
         """Block until every queued write has finished; re-raise the first error, if any."""
         with self._cond:
-            while self._busy:
+            while self._pending or self._writing:
                 self._cond.wait()
         self._raise()

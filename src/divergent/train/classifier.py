@@ -417,6 +417,7 @@ class ClassifierTrainer:
         if scheduler is not None and not hasattr(scheduler, "state_dict"):
             scheduler = scheduler(self.optimizer, self.total_steps)
         self.scheduler = scheduler
+        self._config_cache: dict[str, Any] | None = None
         self._model = self.student
         if self.accelerator is not None:
             self._model = self.accelerator.prepare(self.student)
@@ -498,16 +499,18 @@ class ClassifierTrainer:
     # -- checkpoints -----------------------------------------------------------------------
 
     def _config(self) -> dict[str, Any]:
-        return {
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "num_rows": self.num_rows,
-            "seed": self.seed,
-            "world_size": self.world_size,
-            "drop_last": self.drop_last,
-            "augment": self.augment is not None,
-            "student": [[k, list(v.shape)] for k, v in self.student.state_dict().items()],
-        }
+        if self._config_cache is None:
+            self._config_cache = {
+                "epochs": self.epochs,
+                "batch_size": self.batch_size,
+                "num_rows": self.num_rows,
+                "seed": self.seed,
+                "world_size": self.world_size,
+                "drop_last": self.drop_last,
+                "augment": self.augment is not None,
+                "student": [[k, list(v.shape)] for k, v in self.student.state_dict().items()],
+            }
+        return self._config_cache
 
     def _gather_rng(self) -> list[dict[str, Any]]:
         state = _capture_rng()
