@@ -33,10 +33,11 @@ from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import (
     Objective,
-    check_weight,
-    cross_entropy_rows,
+    RowArgs,
+    add_cross_entropy,
+    check_weights,
     finish,
-    prepare,
+    prepare_rows,
 )
 
 __all__ = ["DKDLoss", "dkd_loss", "dkd_terms"]
@@ -64,6 +65,15 @@ def dkd_terms(
     tckd = _divergence("kl", binary[0], binary[1], inputs="log_probs", reduction="none")
     nckd = _divergence("kl", masked[0], masked[1], reduction="none")
     return tckd, nckd
+
+
+def _check_dkd(
+    alpha: Any, beta: Any, temperature: Any, ce_weight: Any, kd_weight: Any
+) -> tuple[float, float, float, float, float]:
+    """Checked ``(alpha, beta, temperature, ce_weight, kd_weight)``."""
+    alpha, beta = check_weights(alpha=alpha, beta=beta)
+    temperature = check_positive_scalar(temperature, "temperature")
+    return (alpha, beta, temperature, *check_weights(ce_weight=ce_weight, kd_weight=kd_weight))
 
 
 def dkd_loss(
@@ -122,30 +132,16 @@ def dkd_loss(
         (arXiv:2203.08679); defaults from the official code, mdistiller
         ``mdistiller/distillers/DKD.py`` and ``configs/cifar100/dkd/``.
     """
-    alpha = check_weight(alpha, "alpha")
-    beta = check_weight(beta, "beta")
-    temperature = check_positive_scalar(temperature, "temperature")
-    ce_weight = check_weight(ce_weight, "ce_weight")
-    kd_weight = check_weight(kd_weight, "kd_weight")
-    r = prepare(
-        student_logits,
-        teacher_logits,
-        labels,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        ignore_index=ignore_index,
-        need_labels=True,
-        min_classes=2,
-        objective="dkd",
+    alpha, beta, temperature, ce_weight, kd_weight = _check_dkd(
+        alpha, beta, temperature, ce_weight, kd_weight
     )
+    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
+    r = prepare_rows(student_logits, teacher_logits, labels, row_args, "dkd", True, min_classes=2)
     assert r.teacher is not None and r.labels is not None
     tckd, nckd = dkd_terms(r.student.to(r.dtype), r.teacher.to(r.dtype), r.labels, temperature)
     scale = kd_weight * (temperature**2 if scale_by_temperature_squared else 1.0)
     rows = scale * (alpha * tckd + beta * nckd)
-    if ce_weight > 0:
-        rows = rows + ce_weight * cross_entropy_rows(r.student, r.labels, r.dtype)
-    return finish(rows, r)
+    return finish(add_cross_entropy(rows, r, ce_weight), r)
 
 
 class DKDLoss(Objective):
@@ -178,14 +174,7 @@ class DKDLoss(Objective):
             or (warmup_epochs < 0)
         ):
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}")
-        for name, value in (
-            ("alpha", alpha),
-            ("beta", beta),
-            ("ce_weight", ce_weight),
-            ("kd_weight", kd_weight),
-        ):
-            check_weight(value, name)
-        check_positive_scalar(temperature, "temperature")
+        _check_dkd(alpha, beta, temperature, ce_weight, kd_weight)
         super().__init__(
             reduction=reduction,
             alpha=alpha,

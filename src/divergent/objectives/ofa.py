@@ -21,6 +21,7 @@ final logits; :class:`OFALoss` does this for feature vectors with ``branch_dims`
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,10 +29,12 @@ from torch import Tensor, nn
 from divergent._validation import check_positive_scalar
 from divergent.objectives._common import (
     Objective,
+    RowArgs,
+    add_cross_entropy,
     check_weight,
-    cross_entropy_rows,
+    check_weights,
     finish,
-    prepare,
+    prepare_rows,
 )
 
 __all__ = ["OFALoss", "ofa_loss", "ofa_rows"]
@@ -46,6 +49,15 @@ def ofa_rows(
     target = torch.zeros_like(p_t).scatter_(-1, labels[:, None], 1.0)
     weight = (p_t + target) ** eps - target
     return -(weight * log_p_s).sum(-1)
+
+
+def _check_ofa(
+    eps: Any, temperature: Any, ce_weight: Any, kd_weight: Any
+) -> tuple[float, float, float, float]:
+    """Checked ``(eps, temperature, ce_weight, kd_weight)``."""
+    eps = check_positive_scalar(eps, "eps")
+    temperature = check_positive_scalar(temperature, "temperature")
+    return (eps, temperature, *check_weights(ce_weight=ce_weight, kd_weight=kd_weight))
 
 
 def ofa_loss(
@@ -89,30 +101,14 @@ def ofa_loss(
         architectures in knowledge distillation", NeurIPS 2023 (arXiv:2310.19444); official
         code ``Hao840/OFAKD``, ``distillers/ofa.py`` and ``train.py``.
     """
-    eps = check_positive_scalar(eps, "eps")
-    temperature = check_positive_scalar(temperature, "temperature")
-    ce_weight, kd_weight = (
-        check_weight(ce_weight, "ce_weight"),
-        check_weight(kd_weight, "kd_weight"),
-    )
-    r = prepare(
-        student_logits,
-        teacher_logits,
-        labels,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        ignore_index=ignore_index,
-        need_labels=True,
-        objective="ofa",
-    )
+    eps, temperature, ce_weight, kd_weight = _check_ofa(eps, temperature, ce_weight, kd_weight)
+    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
+    r = prepare_rows(student_logits, teacher_logits, labels, row_args, "ofa", need_labels=True)
     assert r.teacher is not None and r.labels is not None
     rows = kd_weight * ofa_rows(
         r.student.to(r.dtype), r.teacher.to(r.dtype), r.labels, eps, temperature
     )
-    if ce_weight > 0:
-        rows = rows + ce_weight * cross_entropy_rows(r.student, r.labels, r.dtype)
-    return finish(rows, r)
+    return finish(add_cross_entropy(rows, r, ce_weight), r)
 
 
 class OFALoss(Objective):
@@ -152,10 +148,7 @@ class OFALoss(Objective):
         ignore_index: int | None = -100,
         reduction: str = "mean",
     ) -> None:
-        check_positive_scalar(eps, "eps")
-        check_positive_scalar(temperature, "temperature")
-        check_weight(ce_weight, "ce_weight")
-        check_weight(kd_weight, "kd_weight")
+        _check_ofa(eps, temperature, ce_weight, kd_weight)
         self.branch_weight = check_weight(branch_weight, "branch_weight")
         super().__init__(
             reduction=reduction,

@@ -19,12 +19,13 @@ The tail log-sum-exps are one reverse ``logcumsumexp`` (O(C log C) with the sort
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
-from divergent.objectives._common import Objective, check_weight, finish, prepare
+from divergent.objectives._common import Objective, RowArgs, check_weight, finish, prepare_rows
 
 __all__ = ["PLDLoss", "pld_loss", "pld_rows"]
 
@@ -47,6 +48,14 @@ def pld_rows(
     tail_lse = torch.logcumsumexp(s_perm.flip(-1), dim=-1).flip(-1)
     q_perm = torch.softmax(teacher_logits / teacher_temperature, dim=-1).gather(-1, perm)
     return -(q_perm * (s_perm - tail_lse)).sum(-1)
+
+
+def _check_pld(
+    teacher_temperature: Any, kd_weight: Any, ignore_index: Any = None
+) -> tuple[float, float]:
+    """Checked ``(teacher_temperature, kd_weight)``."""
+    teacher_temperature = check_positive_scalar(teacher_temperature, "teacher_temperature")
+    return teacher_temperature, check_weight(kd_weight, "kd_weight")
 
 
 def pld_loss(
@@ -85,18 +94,9 @@ def pld_loss(
         "Plackett–Luce distillation" (PLD), arXiv:2506.12542, 2025 (Eq. of the
         confidence-weighted ListMLE; no official code found).
     """
-    teacher_temperature = check_positive_scalar(teacher_temperature, "teacher_temperature")
-    kd_weight = check_weight(kd_weight, "kd_weight")
-    r = prepare(
-        student_logits,
-        teacher_logits,
-        labels,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        ignore_index=ignore_index,
-        objective="pld",
-    )
+    teacher_temperature, kd_weight = _check_pld(teacher_temperature, kd_weight)
+    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
+    r = prepare_rows(student_logits, teacher_logits, labels, row_args, "pld")
     assert r.teacher is not None
     rows = kd_weight * pld_rows(
         r.student.to(r.dtype), r.teacher.to(r.dtype), r.labels, teacher_temperature
@@ -108,20 +108,4 @@ class PLDLoss(Objective):
     """Module form of :func:`pld_loss` (registry id ``pld``); labels are optional."""
 
     function = staticmethod(pld_loss)
-
-    def __init__(
-        self,
-        *,
-        teacher_temperature: float = 1.0,
-        kd_weight: float = 1.0,
-        ignore_index: int | None = -100,
-        reduction: str = "mean",
-    ) -> None:
-        check_positive_scalar(teacher_temperature, "teacher_temperature")
-        check_weight(kd_weight, "kd_weight")
-        super().__init__(
-            reduction=reduction,
-            teacher_temperature=teacher_temperature,
-            kd_weight=kd_weight,
-            ignore_index=ignore_index,
-        )
+    check_options = staticmethod(_check_pld)

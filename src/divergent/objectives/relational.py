@@ -22,15 +22,18 @@ is added equally to every kept row, so the mean over rows is the loss above.
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
 from divergent.objectives._common import (
     Objective,
-    check_weight,
-    cross_entropy_rows,
+    RowArgs,
+    add_cross_entropy,
+    check_weights,
     finish,
-    prepare,
+    prepare_rows,
 )
 
 __all__ = ["DISTLoss", "dist_loss", "pearson_correlation"]
@@ -49,6 +52,24 @@ def pearson_correlation(a: Tensor, b: Tensor, dim: int = -1, eps: float = 1e-8) 
     a = a - a.mean(dim=dim, keepdim=True)
     b = b - b.mean(dim=dim, keepdim=True)
     return (a * b).sum(dim) / (a.norm(dim=dim) * b.norm(dim=dim) + eps)
+
+
+def _check_dist(
+    beta: Any,
+    gamma: Any,
+    temperature: Any,
+    ce_weight: Any,
+    kd_weight: Any,
+    eps: Any,
+    ignore_index: Any = None,
+) -> tuple[float, float, float, float, float, float]:
+    """Checked ``(beta, gamma, temperature, ce_weight, kd_weight, eps)`` (``ignore_index`` is
+    checked with the rows)."""
+    beta, gamma = check_weights(beta=beta, gamma=gamma)
+    temperature = check_positive_scalar(temperature, "temperature")
+    ce_weight, kd_weight = check_weights(ce_weight=ce_weight, kd_weight=kd_weight)
+    eps = check_positive_scalar(eps, "eps", allow_zero=True)
+    return beta, gamma, temperature, ce_weight, kd_weight, eps
 
 
 def dist_loss(
@@ -95,24 +116,17 @@ def dist_loss(
         NeurIPS 2022 (arXiv:2205.10536); official code ``hunto/image_classification_sota``,
         ``lib/models/losses/dist_kd.py``, defaults from ``configs/strategies/distill``.
     """
-    beta, gamma = check_weight(beta, "beta"), check_weight(gamma, "gamma")
-    temperature = check_positive_scalar(temperature, "temperature")
-    ce_weight, kd_weight = (
-        check_weight(ce_weight, "ce_weight"),
-        check_weight(kd_weight, "kd_weight"),
+    beta, gamma, temperature, ce_weight, kd_weight, eps = _check_dist(
+        beta, gamma, temperature, ce_weight, kd_weight, eps
     )
-    eps = check_positive_scalar(eps, "eps", allow_zero=True)
-    r = prepare(
+    r = prepare_rows(
         student_logits,
         teacher_logits,
         labels,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        ignore_index=ignore_index,
-        need_labels=ce_weight > 0,
+        RowArgs(mask, reduction, normalizer, ignore_index),
+        "dist with ce_weight > 0",
+        ce_weight > 0,
         min_classes=2,
-        objective="dist with ce_weight > 0",
     )
     assert r.teacher is not None
     rows = r.student.new_zeros(r.student.shape[0], dtype=r.dtype)
@@ -122,44 +136,11 @@ def dist_loss(
         inter = 1 - pearson_correlation(y_s, y_t, dim=-1, eps=eps)
         intra = 1 - pearson_correlation(y_s, y_t, dim=0, eps=eps).mean()
         rows = kd_weight * temperature**2 * (beta * inter + gamma * intra)
-    if ce_weight > 0:
-        assert r.labels is not None
-        rows = rows + ce_weight * cross_entropy_rows(r.student, r.labels, r.dtype)
-    return finish(rows, r)
+    return finish(add_cross_entropy(rows, r, ce_weight), r)
 
 
 class DISTLoss(Objective):
     """Module form of :func:`dist_loss` (registry id ``dist``)."""
 
     function = staticmethod(dist_loss)
-
-    def __init__(
-        self,
-        *,
-        beta: float = 1.0,
-        gamma: float = 1.0,
-        temperature: float = 1.0,
-        ce_weight: float = 1.0,
-        kd_weight: float = 2.0,
-        eps: float = 1e-8,
-        ignore_index: int | None = -100,
-        reduction: str = "mean",
-    ) -> None:
-        for name, value in (
-            ("beta", beta),
-            ("gamma", gamma),
-            ("ce_weight", ce_weight),
-            ("kd_weight", kd_weight),
-        ):
-            check_weight(value, name)
-        check_positive_scalar(temperature, "temperature")
-        super().__init__(
-            reduction=reduction,
-            beta=beta,
-            gamma=gamma,
-            temperature=temperature,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            eps=eps,
-            ignore_index=ignore_index,
-        )
+    check_options = staticmethod(_check_dist)

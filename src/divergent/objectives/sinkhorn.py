@@ -27,6 +27,7 @@ row makes every row NaN).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -35,10 +36,11 @@ from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import (
     Objective,
-    check_weight,
-    cross_entropy_rows,
+    RowArgs,
+    add_cross_entropy,
+    check_weights,
     finish,
-    prepare,
+    prepare_rows,
 )
 from divergent.transport import sinkhorn
 
@@ -67,6 +69,28 @@ def batch_sinkhorn_distance(
     cost = (student_probs[:, None, :] - teacher_probs[None, :, :]).abs().sum(-1)
     n = cost.shape[0]
     return n * sinkhorn(None, None, cost, eps, max_iter=max_iter, tol=tol)
+
+
+def _check_sinkd(
+    temperature: Any,
+    eps: Any,
+    ce_weight: Any,
+    kd_weight: Any,
+    sinkhorn_weight: Any,
+    max_iter: Any,
+    tol: Any = None,
+    ignore_index: Any = None,
+) -> tuple[float, float, float, float, float]:
+    """Checked ``(temperature, eps, ce_weight, kd_weight, sinkhorn_weight)``; ``max_iter`` is
+    checked too (``tol`` by the solver, ``ignore_index`` with the rows)."""
+    temperature = check_positive_scalar(temperature, "temperature")
+    eps = check_positive_scalar(eps, "eps")
+    weights = check_weights(
+        ce_weight=ce_weight, kd_weight=kd_weight, sinkhorn_weight=sinkhorn_weight
+    )
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"`max_iter` must be a positive integer, got {max_iter!r}")
+    return (temperature, eps, *weights)
 
 
 def sinkd_loss(
@@ -117,25 +141,12 @@ def sinkd_loss(
         distillation", COLING 2024 / IEEE TNNLS 2024 (arXiv:2402.17110); official code
         ``2018cx/SinKD``, ``loss.py`` and ``main_glue_distill.py``.
     """
-    temperature = check_positive_scalar(temperature, "temperature")
-    eps = check_positive_scalar(eps, "eps")
-    ce_weight, kd_weight = (
-        check_weight(ce_weight, "ce_weight"),
-        check_weight(kd_weight, "kd_weight"),
+    temperature, eps, ce_weight, kd_weight, sinkhorn_weight = _check_sinkd(
+        temperature, eps, ce_weight, kd_weight, sinkhorn_weight, max_iter
     )
-    sinkhorn_weight = check_weight(sinkhorn_weight, "sinkhorn_weight")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"`max_iter` must be a positive integer, got {max_iter!r}")
-    r = prepare(
-        student_logits,
-        teacher_logits,
-        labels,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        ignore_index=ignore_index,
-        need_labels=ce_weight > 0,
-        objective="sinkd with ce_weight > 0",
+    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
+    r = prepare_rows(
+        student_logits, teacher_logits, labels, row_args, "sinkd with ce_weight > 0", ce_weight > 0
     )
     assert r.teacher is not None
     s, t = r.student.to(r.dtype), r.teacher.to(r.dtype)
@@ -150,46 +161,11 @@ def sinkd_loss(
         else:
             batch_term = batch_sinkhorn_distance(p_s, p_t, eps=eps, max_iter=max_iter, tol=tol)
         rows = rows + sinkhorn_weight * batch_term
-    if ce_weight > 0:
-        assert r.labels is not None
-        rows = rows + ce_weight * cross_entropy_rows(r.student, r.labels, r.dtype)
-    return finish(rows, r)
+    return finish(add_cross_entropy(rows, r, ce_weight), r)
 
 
 class SinKDLoss(Objective):
     """Module form of :func:`sinkd_loss` (registry id ``sinkd``)."""
 
     function = staticmethod(sinkd_loss)
-
-    def __init__(
-        self,
-        *,
-        temperature: float = 2.0,
-        eps: float = 0.1,
-        ce_weight: float = 0.2,
-        kd_weight: float = 0.8,
-        sinkhorn_weight: float = 0.002,
-        max_iter: int = 1000,
-        tol: float | None = 1e-4,
-        ignore_index: int | None = -100,
-        reduction: str = "mean",
-    ) -> None:
-        check_positive_scalar(temperature, "temperature")
-        check_positive_scalar(eps, "eps")
-        for name, value in (
-            ("ce_weight", ce_weight),
-            ("kd_weight", kd_weight),
-            ("sinkhorn_weight", sinkhorn_weight),
-        ):
-            check_weight(value, name)
-        super().__init__(
-            reduction=reduction,
-            temperature=temperature,
-            eps=eps,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            sinkhorn_weight=sinkhorn_weight,
-            max_iter=max_iter,
-            tol=tol,
-            ignore_index=ignore_index,
-        )
+    check_options = staticmethod(_check_sinkd)
