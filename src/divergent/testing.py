@@ -145,7 +145,8 @@ def parameter_cases(entry: Divergence | str) -> list[dict[str, float]]:
     the entry's kernel factory picks a different kernel than at the default (α = 1 is the KL
     kernel); and, from the allowed probe values, the integers (the textbook special cases:
     α = 2 is ½ Pearson χ², α = −1 ½ Neyman χ², Rényi order 2 the collision divergence), the
-    smallest, the largest and the nearest on each side of the default. An entry without parameters has the single case ``{}``.
+    smallest, the largest and the nearest on each side of the default. An entry without
+    parameters has the single case ``{}``.
 
     Args:
         entry: a :class:`~divergent.categorical.registry.Divergence` or a registered name.
@@ -306,8 +307,8 @@ def _rows64(spec: Divergence, params: Mapping[str, float], p: Tensor, q: Tensor)
 def _call(
     spec: Divergence, params: Mapping[str, float], p: Tensor, q: Tensor, path: str, **opts: Any
 ) -> Tensor:
-    if path == "chunked":
-        return chunked_divergence(spec, p, q, chunk_size=2, compile=False, **opts, **params)
+    if path == "chunked":  # 4 rows a chunk: the test tensors give full and partial chunks
+        return chunked_divergence(spec, p, q, chunk_size=4, compile=False, **opts, **params)
     return divergence(spec, p, q, engine="reference", **opts, **params)
 
 
@@ -474,7 +475,7 @@ def _check_engine(spec: Divergence, params: dict[str, float], ctx: str) -> int:
     gen = torch.Generator().manual_seed(4321)
     p, q = _random_logits(gen, 6, 7)
     p[1, 3] = q[1, 3] = -math.inf  # an atom outside both supports
-    mask = torch.tensor([True, False, True, True, False, True])
+    mask = torch.tensor([True, False, True, True, True, True])  # 5 kept rows: chunks 4 + 1
     weights = torch.rand(6, generator=gen, dtype=torch.float64) + 0.5
     option_sets: list[dict[str, Any]] = [
         {"reduction": "none"},
