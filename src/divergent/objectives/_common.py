@@ -296,13 +296,20 @@ class Objective(nn.Module):
     #: the loss function's own option check (``check_options(**options)``), run at
     #: construction so a bad option fails there; None: no eager check
     check_options: Callable[..., Any] | None = None
+    #: the options :attr:`function` takes (its keyword-only parameters less ``mask`` and
+    #: ``normalizer``), set for each subclass that names a function
+    option_signature: inspect.Signature | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "function" in cls.__dict__ and "__init__" not in cls.__dict__:
-            init = _options_init(cls.function)
-            init.__qualname__ = f"{cls.__qualname__}.__init__"
-            cls.__init__ = init  # type: ignore[method-assign]
+        if "function" not in cls.__dict__:
+            return
+        cls.option_signature = _option_signature(cls.function)
+        own_init = cls.__dict__.get("__init__")
+        if own_init is None:
+            cls.__init__ = _options_init(cls)  # type: ignore[method-assign]
+        else:  # own keyword-only parameters, then ``**options``: show both in the signature
+            own_init.__signature__ = _merged_signature(own_init, cls.option_signature)
 
     def __init__(self, *, reduction: str = "mean", **options: Any) -> None:
         super().__init__()
@@ -310,6 +317,22 @@ class Objective(nn.Module):
         self.reduction = reduction
         self.options = options
         self.id = type(self).__name__
+
+    def _store_options(self, **options: Any) -> None:
+        """Bind ``options`` to :attr:`option_signature` (defaults filled in, unknown names a
+        TypeError), run :attr:`check_options` and store them (``reduction`` apart)."""
+        signature = type(self).option_signature
+        assert signature is not None, "an Objective subclass must set `function`"
+        bound = signature.bind(**options)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        for p in signature.parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                values.update(values.pop(p.name, {}))
+        reduction = values.pop("reduction")
+        if type(self).check_options is not None:
+            type(self).check_options(**values)
+        Objective.__init__(self, reduction=reduction, **values)
 
     @property
     def needs_labels(self) -> bool:
@@ -331,14 +354,8 @@ class Objective(nn.Module):
         reduction: str | None = None,
         normalizer: float | Tensor | None = None,
     ) -> Tensor:
-        return type(self).function(
-            student_logits,
-            teacher_logits,
-            labels,
-            mask=mask,
-            reduction=self.reduction if reduction is None else reduction,
-            normalizer=normalizer,
-            **self.options,
+        return self._loss(
+            student_logits, teacher_logits, labels, self._row_args(mask, reduction, normalizer)
         )
 
     def _row_args(
@@ -348,6 +365,18 @@ class Objective(nn.Module):
         reduction = self.reduction if reduction is None else reduction
         return RowArgs(mask, reduction, normalizer, self.options.get("ignore_index", -100))
 
+    def _loss(
+        self,
+        student_logits: Tensor,
+        teacher_logits: Tensor | None,
+        labels: Tensor | None,
+        row_args: RowArgs,
+    ) -> Tensor:
+        """The loss of one call with the stored options (an objective with state, such as a
+        schedule or a diagnostic, overrides this rather than ``forward``)."""
+        options = {**self.options, **row_args._asdict()}
+        return type(self).function(student_logits, teacher_logits, labels, **options)
+
     def extra_repr(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
         return f"id={self.id!r}, {opts}, reduction={self.reduction!r}"
@@ -356,33 +385,43 @@ class Objective(nn.Module):
 _CALL_OPTIONS = ("mask", "normalizer")  # given per call, never stored
 
 
-def _options_init(function: Callable[..., Tensor]) -> Callable[..., None]:
-    """An ``__init__(self, *, <options of function>, reduction=...)`` for an :class:`Objective`.
-
-    The options are ``function``'s keyword-only parameters (and its ``**kwargs``, if any) less
-    the per-call ``mask`` and ``normalizer``, with the same defaults; the generated method
-    carries that signature, runs ``check_options`` on them and stores them in ``options``.
-    """
+def _option_signature(function: Callable[..., Tensor]) -> inspect.Signature:
+    """``function``'s keyword-only parameters (and ``**kwargs``) less ``mask``/``normalizer``."""
     signature = inspect.signature(function)
     kept = [
         p
         for p in signature.parameters.values()
         if p.kind in (p.KEYWORD_ONLY, p.VAR_KEYWORD) and p.name not in _CALL_OPTIONS
     ]
-    var_keyword = next((p.name for p in kept if p.kind is p.VAR_KEYWORD), None)
+    return signature.replace(parameters=kept, return_annotation="None")
+
+
+def _with_self(parameters: list[inspect.Parameter]) -> inspect.Signature:
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    init_signature = signature.replace(parameters=[self_param, *kept], return_annotation="None")
+    return inspect.Signature([self_param, *parameters], return_annotation="None")
+
+
+def _options_init(cls: type[Objective]) -> Callable[..., None]:
+    """``__init__(self, *, <options of cls.function>, reduction=...)``: the same options and
+    defaults as the loss function, checked and stored by :meth:`Objective._store_options`."""
 
     def __init__(self: Objective, **options: Any) -> None:
-        bound = init_signature.bind(self, **options)
-        bound.apply_defaults()
-        values = {k: v for k, v in bound.arguments.items() if k != "self"}
-        extra = values.pop(var_keyword, {}) if var_keyword is not None else {}
-        reduction = values.pop("reduction")
-        if type(self).check_options is not None:
-            type(self).check_options(**values, **extra)
-        Objective.__init__(self, reduction=reduction, **values, **extra)
+        self._store_options(**options)
 
-    __init__.__signature__ = init_signature  # type: ignore[attr-defined]
-    __init__.__doc__ = f"Store the options of :func:`{function.__name__}` (same defaults)."
+    assert cls.option_signature is not None
+    __init__.__signature__ = _with_self(list(cls.option_signature.parameters.values()))  # type: ignore[attr-defined]
+    __init__.__qualname__ = f"{cls.__qualname__}.__init__"
+    __init__.__doc__ = f"Store the options of :func:`{cls.function.__name__}` (same defaults)."
     return __init__
+
+
+def _merged_signature(
+    own_init: Callable[..., None], options: inspect.Signature
+) -> inspect.Signature:
+    """The signature of an ``__init__(self, *, <own options>, **options)``: the loss's options
+    with the module's own keyword-only ones inserted before ``ignore_index``."""
+    own = [p for p in inspect.signature(own_init).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    loss_options = list(options.parameters.values())
+    names = [p.name for p in loss_options]
+    at = names.index("ignore_index") if "ignore_index" in names else len(loss_options)
+    return _with_self([*loss_options[:at], *own, *loss_options[at:]])

@@ -68,7 +68,13 @@ def dkd_terms(
 
 
 def _check_dkd(
-    alpha: Any, beta: Any, temperature: Any, ce_weight: Any, kd_weight: Any
+    alpha: Any,
+    beta: Any,
+    temperature: Any,
+    ce_weight: Any,
+    kd_weight: Any,
+    scale_by_temperature_squared: Any = True,
+    ignore_index: Any = None,
 ) -> tuple[float, float, float, float, float]:
     """Checked ``(alpha, beta, temperature, ce_weight, kd_weight)``."""
     alpha, beta = check_weights(alpha=alpha, beta=beta)
@@ -154,37 +160,16 @@ class DKDLoss(Objective):
     """
 
     function = staticmethod(dkd_loss)
+    check_options = staticmethod(_check_dkd)
 
-    def __init__(
-        self,
-        *,
-        alpha: float = 1.0,
-        beta: float = 8.0,
-        temperature: float = 4.0,
-        ce_weight: float = 1.0,
-        kd_weight: float = 1.0,
-        scale_by_temperature_squared: bool = True,
-        warmup_epochs: int = 20,
-        ignore_index: int | None = -100,
-        reduction: str = "mean",
-    ) -> None:
+    def __init__(self, *, warmup_epochs: int = 20, **options: Any) -> None:
         if (
             isinstance(warmup_epochs, bool)
             or not isinstance(warmup_epochs, int)
             or (warmup_epochs < 0)
         ):
             raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}")
-        _check_dkd(alpha, beta, temperature, ce_weight, kd_weight)
-        super().__init__(
-            reduction=reduction,
-            alpha=alpha,
-            beta=beta,
-            temperature=temperature,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            scale_by_temperature_squared=scale_by_temperature_squared,
-            ignore_index=ignore_index,
-        )
+        self._store_options(**options)
         self.warmup_epochs = warmup_epochs
         self.epoch = 0
 
@@ -204,27 +189,16 @@ class DKDLoss(Objective):
             raise ValueError(f"`epoch` must be an integer >= 0 (0-based), got {epoch!r}")
         self.epoch = epoch
 
-    def forward(
+    def _loss(
         self,
         student_logits: Tensor,
-        teacher_logits: Tensor | None = None,
-        labels: Tensor | None = None,
-        *,
-        mask: Tensor | None = None,
-        reduction: str | None = None,
-        normalizer: float | Tensor | None = None,
+        teacher_logits: Tensor | None,
+        labels: Tensor | None,
+        row_args: RowArgs,
     ) -> Tensor:
-        options: dict[str, Any] = dict(self.options)
+        options = {**self.options, **row_args._asdict()}
         options["kd_weight"] = options["kd_weight"] * self.warmup_factor
-        return dkd_loss(
-            student_logits,
-            teacher_logits,
-            labels,
-            mask=mask,  # type: ignore[arg-type]
-            reduction=self.reduction if reduction is None else reduction,
-            normalizer=normalizer,
-            **options,
-        )
+        return dkd_loss(student_logits, teacher_logits, labels, **options)  # type: ignore[arg-type]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, warmup_epochs={self.warmup_epochs}, epoch={self.epoch}"

@@ -52,7 +52,7 @@ def ofa_rows(
 
 
 def _check_ofa(
-    eps: Any, temperature: Any, ce_weight: Any, kd_weight: Any
+    eps: Any, temperature: Any, ce_weight: Any, kd_weight: Any, ignore_index: Any = None
 ) -> tuple[float, float, float, float]:
     """Checked ``(eps, temperature, ce_weight, kd_weight)``."""
     eps = check_positive_scalar(eps, "eps")
@@ -134,30 +134,19 @@ class OFALoss(Objective):
     """
 
     function = staticmethod(ofa_loss)
+    check_options = staticmethod(_check_ofa)
 
     def __init__(
         self,
         *,
-        eps: float = 1.0,
-        temperature: float = 1.0,
-        ce_weight: float = 1.0,
-        kd_weight: float = 1.0,
         branch_weight: float = 1.0,
         n_classes: int | None = None,
         branch_dims: Sequence[int] = (),
-        ignore_index: int | None = -100,
-        reduction: str = "mean",
+        **options: Any,
     ) -> None:
-        _check_ofa(eps, temperature, ce_weight, kd_weight)
-        self.branch_weight = check_weight(branch_weight, "branch_weight")
-        super().__init__(
-            reduction=reduction,
-            eps=eps,
-            temperature=temperature,
-            ce_weight=ce_weight,
-            kd_weight=kd_weight,
-            ignore_index=ignore_index,
-        )
+        branch_weight = check_weight(branch_weight, "branch_weight")
+        self._store_options(**options)
+        self.branch_weight = branch_weight
         dims = tuple(branch_dims)
         if dims and (
             isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1

@@ -346,19 +346,16 @@ class BDKDLoss(Objective):
         w = self._last_weights
         return None if w is None or w.numel() == 0 else float(w.mean())
 
-    def forward(
+    def _loss(
         self,
         student_logits: Tensor,
-        teacher_logits: Tensor | None = None,
-        labels: Tensor | None = None,
-        *,
-        mask: Tensor | None = None,
-        reduction: str | None = None,
-        normalizer: float | Tensor | None = None,
+        teacher_logits: Tensor | None,
+        labels: Tensor | None,
+        row_args: RowArgs,
     ) -> Tensor:
-        row_args = self._row_args(mask, reduction, normalizer)
         opts = _check_bdkd(**self.options)
-        loss, self._last_weights = _bdkd(student_logits, teacher_logits, labels, row_args, opts)
+        teacher: Tensor = teacher_logits  # type: ignore[assignment]  # None: prepare raises
+        loss, self._last_weights = _bdkd(student_logits, teacher, labels, row_args, opts)
         return loss
 
     def online(
