@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divergent._validation import (
+    check_mask,
     check_normalizer,
     check_pair,
     check_reduction,
@@ -142,23 +143,6 @@ def _check_labels(
     return labels, True  # every label outside 0..C-1 is ignore_index
 
 
-def _check_mask(mask: Any, leading: torch.Size, device: torch.device) -> Tensor | None:
-    if mask is None:
-        return None
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(
-            f"`mask` must be a bool tensor of the leading shape {tuple(leading)} (True = keep "
-            f"the row), got {got}"
-        )
-    if mask.shape != leading:
-        raise ValueError(
-            f"`mask` must have the leading shape {tuple(leading)} of the logits (all but the "
-            f"class axis), got {tuple(mask.shape)}"
-        )
-    return mask.to(device).reshape(-1)
-
-
 def prepare(
     student_logits: Any,
     teacher_logits: Any,
@@ -194,7 +178,8 @@ def prepare(
             f"{tuple(student.shape)}"
         )
     leading = student.shape[:-1]
-    keep = _check_mask(mask, leading, student.device)
+    keep = check_mask(mask, leading, student.device)
+    keep = None if keep is None else keep.reshape(-1)
     flat_labels: Tensor | None = None
     if labels is None:
         if need_labels:

@@ -53,17 +53,30 @@ class CSIBTerms(NamedTuple):
 def _check_beta(beta: Any) -> float:
     if isinstance(beta, Tensor) and beta.numel() == 1:
         beta = beta.item()
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (
-        math.isfinite(beta) and beta >= 0
+    if (
+        isinstance(beta, bool)
+        or not isinstance(beta, (int, float))
+        or not (math.isfinite(beta) and beta >= 0)
     ):
         raise ValueError(f"`beta` must be a finite number ≥ 0, got {beta!r}")
     return float(beta)
 
 
+def _check_options(beta: Any, denominator: Any, normalized: Any) -> float:
+    """The checked β; ``denominator`` and ``normalized`` are checked too."""
+    checked_beta = _check_beta(beta)
+    if denominator not in DENOMINATORS:
+        raise ValueError(f"`denominator` must be one of {DENOMINATORS}, got {denominator!r}")
+    if not isinstance(normalized, bool):
+        raise ValueError(f"`normalized` must be True or False, got {normalized!r}")
+    return checked_beta
+
+
 def _as_2d(v: Any, name: str) -> Tensor:
     if not isinstance(v, Tensor):
-        raise ValueError(f"`{name}` must be a torch tensor (rows are samples), got "
-                         f"{type(v).__name__}")
+        raise ValueError(
+            f"`{name}` must be a torch tensor (rows are samples), got {type(v).__name__}"
+        )
     if v.dim() == 1:
         return v[:, None]
     if v.dim() != 2:
@@ -144,11 +157,7 @@ def cs_ib_terms(
         Information Bottleneck for Regression", ICLR 2024 (arXiv 2404.17951), Eq. 18 and
         Prop. 2.
     """
-    b = _check_beta(beta)
-    if denominator not in DENOMINATORS:
-        raise ValueError(f"`denominator` must be one of {DENOMINATORS}, got {denominator!r}")
-    if not isinstance(normalized, bool):
-        raise ValueError(f"`normalized` must be True or False, got {normalized!r}")
+    b = _check_options(beta, denominator, normalized)
     x2, y2, h2, t2 = (_as_2d(v, n) for v, n in ((x, "x"), (y, "y"), (y_hat, "y_hat"), (t, "t")))
     n = x2.shape[0]
     if not (y2.shape[0] == h2.shape[0] == t2.shape[0] == n):
@@ -192,8 +201,16 @@ def cs_ib_loss(
         Yu et al., "Cauchy–Schwarz Divergence Information Bottleneck for Regression", ICLR 2024.
     """
     return cs_ib_terms(
-        x, y, y_hat, t, beta, sigma_x=sigma_x, sigma_y=sigma_y, sigma_t=sigma_t,
-        denominator=denominator, normalized=normalized,
+        x,
+        y,
+        y_hat,
+        t,
+        beta,
+        sigma_x=sigma_x,
+        sigma_y=sigma_y,
+        sigma_t=sigma_t,
+        denominator=denominator,
+        normalized=normalized,
     ).total
 
 
@@ -220,14 +237,12 @@ class CSIBLoss(nn.Module):
         normalized: bool = True,
     ) -> None:
         super().__init__()
-        self.beta = _check_beta(beta)
-        if denominator not in DENOMINATORS:
-            raise ValueError(f"`denominator` must be one of {DENOMINATORS}, got {denominator!r}")
-        if not isinstance(normalized, bool):
-            raise ValueError(f"`normalized` must be True or False, got {normalized!r}")
+        self.beta = _check_options(beta, denominator, normalized)
         for name, s in (("sigma_x", sigma_x), ("sigma_y", sigma_y), ("sigma_t", sigma_t)):
-            if isinstance(s, bool) or not isinstance(s, (int, float)) or not (
-                math.isfinite(s) and s > 0
+            if (
+                isinstance(s, bool)
+                or not isinstance(s, (int, float))
+                or not (math.isfinite(s) and s > 0)
             ):
                 raise ValueError(f"`{name}` must be a finite number > 0, got {s!r}")
         self.sigma_x, self.sigma_y, self.sigma_t = float(sigma_x), float(sigma_y), float(sigma_t)
@@ -237,12 +252,22 @@ class CSIBLoss(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor, y_hat: Tensor, t: Tensor) -> Tensor:
         terms = cs_ib_terms(
-            x, y, y_hat, t, self.beta, sigma_x=self.sigma_x, sigma_y=self.sigma_y,
-            sigma_t=self.sigma_t, denominator=self.denominator, normalized=self.normalized,
+            x,
+            y,
+            y_hat,
+            t,
+            self.beta,
+            sigma_x=self.sigma_x,
+            sigma_y=self.sigma_y,
+            sigma_t=self.sigma_t,
+            denominator=self.denominator,
+            normalized=self.normalized,
         )
         self.last_terms = CSIBTerms(*(v.detach() for v in terms))
         return terms.total
 
     def extra_repr(self) -> str:
-        return (f"beta={self.beta}, sigma=({self.sigma_x}, {self.sigma_y}, {self.sigma_t}), "
-                f"denominator={self.denominator!r}, normalized={self.normalized}")
+        return (
+            f"beta={self.beta}, sigma=({self.sigma_x}, {self.sigma_y}, {self.sigma_t}), "
+            f"denominator={self.denominator!r}, normalized={self.normalized}"
+        )
