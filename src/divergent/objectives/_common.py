@@ -30,6 +30,7 @@ from divergent._validation import (
 )
 
 __all__ = [
+    "LossInputs",
     "Objective",
     "RowArgs",
     "Rows",
@@ -42,6 +43,14 @@ __all__ = [
     "prepare_rows",
     "prepare_student",
 ]
+
+
+class LossInputs(NamedTuple):
+    """The tensors of one objective call."""
+
+    student_logits: Tensor
+    teacher_logits: Tensor | None
+    labels: Tensor | None
 
 
 class RowArgs(NamedTuple):
@@ -339,9 +348,8 @@ class Objective(nn.Module):
         reduction: str | None = None,
         normalizer: float | Tensor | None = None,
     ) -> Tensor:
-        return self._loss(
-            student_logits, teacher_logits, labels, self._row_args(mask, reduction, normalizer)
-        )
+        inputs = LossInputs(student_logits, teacher_logits, labels)
+        return self._loss(inputs, self._row_args(mask, reduction, normalizer))
 
     def _row_args(
         self, mask: Tensor | None, reduction: str | None, normalizer: float | Tensor | None
@@ -350,17 +358,11 @@ class Objective(nn.Module):
         reduction = self.reduction if reduction is None else reduction
         return RowArgs(mask, reduction, normalizer, self.options.get("ignore_index", -100))
 
-    def _loss(
-        self,
-        student_logits: Tensor,
-        teacher_logits: Tensor | None,
-        labels: Tensor | None,
-        row_args: RowArgs,
-    ) -> Tensor:
+    def _loss(self, inputs: LossInputs, row_args: RowArgs) -> Tensor:
         """The loss of one call with the stored options (an objective with state, such as a
         schedule or a diagnostic, overrides this rather than ``forward``)."""
         options = {**self.options, **row_args._asdict()}
-        return type(self).function(student_logits, teacher_logits, labels, **options)
+        return type(self).function(*inputs, **options)
 
     def extra_repr(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())

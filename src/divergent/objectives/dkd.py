@@ -32,6 +32,7 @@ from torch import Tensor
 from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import (
+    LossInputs,
     Objective,
     RowArgs,
     add_cross_entropy,
@@ -189,16 +190,10 @@ class DKDLoss(Objective):
             raise ValueError(f"`epoch` must be an integer >= 0 (0-based), got {epoch!r}")
         self.epoch = epoch
 
-    def _loss(
-        self,
-        student_logits: Tensor,
-        teacher_logits: Tensor | None,
-        labels: Tensor | None,
-        row_args: RowArgs,
-    ) -> Tensor:
+    def _loss(self, inputs: LossInputs, row_args: RowArgs) -> Tensor:
         options = {**self.options, **row_args._asdict()}
         options["kd_weight"] = options["kd_weight"] * self.warmup_factor
-        return dkd_loss(student_logits, teacher_logits, labels, **options)  # type: ignore[arg-type]
+        return dkd_loss(*inputs, **options)  # type: ignore[arg-type]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, warmup_epochs={self.warmup_epochs}, epoch={self.epoch}"

@@ -46,6 +46,7 @@ from torch import Tensor
 from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import (
+    LossInputs,
     Objective,
     RowArgs,
     add_cross_entropy,
@@ -346,16 +347,9 @@ class BDKDLoss(Objective):
         w = self._last_weights
         return None if w is None or w.numel() == 0 else float(w.mean())
 
-    def _loss(
-        self,
-        student_logits: Tensor,
-        teacher_logits: Tensor | None,
-        labels: Tensor | None,
-        row_args: RowArgs,
-    ) -> Tensor:
+    def _loss(self, inputs: LossInputs, row_args: RowArgs) -> Tensor:
         opts = _check_bdkd(**self.options)
-        teacher: Tensor = teacher_logits  # type: ignore[assignment]  # None: prepare raises
-        loss, self._last_weights = _bdkd(student_logits, teacher, labels, row_args, opts)
+        loss, self._last_weights = _bdkd(*inputs, row_args, opts)  # type: ignore[arg-type]
         return loss
 
     def online(
