@@ -622,40 +622,17 @@ JS = register_divergence(
     )
 )
 
-SKEW_KL = register_divergence(
-    Divergence(
-        name="skew_kl",
-        title="Skew KL divergence",
-        formula=r"\mathrm{KL}\big(P\,\|\,\alpha P + (1-\alpha) Q\big)",
-        formula_text="KL(P ‖ αP + (1−α)Q)",
-        row_fn=skew_kl_rows,
-        parameters=(
-            Parameter(
-                "alpha",
-                0.1,
-                0.0,
-                1.0,
-                low_inclusive=True,
-                description="weight of P in the mixture (α = 0 is `kl`)",
-                hint="α = 1 makes the divergence identically 0",
-            ),
-        ),
-        upper_bound=lambda alpha=0.1: -math.log(alpha) if alpha > 0 else math.inf,
-        bound_text="log(1/α)",
-        generator=_skew_kl_gen,
-        infinite_when="only at α = 0, as for `kl`",
-        references=("Lee 1999", "Ko et al. 2024, DistiLLM"),
-        kernel=kernels.plan_skew_kl,
-    )
-)
 
-SKEW_REVERSE_KL = register_divergence(
-    Divergence(
-        name="skew_reverse_kl",
-        title="Skew reverse KL divergence",
-        formula=r"\mathrm{KL}\big(Q\,\|\,\alpha Q + (1-\alpha) P\big)",
-        formula_text="KL(Q ‖ αQ + (1−α)P)",
-        row_fn=skew_reverse_kl_rows,
+def _skew_entry(mirrored: bool) -> Divergence:
+    """``skew_kl``, KL(P ‖ αP + (1−α)Q), or its mirror ``skew_reverse_kl`` (P and Q swapped)."""
+    first, second = ("Q", "P") if mirrored else ("P", "Q")
+    limit = "reverse_kl" if mirrored else "kl"
+    return Divergence(
+        name=f"skew_{limit}",
+        title="Skew reverse KL divergence" if mirrored else "Skew KL divergence",
+        formula=rf"\mathrm{{KL}}\big({first}\,\|\,\alpha {first} + (1-\alpha) {second}\big)",
+        formula_text=f"KL({first} ‖ α{first} + (1−α){second})",
+        row_fn=skew_reverse_kl_rows if mirrored else skew_kl_rows,
         parameters=(
             Parameter(
                 "alpha",
@@ -663,18 +640,21 @@ SKEW_REVERSE_KL = register_divergence(
                 0.0,
                 1.0,
                 low_inclusive=True,
-                description="weight of Q in the mixture (α = 0 is `reverse_kl`)",
+                description=f"weight of {first} in the mixture (α = 0 is `{limit}`)",
                 hint="α = 1 makes the divergence identically 0",
             ),
         ),
         upper_bound=lambda alpha=0.1: -math.log(alpha) if alpha > 0 else math.inf,
         bound_text="log(1/α)",
-        generator=_skew_reverse_kl_gen,
-        infinite_when="only at α = 0, as for `reverse_kl`",
+        generator=_skew_reverse_kl_gen if mirrored else _skew_kl_gen,
+        infinite_when=f"only at α = 0, as for `{limit}`",
         references=("Lee 1999", "Ko et al. 2024, DistiLLM"),
-        kernel=kernels.plan_skew_reverse_kl,
+        kernel=kernels.plan_skew_reverse_kl if mirrored else kernels.plan_skew_kl,
     )
-)
+
+
+SKEW_KL = register_divergence(_skew_entry(mirrored=False))
+SKEW_REVERSE_KL = register_divergence(_skew_entry(mirrored=True))
 
 JEFFREYS = register_divergence(
     Divergence(
