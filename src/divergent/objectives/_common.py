@@ -263,8 +263,10 @@ def add_cross_entropy(rows: Tensor, r: Rows, ce_weight: float) -> Tensor:
     return rows
 
 
-def finish(rows: Tensor, r: Rows) -> Tensor:
-    """Reduce per-row values of the kept rows as ``r.reduction`` says."""
+def finish(rows: Tensor, r: Rows, ce_weight: float = 0.0) -> Tensor:
+    """Add ``ce_weight·CE(student, y)`` to the per-row values of the kept rows (when the weight
+    is > 0) and reduce them as ``r.reduction`` says."""
+    rows = add_cross_entropy(rows, r, ce_weight)
     return finish_rows(
         rows, keep=r.keep, leading=r.leading, reduction=r.reduction, normalizer=r.normalizer
     )
@@ -361,8 +363,12 @@ class Objective(nn.Module):
     def _loss(self, inputs: LossInputs, row_args: RowArgs) -> Tensor:
         """The loss of one call with the stored options (an objective with state, such as a
         schedule or a diagnostic, overrides this rather than ``forward``)."""
-        options = {**self.options, **row_args._asdict()}
+        options = {**self._call_options(), **row_args._asdict()}
         return type(self).function(*inputs, **options)
+
+    def _call_options(self) -> dict[str, Any]:
+        """The loss options of the next call: the stored ones (a schedule overrides this)."""
+        return self.options
 
     def extra_repr(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options.items())

@@ -31,15 +31,7 @@ from torch import Tensor
 
 from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
-from divergent.objectives._common import (
-    LossInputs,
-    Objective,
-    RowArgs,
-    add_cross_entropy,
-    check_weights,
-    finish,
-    prepare_rows,
-)
+from divergent.objectives._common import Objective, RowArgs, check_weights, finish, prepare_rows
 
 __all__ = ["DKDLoss", "dkd_loss", "dkd_terms"]
 
@@ -69,15 +61,10 @@ def dkd_terms(
 
 
 def _check_dkd(
-    alpha: Any,
-    beta: Any,
-    temperature: Any,
-    ce_weight: Any,
-    kd_weight: Any,
-    scale_by_temperature_squared: Any = True,
-    ignore_index: Any = None,
+    alpha: Any, beta: Any, temperature: Any, ce_weight: Any, kd_weight: Any, **_other: Any
 ) -> tuple[float, float, float, float, float]:
-    """Checked ``(alpha, beta, temperature, ce_weight, kd_weight)``."""
+    """Checked ``(alpha, beta, temperature, ce_weight, kd_weight)`` (the module passes its
+    other options too: they need no check here)."""
     alpha, beta = check_weights(alpha=alpha, beta=beta)
     temperature = check_positive_scalar(temperature, "temperature")
     return (alpha, beta, temperature, *check_weights(ce_weight=ce_weight, kd_weight=kd_weight))
@@ -148,7 +135,7 @@ def dkd_loss(
     tckd, nckd = dkd_terms(r.student.to(r.dtype), r.teacher.to(r.dtype), r.labels, temperature)
     scale = kd_weight * (temperature**2 if scale_by_temperature_squared else 1.0)
     rows = scale * (alpha * tckd + beta * nckd)
-    return finish(add_cross_entropy(rows, r, ce_weight), r)
+    return finish(rows, r, ce_weight)
 
 
 class DKDLoss(Objective):
@@ -190,10 +177,8 @@ class DKDLoss(Objective):
             raise ValueError(f"`epoch` must be an integer >= 0 (0-based), got {epoch!r}")
         self.epoch = epoch
 
-    def _loss(self, inputs: LossInputs, row_args: RowArgs) -> Tensor:
-        options = {**self.options, **row_args._asdict()}
-        options["kd_weight"] = options["kd_weight"] * self.warmup_factor
-        return dkd_loss(*inputs, **options)  # type: ignore[arg-type]
+    def _call_options(self) -> dict[str, Any]:
+        return {**self.options, "kd_weight": self.options["kd_weight"] * self.warmup_factor}
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, warmup_epochs={self.warmup_epochs}, epoch={self.epoch}"

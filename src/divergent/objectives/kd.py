@@ -36,7 +36,6 @@ from divergent.objectives._common import (
     Objective,
     RowArgs,
     Rows,
-    add_cross_entropy,
     check_weights,
     cross_entropy_rows,
     finish,
@@ -118,7 +117,8 @@ def _kd_rows(
     options: _KDOptions,
     divergence_params: dict[str, Any],
 ) -> Tensor:
-    """Per-row ``ce_weight·CE(student, y) + kd_weight·(T²)·D(div_teacher‖div_student)``."""
+    """Per-row ``kd_weight·(T²)·D(div_teacher‖div_student)`` (the CE term is added by
+    :func:`finish`)."""
     rows = r.student.new_zeros(r.student.shape[0], dtype=r.dtype)
     if options.kd_weight > 0:
         rows = options.kd_scale * _divergence(
@@ -129,7 +129,7 @@ def _kd_rows(
             reduction="none",
             **divergence_params,
         )
-    return add_cross_entropy(rows, r, options.ce_weight)
+    return rows
 
 
 def _check_kd_options(
@@ -261,7 +261,8 @@ def kd_loss(
     if teacher_temperature is not None:  # softmax((t·T/τ_t)/T) = softmax(t/τ_t)
         tau = check_positive_scalar(teacher_temperature, "teacher_temperature")
         div_teacher = r.teacher.to(r.dtype) * (options.temperature / tau)
-    return finish(_kd_rows(r, div_teacher, r.student, options, divergence_params), r)
+    rows = _kd_rows(r, div_teacher, r.student, options, divergence_params)
+    return finish(rows, r, options.ce_weight)
 
 
 def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
@@ -348,7 +349,7 @@ def lskd_loss(
     assert r.teacher is not None
     z_t = standardize_logits(r.teacher.to(r.dtype), eps)
     z_s = standardize_logits(r.student.to(r.dtype), eps)
-    return finish(_kd_rows(r, z_t, z_s, options, divergence_params), r)
+    return finish(_kd_rows(r, z_t, z_s, options, divergence_params), r, options.ce_weight)
 
 
 class CrossEntropyLoss(Objective):

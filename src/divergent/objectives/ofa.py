@@ -27,15 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from divergent._validation import check_positive_scalar
-from divergent.objectives._common import (
-    Objective,
-    RowArgs,
-    add_cross_entropy,
-    check_weight,
-    check_weights,
-    finish,
-    prepare_rows,
-)
+from divergent.objectives._common import Objective, RowArgs, check_weights, finish, prepare_rows
 
 __all__ = ["OFALoss", "ofa_loss", "ofa_rows"]
 
@@ -52,9 +44,10 @@ def ofa_rows(
 
 
 def _check_ofa(
-    eps: Any, temperature: Any, ce_weight: Any, kd_weight: Any, ignore_index: Any = None
+    eps: Any, temperature: Any, ce_weight: Any, kd_weight: Any, **_other: Any
 ) -> tuple[float, float, float, float]:
-    """Checked ``(eps, temperature, ce_weight, kd_weight)``."""
+    """Checked ``(eps, temperature, ce_weight, kd_weight)`` (``ignore_index`` is checked with
+    the rows)."""
     eps = check_positive_scalar(eps, "eps")
     temperature = check_positive_scalar(temperature, "temperature")
     return (eps, temperature, *check_weights(ce_weight=ce_weight, kd_weight=kd_weight))
@@ -108,7 +101,7 @@ def ofa_loss(
     rows = kd_weight * ofa_rows(
         r.student.to(r.dtype), r.teacher.to(r.dtype), r.labels, eps, temperature
     )
-    return finish(add_cross_entropy(rows, r, ce_weight), r)
+    return finish(rows, r, ce_weight)
 
 
 class OFALoss(Objective):
@@ -144,7 +137,7 @@ class OFALoss(Objective):
         branch_dims: Sequence[int] = (),
         **options: Any,
     ) -> None:
-        branch_weight = check_weight(branch_weight, "branch_weight")
+        (branch_weight,) = check_weights(branch_weight=branch_weight)
         self._store_options(**options)
         self.branch_weight = branch_weight
         dims = tuple(branch_dims)

@@ -49,7 +49,6 @@ from divergent.objectives._common import (
     LossInputs,
     Objective,
     RowArgs,
-    add_cross_entropy,
     check_weight,
     check_weights,
     finish,
@@ -170,7 +169,7 @@ def _check_bdkd(
     kd_weight: Any,
     sharpness: Any,
     scale_by_temperature_squared: Any,
-    ignore_index: Any = None,
+    **_other: Any,
 ) -> _BDKDOptions:
     """The checked BD-KD options (``ignore_index`` is a row option, checked with the rows)."""
     return _BDKDOptions(
@@ -208,7 +207,7 @@ def _bdkd(
         reverse = _divergence("reverse_kl", t, s, temperature=temperature, reduction="none")
         t_squared = temperature**2 if opts.scale_by_temperature_squared else 1.0
         rows = opts.kd_weight * t_squared * ((1 - w) * forward + w * reverse)
-    return finish(add_cross_entropy(rows, r, opts.ce_weight), r), w
+    return finish(rows, r, opts.ce_weight), w
 
 
 def bdkd_loss(

@@ -50,9 +50,7 @@ def pld_rows(
     return -(q_perm * (s_perm - tail_lse)).sum(-1)
 
 
-def _check_pld(
-    teacher_temperature: Any, kd_weight: Any, ignore_index: Any = None
-) -> tuple[float, float]:
+def _check_pld(teacher_temperature: Any, kd_weight: Any, **_other: Any) -> tuple[float, float]:
     """Checked ``(teacher_temperature, kd_weight)``."""
     teacher_temperature = check_positive_scalar(teacher_temperature, "teacher_temperature")
     return teacher_temperature, check_weight(kd_weight, "kd_weight")

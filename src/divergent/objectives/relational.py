@@ -27,14 +27,7 @@ from typing import Any
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
-from divergent.objectives._common import (
-    Objective,
-    RowArgs,
-    add_cross_entropy,
-    check_weights,
-    finish,
-    prepare_rows,
-)
+from divergent.objectives._common import Objective, RowArgs, check_weights, finish, prepare_rows
 
 __all__ = ["DISTLoss", "dist_loss", "pearson_correlation"]
 
@@ -55,13 +48,7 @@ def pearson_correlation(a: Tensor, b: Tensor, dim: int = -1, eps: float = 1e-8) 
 
 
 def _check_dist(
-    beta: Any,
-    gamma: Any,
-    temperature: Any,
-    ce_weight: Any,
-    kd_weight: Any,
-    eps: Any,
-    ignore_index: Any = None,
+    beta: Any, gamma: Any, temperature: Any, ce_weight: Any, kd_weight: Any, eps: Any, **_: Any
 ) -> tuple[float, float, float, float, float, float]:
     """Checked ``(beta, gamma, temperature, ce_weight, kd_weight, eps)`` (``ignore_index`` is
     checked with the rows)."""
@@ -136,7 +123,7 @@ def dist_loss(
         inter = 1 - pearson_correlation(y_s, y_t, dim=-1, eps=eps)
         intra = 1 - pearson_correlation(y_s, y_t, dim=0, eps=eps).mean()
         rows = kd_weight * temperature**2 * (beta * inter + gamma * intra)
-    return finish(add_cross_entropy(rows, r, ce_weight), r)
+    return finish(rows, r, ce_weight)
 
 
 class DISTLoss(Objective):

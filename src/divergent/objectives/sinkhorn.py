@@ -34,14 +34,7 @@ from torch import Tensor
 
 from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
-from divergent.objectives._common import (
-    Objective,
-    RowArgs,
-    add_cross_entropy,
-    check_weights,
-    finish,
-    prepare_rows,
-)
+from divergent.objectives._common import Objective, RowArgs, check_weights, finish, prepare_rows
 from divergent.transport import sinkhorn
 
 __all__ = ["SinKDLoss", "batch_sinkhorn_distance", "sinkd_loss"]
@@ -161,7 +154,7 @@ def sinkd_loss(
         else:
             batch_term = batch_sinkhorn_distance(p_s, p_t, eps=eps, max_iter=max_iter, tol=tol)
         rows = rows + sinkhorn_weight * batch_term
-    return finish(add_cross_entropy(rows, r, ce_weight), r)
+    return finish(rows, r, ce_weight)
 
 
 class SinKDLoss(Objective):
