@@ -98,12 +98,15 @@ class CalibrationBins:
         return float(gap[self.count > 0].max()) if bool((self.count > 0).any()) else 0.0
 
 
+def _check_choice(value: Any, name: str, allowed: tuple[str, ...], meaning: str = "") -> str:
+    """``value`` if it is one of ``allowed``, else a ValueError naming ``name``."""
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {allowed}{meaning}, got {value!r}")
+    return value
+
+
 def _check_norm(norm: Any) -> str:
-    if norm not in NORMS:
-        raise ValueError(
-            f"`norm` must be one of {NORMS} (ECE, RMS calibration error, MCE), got {norm!r}"
-        )
-    return norm
+    return _check_choice(norm, "norm", NORMS, " (ECE, RMS calibration error, MCE)")
 
 
 def _check_n_bins(n_bins: Any) -> int:
@@ -113,9 +116,7 @@ def _check_n_bins(n_bins: Any) -> int:
 
 
 def _check_convention(convention: Any) -> str:
-    if convention not in CONVENTIONS:
-        raise ValueError(f"`convention` must be one of {CONVENTIONS}, got {convention!r}")
-    return convention
+    return _check_choice(convention, "convention", CONVENTIONS)
 
 
 def _check_probs_labels(probs: Any, labels: Any) -> tuple[Tensor, Tensor]:
