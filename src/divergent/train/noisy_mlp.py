@@ -28,7 +28,8 @@ class NoisyMLP(nn.Module):
     """``widths = (d, h_1, ..., h_{L-1}, 1)``; noise std ``noise_std`` after each hidden layer.
 
     >>> net = NoisyMLP((3, 4, 1), noise_std=0.1, seed=0)
-    >>> [tuple(t.shape) for t in net.layers(torch.zeros(5, 3), torch.Generator().manual_seed(0))]
+    >>> x = torch.zeros(5, 3, dtype=torch.float64)
+    >>> [tuple(t.shape) for t in net.layers(x, torch.Generator().manual_seed(0))]
     [(5, 3), (5, 4), (5, 1)]
     """
 
