@@ -43,6 +43,7 @@ from divergent.distributions.registry import (
     KL_NAMES,
     ClosedFormRequest,
     ClosedFormResult,
+    check_broadcastable,
     dispatch,
     register_closed_form,
     registrations,
@@ -243,13 +244,7 @@ def closed_form(
         raise ValueError(f"`seed` must be an integer or None, got {seed!r}")
     _check_parameters(P, "P")
     _check_parameters(Q, "Q")
-    try:
-        torch.broadcast_shapes(P.batch_shape, Q.batch_shape)
-    except RuntimeError:
-        raise ValueError(
-            f"the batch shapes of `P` {tuple(P.batch_shape)} ({type(P).__name__}) and `Q` "
-            f"{tuple(Q.batch_shape)} ({type(Q).__name__}) do not broadcast"
-        ) from None
+    check_broadcastable(P, Q)
     estimator = partial(monte_carlo, name, params=bound, num_samples=num_samples, seed=seed)
     if method == "mc":
         return estimator(P, Q)

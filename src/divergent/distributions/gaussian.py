@@ -39,7 +39,12 @@ from torch.distributions import (
     Normal,
 )
 
-from divergent.distributions.registry import KL_NAMES, ClosedFormRequest, register_closed_form
+from divergent.distributions.registry import (
+    KL_NAMES,
+    ClosedFormRequest,
+    check_broadcastable,
+    register_closed_form,
+)
 
 __all__ = [
     "GAUSSIAN_NAMES",
@@ -234,19 +239,9 @@ def gaussian_dim(d: Distribution) -> int | None:
     return d.event_shape[-1]
 
 
-def _check_same_batch_event(p: Distribution, q: Distribution) -> None:
-    try:
-        torch.broadcast_shapes(p.batch_shape, q.batch_shape)
-    except RuntimeError:
-        raise ValueError(
-            f"the batch shapes of `P` {tuple(p.batch_shape)} ({type(p).__name__}) and `Q` "
-            f"{tuple(q.batch_shape)} ({type(q).__name__}) do not broadcast"
-        ) from None
-
-
 def _check_gaussian_shapes(p: Distribution, q: Distribution) -> None:
     """Same dimension on both sides (a ``ValueError`` naming both shapes otherwise)."""
-    _check_same_batch_event(p, q)
+    check_broadcastable(p, q)
     if is_diag_gaussian(p) and is_diag_gaussian(q):
         if p.event_shape != q.event_shape:
             raise ValueError(
@@ -318,7 +313,7 @@ def _kl_laplace_normal(p: Laplace, q: Normal) -> Tensor:
 
 def _normal_laplace(p: Distribution, q: Distribution, request: ClosedFormRequest) -> Tensor:
     """KL / reverse KL / Jeffreys between a Normal and a Laplace (either order)."""
-    _check_same_batch_event(p, q)
+    check_broadcastable(p, q)
     name = request.name
 
     def kl(x: Distribution, y: Distribution) -> Tensor:

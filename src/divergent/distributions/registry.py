@@ -27,6 +27,7 @@ __all__ = [
     "ClosedFormRequest",
     "ClosedFormResult",
     "Registration",
+    "check_broadcastable",
     "dispatch",
     "register_closed_form",
     "registrations",
@@ -36,6 +37,17 @@ DEFAULT_METHODS: tuple[str, ...] = ("auto", "exact")
 """The methods every registration serves (``"mc"`` never reaches the registry)."""
 KL_NAMES: tuple[str, ...] = ("kl", "reverse_kl", "jeffreys")
 """The names a registration that knows only the KL of both orders covers."""
+
+
+def check_broadcastable(p: Distribution, q: Distribution) -> None:
+    """A ``ValueError`` naming both batch shapes unless those of ``p`` and ``q`` broadcast."""
+    try:
+        torch.broadcast_shapes(p.batch_shape, q.batch_shape)
+    except RuntimeError:
+        raise ValueError(
+            f"the batch shapes of `P` {tuple(p.batch_shape)} ({type(p).__name__}) and `Q` "
+            f"{tuple(q.batch_shape)} ({type(q).__name__}) do not broadcast"
+        ) from None
 
 
 @dataclass(frozen=True)
