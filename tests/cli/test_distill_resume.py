@@ -18,7 +18,7 @@ from divergent.cli import app
 ARGS = [
     "distill",
     "--objectives",
-    "kd,dkd",
+    "kd,dkd,kd:js",
     "--seeds",
     "2",
     "--epochs",

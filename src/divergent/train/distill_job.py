@@ -523,9 +523,9 @@ def run_distill(
         "summary": summarize(runs),
         "seconds": time.perf_counter() - started,
     }
-    _write_json(out / "report.json", report)
-    atomic_write_bytes(out / "report.md", markdown_report(report).encode())
     _plots(out, task, teacher_test_logits, runs, report)
+    atomic_write_bytes(out / "report.md", markdown_report(report).encode())
+    _write_json(out / "report.json", report)  # last: its presence means the job finished
     return report
 
 
