@@ -194,9 +194,8 @@ def solve(
         chunk = max(1, _CPU_CHUNK_BYTES // (n * m * cost.element_size()))
     else:
         chunk = batch
-    solver = solve_symmetric_chunk if symmetric else solve_chunk
     outs = [
-        solver(
+        solve_chunk(
             cost[s : s + chunk],
             a[s : s + chunk],
             b[s : s + chunk],
@@ -205,6 +204,7 @@ def solve(
             tol=tol,
             scaling=scaling,
             eps_start=eps_start,
+            symmetric=symmetric,
         )
         for s in range(0, batch, chunk)
     ]
@@ -221,18 +221,38 @@ def solve_chunk(
     tol: float,
     scaling: float,
     eps_start: float,
+    symmetric: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Potentials, iteration counts and marginal errors of one chunk: ε-scaling stages of a
+    few updates each (from ``eps_start`` down to ``eps``), then the run at ``eps``.
+
+    ``symmetric``: the self problem OT_ε(α, α) (``b`` is ``a``), with one potential f = g
+    updated by :func:`run_symmetric`; otherwise alternating updates (:func:`run_blocks`).
+    """
+    if symmetric:
+        b = a
     log_a, log_b = torch.log(a), torch.log(b)
     pb = Problems(cost, a, b, log_a, log_b, a > 0, b > 0)
     f = torch.zeros_like(a)
     g = torch.zeros_like(b)
+
+    def run(e: float, iters: int, check: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if symmetric:
+            f_new, n_iter, err = run_symmetric(pb, f, e, tol=tol, max_iter=iters, check=check)
+            return f_new, f_new, n_iter, err
+        return run_blocks(pb, f, g, e, tol=tol, max_iter=iters, check=check)
+
     e = eps_start
     while e > eps * 1.0001:  # ε-scaling: a few updates per stage
-        f, g, _, _ = run_blocks(pb, f, g, e, tol=tol, max_iter=_STAGE_ITERS, check=False)
+        f, g, _, _ = run(e, _STAGE_ITERS, False)
         e *= scaling
-    f, g, n_iter, err = run_blocks(pb, f, g, eps, tol=tol, max_iter=max_iter, check=True)
+    f, g, n_iter, err = run(eps, max_iter, True)
     # zero-mass entries: potentials consistent with the final opposite side (these define the
     # one-sided derivatives of the value w.r.t. a zero weight)
+    if symmetric:
+        if not bool(pb.pos_a.all()):
+            f = torch.where(pb.pos_a, f, g_update(f, cost, log_a, eps))
+        return f, f.clone(), n_iter, err
     if not bool(pb.pos_b.all()):
         g = torch.where(pb.pos_b, g, g_update(f, cost, log_a, eps))
     if not bool(pb.pos_a.all()):
@@ -312,30 +332,6 @@ def run_symmetric(
             break
         f[active] = fa + eps * torch.log(u)
     return f, n_iter, errors
-
-
-def solve_symmetric_chunk(
-    cost: Tensor,
-    a: Tensor,
-    b: Tensor,
-    eps: float,
-    *,
-    max_iter: int,
-    tol: float,
-    scaling: float,
-    eps_start: float,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    log_a = torch.log(a)
-    pb = Problems(cost, a, a, log_a, log_a, a > 0, a > 0)
-    f = torch.zeros_like(a)
-    e = eps_start
-    while e > eps * 1.0001:
-        f, _, _ = run_symmetric(pb, f, e, tol=tol, max_iter=_STAGE_ITERS, check=False)
-        e *= scaling
-    f, n_iter, err = run_symmetric(pb, f, eps, tol=tol, max_iter=max_iter, check=True)
-    if not bool(pb.pos_a.all()):
-        f = torch.where(pb.pos_a, f, g_update(f, cost, log_a, eps))
-    return f, f.clone(), n_iter, err
 
 
 def symmetric_gauge(x: Tensor, y: Tensor, a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
