@@ -92,7 +92,11 @@ def row_values(
     lp = to_log_probs(p_rows, inputs, temperature, dtype, "p")
     lq = to_log_probs(q_rows, inputs, temperature, dtype, "q")
     rows = spec.row_fn(lp, lq, **params)
-    return torch.where(nan_rows_of(lp, lq), math.nan, rows)
+    if inputs == "log_probs" and temperature == 1.0:  # used as given: look at every entry
+        bad = nan_rows_of(lp, lq)
+    else:  # log_softmax spreads a NaN over its row: the first column tells
+        bad = torch.isnan(lp[..., 0]) | torch.isnan(lq[..., 0])
+    return torch.where(bad, math.nan, rows)
 
 
 def divergence(
