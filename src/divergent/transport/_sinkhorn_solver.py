@@ -55,6 +55,22 @@ def _finished(
     return None if err is None else err <= tol
 
 
+def _retire(
+    done: Tensor, active: Tensor, it: int, err: Tensor | None, n_iter: Tensor, errors: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Record the iteration count (and error) of the problems that are ``done``.
+
+    Returns their indices into the batch, the mask of the problems kept running, and the
+    indices of those (the new ``active``).
+    """
+    idx = active[done]
+    n_iter[idx] = it
+    if err is not None:
+        errors[idx] = err[done]
+    keep = ~done
+    return idx, keep, active[keep]
+
+
 @dataclass
 class Problems:
     cost: Tensor
@@ -127,14 +143,9 @@ def run_blocks(
             err = (b * v * w - b).abs().sum(-1) if check else None
             done = _finished(it, max_iter, err, tol, active.numel(), dev)
             if done is not None and bool(done.any()):
-                idx = active[done]
+                idx, keep, active = _retire(done, active, it, err, n_iter, errors)
                 f[idx] = fa[done] + eps * torch.log(u[done])
                 g[idx] = ga[done] + eps * torch.log(v[done])
-                n_iter[idx] = it
-                if err is not None:
-                    errors[idx] = err[done]
-                keep = ~done
-                active = active[keep]
                 if active.numel() == 0:
                     break
                 kern, kern_t, u, v, w, fa, ga = (t[keep] for t in (kern, kern_t, u, v, w, fa, ga))
@@ -301,13 +312,8 @@ def run_symmetric(
             err = (a * u * z - a).abs().sum(-1) if check else None
             done = _finished(it, max_iter, err, tol, active.numel(), dev)
             if done is not None and bool(done.any()):
-                idx = active[done]
+                idx, keep, active = _retire(done, active, it, err, n_iter, errors)
                 f[idx] = fa[done] + eps * torch.log(u[done])
-                n_iter[idx] = it
-                if err is not None:
-                    errors[idx] = err[done]
-                keep = ~done
-                active = active[keep]
                 if active.numel() == 0:
                     break
                 kern, u, z, fa = (t[keep] for t in (kern, u, z, fa))
