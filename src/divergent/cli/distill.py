@@ -13,7 +13,13 @@ from divergent.cli._app import app, console
 from divergent.train.checkpoint import CheckpointError
 from divergent.train.classifier import NonFiniteLossError
 from divergent.train.data import DataError
-from divergent.train.distill_job import DistillConfig, DistillError, run_distill
+from divergent.train.distill_job import (
+    DEFAULT_OBJECTIVES,
+    QUICK_OBJECTIVES,
+    DistillConfig,
+    DistillError,
+    run_distill,
+)
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -29,9 +35,10 @@ def distill_command(
         typer.Option(
             "--objectives",
             "-o",
-            help="Objective ids, repeated or comma-separated: ce, kd, kd:<divergence> "
-            "(kd:reverse_kl, kd:js, kd:tv, kd:alpha ...), dkd, dist, lskd, ofa, pld, sinkd, "
-            "bdkd. Default: all of these (five with --quick). ce is always run as the baseline.",
+            help="Objective ids, repeated or comma-separated: ce, kd, kd:<divergence> (any "
+            "registered name: kd:reverse_kl, kd:js, kd:tv, kd:alpha ...), dkd, dist, lskd, ofa, "
+            f"pld, sinkd, bdkd. Default: {', '.join(DEFAULT_OBJECTIVES)}; with --quick: "
+            f"{', '.join(QUICK_OBJECTIVES)}. ce is always run as the baseline.",
         ),
     ] = None,
     seeds: Annotated[int, typer.Option(help="Students per objective (seeds 0..N-1).")] = 3,

@@ -48,7 +48,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,6 @@ class DistillConfig:
     batch_size: int = 64
     lr: float = 1e-2
     teacher_lr: float = 2e-3
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def student_epochs(self) -> int:
