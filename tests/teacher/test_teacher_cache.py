@@ -22,8 +22,9 @@ def _rows(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _write(directory: Path, ids, lp, *, rows_per_shard: int = 7, **kw) -> None:
-    with divergent.TeacherCacheWriter(directory, k=K, vocab_size=V, teacher="toy-teacher",
-                                      rows_per_shard=rows_per_shard, **kw) as w:
+    with divergent.TeacherCacheWriter(
+        directory, k=K, vocab_size=V, teacher="toy-teacher", rows_per_shard=rows_per_shard, **kw
+    ) as w:
         for start in range(0, ids.shape[0], 5):  # uneven batches across shard boundaries
             w.add(ids[start : start + 5], lp[start : start + 5])
 
@@ -45,8 +46,11 @@ def test_round_trip(tmp_path: Path) -> None:
     _write(tmp_path, ids, lp, temperature=2.0, metadata={"dataset": "toy", "seq_len": 10})
     r = divergent.TeacherCacheReader(tmp_path)
     assert (len(r), r.num_shards, r.k, r.vocab_size) == (30, 5, K, V)
-    assert (r.teacher, r.temperature, r.metadata) == ("toy-teacher", 2.0,
-                                                     {"dataset": "toy", "seq_len": 10})
+    assert (r.teacher, r.temperature, r.metadata) == (
+        "toy-teacher",
+        2.0,
+        {"dataset": "toy", "seq_len": 10},
+    )
     m = _manifest(tmp_path)
     assert m["format_version"] == 1 and m["complete"] and m["ids_dtype"] == "int32"
     assert [s["rows"] for s in m["shards"]] == [7, 7, 7, 7, 2]
@@ -67,8 +71,9 @@ def test_round_trip_feeds_sparse_divergence_and_half_storage(tmp_path: Path) -> 
     teacher = torch.randn(2, 6, V)
     ids, lp = divergent.topk_logprobs(teacher, K)
     student = torch.randn(2, 6, V)
-    with divergent.TeacherCacheWriter(tmp_path, k=K, vocab_size=V, rows_per_shard=5,
-                                      logprobs_dtype=torch.bfloat16) as w:
+    with divergent.TeacherCacheWriter(
+        tmp_path, k=K, vocab_size=V, rows_per_shard=5, logprobs_dtype=torch.bfloat16
+    ) as w:
         w.add(ids, lp)  # leading axes are flattened into rows
     r = divergent.TeacherCacheReader(tmp_path)
     c_ids, c_lp = r.read(0, 12)
@@ -84,8 +89,9 @@ def test_round_trip_feeds_sparse_divergence_and_half_storage(tmp_path: Path) -> 
 def test_resume_after_interruption(tmp_path: Path) -> None:
     ids, lp = _rows(40, seed=1)
     with pytest.raises(RuntimeError, match="killed"):
-        with divergent.TeacherCacheWriter(tmp_path, k=K, vocab_size=V, teacher="t",
-                                          rows_per_shard=8) as w:
+        with divergent.TeacherCacheWriter(
+            tmp_path, k=K, vocab_size=V, teacher="t", rows_per_shard=8
+        ) as w:
             w.add(ids[:20], lp[:20])  # 2 shards written, 4 rows buffered
             raise RuntimeError("killed")
     m = _manifest(tmp_path)
@@ -99,8 +105,9 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     (tmp_path / ".shard-00003.safetensors.tmp.12345").write_bytes(b"junk")
     with pytest.raises(ValueError, match="pass resume=True"):
         divergent.TeacherCacheWriter(tmp_path, k=K, vocab_size=V, teacher="t", rows_per_shard=8)
-    w = divergent.TeacherCacheWriter(tmp_path, k=K, vocab_size=V, teacher="t",
-                                     rows_per_shard=8, resume=True)
+    w = divergent.TeacherCacheWriter(
+        tmp_path, k=K, vocab_size=V, teacher="t", rows_per_shard=8, resume=True
+    )
     assert w.rows_written == 16 and w.num_shards == 2
     # not a file this library created (issue 8 §4: resume deletes only its own temp files)
     assert (tmp_path / ".shard-00003.safetensors.tmp.12345").read_bytes() == b"junk"
@@ -112,8 +119,9 @@ def test_resume_after_interruption(tmp_path: Path) -> None:
     assert torch.equal(got_ids, ids) and torch.equal(got_lp, lp)
     r.verify()
     with pytest.raises(ValueError, match="is complete"):
-        divergent.TeacherCacheWriter(tmp_path, k=K, vocab_size=V, teacher="t",
-                                     rows_per_shard=8, resume=True)
+        divergent.TeacherCacheWriter(
+            tmp_path, k=K, vocab_size=V, teacher="t", rows_per_shard=8, resume=True
+        )
 
 
 def test_resume_refuses_a_different_configuration_or_damaged_shards(tmp_path: Path) -> None:
@@ -121,9 +129,13 @@ def test_resume_refuses_a_different_configuration_or_damaged_shards(tmp_path: Pa
     w = divergent.TeacherCacheWriter(tmp_path, k=K, vocab_size=V, teacher="a", rows_per_shard=4)
     w.add(ids, lp)  # two shards; the writer is then abandoned (process killed)
     del w
-    for kwargs, field in [({"k": K + 1}, "k"), ({"vocab_size": V + 1}, "vocab_size"),
-                          ({"teacher": "b"}, "teacher"), ({"rows_per_shard": 5}, "rows_per_shard"),
-                          ({"logprobs_dtype": torch.float16}, "logprobs_dtype")]:
+    for kwargs, field in [
+        ({"k": K + 1}, "k"),
+        ({"vocab_size": V + 1}, "vocab_size"),
+        ({"teacher": "b"}, "teacher"),
+        ({"rows_per_shard": 5}, "rows_per_shard"),
+        ({"logprobs_dtype": torch.float16}, "logprobs_dtype"),
+    ]:
         args = {"k": K, "vocab_size": V, "teacher": "a", "rows_per_shard": 4, **kwargs}
         with pytest.raises(ValueError, match=f"cannot resume .* its {field} is"):
             divergent.TeacherCacheWriter(tmp_path, resume=True, **args)
@@ -132,8 +144,9 @@ def test_resume_refuses_a_different_configuration_or_damaged_shards(tmp_path: Pa
     data[-1] ^= 0xFF
     shard.write_bytes(bytes(data))
     with pytest.raises(TeacherCacheError, match=r"shard-00001\.safetensors is corrupted"):
-        divergent.TeacherCacheWriter(tmp_path, k=K, vocab_size=V, teacher="a",
-                                     rows_per_shard=4, resume=True)
+        divergent.TeacherCacheWriter(
+            tmp_path, k=K, vocab_size=V, teacher="a", rows_per_shard=4, resume=True
+        )
 
 
 def test_resume_true_on_an_empty_directory_starts_a_new_cache(tmp_path: Path) -> None:
@@ -223,13 +236,19 @@ def test_wrong_k(tmp_path: Path) -> None:
         w.add(ids, lp)
     # a shard whose k disagrees with the manifest (size and checksum made consistent)
     wide = divergent.topk_logprobs(torch.randn(7, V), K + 1)
-    _replace_shard(tmp_path, 1, {"ids": wide[0].int(), "logprobs": wide[1]},
-                   {"shard_index": "1", "first_row": "7"})
+    _replace_shard(
+        tmp_path,
+        1,
+        {"ids": wide[0].int(), "logprobs": wide[1]},
+        {"shard_index": "1", "first_row": "7"},
+    )
     r = divergent.TeacherCacheReader(tmp_path)
     r.shard(0)
-    with pytest.raises(TeacherCacheError,
-                       match=r"shard-00001.safetensors tensor `ids` has shape \(7, 5\); the "
-                             r"manifest says \(7, 4\)"):
+    with pytest.raises(
+        TeacherCacheError,
+        match=r"shard-00001.safetensors tensor `ids` has shape \(7, 5\); the "
+        r"manifest says \(7, 4\)",
+    ):
         r.shard(1)
 
 
@@ -237,20 +256,29 @@ def test_shard_from_another_position_or_with_bad_values(tmp_path: Path) -> None:
     ids, lp = _rows(14)
     _write(tmp_path, ids, lp, rows_per_shard=7)
     # shard 0's content copied into slot 1: checksum updated, header still says index 0
-    _replace_shard(tmp_path, 1, {"ids": ids[:7].int(), "logprobs": lp[:7]},
-                   {"shard_index": "0", "first_row": "0"})
+    _replace_shard(
+        tmp_path,
+        1,
+        {"ids": ids[:7].int(), "logprobs": lp[:7]},
+        {"shard_index": "0", "first_row": "0"},
+    )
     with pytest.raises(TeacherCacheError, match=r"00001\.safetensors header says shard_index"):
         divergent.TeacherCacheReader(tmp_path).shard(1)
     # values outside the vocabulary
     bad = ids[7:].clone().int()
     bad[0, 0] = V + 3
-    _replace_shard(tmp_path, 1, {"ids": bad, "logprobs": lp[7:]},
-                   {"shard_index": "1", "first_row": "7"})
+    _replace_shard(
+        tmp_path, 1, {"ids": bad, "logprobs": lp[7:]}, {"shard_index": "1", "first_row": "7"}
+    )
     with pytest.raises(TeacherCacheError, match=r"shard-00001.safetensors has invalid contents"):
         divergent.TeacherCacheReader(tmp_path).shard(1)
     # wrong tensor names
-    _replace_shard(tmp_path, 1, {"ids": ids[7:].int(), "scores": lp[7:]},
-                   {"shard_index": "1", "first_row": "7"})
+    _replace_shard(
+        tmp_path,
+        1,
+        {"ids": ids[7:].int(), "scores": lp[7:]},
+        {"shard_index": "1", "first_row": "7"},
+    )
     with pytest.raises(TeacherCacheError, match=r"holds tensors \['ids', 'scores'\]"):
         divergent.TeacherCacheReader(tmp_path).shard(1)
 
@@ -271,7 +299,9 @@ def test_writer_validates_arguments_and_rows(tmp_path: Path) -> None:
     w = divergent.TeacherCacheWriter(tmp_path / "b", k=K, vocab_size=V)
     bad = ids.clone()
     bad[2, 1] = 77
-    with pytest.raises(ValueError, match=r"`ids` has id 77 in row \(2,\), outside the vocabulary"):
+    with pytest.raises(
+        ValueError, match=r"`ids` has id 77 in row 2, outside the vocabulary \[0, 50\);"
+    ):
         w.add(bad, lp)
     with pytest.raises(ValueError, match="`logprobs` sums to probability"):
         w.add(ids, torch.full_like(lp, -0.01))

@@ -109,9 +109,8 @@ def validate_topk(
         r, label = where_(bad_id.any(-1))
         value = int(ids[r][bad_id[r]][0])
         raise ValueError(
-            f"`{ids_name}` has id {value} in {label}, outside the vocabulary [0, {vocab_size}) "
-            f"of `student_logits`; ids must lie in [0, {vocab_size}) or be {PAD_ID} for an "
-            "unused slot"
+            f"`{ids_name}` has id {value} in {label}, outside the vocabulary [0, {vocab_size}); "
+            f"ids must lie in [0, {vocab_size}) or be {PAD_ID} for an unused slot"
         )
     if flags[1]:
         r, label = where_(dup.any(-1))
