@@ -37,10 +37,13 @@ Verdict (:func:`verdict`, pure; thresholds fixed before the full run), tri-state
     *SDPI*: the ratio ρ(s) = ΔKL(logits) / ΔKL(T_1) is smaller at the larger noise — ``held``
     / ``not held`` when a 95 % bootstrap interval (over runs) of ρ(0.5) − ρ(0.1) lies below /
     above 0, ``inconclusive`` otherwise or when ΔKL(T_1) is not detectable at both levels.
+    (ρ > 1 means the KL grows from T_1 to the logit; the check compares the two levels only.)
 (b) *funnel*: the seed-mean :math:`\hat L_k\widehat W_{1,k}` is smallest at an interior layer —
     ``held`` when the minimum is interior and below both end layers by more than the paired
     MDC, ``not held`` when it is an end layer below every interior layer by more than the
-    paired MDC, else ``inconclusive``; at each noise level.
+    paired MDC, else ``inconclusive``; at each noise level. Reported beside it, not judged:
+    :math:`\hat L_k(\widehat W_{1,k} - \widehat W^{\mathrm{null}}_{1,k})`, the part of the
+    term above what a fresh sample of the same size gives.
 (c) *sanity*: at the tightest layer each bound exceeds the observed gap — ``held`` / ``not
     held`` when the paired mean difference (bound − gap) is above / below ± its MDC, else
     ``inconclusive``.
