@@ -485,7 +485,15 @@ def warn_if_probabilities(sides: Sequence[tuple[str, Tensor]], stacklevel: int =
     sides = [(n, x) for n, x in sides if x.dim() > 0 and x.shape[-1] >= 2 and x.numel() > 0]
     if not sides:
         return
-    first = torch.stack([_looks_like_probabilities(x, 1) for _, x in sides]).tolist()
+    # cheap first look (two reductions per side, one sync): is every entry of the first row
+    # in [0, 1]? Logits almost never are, so the full check below rarely runs.
+    bounds = torch.stack(
+        [
+            torch.stack(torch.aminmax(x.detach().reshape(-1, x.shape[-1])[0])).float()
+            for _, x in sides
+        ]
+    ).tolist()
+    first = [lo >= 0 and hi <= 1 for lo, hi in bounds]
     if not any(first):
         return
     names = [
