@@ -238,6 +238,23 @@ class RowOptions:
     def n_rows(self) -> int:
         return math.prod(self.leading)
 
+    def finish(
+        self,
+        rows: Tensor,
+        *,
+        leading: Sequence[int] | None = None,
+        count: int | Tensor | None = None,
+    ) -> Tensor:
+        """:func:`finish_rows` with these options (``leading`` defaults to :attr:`leading`)."""
+        return finish_rows(
+            rows,
+            keep=self.keep,
+            leading=self.leading if leading is None else torch.Size(leading),
+            reduction=self.reduction,
+            normalizer=self.normalizer,
+            count=count,
+        )
+
 
 def row_options(
     *,

@@ -33,7 +33,6 @@ from divergent._validation import (
     check_pair,
     compute_dtype,
     explain_nan_rows,
-    finish_rows,
     is_traced,
     kept_rows,
     nan_rows_of,
@@ -233,13 +232,7 @@ def _divergence(
             inputs=opts.inputs,
             temperature=opts.temperature,
         )
-    return finish_rows(
-        rows,
-        keep=opts.keep,
-        leading=opts.leading,
-        reduction=opts.reduction,
-        normalizer=opts.normalizer,
-    )
+    return opts.finish(rows)
 
 
 def chunked_divergence(

@@ -60,7 +60,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from divergent._validation import RowOptions, explain_nan_rows, finish_rows, nan_rows_of
+from divergent._validation import RowOptions, explain_nan_rows, nan_rows_of
 from divergent.categorical.kernels import ChunkKernel, ElementwiseKernel, KernelPlan, kernel_for
 from divergent.categorical.registry import Divergence
 
@@ -442,13 +442,7 @@ class EngineJob:
 
     def finish(self, values: Tensor) -> Tensor:
         """The caller's result from the kept rows' values (the shared ``finish_rows``)."""
-        return finish_rows(
-            values,
-            keep=self.opts.keep,
-            leading=self.opts.leading,
-            reduction=self.opts.reduction,
-            normalizer=self.opts.normalizer,
-        )
+        return self.opts.finish(values)
 
 
 def default_chunk_rows(n_classes: int, device: torch.device, mode: str = "eager") -> int:

@@ -50,7 +50,6 @@ from torch import Tensor
 from divergent._validation import (
     RowOptions,
     check_positive_scalar,
-    finish_rows,
     is_traced,
     mass_tolerance,
     row_label,
@@ -195,13 +194,7 @@ def _reduce(values: Tensor, opts: RowOptions) -> Tensor:
     rows = values.reshape(-1)
     if opts.keep is not None:
         rows = rows[opts.keep]
-    return finish_rows(
-        rows,
-        keep=opts.keep,
-        leading=opts.leading,
-        reduction=opts.reduction,
-        normalizer=opts.normalizer,
-    )
+    return opts.finish(rows)
 
 
 def policy_kl(

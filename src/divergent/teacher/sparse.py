@@ -31,7 +31,6 @@ from divergent._validation import (
     check_temperature,
     check_tensor,
     compute_dtype,
-    finish_rows,
     mass_tolerance,
     row_label,
     row_options,
@@ -609,10 +608,4 @@ def sparse_divergence(
     values = torch.where(empty, torch.zeros((), dtype=values.dtype, device=values.device), values)
     values = torch.where(nan_rows, math.nan, values)
 
-    return finish_rows(
-        values,
-        keep=opts.keep,
-        leading=leading,
-        reduction=opts.reduction,
-        normalizer=opts.normalizer,
-    )
+    return opts.finish(values, leading=leading)

@@ -22,7 +22,6 @@ from divergent._validation import (
     check_no_nan,
     compute_dtype,
     explain_nan_rows,
-    finish_rows,
     is_traced,
     kept_rows,
     row_options,
@@ -144,10 +143,4 @@ def uld_distance(
             inputs=opts.inputs,
             temperature=opts.temperature,
         )
-    return finish_rows(
-        rows,
-        keep=opts.keep,
-        leading=opts.leading,
-        reduction=opts.reduction,
-        normalizer=opts.normalizer,
-    )
+    return opts.finish(rows)
