@@ -34,12 +34,13 @@ demo: $(STAMP_BASE)
 	$(VENV)/bin/divergent distill --quick --out $(OUT)
 
 test: $(STAMP_TEST)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks conftest.py
+	$(VENV)/bin/ruff format --check src tests benchmarks conftest.py
 	$(PY) -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
 
 lint: $(STAMP_TEST)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks conftest.py
+	$(VENV)/bin/ruff format --check src tests benchmarks conftest.py
 
 bench: $(STAMP_BASE)
 	$(PIP) install --quiet -e ".[bench]"

@@ -117,12 +117,17 @@ def naive_loss(name: str, teacher: torch.Tensor, student: torch.Tensor) -> torch
 
 def naive_kl_div(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
     """(a): PyTorch's reversed-argument kl_div, KL(teacher ‖ student), batchmean."""
-    return F.kl_div(F.log_softmax(student.float(), -1), F.log_softmax(teacher.float(), -1),
-                    log_target=True, reduction="batchmean")
+    return F.kl_div(
+        F.log_softmax(student.float(), -1),
+        F.log_softmax(teacher.float(), -1),
+        log_target=True,
+        reduction="batchmean",
+    )
 
 
-def trl_generalized_jsd(teacher: torch.Tensor, student: torch.Tensor, beta: float = 0.5,
-                        temperature: float = 1.0) -> torch.Tensor:
+def trl_generalized_jsd(
+    teacher: torch.Tensor, student: torch.Tensor, beta: float = 0.5, temperature: float = 1.0
+) -> torch.Tensor:
     """(b): the TRL GKD loss formulation (re-implemented): stacked-mixture logsumexp, two kl_div."""
     s_lp = F.log_softmax(student.float() / temperature, -1)
     t_lp = F.log_softmax(teacher.float() / temperature, -1)
@@ -203,8 +208,15 @@ def kernel_only(name: str, teacher: torch.Tensor, student: torch.Tensor) -> Call
 
     def go() -> None:
         for i in range(0, n, rows):
-            run(teacher[i : i + rows], s[i : i + rows], None, grad[i : i + rows], temperature,
-                scale, consts)
+            run(
+                teacher[i : i + rows],
+                s[i : i + rows],
+                None,
+                grad[i : i + rows],
+                temperature,
+                scale,
+                consts,
+            )
 
     return go
 
@@ -243,17 +255,40 @@ def measure_memory_here(case: str, n: int, v: int, dtype: torch.dtype, h: int = 
     except OSError:
         method = "ru_maxrss"
     run()
-    peak = _rss_kib("VmHWM") if method == "clear_refs" else resource.getrusage(
-        resource.RUSAGE_SELF).ru_maxrss
-    grads = sum(t.grad.numel() * t.grad.element_size() for t in grads_of
-                if isinstance(t, torch.Tensor) and t.grad is not None)
-    return {"case": case, "peak_over_base": (peak - base) * 1024, "grad_bytes": grads,
-            "extra": (peak - base) * 1024 - grads, "method": method}
+    peak = (
+        _rss_kib("VmHWM")
+        if method == "clear_refs"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    )
+    grads = sum(
+        t.grad.numel() * t.grad.element_size()
+        for t in grads_of
+        if isinstance(t, torch.Tensor) and t.grad is not None
+    )
+    return {
+        "case": case,
+        "peak_over_base": (peak - base) * 1024,
+        "grad_bytes": grads,
+        "extra": (peak - base) * 1024 - grads,
+        "method": method,
+    }
 
 
 def measure_memory(case: str, n: int, v: int, dtype: str = "float32", h: int = 0) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--mem-case", case, "--n", str(n),
-           "--v", str(v), "--dtype", dtype, "--h", str(h)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--mem-case",
+        case,
+        "--n",
+        str(n),
+        "--v",
+        str(v),
+        "--dtype",
+        dtype,
+        "--h",
+        str(h),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=3600)
     for line in out.stdout.splitlines()[::-1]:
         if line.startswith("{"):
@@ -281,28 +316,39 @@ def fused_runner(case: str, st: dict) -> Callable[[], Any]:
         ws.grad = None
 
     if case == "fused":
+
         def run() -> None:
             zero()
             loss = divergent.fused_linear_divergence(
-                "kl", student_hidden=hs, student_weight=ws, teacher_hidden=ht,
-                teacher_weight=wt, compile=True)
+                "kl",
+                student_hidden=hs,
+                student_weight=ws,
+                teacher_hidden=ht,
+                teacher_weight=wt,
+                compile=True,
+            )
             loss.backward()
+
         return run
     if case == "materialised":  # logits by matmul, then (a)
+
         def run() -> None:
             zero()
             with torch.no_grad():
                 zt = ht @ wt.T
             loss = naive_kl_div(zt, hs @ ws.T)
             loss.backward()
+
         return run
     if case == "materialised_engine":  # logits by matmul, then the chunked engine
+
         def run() -> None:
             zero()
             with torch.no_grad():
                 zt = ht @ wt.T
             loss = divergent.chunked_divergence("kl", zt, hs @ ws.T, compile=True)
             loss.backward()
+
         return run
     raise ValueError(case)
 
@@ -310,8 +356,9 @@ def fused_runner(case: str, st: dict) -> Callable[[], Any]:
 # ------------------------------------------------------------------------------------------
 # timing
 # ------------------------------------------------------------------------------------------
-def time_cases(runners: dict[str, Callable[[], Any]], repeats: int,
-               slow: set[str] | None = None) -> dict[str, dict[str, float]]:
+def time_cases(
+    runners: dict[str, Callable[[], Any]], repeats: int, slow: set[str] | None = None
+) -> dict[str, dict[str, float]]:
     """Median / min wall time per case; cases interleaved round by round."""
     slow = slow or set()
     times: dict[str, list[float]] = {k: [] for k in runners}
@@ -330,8 +377,12 @@ def time_cases(runners: dict[str, Callable[[], Any]], repeats: int,
     out = {}
     for k, ts in times.items():
         kept = [t for t in ts if t >= 0]
-        out[k] = {"median": statistics.median(kept), "min": min(kept), "n": len(kept),
-                  "first": -ts[0]}
+        out[k] = {
+            "median": statistics.median(kept),
+            "min": min(kept),
+            "n": len(kept),
+            "first": -ts[0],
+        }
     return out
 
 
@@ -387,17 +438,25 @@ def print_main(res: dict, n: int, v: int, names: list[str]) -> None:
     fl = t["floor"]["median"]
     a_mem = mem.get("naive_kl_div", {}).get("extra")
     print(f"\n### Forward + backward, N={n}, V={v}, fp32, gradient to the student\n")
-    print(f"floor (c) compiled logsumexp of both: {fl:.3f} s;  fresh N×V fp32 gradient, "
-          f"allocation + first touch: {t['alloc']['median']:.3f} s")
-    print(f"(a) naive F.kl_div: {t['naive_kl_div']['median']:.3f} s, extra "
-          f"{fmt_b(a_mem)};  (b) TRL GKD formulation: {t['trl']['median']:.3f} s, extra "
-          f"{fmt_b(mem.get('trl', {}).get('extra'))}")
-    print(f"reference path (autograd through the row function), kl: "
-          f"{t['reference:kl']['median']:.3f} s;  engine kl, both sides: "
-          f"{t['engine_both:kl']['median']:.3f} s, extra "
-          f"{fmt_b(mem.get('engine_both:kl', {}).get('extra'))}\n")
-    print("| divergence | naive s | engine s | speed-up | engine/floor | kernel s | kernel/floor "
-          "| extra mem | % of (a) | value check |")
+    print(
+        f"floor (c) compiled logsumexp of both: {fl:.3f} s;  fresh N×V fp32 gradient, "
+        f"allocation + first touch: {t['alloc']['median']:.3f} s"
+    )
+    print(
+        f"(a) naive F.kl_div: {t['naive_kl_div']['median']:.3f} s, extra "
+        f"{fmt_b(a_mem)};  (b) TRL GKD formulation: {t['trl']['median']:.3f} s, extra "
+        f"{fmt_b(mem.get('trl', {}).get('extra'))}"
+    )
+    print(
+        f"reference path (autograd through the row function), kl: "
+        f"{t['reference:kl']['median']:.3f} s;  engine kl, both sides: "
+        f"{t['engine_both:kl']['median']:.3f} s, extra "
+        f"{fmt_b(mem.get('engine_both:kl', {}).get('extra'))}\n"
+    )
+    print(
+        "| divergence | naive s | engine s | speed-up | engine/floor | kernel s | kernel/floor "
+        "| extra mem | % of (a) | value check |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         nv = t[f"naive:{name}"]["median"]
@@ -405,19 +464,25 @@ def print_main(res: dict, n: int, v: int, names: list[str]) -> None:
         ke = t[f"kernel:{name}"]["median"]
         ex = mem.get(f"engine:{name}", {}).get("extra")
         pct = f"{100 * ex / a_mem:.1f} %" if ex is not None and a_mem else "—"
-        print(f"| {name} | {nv:.3f} | {en:.3f} | {nv / en:.1f}× | {en / fl:.2f}× | {ke:.3f} | "
-              f"{ke / fl:.2f}× | {fmt_b(ex)} | {pct} | {res['checks'][name]:.1e} |")
+        print(
+            f"| {name} | {nv:.3f} | {en:.3f} | {nv / en:.1f}× | {en / fl:.2f}× | {ke:.3f} | "
+            f"{ke / fl:.2f}× | {fmt_b(ex)} | {pct} | {res['checks'][name]:.1e} |"
+        )
     js = t["engine:js"]["median"] if "engine:js" in t else float("nan")
-    print(f"\n(b) / engine js: {t['trl']['median'] / js:.1f}×;  (a) / engine kl: "
-          f"{t['naive_kl_div']['median'] / t['engine:kl']['median']:.1f}×")
+    print(
+        f"\n(b) / engine js: {t['trl']['median'] / js:.1f}×;  (a) / engine kl: "
+        f"{t['naive_kl_div']['median'] / t['engine:kl']['median']:.1f}×"
+    )
 
 
 def section_scaling(ns: list[int], v: int, repeats: int, memory: bool, naive_max: int) -> dict:
     out = {}
     for n in ns:
         teacher, student = make_logits(n, v, torch.float32)
-        runners = {"floor": case_runner("floor", teacher, student),
-                   "engine:kl": case_runner("engine:kl", teacher, student)}
+        runners = {
+            "floor": case_runner("floor", teacher, student),
+            "engine:kl": case_runner("engine:kl", teacher, student),
+        }
         if n <= naive_max:
             runners["naive_kl_div"] = case_runner("naive_kl_div", teacher, student)
         t = time_cases(runners, repeats, {"naive_kl_div"})
@@ -435,26 +500,32 @@ def section_scaling(ns: list[int], v: int, repeats: int, memory: bool, naive_max
 
 def print_scaling(res: dict, v: int) -> None:
     print(f"\n### Scaling in N (V={v}, fp32, kl, forward + backward)\n")
-    print("| N | engine s | engine µs/row | floor s | engine extra mem | naive (a) s "
-          "| (a) extra mem |")
+    print(
+        "| N | engine s | engine µs/row | floor s | engine extra mem | naive (a) s "
+        "| (a) extra mem |"
+    )
     print("|---|---|---|---|---|---|---|")
     for n, row in res.items():
         t = row["times"]
         en = t["engine:kl"]["median"]
         nv = t.get("naive_kl_div", {}).get("median")
-        print(f"| {n} | {en:.3f} | {1e6 * en / n:.0f} | {t['floor']['median']:.3f} | "
-              f"{fmt_b(row.get('mem_engine', {}).get('extra'))} | "
-              f"{'—' if nv is None else f'{nv:.3f}'} | "
-              f"{fmt_b(row.get('mem_naive', {}).get('extra'))} |")
+        print(
+            f"| {n} | {en:.3f} | {1e6 * en / n:.0f} | {t['floor']['median']:.3f} | "
+            f"{fmt_b(row.get('mem_engine', {}).get('extra'))} | "
+            f"{'—' if nv is None else f'{nv:.3f}'} | "
+            f"{fmt_b(row.get('mem_naive', {}).get('extra'))} |"
+        )
 
 
 def section_bf16(n: int, v: int, repeats: int, memory: bool) -> dict:
     teacher, student = make_logits(n, v, torch.bfloat16)
-    runners = {"floor": case_runner("floor", teacher, student),
-               "naive_kl_div": case_runner("naive_kl_div", teacher, student),
-               "engine:kl": case_runner("engine:kl", teacher, student),
-               "naive:js": case_runner("naive:js", teacher, student),
-               "engine:js": case_runner("engine:js", teacher, student)}
+    runners = {
+        "floor": case_runner("floor", teacher, student),
+        "naive_kl_div": case_runner("naive_kl_div", teacher, student),
+        "engine:kl": case_runner("engine:kl", teacher, student),
+        "naive:js": case_runner("naive:js", teacher, student),
+        "engine:js": case_runner("engine:js", teacher, student),
+    }
     t = time_cases(runners, repeats, {"naive_kl_div", "naive:js"})
     mem = {}
     if memory:
@@ -495,8 +566,10 @@ def print_small(res: dict) -> None:
     print("| rows × classes | elements | reference ms | eager engine ms |")
     print("|---|---|---|---|")
     for (n, v), t in res.items():
-        print(f"| {n} × {v} | {n * v:,} | {1e3 * t['reference']['median']:.2f} | "
-              f"{1e3 * t['eager engine']['median']:.2f} |")
+        print(
+            f"| {n} × {v} | {n * v:,} | {1e3 * t['reference']['median']:.2f} | "
+            f"{1e3 * t['eager engine']['median']:.2f} |"
+        )
 
 
 def section_fused(n: int, h: int, v: int, repeats: int, memory: bool) -> dict:
@@ -517,15 +590,17 @@ def print_fused(res: dict, n: int, h: int, v: int) -> None:
     t, mem = res["times"], res["memory"]
     base_t = t["materialised"]["median"]
     base_m = mem.get("materialised", {}).get("extra")
-    print(f"\n### Fused linear head, N={n}, H={h}, V={v}, fp32, kl, student hidden + weight "
-          "grads\n")
+    print(
+        f"\n### Fused linear head, N={n}, H={h}, V={v}, fp32, kl, student hidden + weight grads\n"
+    )
     print("| path | time s | vs materialised | extra mem | % of materialised |")
     print("|---|---|---|---|---|")
     for k in ("materialised", "materialised_engine", "fused"):
         ex = mem.get(k, {}).get("extra")
         pct = f"{100 * ex / base_m:.1f} %" if ex is not None and base_m else "—"
-        print(f"| {k} | {t[k]['median']:.2f} | {t[k]['median'] / base_t:.2f}× | {fmt_b(ex)} | "
-              f"{pct} |")
+        print(
+            f"| {k} | {t[k]['median']:.2f} | {t[k]['median'] / base_t:.2f}× | {fmt_b(ex)} | {pct} |"
+        )
 
 
 def main() -> None:
@@ -542,23 +617,32 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.mem_case:
-        print(json.dumps(measure_memory_here(args.mem_case, args.n, args.v,
-                                             getattr(torch, args.dtype), args.h)))
+        print(
+            json.dumps(
+                measure_memory_here(
+                    args.mem_case, args.n, args.v, getattr(torch, args.dtype), args.h
+                )
+            )
+        )
         return
     q = args.quick
     n, v, h = (256, 4000, 128) if q else (4096, 32000, 1024)
     ns = [128, 256, 512] if q else [1024, 2048, 4096, 8192, 16384]
     sections = args.sections.split(",")
     memory = not args.no_memory
-    print(f"# bench_engine  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load before: {load()}", flush=True)
+    print(
+        f"# bench_engine  {time.strftime('%Y-%m-%d %H:%M')}  torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load before: {load()}",
+        flush=True,
+    )
     results: dict[str, Any] = {"load_before": load(), "threads": torch.get_num_threads()}
     if "main" in sections:
         results["main"] = section_main(n, v, args.repeats, NAMES, memory)
         print_main(results["main"], n, v, NAMES)
     if "scaling" in sections:
-        results["scaling"] = section_scaling(ns, v, max(3, args.repeats - 2), memory,
-                                             naive_max=ns[-2])
+        results["scaling"] = section_scaling(
+            ns, v, max(3, args.repeats - 2), memory, naive_max=ns[-2]
+        )
         print_scaling(results["scaling"], v)
     if "bf16" in sections:
         results["bf16"] = section_bf16(n, v, args.repeats, memory)

@@ -72,11 +72,20 @@ def main() -> None:
     print(f"B={batch} problems of {n}x{n}, squared Euclidean cost on U[0,1]^2, eps={eps}\n")
 
     a64, b64, c64 = make_problems(batch, n, torch.float64)
-    ref = torch.stack([
-        ot.sinkhorn2(a64[i], b64[i], c64[i], eps, method="sinkhorn_log", stopThr=1e-13,
-                     numItermax=100_000)
-        for i in range(batch)
-    ])
+    ref = torch.stack(
+        [
+            ot.sinkhorn2(
+                a64[i],
+                b64[i],
+                c64[i],
+                eps,
+                method="sinkhorn_log",
+                stopThr=1e-13,
+                numItermax=100_000,
+            )
+            for i in range(batch)
+        ]
+    )
 
     rows = []
     for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-6)):
@@ -86,20 +95,32 @@ def main() -> None:
             return divergent.sinkhorn(a, b, cost, eps, tol=tol, max_iter=10_000)
 
         def pot_loop(a=a, b=b, cost=cost, tol=tol) -> torch.Tensor:
-            return torch.stack([
-                ot.sinkhorn2(a[i], b[i], cost[i], eps, method="sinkhorn_log", stopThr=tol,
-                             numItermax=10_000)
-                for i in range(batch)
-            ])
+            return torch.stack(
+                [
+                    ot.sinkhorn2(
+                        a[i],
+                        b[i],
+                        cost[i],
+                        eps,
+                        method="sinkhorn_log",
+                        stopThr=tol,
+                        numItermax=10_000,
+                    )
+                    for i in range(batch)
+                ]
+            )
 
         def pot_batch(a=a, b=b, cost=cost, tol=tol) -> torch.Tensor:
-            res = ot.batch.solve_batch(cost, eps, a, b, max_iter=10_000, tol=tol,
-                                       method="log_sinkhorn", grad="detach")
+            res = ot.batch.solve_batch(
+                cost, eps, a, b, max_iter=10_000, tol=tol, method="log_sinkhorn", grad="detach"
+            )
             return res.value_linear
 
-        methods = {"divergent.sinkhorn (batched)": ours,
-                   "POT sinkhorn2 log, one by one": pot_loop,
-                   "POT solve_batch log_sinkhorn": pot_batch}
+        methods = {
+            "divergent.sinkhorn (batched)": ours,
+            "POT sinkhorn2 log, one by one": pot_loop,
+            "POT solve_batch log_sinkhorn": pot_batch,
+        }
         for fn in methods.values():  # warm-up
             fn()
         times: dict[str, list[float]] = {k: [] for k in methods}
@@ -126,8 +147,10 @@ def main() -> None:
 
         def pot_grad() -> torch.Tensor:
             c = cost.clone().requires_grad_(True)
-            total = sum(ot.sinkhorn2(a[i], b[i], c[i], eps, method="sinkhorn_log", stopThr=1e-9)
-                        for i in range(batch))
+            total = sum(
+                ot.sinkhorn2(a[i], b[i], c[i], eps, method="sinkhorn_log", stopThr=1e-9)
+                for i in range(batch)
+            )
             (g,) = torch.autograd.grad(total, c)
             return g
 
@@ -141,8 +164,16 @@ def main() -> None:
         t_o, t_p = statistics.median(g_times["ours"]), statistics.median(g_times["pot"])
         gdiff = ((grads["ours"] - grads["pot"]).abs().max() / grads["pot"].abs().max()).item()
         rows.append(("float64", 1e-9, "value+grad: divergent (implicit)", t_o, 1.0, float("nan")))
-        rows.append(("float64", 1e-9, "value+grad: POT sinkhorn2 (unrolled autograd)", t_p,
-                     t_p / t_o, gdiff))
+        rows.append(
+            (
+                "float64",
+                1e-9,
+                "value+grad: POT sinkhorn2 (unrolled autograd)",
+                t_p,
+                t_p / t_o,
+                gdiff,
+            )
+        )
 
     print("| dtype | tol | method | median time (s) | time / divergent | max rel. error |")
     print("|---|---|---|---|---|---|")

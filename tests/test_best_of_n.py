@@ -63,12 +63,19 @@ def test_best_of_n_matches_enumeration_with_ties(k: int, n: int, tie_break: str)
         p = rng.dirichlet(np.ones(k))
         r = rng.integers(0, 3, size=k).astype(np.float64)  # few levels: ties are common
         ref = _enumerate_best_of_n(p, r, n, tie_break)
-        got = best_of_n_log_probs(
-            torch.from_numpy(p), torch.from_numpy(r), n, inputs="probs", tie_break=tie_break
-        ).exp().numpy()
+        got = (
+            best_of_n_log_probs(
+                torch.from_numpy(p), torch.from_numpy(r), n, inputs="probs", tie_break=tie_break
+            )
+            .exp()
+            .numpy()
+        )
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-14)
-        kl_got = float(best_of_n_kl(torch.from_numpy(p), torch.from_numpy(r), n, inputs="probs",
-                                    tie_break=tie_break))
+        kl_got = float(
+            best_of_n_kl(
+                torch.from_numpy(p), torch.from_numpy(r), n, inputs="probs", tie_break=tie_break
+            )
+        )
         assert kl_got == pytest.approx(_kl_ref(ref, p), rel=1e-9, abs=1e-12)
 
 
@@ -97,8 +104,11 @@ def test_best_of_n_matches_monte_carlo_argmax() -> None:
     draws = rng.choice(k, size=(samples, n), p=p)
     picked = draws[np.arange(samples), np.argmax(r[draws], axis=1)]
     freq = np.bincount(picked, minlength=k) / samples
-    exact = best_of_n_log_probs(torch.from_numpy(p), torch.from_numpy(r), n,
-                                inputs="probs").exp().numpy()
+    exact = (
+        best_of_n_log_probs(torch.from_numpy(p), torch.from_numpy(r), n, inputs="probs")
+        .exp()
+        .numpy()
+    )
     se = np.sqrt(exact * (1 - exact) / samples) + 1e-12
     assert np.max(np.abs(freq - exact) / se) < 5.0
 
@@ -266,9 +276,7 @@ def test_tilted_maximises_the_regularised_objective_over_random_policies() -> No
         # at the optimum J = β log Z (independent closed form)
         log_z = math.log(float(np.sum(p * np.exp(r / beta))))
         assert j_best == pytest.approx(beta * log_z, rel=1e-10, abs=1e-12)
-        candidates = np.vstack([
-            rng.dirichlet(np.full(k, a), size=4000) for a in (0.1, 1.0, 10.0)
-        ])
+        candidates = np.vstack([rng.dirichlet(np.full(k, a), size=4000) for a in (0.1, 1.0, 10.0)])
         cand = torch.from_numpy(np.log(candidates))
         j = kl_regularized_objective(cand, log_p.expand_as(cand), r_t.expand_as(cand), beta)
         assert float(j.max()) <= j_best + 1e-12

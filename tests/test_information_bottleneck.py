@@ -37,8 +37,11 @@ def _ref_conditional_cs(x, y, yh, sx, sy, denominator):
 def _ref_qmi(x, t, sx, st):
     n = x.shape[0]
     k, q = _gram(x, x, sx), _gram(t, t, st)
-    return (np.log(np.trace(k @ q) / n**2) + np.log(k.sum() * q.sum() / n**4)
-            - 2 * np.log(np.ones(n) @ k @ q @ np.ones(n) / n**3))
+    return (
+        np.log(np.trace(k @ q) / n**2)
+        + np.log(k.sum() * q.sum() / n**4)
+        - 2 * np.log(np.ones(n) @ k @ q @ np.ones(n) / n**3)
+    )
 
 
 def _data(n=40, seed=0):
@@ -55,8 +58,15 @@ def _data(n=40, seed=0):
 def test_terms_match_the_gram_matrix_reference(denominator: str, normalized: bool) -> None:
     x, y, yh, t = _data()
     sx, sy, st, beta = 1.3, 0.7, 0.9, 0.05
-    terms = cs_ib_terms(*(torch.from_numpy(v) for v in (x, y, yh, t)), beta, sigma_x=sx,
-                        sigma_y=sy, sigma_t=st, denominator=denominator, normalized=normalized)
+    terms = cs_ib_terms(
+        *(torch.from_numpy(v) for v in (x, y, yh, t)),
+        beta,
+        sigma_x=sx,
+        sigma_y=sy,
+        sigma_t=st,
+        denominator=denominator,
+        normalized=normalized,
+    )
     pred = _ref_conditional_cs(x, y, yh, sx, sy, denominator)
     comp = _ref_qmi(x, t, sx, st)
     if normalized:

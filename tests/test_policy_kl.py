@@ -60,8 +60,9 @@ def test_values_match_formulas_float64():
     ref = torch.log(torch.tensor([0.25, 0.4, 0.3, 0.3], dtype=torch.float64))
     r = (ref - lp).exp()
     torch.testing.assert_close(policy_kl(lp, ref, "k1"), -torch.log(r), rtol=1e-14, atol=0)
-    torch.testing.assert_close(policy_kl(lp, ref, "k2"), 0.5 * torch.log(r) ** 2,
-                               rtol=1e-14, atol=0)
+    torch.testing.assert_close(
+        policy_kl(lp, ref, "k2"), 0.5 * torch.log(r) ** 2, rtol=1e-14, atol=0
+    )
     torch.testing.assert_close(policy_kl(lp, ref, "k3"), r - 1 - torch.log(r), rtol=1e-13, atol=0)
 
 
@@ -100,8 +101,9 @@ def test_unbiased_values_by_enumeration():
         p = lp.exp()
         kl_true = _reverse_kl(theta, ref_logp)
         for kind in ("k1", "k3"):
-            torch.testing.assert_close((p * policy_kl(lp, ref_logp, kind)).sum(), kl_true,
-                                       rtol=1e-12, atol=0)
+            torch.testing.assert_close(
+                (p * policy_kl(lp, ref_logp, kind)).sum(), kl_true, rtol=1e-12, atol=0
+            )
         # k2's mean is the f-divergence with f(t) = ½ log² t: not the KL (biased)
         k2_mean = (p * policy_kl(lp, ref_logp, "k2")).sum()
         assert abs(k2_mean - kl_true) > 1e-3
@@ -127,20 +129,23 @@ def test_straight_through_keeps_value_takes_k2_gradient():
     v = policy_kl(lp, ref_logp, "k3", gradient="k2")
     torch.testing.assert_close(v, policy_kl(lp, ref_logp, "k3"), rtol=0, atol=0)
     g = _grad(lambda t: _expected_loss(t, ref_logp, "k3", gradient="k2"), theta)
-    torch.testing.assert_close(g, _grad(lambda t: _reverse_kl(t, ref_logp), theta),
-                               rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(
+        g, _grad(lambda t: _reverse_kl(t, ref_logp), theta), rtol=1e-10, atol=1e-13
+    )
     # k1 value with k3 gradient → forward-KL gradient
     g13 = _grad(lambda t: _expected_loss(t, ref_logp, "k1", gradient="k3"), theta)
-    torch.testing.assert_close(g13, _grad(lambda t: _forward_kl(t, ref_logp), theta),
-                               rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(
+        g13, _grad(lambda t: _forward_kl(t, ref_logp), theta), rtol=1e-10, atol=1e-13
+    )
 
 
 @pytest.mark.parametrize("kind", ["k1", "k2", "k3"])
 def test_importance_weight_detached_keeps_on_policy_semantics(kind):
     theta, ref_logp, mu_logp = _policies(4)
     w = lambda lp: (lp - mu_logp).exp().detach()  # noqa: E731
-    off = _grad(lambda t: _expected_loss(t, ref_logp, kind, weights_of=mu_logp,
-                                         importance_weight=w), theta)
+    off = _grad(
+        lambda t: _expected_loss(t, ref_logp, kind, weights_of=mu_logp, importance_weight=w), theta
+    )
     on = _grad(lambda t: _expected_loss(t, ref_logp, kind), theta)
     torch.testing.assert_close(off, on, rtol=1e-10, atol=1e-13)
 
@@ -151,10 +156,12 @@ def test_importance_weight_with_gradient_gives_reverse_kl_gradient(kind):
     w = lambda lp: (lp - mu_logp).exp()  # noqa: E731  (not detached)
     val = _expected_loss(theta, ref_logp, kind, weights_of=mu_logp, importance_weight=w)
     torch.testing.assert_close(val, _reverse_kl(theta, ref_logp), rtol=1e-12, atol=0)
-    g = _grad(lambda t: _expected_loss(t, ref_logp, kind, weights_of=mu_logp,
-                                       importance_weight=w), theta)
-    torch.testing.assert_close(g, _grad(lambda t: _reverse_kl(t, ref_logp), theta),
-                               rtol=1e-10, atol=1e-13)
+    g = _grad(
+        lambda t: _expected_loss(t, ref_logp, kind, weights_of=mu_logp, importance_weight=w), theta
+    )
+    torch.testing.assert_close(
+        g, _grad(lambda t: _reverse_kl(t, ref_logp), theta), rtol=1e-10, atol=1e-13
+    )
 
 
 def test_sampled_k3_gradient_matches_forward_kl_within_clt():
@@ -210,7 +217,7 @@ def test_reproduces_schulman_table(mu):
     n = 1_000_000
     g = torch.Generator().manual_seed(2020)
     x = torch.randn(n, generator=g, dtype=torch.float64)
-    logq = -0.5 * x**2 - 0.5 * math.log(2 * math.pi)          # the sampler (policy π = q)
+    logq = -0.5 * x**2 - 0.5 * math.log(2 * math.pi)  # the sampler (policy π = q)
     logp = -0.5 * (x - mu) ** 2 - 0.5 * math.log(2 * math.pi)  # the reference
     kl = mu**2 / 2
     analytic = _analytic(mu)
@@ -219,8 +226,8 @@ def test_reproduces_schulman_table(mu):
         mean, std = k.mean().item(), k.std().item()
         kurt = (((k - mean) / std) ** 4).mean().item()
         bias, rel_std = (mean - kl) / kl, std / kl
-        se_bias = rel_std / math.sqrt(n)                      # SE of a mean
-        se_std = rel_std * math.sqrt((kurt - 1) / (4 * n))    # SE of a std (delta method)
+        se_bias = rel_std / math.sqrt(n)  # SE of a mean
+        se_std = rel_std * math.sqrt((kurt - 1) / (4 * n))  # SE of a std (delta method)
         a_bias, a_std = analytic[kind]
         # ours vs closed form: within 5 standard errors of our Monte Carlo
         assert abs(bias - a_bias) <= 5 * se_bias, (kind, bias, a_bias)
@@ -253,13 +260,18 @@ def test_kl_penalty_reward_detached_and_masked():
 
 def test_reference_sample_kl_value_and_gradient_by_enumeration():
     theta, ref_logp, _ = _policies(8)
+
     def expected(t):
         lp = torch.log_softmax(t, -1)
         return (ref_logp.exp() * reference_sample_kl(lp, ref_logp)).sum()
+
     torch.testing.assert_close(expected(theta), _forward_kl(theta, ref_logp), rtol=1e-12, atol=0)
-    torch.testing.assert_close(_grad(expected, theta),
-                               _grad(lambda t: _forward_kl(t, ref_logp), theta),
-                               rtol=1e-10, atol=1e-13)
+    torch.testing.assert_close(
+        _grad(expected, theta),
+        _grad(lambda t: _forward_kl(t, ref_logp), theta),
+        rtol=1e-10,
+        atol=1e-13,
+    )
     lp = torch.log_softmax(theta, -1)
     # u − log u − 1 is k3 with the roles of the two policies swapped
     torch.testing.assert_close(reference_sample_kl(lp, ref_logp), policy_kl(ref_logp, lp, "k3"))
@@ -272,11 +284,11 @@ def test_reductions_mask_and_fully_masked():
     mask = torch.tensor([[True, False], [True, True]])
     per = policy_kl(lp, ref, "k3", mask=mask)
     assert per[0, 1] == 0
-    torch.testing.assert_close(policy_kl(lp, ref, "k3", mask=mask, reduction="mean"),
-                               per.sum() / 3)
+    torch.testing.assert_close(policy_kl(lp, ref, "k3", mask=mask, reduction="mean"), per.sum() / 3)
     torch.testing.assert_close(policy_kl(lp, ref, "k3", mask=mask, reduction="sum"), per.sum())
-    torch.testing.assert_close(policy_kl(lp, ref, mask=mask, reduction="mean", normalizer=10),
-                               per.sum() / 10)
+    torch.testing.assert_close(
+        policy_kl(lp, ref, mask=mask, reduction="mean", normalizer=10), per.sum() / 10
+    )
     none = torch.zeros_like(mask)
     v = policy_kl(lp, ref, "k3", mask=none, reduction="mean")
     v.backward()

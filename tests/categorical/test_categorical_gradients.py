@@ -52,22 +52,25 @@ def test_gradcheck_with_mask_temperature_and_shared_zeros(
     mask = torch.tensor([[True, True, False], [True, False, True]])
 
     def fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return divergent.divergence(name, a, b, temperature=2.5, mask=mask, normalizer=7.0,
-                                    **params)
+        return divergent.divergence(
+            name, a, b, temperature=2.5, mask=mask, normalizer=7.0, **params
+        )
 
     def fn_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return divergent.divergence(name, a, b, temperature=0.7, mask=mask, reduction="none",
-                                    **params)
+        return divergent.divergence(
+            name, a, b, temperature=0.7, mask=mask, reduction="none", **params
+        )
 
     assert torch.autograd.gradcheck(fn, (p, q), eps=1e-6, atol=1e-7, rtol=1e-5)
     assert torch.autograd.gradcheck(fn_rows, (p, q), eps=1e-6, atol=1e-7, rtol=1e-5)
 
 
 @pytest.mark.parametrize("inputs", ["log_probs", "probs"])
-@pytest.mark.parametrize(("name", "params"), [c for c in CASES if c[0] in
-                                              ("kl", "js", "alpha", "renyi", "tv")],
-                         ids=[i for c, i in zip(CASES, CASE_IDS) if c[0] in
-                              ("kl", "js", "alpha", "renyi", "tv")])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [c for c in CASES if c[0] in ("kl", "js", "alpha", "renyi", "tv")],
+    ids=[i for c, i in zip(CASES, CASE_IDS) if c[0] in ("kl", "js", "alpha", "renyi", "tv")],
+)
 def test_gradcheck_other_input_kinds(name: str, params: dict[str, float], inputs: str) -> None:
     g = torch.Generator().manual_seed(2)
     a = torch.randn(3, 4, generator=g, dtype=torch.float64)
@@ -80,8 +83,9 @@ def test_gradcheck_other_input_kinds(name: str, params: dict[str, float], inputs
     q.requires_grad_(True)
 
     def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return divergent.divergence(name, x, y, inputs=inputs, temperature=1.3,
-                                    reduction="none", **params)
+        return divergent.divergence(
+            name, x, y, inputs=inputs, temperature=1.3, reduction="none", **params
+        )
 
     assert torch.autograd.gradcheck(fn, (p, q), eps=1e-7, atol=1e-6, rtol=1e-4)
 
@@ -108,19 +112,28 @@ def _extreme_cases(dtype: torch.dtype) -> dict[str, tuple[torch.Tensor, torch.Te
     inf = math.inf
     return {
         "pm1e4": (torch.tensor([[1e4, 0.0, -1e4, 3.0]]), torch.tensor([[-1e4, 1e4, 0.0, 2.0]])),
-        "shared_neg_inf": (torch.tensor([[-inf, 1e4, 0.0, -inf]]),
-                           torch.tensor([[-inf, 2.0, -1e4, -inf]])),
-        "one_hot_target": (torch.tensor([[0.0, -inf, -inf, -inf]]),
-                           torch.tensor([[1.0, 2.0, -3.0, 0.5]])),
-        "near_one_hot": (torch.tensor([[80.0, 0.0, 0.0, 0.0]]),
-                         torch.tensor([[0.0, 0.0, 0.0, 90.0]])),
-        "underflowing_atoms": (torch.tensor([[0.0, -110.0, 0.0, -3.0]]),
-                               torch.tensor([[0.0, -200.0, 0.0, -1.0]])),
+        "shared_neg_inf": (
+            torch.tensor([[-inf, 1e4, 0.0, -inf]]),
+            torch.tensor([[-inf, 2.0, -1e4, -inf]]),
+        ),
+        "one_hot_target": (
+            torch.tensor([[0.0, -inf, -inf, -inf]]),
+            torch.tensor([[1.0, 2.0, -3.0, 0.5]]),
+        ),
+        "near_one_hot": (
+            torch.tensor([[80.0, 0.0, 0.0, 0.0]]),
+            torch.tensor([[0.0, 0.0, 0.0, 90.0]]),
+        ),
+        "underflowing_atoms": (
+            torch.tensor([[0.0, -110.0, 0.0, -3.0]]),
+            torch.tensor([[0.0, -200.0, 0.0, -1.0]]),
+        ),
     } | {}
 
 
-def _finite_grads(name: str, params: dict[str, float], p: torch.Tensor, q: torch.Tensor,
-                  **kw: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _finite_grads(
+    name: str, params: dict[str, float], p: torch.Tensor, q: torch.Tensor, **kw: object
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     p = p.clone().requires_grad_(True)
     q = q.clone().requires_grad_(True)
     value = divergent.divergence(name, p, q, reduction="sum", **kw, **params)
@@ -136,14 +149,21 @@ def test_finite_values_and_gradients_at_extreme_inputs(
     for label, (p, q) in _extreme_cases(dtype).items():
         p, q = p.to(dtype), q.to(dtype)
         value, gp, gq = _finite_grads(name, params, p, q)
-        infinite_ok = label == "one_hot_target" and name in ("reverse_kl", "jeffreys",
-                                                             "neyman_chi2")
+        infinite_ok = label == "one_hot_target" and name in (
+            "reverse_kl",
+            "jeffreys",
+            "neyman_chi2",
+        )
         infinite_ok |= label == "one_hot_target" and name == "alpha" and params["alpha"] <= 0
-        infinite_ok |= label == "one_hot_target" and name == "skew_reverse_kl" and \
-            params["alpha"] == 0
-        infinite_ok |= _overflows(name, params) and label in ("pm1e4", "shared_neg_inf",
-                                                              "near_one_hot",
-                                                              "underflowing_atoms")
+        infinite_ok |= (
+            label == "one_hot_target" and name == "skew_reverse_kl" and params["alpha"] == 0
+        )
+        infinite_ok |= _overflows(name, params) and label in (
+            "pm1e4",
+            "shared_neg_inf",
+            "near_one_hot",
+            "underflowing_atoms",
+        )
         assert not torch.isnan(value), (label, value)
         if torch.isinf(value):
             assert infinite_ok, (label, value)
@@ -226,9 +246,17 @@ def test_gradient_of_kl_in_logits_is_q_minus_p() -> None:
     torch.testing.assert_close(gp, sp * (s - kl_rows), rtol=1e-10, atol=1e-14)
 
 
-@pytest.mark.parametrize(("name", "params"), [("kl", {}), ("js", {"beta": 0.3}),
-                                              ("alpha", {"alpha": 2.0}), ("alpha", {"alpha": 1.0}),
-                                              ("renyi", {"order": 0.5}), ("pearson_chi2", {})])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("kl", {}),
+        ("js", {"beta": 0.3}),
+        ("alpha", {"alpha": 2.0}),
+        ("alpha", {"alpha": 1.0}),
+        ("renyi", {"order": 0.5}),
+        ("pearson_chi2", {}),
+    ],
+)
 def test_gradgradcheck_reference_path(name: str, params: dict[str, float]) -> None:
     """The reference path is twice differentiable (Hessian-vector products)."""
     p, q = _inputs((2, 4), seed=9)

@@ -100,11 +100,18 @@ def test_renyi_special_orders() -> None:
     p, q = _moderate(6)
     # order 2 = log(1 + χ²); order ½ = −2 log(1 − H²) (Bhattacharyya); order ∞ = log max p/q
     finite = torch.isfinite(_d("pearson_chi2", p, q))
-    torch.testing.assert_close(_d("renyi", p, q, order=2.0)[finite],
-                               torch.log1p(_d("pearson_chi2", p, q))[finite], rtol=1e-10,
-                               atol=1e-12)
-    torch.testing.assert_close(_d("renyi", p, q, order=0.5),
-                               -2 * torch.log1p(-_d("hellinger", p, q)), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        _d("renyi", p, q, order=2.0)[finite],
+        torch.log1p(_d("pearson_chi2", p, q))[finite],
+        rtol=1e-10,
+        atol=1e-12,
+    )
+    torch.testing.assert_close(
+        _d("renyi", p, q, order=0.5),
+        -2 * torch.log1p(-_d("hellinger", p, q)),
+        rtol=1e-9,
+        atol=1e-12,
+    )
     lp, lq = torch.log_softmax(p, -1), torch.log_softmax(q, -1)
     ratio = torch.where(torch.isfinite(lp), lp - lq, -math.inf).amax(-1)
     torch.testing.assert_close(_d("renyi", p, q, order=math.inf), ratio)
@@ -117,8 +124,9 @@ def test_renyi_is_a_transform_of_alpha(order: float) -> None:
     alpha = _d("alpha", p, q, alpha=order)
     finite = torch.isfinite(alpha)
     want = torch.log1p(order * (order - 1) * alpha) / (order - 1)
-    torch.testing.assert_close(_d("renyi", p, q, order=order)[finite], want[finite], rtol=1e-8,
-                               atol=1e-10)
+    torch.testing.assert_close(
+        _d("renyi", p, q, order=order)[finite], want[finite], rtol=1e-8, atol=1e-10
+    )
 
 
 def test_alpha_limits_recover_kl_and_reverse_kl() -> None:
@@ -139,18 +147,28 @@ def test_alpha_limits_recover_kl_and_reverse_kl() -> None:
 
 def test_alpha_special_values() -> None:
     p, q = _batch(9)
-    torch.testing.assert_close(_d("alpha", p, q, alpha=0.5), 4 * _d("hellinger", p, q),
-                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        _d("alpha", p, q, alpha=0.5), 4 * _d("hellinger", p, q), rtol=1e-10, atol=1e-12
+    )
     fin = torch.isfinite(_d("pearson_chi2", p, q))
-    torch.testing.assert_close(_d("alpha", p, q, alpha=2.0)[fin],
-                               0.5 * _d("pearson_chi2", p, q)[fin], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        _d("alpha", p, q, alpha=2.0)[fin],
+        0.5 * _d("pearson_chi2", p, q)[fin],
+        rtol=1e-10,
+        atol=1e-12,
+    )
     fin = torch.isfinite(_d("neyman_chi2", p, q))
-    torch.testing.assert_close(_d("alpha", p, q, alpha=-1.0)[fin],
-                               0.5 * _d("neyman_chi2", p, q)[fin], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        _d("alpha", p, q, alpha=-1.0)[fin],
+        0.5 * _d("neyman_chi2", p, q)[fin],
+        rtol=1e-10,
+        atol=1e-12,
+    )
     # duality D_α(P‖Q) = D_{1−α}(Q‖P)
     for a in (-1.5, 0.2, 2.5):
-        torch.testing.assert_close(_d("alpha", p, q, alpha=a), _d("alpha", q, p, alpha=1 - a),
-                                   rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(
+            _d("alpha", p, q, alpha=a), _d("alpha", q, p, alpha=1 - a), rtol=1e-10, atol=1e-12
+        )
 
 
 def test_skew_limits_and_bounds() -> None:
@@ -162,8 +180,9 @@ def test_skew_limits_and_bounds() -> None:
     mp, mq = _moderate(10)
     mkl, mrkl = _d("kl", mp, mq), _d("reverse_kl", mp, mq)
     torch.testing.assert_close(_d("skew_kl", mp, mq, alpha=1e-12), mkl, rtol=1e-6, atol=1e-9)
-    torch.testing.assert_close(_d("skew_reverse_kl", mp, mq, alpha=1e-12), mrkl, rtol=1e-6,
-                               atol=1e-9)
+    torch.testing.assert_close(
+        _d("skew_reverse_kl", mp, mq, alpha=1e-12), mrkl, rtol=1e-6, atol=1e-9
+    )
     a = torch.tensor([[0.0, -math.inf]], dtype=torch.float64)
     b = torch.tensor([[-math.inf, 0.0]], dtype=torch.float64)
     for alpha in (0.01, 0.1, 0.5, 0.99):
@@ -175,8 +194,9 @@ def test_skew_limits_and_bounds() -> None:
 
 def test_jeffreys_is_kl_plus_reverse_kl() -> None:
     p, q = _batch(11)
-    torch.testing.assert_close(_d("jeffreys", p, q), _d("kl", p, q) + _d("reverse_kl", p, q),
-                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        _d("jeffreys", p, q), _d("kl", p, q) + _d("reverse_kl", p, q), rtol=1e-12, atol=1e-12
+    )
     assert torch.equal(_d("reverse_kl", p, q), _d("kl", q, p))
     assert torch.equal(_d("neyman_chi2", p, q), _d("pearson_chi2", q, p))
 
@@ -185,6 +205,7 @@ def test_soft_cross_entropy_minus_kl_is_the_target_entropy() -> None:
     p, q = _batch(12)
     lp = torch.log_softmax(p, -1)
     entropy = -torch.where(torch.isfinite(lp), lp.exp() * lp, 0.0).sum(-1)
-    torch.testing.assert_close(_d("soft_cross_entropy", p, q) - _d("kl", p, q), entropy,
-                               rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        _d("soft_cross_entropy", p, q) - _d("kl", p, q), entropy, rtol=1e-9, atol=1e-9
+    )
     torch.testing.assert_close(_d("soft_cross_entropy", p, p), entropy, rtol=1e-12, atol=1e-12)

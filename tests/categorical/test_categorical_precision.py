@@ -38,8 +38,11 @@ def _mp_value(name: str, p: list[mpmath.mpf], q: list[mpmath.mpf], **params: flo
     if name == "js":
         beta = mpmath.mpf(params["beta"])
         m = [beta * a + (1 - beta) * b for a, b in zip(p, q)]
-        return float(mpmath.fsum(beta * a * log(a / c) + (1 - beta) * b * log(b / c)
-                                 for a, b, c in zip(p, q, m)))
+        return float(
+            mpmath.fsum(
+                beta * a * log(a / c) + (1 - beta) * b * log(b / c) for a, b, c in zip(p, q, m)
+            )
+        )
     if name == "skew_kl":
         al = mpmath.mpf(params["alpha"])
         return float(mpmath.fsum(a * log(a / (al * a + (1 - al) * b)) for a, b in zip(p, q)))
@@ -73,30 +76,46 @@ def _near_pair(delta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Te
     return x.to(dtype), y.to(dtype)
 
 
-def _errors(name: str, params: dict[str, float], delta: float,
-            dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _errors(
+    name: str, params: dict[str, float], delta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     p, q = _near_pair(delta, dtype)
     got = divergent.divergence(name, p, q, reduction="none", **params).double()
-    want = torch.tensor([
-        _mp_value(name, _mp_softmax(a.tolist()), _mp_softmax(b.tolist()), **params)
-        for a, b in zip(p.double(), q.double())
-    ], dtype=torch.float64)
+    want = torch.tensor(
+        [
+            _mp_value(name, _mp_softmax(a.tolist()), _mp_softmax(b.tolist()), **params)
+            for a, b in zip(p.double(), q.double())
+        ],
+        dtype=torch.float64,
+    )
     assert bool((want > 0).all())
     return (got - want).abs(), (got - want).abs() / want
 
 
 ACCURATE = [
-    ("js", {"beta": 0.5}), ("js", {"beta": 0.1}), ("jeffreys", {}), ("tv", {}),
-    ("hellinger", {}), ("pearson_chi2", {}), ("alpha", {"alpha": 0.5}),
-    ("alpha", {"alpha": 1.0}), ("alpha", {"alpha": 1.0 - 1e-4}), ("alpha", {"alpha": 0.0}),
-    ("alpha", {"alpha": 2.0}), ("alpha", {"alpha": -1.0}),
+    ("js", {"beta": 0.5}),
+    ("js", {"beta": 0.1}),
+    ("jeffreys", {}),
+    ("tv", {}),
+    ("hellinger", {}),
+    ("pearson_chi2", {}),
+    ("alpha", {"alpha": 0.5}),
+    ("alpha", {"alpha": 1.0}),
+    ("alpha", {"alpha": 1.0 - 1e-4}),
+    ("alpha", {"alpha": 0.0}),
+    ("alpha", {"alpha": 2.0}),
+    ("alpha", {"alpha": -1.0}),
 ]
-ABSOLUTE_ONLY = [("kl", {}), ("reverse_kl", {}), ("skew_kl", {"alpha": 0.1}),
-                 ("renyi", {"order": 0.5}), ("renyi", {"order": 2.0})]
+ABSOLUTE_ONLY = [
+    ("kl", {}),
+    ("reverse_kl", {}),
+    ("skew_kl", {"alpha": 0.1}),
+    ("renyi", {"order": 0.5}),
+    ("renyi", {"order": 2.0}),
+]
 
 
-@pytest.mark.parametrize(("name", "params"), ACCURATE,
-                         ids=[f"{n}{p}" for n, p in ACCURATE])
+@pytest.mark.parametrize(("name", "params"), ACCURATE, ids=[f"{n}{p}" for n, p in ACCURATE])
 def test_relative_accuracy_near_equality(name: str, params: dict[str, float]) -> None:
     # float32, log-ratios ~1e-2: rounding the log-probs alone costs ~1e-4 relative
     _, rel32 = _errors(name, params, 1e-2, torch.float32)
@@ -106,8 +125,11 @@ def test_relative_accuracy_near_equality(name: str, params: dict[str, float]) ->
     assert float(rel64.max()) < 1e-7, rel64
 
 
-@pytest.mark.parametrize(("name", "params"), ACCURATE + ABSOLUTE_ONLY,
-                         ids=[f"{n}{p}" for n, p in ACCURATE + ABSOLUTE_ONLY])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    ACCURATE + ABSOLUTE_ONLY,
+    ids=[f"{n}{p}" for n, p in ACCURATE + ABSOLUTE_ONLY],
+)
 def test_absolute_accuracy_near_equality(name: str, params: dict[str, float]) -> None:
     eps32 = torch.finfo(torch.float32).eps
     abs32, _ = _errors(name, params, 1e-3, torch.float32)
@@ -119,6 +141,10 @@ def test_absolute_accuracy_near_equality(name: str, params: dict[str, float]) ->
 def test_alpha_at_one_is_an_accurate_kl_near_equality() -> None:
     """On normalised inputs alpha(α=1) is KL; it is the accurate way to evaluate it near P = Q."""
     p, q = _near_pair(1e-2, torch.float64)
-    torch.testing.assert_close(divergent.alpha(p, q, alpha=1.0, reduction="none"),
-                               divergent.kl(p, q, reduction="none"), rtol=1e-9, atol=1e-15)
+    torch.testing.assert_close(
+        divergent.alpha(p, q, alpha=1.0, reduction="none"),
+        divergent.kl(p, q, reduction="none"),
+        rtol=1e-9,
+        atol=1e-15,
+    )
     assert math.isfinite(float(divergent.alpha(p, q, alpha=1.0)))

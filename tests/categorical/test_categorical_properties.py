@@ -64,8 +64,9 @@ def _log_sum(p: torch.Tensor, q: torch.Tensor, a: float) -> torch.Tensor:
     """log Σ p^a q^{1−a} over the common support (float64, log domain)."""
     lp, lq = torch.log_softmax(p, -1), torch.log_softmax(q, -1)
     both = torch.isfinite(lp) & torch.isfinite(lq)
-    x = torch.where(both, a * torch.where(both, lp, 0) + (1 - a) * torch.where(both, lq, 0),
-                    -math.inf)
+    x = torch.where(
+        both, a * torch.where(both, lp, 0) + (1 - a) * torch.where(both, lq, 0), -math.inf
+    )
     return torch.logsumexp(x, -1)
 
 
@@ -164,5 +165,6 @@ def test_float32_agrees_with_float64(pair: tuple[torch.Tensor, torch.Tensor]) ->
         representable = ref.abs() < 1e36
         assert bool(torch.isfinite(got[representable]).all()), (name, params, got, ref)
         assert bool(torch.isinf(got[ref.abs() > 1e40]).all()), (name, params, got, ref)
-        torch.testing.assert_close(got[representable].double(), ref[representable],
-                                   rtol=scale * tol, atol=scale * tol)
+        torch.testing.assert_close(
+            got[representable].double(), ref[representable], rtol=scale * tol, atol=scale * tol
+        )

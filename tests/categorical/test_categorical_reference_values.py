@@ -118,8 +118,9 @@ def test_skew_kl_is_rel_entr_to_the_mixture(alpha: float) -> None:
     pp, qq = probs64(p), probs64(q)
     want = rel_entr(pp, alpha * pp + (1 - alpha) * qq).sum(-1)
     want_r = rel_entr(qq, alpha * qq + (1 - alpha) * pp).sum(-1)
-    np.testing.assert_allclose(divergent.skew_kl(p, q, alpha=alpha, reduction="none"), want,
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        divergent.skew_kl(p, q, alpha=alpha, reduction="none"), want, rtol=1e-10
+    )
     np.testing.assert_allclose(
         divergent.skew_reverse_kl(p, q, alpha=alpha, reduction="none"), want_r, rtol=1e-10
     )
@@ -131,17 +132,21 @@ def test_tv_hellinger_chi2_closed_forms() -> None:
     with np.errstate(invalid="ignore", divide="ignore"):
         pear = np.nansum(np.where(qq > 0, (pp - qq) ** 2 / qq, 0.0), -1)
         ney = np.nansum(np.where(pp > 0, (pp - qq) ** 2 / pp, 0.0), -1)
-    np.testing.assert_allclose(divergent.tv(p, q, reduction="none"),
-                               0.5 * np.abs(pp - qq).sum(-1), rtol=1e-12)
+    np.testing.assert_allclose(
+        divergent.tv(p, q, reduction="none"), 0.5 * np.abs(pp - qq).sum(-1), rtol=1e-12
+    )
     # ½ convention: H² = ½ Σ (√p − √q)² = 1 − Σ √(pq)
-    np.testing.assert_allclose(divergent.hellinger(p, q, reduction="none"),
-                               1 - np.sqrt(pp * qq).sum(-1), rtol=1e-9)
+    np.testing.assert_allclose(
+        divergent.hellinger(p, q, reduction="none"), 1 - np.sqrt(pp * qq).sum(-1), rtol=1e-9
+    )
     np.testing.assert_allclose(divergent.pearson_chi2(p, q, reduction="none"), pear, rtol=1e-10)
     np.testing.assert_allclose(divergent.neyman_chi2(p, q, reduction="none"), ney, rtol=1e-10)
     # χ²(P‖Q) = Σ p²/q − 1
-    np.testing.assert_allclose(divergent.pearson_chi2(p, q, reduction="none"),
-                               np.nansum(np.where(qq > 0, pp**2 / np.where(qq > 0, qq, 1), 0), -1)
-                               - 1, rtol=1e-9)
+    np.testing.assert_allclose(
+        divergent.pearson_chi2(p, q, reduction="none"),
+        np.nansum(np.where(qq > 0, pp**2 / np.where(qq > 0, qq, 1), 0), -1) - 1,
+        rtol=1e-9,
+    )
 
 
 @pytest.mark.parametrize("alpha", [-3.0, -1.0, -0.25, 0.2, 0.5, 0.75, 1.5, 2.0, 4.0])
@@ -221,8 +226,9 @@ _GENERIC_TAIL_NAN = pytest.mark.xfail(
     "for α ≥ 5 at |log p − log q| = 2e4 (its tail model evaluates inf − inf)",
 )
 EXTREME_CASES = [
-    pytest.param(*c, id=i, marks=[_GENERIC_TAIL_NAN] if c[0] == "alpha" and c[1]["alpha"] >= 5
-                 else [])
+    pytest.param(
+        *c, id=i, marks=[_GENERIC_TAIL_NAN] if c[0] == "alpha" and c[1]["alpha"] >= 5 else []
+    )
     for c, i in zip(F_CASES, F_IDS)
 ]
 
@@ -349,9 +355,21 @@ def test_row_function_is_sum_of_generator_terms_on_unnormalised_inputs(
 
 def test_every_name_of_the_issue_is_registered() -> None:
     names = [d.name for d in list_divergences()]
-    expected = ["kl", "reverse_kl", "js", "skew_kl", "skew_reverse_kl", "jeffreys", "tv",
-                "hellinger", "pearson_chi2", "neyman_chi2", "alpha", "renyi",
-                "soft_cross_entropy"]
+    expected = [
+        "kl",
+        "reverse_kl",
+        "js",
+        "skew_kl",
+        "skew_reverse_kl",
+        "jeffreys",
+        "tv",
+        "hellinger",
+        "pearson_chi2",
+        "neyman_chi2",
+        "alpha",
+        "renyi",
+        "soft_cross_entropy",
+    ]
     assert set(expected) <= set(names)
     assert {c[0] for c in CASES} == set(expected)
     assert not get_divergence("soft_cross_entropy").is_divergence

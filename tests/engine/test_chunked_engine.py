@@ -80,13 +80,23 @@ def test_engine_matches_float64_reference(name, kw) -> None:
         ("sum", {}, None),
         ("mean", {}, None),
     ):
-        v, gp, gq = _grads(name, kw, p, q, engine="chunked", reduction=reduction, weights=w,
-                           **opts, **extra)
-        v64, gp64, gq64 = _grads(name, kw, p.double(), q.double(), engine="reference",
-                                 reduction=reduction, weights=None if w is None else w.double(),
-                                 **opts, **extra)
-        v32, gp32, gq32 = _grads(name, kw, p, q, engine="reference", reduction=reduction,
-                                 weights=w, **opts, **extra)
+        v, gp, gq = _grads(
+            name, kw, p, q, engine="chunked", reduction=reduction, weights=w, **opts, **extra
+        )
+        v64, gp64, gq64 = _grads(
+            name,
+            kw,
+            p.double(),
+            q.double(),
+            engine="reference",
+            reduction=reduction,
+            weights=None if w is None else w.double(),
+            **opts,
+            **extra,
+        )
+        v32, gp32, gq32 = _grads(
+            name, kw, p, q, engine="reference", reduction=reduction, weights=w, **opts, **extra
+        )
         assert v.dtype == torch.float32 and gp.dtype == torch.float32
         # values that are 0 up to float32 rounding of log Σ (Rényi of order 0): 0.1 floor
         _assert_close(v, v64, 1e-5, f"{reduction} value vs float64", floor=0.1)
@@ -107,12 +117,22 @@ def test_engine_bf16_inputs(name, kw) -> None:
     p = _support_for(name, kw, torch.randn(9, 31, generator=gen) * 3).bfloat16()
     q = (torch.randn(9, 31, generator=gen) * 3).bfloat16()
     mask = torch.tensor([True, True, False, True, True, True, False, True, True])
-    v, gp, gq = _grads(name, kw, p, q, engine="chunked", temperature=0.7, mask=mask,
-                       reduction="sum")
-    v32, gp32, gq32 = _grads(name, kw, p, q, engine="reference", temperature=0.7, mask=mask,
-                             reduction="sum")
-    v64, _, _ = _grads(name, kw, p.double(), q.double(), engine="reference", temperature=0.7,
-                       mask=mask, reduction="sum")
+    v, gp, gq = _grads(
+        name, kw, p, q, engine="chunked", temperature=0.7, mask=mask, reduction="sum"
+    )
+    v32, gp32, gq32 = _grads(
+        name, kw, p, q, engine="reference", temperature=0.7, mask=mask, reduction="sum"
+    )
+    v64, _, _ = _grads(
+        name,
+        kw,
+        p.double(),
+        q.double(),
+        engine="reference",
+        temperature=0.7,
+        mask=mask,
+        reduction="sum",
+    )
     assert v.dtype == torch.float32 and gp.dtype == torch.bfloat16 and gq.dtype == torch.bfloat16
     _assert_close(v, v32, 1e-5, "bf16 value vs reference path", floor=0.1)
     _assert_close(v, v64, 1e-5, "bf16 value vs float64", floor=0.1)
@@ -127,10 +147,24 @@ def test_float64_inputs_stay_float64() -> None:
     p = torch.randn(6, 17, generator=gen, dtype=torch.float64)
     q = torch.randn(6, 17, generator=gen, dtype=torch.float64)
     for name, kw in CASES:
-        v, gp, gq = _grads(name, kw, p, q, engine="chunked", reduction="none",
-                           weights=torch.ones(6, dtype=torch.float64))
-        v64, gp64, gq64 = _grads(name, kw, p, q, engine="reference", reduction="none",
-                                 weights=torch.ones(6, dtype=torch.float64))
+        v, gp, gq = _grads(
+            name,
+            kw,
+            p,
+            q,
+            engine="chunked",
+            reduction="none",
+            weights=torch.ones(6, dtype=torch.float64),
+        )
+        v64, gp64, gq64 = _grads(
+            name,
+            kw,
+            p,
+            q,
+            engine="reference",
+            reduction="none",
+            weights=torch.ones(6, dtype=torch.float64),
+        )
         assert v.dtype == torch.float64
         _assert_close(v, v64, 1e-10, f"{name} value", floor=1e-4)
         _assert_close(gp, gp64, 1e-9, f"{name} grad p", floor=1e-6)
@@ -145,10 +179,16 @@ def test_near_equal_inputs_are_accurate() -> None:
     for name, kw in CASES:
         if name == "renyi" and kw.get("order", 0.5) not in (1.0, math.inf):
             continue  # log Σ p^a q^(1-a) ≈ log 1: absolute accuracy only (as the reference)
-        v, _, _ = _grads(name, kw, p, q, engine="chunked", reduction="none",
-                         weights=torch.ones(8))
-        v64, _, _ = _grads(name, kw, p.double(), q.double(), engine="reference",
-                           reduction="none", weights=torch.ones(8, dtype=torch.float64))
+        v, _, _ = _grads(name, kw, p, q, engine="chunked", reduction="none", weights=torch.ones(8))
+        v64, _, _ = _grads(
+            name,
+            kw,
+            p.double(),
+            q.double(),
+            engine="reference",
+            reduction="none",
+            weights=torch.ones(8, dtype=torch.float64),
+        )
         # float32 logits carry ~1e-7·|log p| error in log p − log q ≈ 1e-3: ~1e-3 relative
         _assert_close(v, v64, 2e-3, f"{name} {kw} near P = Q")
 
@@ -159,8 +199,15 @@ def test_infinite_rows_get_zero_gradient() -> None:
     q[1, 2] = -math.inf  # P has mass where Q has none: KL(P‖Q) = +inf in row 1
     weights = torch.ones(4)
     v, gp, gq = _grads("kl", {}, p, q, engine="chunked", reduction="none", weights=weights)
-    v64, gp64, gq64 = _grads("kl", {}, p.double(), q.double(), engine="reference",
-                             reduction="none", weights=weights.double())
+    v64, gp64, gq64 = _grads(
+        "kl",
+        {},
+        p.double(),
+        q.double(),
+        engine="reference",
+        reduction="none",
+        weights=weights.double(),
+    )
     assert math.isinf(float(v[1])) and float(v[1]) > 0
     assert bool(torch.isfinite(v[[0, 2, 3]]).all())
     assert bool((gp[1] == 0).all()) and bool((gq[1] == 0).all())
@@ -190,8 +237,7 @@ def test_masked_rows_are_never_read() -> None:
     q_bad[~mask] = math.nan
     for name, kw in CASES[::4]:
         v, gp, gq = _grads(name, kw, p_bad, q_bad, engine="chunked", reduction="mean", mask=mask)
-        v_ok, gp_ok, gq_ok = _grads(name, kw, p, q, engine="chunked", reduction="mean",
-                                    mask=mask)
+        v_ok, gp_ok, gq_ok = _grads(name, kw, p, q, engine="chunked", reduction="mean", mask=mask)
         assert torch.equal(v, v_ok)
         assert torch.equal(gp, gp_ok) and torch.equal(gq, gq_ok)
         assert bool((gp[~mask] == 0).all())
@@ -202,8 +248,9 @@ def test_fully_masked_batch_is_zero_with_zero_gradient() -> None:
     q = torch.randn(3, 5, requires_grad=True)
     mask = torch.zeros(3, dtype=torch.bool)
     for reduction in ("mean", "sum"):
-        out = divergent.chunked_divergence("js", p, q, mask=mask, reduction=reduction,
-                                         compile=False)
+        out = divergent.chunked_divergence(
+            "js", p, q, mask=mask, reduction=reduction, compile=False
+        )
         (g,) = torch.autograd.grad(out, q)
         assert float(out.detach()) == 0.0 and bool((g == 0).all())
     rows = divergent.chunked_divergence("kl", p, q, mask=mask, reduction="none", compile=False)
@@ -223,10 +270,16 @@ def test_extreme_logits_and_padding() -> None:
     for a, b in ((p, q), (one_hot, q_soft)):
         for name, kw in CASES:
             weights = torch.ones(6)
-            v, gp, gq = _grads(name, kw, a, b, engine="chunked", reduction="none",
-                               weights=weights)
-            v64, gp64, gq64 = _grads(name, kw, a.double(), b.double(), engine="reference",
-                                     reduction="none", weights=weights.double())
+            v, gp, gq = _grads(name, kw, a, b, engine="chunked", reduction="none", weights=weights)
+            v64, gp64, gq64 = _grads(
+                name,
+                kw,
+                a.double(),
+                b.double(),
+                engine="reference",
+                reduction="none",
+                weights=weights.double(),
+            )
             finite = torch.isfinite(v64)
             assert torch.equal(torch.isfinite(v), finite), f"{name} {kw}: infinite rows differ"
             assert bool(torch.isfinite(gp).all()) and bool(torch.isfinite(gq).all()), name
@@ -297,8 +350,9 @@ def test_auto_engine_dispatch_and_settings() -> None:
             assert "Chunked" in type(divergent.kl(small_p, small_q).grad_fn).__name__
         # probabilities always take the reference path
         probs = torch.softmax(big_q.detach(), -1).requires_grad_(True)
-        out = divergent.divergence("kl", torch.softmax(big_p, -1), probs, inputs="probs",
-                                   engine="chunked")
+        out = divergent.divergence(
+            "kl", torch.softmax(big_p, -1), probs, inputs="probs", engine="chunked"
+        )
         assert "Chunked" not in type(out.grad_fn).__name__
     with pytest.raises(ValueError, match="engine"):
         divergent.set_engine("fast")
@@ -335,10 +389,19 @@ def test_fallback_paths_match_reference() -> None:
     mask = torch.rand(9, generator=gen) > 0.2
     lp, lq = torch.log_softmax(p, -1), torch.log_softmax(q, -1)  # used as given at T = 1
     for name, kw in (("alpha", {"alpha": 1.0}), ("js", {}), ("renyi", {"order": 2.0})):
-        got = _grads(name, kw, lp, lq, engine="chunked", reduction="mean", mask=mask,
-                     inputs="log_probs")
-        want = _grads(name, kw, lp.double(), lq.double(), engine="reference", reduction="mean",
-                      mask=mask, inputs="log_probs")
+        got = _grads(
+            name, kw, lp, lq, engine="chunked", reduction="mean", mask=mask, inputs="log_probs"
+        )
+        want = _grads(
+            name,
+            kw,
+            lp.double(),
+            lq.double(),
+            engine="reference",
+            reduction="mean",
+            mask=mask,
+            inputs="log_probs",
+        )
         for g, w, what in zip(got, want, ("value", "grad p", "grad q")):
             _assert_close(g, w, 1e-5, f"log_probs {name} {what}")
 
@@ -354,10 +417,17 @@ def test_fallback_paths_match_reference() -> None:
     )
     assert kernels.kernel_for(squared_l2, {}) is None
     for spec in (chi2_generator, squared_l2):
-        got = _grads(spec, {}, p, q, engine="chunked", reduction="mean", mask=mask,
-                     temperature=1.3)
-        want = _grads(spec, {}, p.double(), q.double(), engine="reference", reduction="mean",
-                      mask=mask, temperature=1.3)
+        got = _grads(spec, {}, p, q, engine="chunked", reduction="mean", mask=mask, temperature=1.3)
+        want = _grads(
+            spec,
+            {},
+            p.double(),
+            q.double(),
+            engine="reference",
+            reduction="mean",
+            mask=mask,
+            temperature=1.3,
+        )
         for g, w, what in zip(got, want, ("value", "grad p", "grad q")):
             _assert_close(g, w, 1e-5, f"{spec} {what}")
 
@@ -365,8 +435,13 @@ def test_fallback_paths_match_reference() -> None:
 def test_kernel_lookup_is_by_row_function() -> None:
     kl = get_divergence("kl")
     assert isinstance(kernels.kernel_for(kl, {}).kernel, kernels.KLKernel)
-    impostor = Divergence(name="kl", title="not KL", formula="", formula_text="",
-                          row_fn=lambda lp, lq: (lp - lq).abs().sum(-1))
+    impostor = Divergence(
+        name="kl",
+        title="not KL",
+        formula="",
+        formula_text="",
+        row_fn=lambda lp, lq: (lp - lq).abs().sum(-1),
+    )
     assert kernels.kernel_for(impostor, {}) is None
     assert kernels.kernel_for(get_divergence("alpha"), {"alpha": 1.0}).key == "kl"
     assert kernels.kernel_for(get_divergence("renyi"), {"order": math.inf}).kernel.rounds == 2
@@ -391,8 +466,10 @@ def test_compiled_kernel_matches_eager() -> None:
     # masked and every chunk full: an unmasked call (chunks that require grad) and a partial
     # last chunk (a view narrower than its buffer) each add a guard, hence a second graph.
     shapes = [(7, 57, 3), (11, 23, 5)]
-    others = [(torch.randn(r, v, generator=gen), torch.randn(r, v, generator=gen), c)
-              for r, v, c in shapes]
+    others = [
+        (torch.randn(r, v, generator=gen), torch.randn(r, v, generator=gen), c)
+        for r, v, c in shapes
+    ]
     keep = [torch.arange(r) != 1 for r, _, _ in shapes]
     small_compile = {
         "compile_threads": 1,
@@ -404,20 +481,30 @@ def test_compiled_kernel_matches_eager() -> None:
         warnings.simplefilter("error", RuntimeWarning)  # a silent eager fallback would fail here
         out, gp, gq = _compiled_grads(p, q, mask=mask, temperature=1.5, chunk_size=4)
         graphs = counters["stats"]["unique_graphs"]
-        results = [_compiled_grads(a, b, chunk_size=c, mask=m)
-                   for (a, b, c), m in zip(others, keep)]
+        results = [
+            _compiled_grads(a, b, chunk_size=c, mask=m) for (a, b, c), m in zip(others, keep)
+        ]
         assert counters["stats"]["unique_graphs"] == graphs  # no new graph for new shapes
     assert graphs > 0
     assert len(chunked._COMPILED) == n_entries + 1  # one entry for the variant, not per shape
     assert not chunked._COMPILE_FAILED
-    v64, gp64, gq64 = _grads("kl", {}, p.double(), q.double(), engine="reference",
-                             reduction="mean", mask=mask, temperature=1.5)
+    v64, gp64, gq64 = _grads(
+        "kl",
+        {},
+        p.double(),
+        q.double(),
+        engine="reference",
+        reduction="mean",
+        mask=mask,
+        temperature=1.5,
+    )
     _assert_close(out, v64, 1e-5, "compiled value")
     _assert_close(gp, gp64, 1e-5, "compiled grad p")
     _assert_close(gq, gq64, 1e-5, "compiled grad q")
     for (a, b, _), m, (value, ga, gb) in zip(others, keep, results):
-        want = _grads("kl", {}, a.double(), b.double(), engine="reference", reduction="mean",
-                      mask=m)
+        want = _grads(
+            "kl", {}, a.double(), b.double(), engine="reference", reduction="mean", mask=m
+        )
         for got, ref, what in zip((value, ga, gb), want, ("value", "grad p", "grad q")):
             _assert_close(got, ref, 1e-5, f"compiled, shape {tuple(a.shape)}: {what}")
 

@@ -37,8 +37,7 @@ def _inputs(seed: int, dtype=torch.float32, vs: int = V, vt: int = V):
     ]
 
 
-def _materialised(name, kw, hs, ws, bs, ht, wt, bt, *, softcap=None, logit_scale=None,
-                  **opts):
+def _materialised(name, kw, hs, ws, bs, ht, wt, bt, *, softcap=None, logit_scale=None, **opts):
     """The straightforward path: full logits, reference autograd."""
     zs, zt = hs @ ws.T, ht @ wt.T
     if bs is not None:
@@ -54,8 +53,16 @@ def _materialised(name, kw, hs, ws, bs, ht, wt, bt, *, softcap=None, logit_scale
 
 def _fused(name, kw, hs, ws, bs, ht, wt, bt, **opts):
     return divergent.fused_linear_divergence(
-        name, student_hidden=hs, student_weight=ws, student_bias=bs, teacher_hidden=ht,
-        teacher_weight=wt, teacher_bias=bt, compile=False, **opts, **kw
+        name,
+        student_hidden=hs,
+        student_weight=ws,
+        student_bias=bs,
+        teacher_hidden=ht,
+        teacher_weight=wt,
+        teacher_bias=bt,
+        compile=False,
+        **opts,
+        **kw,
     )
 
 
@@ -83,8 +90,14 @@ def test_matches_materialised_float64(name, kw, transform) -> None:
         _close(got.detach(), want.detach(), 1e-5, f"{reduction} value")
         g_want = torch.autograd.grad(want, ref_in)
         g_got = torch.autograd.grad(got, got_in)
-        labels = ("student_hidden", "student_weight", "student_bias", "teacher_hidden",
-                  "teacher_weight", "teacher_bias")
+        labels = (
+            "student_hidden",
+            "student_weight",
+            "student_bias",
+            "teacher_hidden",
+            "teacher_weight",
+            "teacher_bias",
+        )
         for g, w, label in zip(g_got, g_want, labels):
             _close(g, w, 1e-5, f"{reduction} grad {label}")
         assert bool((g_got[0][~mask] == 0).all()) and bool((g_got[3][~mask] == 0).all())
@@ -143,12 +156,19 @@ def test_leading_shape_and_hidden_sizes_differ() -> None:
     wt = torch.randn(19, 3, generator=gen)
     mask = torch.rand(2, 5, generator=gen) > 0.2
     rows = divergent.fused_linear_divergence(
-        "hellinger", student_hidden=hs, student_weight=ws, teacher_hidden=ht, teacher_weight=wt,
-        mask=mask, reduction="none", compile=False,
+        "hellinger",
+        student_hidden=hs,
+        student_weight=ws,
+        teacher_hidden=ht,
+        teacher_weight=wt,
+        mask=mask,
+        reduction="none",
+        compile=False,
     )
     assert rows.shape == (2, 5)
-    want = divergent.divergence("hellinger", ht @ wt.T, hs @ ws.T, mask=mask, reduction="none",
-                                engine="reference")
+    want = divergent.divergence(
+        "hellinger", ht @ wt.T, hs @ ws.T, mask=mask, reduction="none", engine="reference"
+    )
     _close(rows.detach(), want.detach(), 1e-5, "rows")
 
 
@@ -162,8 +182,9 @@ def test_vocab_policy() -> None:
     g_ws, g_wt = torch.autograd.grad(got, [ws, wt])
     ws64 = ws.detach().double().requires_grad_(True)
     wt64 = wt.detach().double().requires_grad_(True)
-    want = _materialised("kl", {}, hs.double(), ws64, bs.double(), ht.double(), wt64[:V],
-                         bt.double()[:V])
+    want = _materialised(
+        "kl", {}, hs.double(), ws64, bs.double(), ht.double(), wt64[:V], bt.double()[:V]
+    )
     w_ws, w_wt = torch.autograd.grad(want, [ws64, wt64])
     _close(got.detach(), want.detach(), 1e-5, "value")
     _close(g_ws, w_ws, 1e-5, "student weight")
@@ -213,8 +234,13 @@ def test_never_allocates_the_logits() -> None:
     ht, wt = torch.randn(n, h, generator=gen), torch.randn(v, h, generator=gen)
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         loss = divergent.fused_linear_divergence(
-            "js", student_hidden=hs, student_weight=ws, teacher_hidden=ht, teacher_weight=wt,
-            chunk_size=32, compile=False,
+            "js",
+            student_hidden=hs,
+            student_weight=ws,
+            teacher_hidden=ht,
+            teacher_weight=wt,
+            chunk_size=32,
+            compile=False,
         )
         loss.backward()
     largest = max(e.cpu_memory_usage for e in prof.events())
@@ -223,8 +249,7 @@ def test_never_allocates_the_logits() -> None:
 
 def test_validation_errors() -> None:
     hs, ws, _, ht, wt, _ = _inputs(9)
-    good = {"student_hidden": hs, "student_weight": ws, "teacher_hidden": ht,
-            "teacher_weight": wt}
+    good = {"student_hidden": hs, "student_weight": ws, "teacher_hidden": ht, "teacher_weight": wt}
 
     def call(**over):
         return divergent.fused_linear_divergence("kl", **{**good, **over})

@@ -77,8 +77,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=2)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
     results: dict[str, list[str]] = {}
     try:
         gen = torch.Generator().manual_seed(0)  # same data on both ranks
@@ -96,16 +95,20 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
                 ("none", weights, {"temperature": 0.8}),
                 ("mean", None, {"mask": mask, "normalizer": 4.0, "chunk_size": 3}),
             ):
-                problems += [f"{reduction}: {m}" for m in _check(rank, name, kw, pp, q,
-                                                                  reduction=reduction,
-                                                                  weights=w, **extra)]
+                problems += [
+                    f"{reduction}: {m}"
+                    for m in _check(rank, name, kw, pp, q, reduction=reduction, weights=w, **extra)
+                ]
             results[key] = problems
-        results["generator"] = _check(rank, _squared_generator, {}, p, q, reduction="mean",
-                                      mask=mask, temperature=1.1)
-        results["bf16"] = _check(rank, "js", {}, p.bfloat16(), q.bfloat16(), reduction="sum",
-                                 rtol=2e-2)
-        results["float64"] = _check(rank, "alpha", {"alpha": 0.7}, p.double(), q.double(),
-                                    reduction="mean", rtol=1e-10)
+        results["generator"] = _check(
+            rank, _squared_generator, {}, p, q, reduction="mean", mask=mask, temperature=1.1
+        )
+        results["bf16"] = _check(
+            rank, "js", {}, p.bfloat16(), q.bfloat16(), reduction="sum", rtol=2e-2
+        )
+        results["float64"] = _check(
+            rank, "alpha", {"alpha": 0.7}, p.double(), q.double(), reduction="mean", rtol=1e-10
+        )
         none_kept = torch.zeros(2, 5, dtype=torch.bool)
         from divergent.engine.vocab_parallel import vocab_parallel_divergence
 
@@ -113,9 +116,11 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         qs = q[..., sl].clone().requires_grad_(True)
         zero = vocab_parallel_divergence("kl", p[..., sl], qs, mask=none_kept)
         (g,) = torch.autograd.grad(zero, qs)
-        results["all_masked"] = [] if float(zero.detach()) == 0 and bool((g == 0).all()) else [
-            f"value {float(zero.detach())}, max |grad| {float(g.abs().max())}"
-        ]
+        results["all_masked"] = (
+            []
+            if float(zero.detach()) == 0 and bool((g == 0).all())
+            else [f"value {float(zero.detach())}, max |grad| {float(g.abs().max())}"]
+        )
         q_inf = q.clone()
         q_inf[0, 1, 20] = -math.inf  # in rank 1's shard: KL of row (0, 1) is +inf everywhere
         qs = q_inf[..., sl].clone().requires_grad_(True)

@@ -20,8 +20,10 @@ from divergent.categorical import get_divergence, list_divergences
 
 def _pair(shape: tuple[int, ...] = (5, 7), seed: int = 0, dtype: torch.dtype = torch.float64):
     g = torch.Generator().manual_seed(seed)
-    return (2.0 * torch.randn(*shape, generator=g, dtype=dtype),
-            2.0 * torch.randn(*shape, generator=g, dtype=dtype))
+    return (
+        2.0 * torch.randn(*shape, generator=g, dtype=dtype),
+        2.0 * torch.randn(*shape, generator=g, dtype=dtype),
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -32,8 +34,9 @@ def test_reductions_mask_and_normalizer(name: str, params: dict[str, float]) -> 
     p, q = _pair((4, 3, 6))
     rows = divergent.divergence(name, p, q, reduction="none", **params)
     assert rows.shape == (4, 3)
-    torch.testing.assert_close(divergent.divergence(name, p, q, reduction="sum", **params),
-                               rows.sum())
+    torch.testing.assert_close(
+        divergent.divergence(name, p, q, reduction="sum", **params), rows.sum()
+    )
     torch.testing.assert_close(divergent.divergence(name, p, q, **params), rows.mean())
     mask = torch.rand(4, 3, generator=torch.Generator().manual_seed(1)) > 0.4
     masked = divergent.divergence(name, p, q, mask=mask, reduction="none", **params)
@@ -79,8 +82,9 @@ def test_temperature_divides_both_sides_and_inputs_kinds_agree(
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
         lp, lq = torch.log_softmax(p, -1), torch.log_softmax(q, -1)
         for kind, a, b in (("log_probs", lp, lq), ("probs", lp.exp(), lq.exp())):
-            other = divergent.divergence(name, a, b, inputs=kind, temperature=t,
-                                         reduction="none", **params)
+            other = divergent.divergence(
+                name, a, b, inputs=kind, temperature=t, reduction="none", **params
+            )
             torch.testing.assert_close(other, want, rtol=1e-10, atol=1e-12)
 
 
@@ -142,11 +146,12 @@ def test_float64_stays_float64_end_to_end(name: str, params: dict[str, float]) -
     gp, gq = torch.autograd.grad(got.sum(), (p, q))
     assert gp.dtype == torch.float64 and gq.dtype == torch.float64
     # mixed: one float64 input makes the whole computation float64
-    mixed = divergent.divergence(name, p.detach(), q.detach().float(), reduction="none",
-                                 **params)
+    mixed = divergent.divergence(name, p.detach(), q.detach().float(), reduction="none", **params)
     assert mixed.dtype == torch.float64
-    assert divergent.divergence(name, p.detach().bfloat16(), q.detach().float(),
-                                **params).dtype == torch.float32
+    assert (
+        divergent.divergence(name, p.detach().bfloat16(), q.detach().float(), **params).dtype
+        == torch.float32
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -175,19 +180,22 @@ def test_leading_shapes(name: str, params: dict[str, float]) -> None:
     p, q = _pair((2, 3, 4, 5), seed=7)
     rows = divergent.divergence(name, p, q, reduction="none", **params)
     assert rows.shape == (2, 3, 4)
-    flat = divergent.divergence(name, p.reshape(-1, 5), q.reshape(-1, 5), reduction="none",
-                                **params)
+    flat = divergent.divergence(
+        name, p.reshape(-1, 5), q.reshape(-1, 5), reduction="none", **params
+    )
     torch.testing.assert_close(rows.reshape(-1), flat)
     # 0-d leading shape: a single distribution
     one = divergent.divergence(name, p[0, 0, 0], q[0, 0, 0], reduction="none", **params)
     assert one.shape == ()
     torch.testing.assert_close(one, rows[0, 0, 0])
     for keep in (True, False):
-        got = divergent.divergence(name, p[0, 0, 0], q[0, 0, 0], reduction="none",
-                                   mask=torch.tensor(keep), **params)
+        got = divergent.divergence(
+            name, p[0, 0, 0], q[0, 0, 0], reduction="none", mask=torch.tensor(keep), **params
+        )
         assert got.shape == ()
-        torch.testing.assert_close(got, rows[0, 0, 0] if keep else torch.zeros((),
-                                   dtype=torch.float64))
+        torch.testing.assert_close(
+            got, rows[0, 0, 0] if keep else torch.zeros((), dtype=torch.float64)
+        )
     # empty leading shape
     empty = divergent.divergence(name, p[:0], q[:0], reduction="none", **params)
     assert empty.shape == (0, 3, 4)
@@ -203,12 +211,15 @@ def test_shortcuts_are_the_generic_call_with_the_same_signature() -> None:
             assert sig.parameters[p_.name].default == p_.default
         for kw in ("temperature", "mask", "reduction", "normalizer", "inputs", "check_nan"):
             assert kw in sig.parameters
-        torch.testing.assert_close(shortcut(p, q, reduction="none"),
-                                   divergent.divergence(spec.name, p, q, reduction="none"))
+        torch.testing.assert_close(
+            shortcut(p, q, reduction="none"),
+            divergent.divergence(spec.name, p, q, reduction="none"),
+        )
         assert shortcut.__doc__ and spec.name in functional.__all__
         # the entry itself is accepted wherever a name is
-        torch.testing.assert_close(divergent.divergence(spec, p, q),
-                                   divergent.divergence(spec.name, p, q))
+        torch.testing.assert_close(
+            divergent.divergence(spec, p, q), divergent.divergence(spec.name, p, q)
+        )
 
 
 # ------------------------------------------------------------------------------------------
@@ -256,8 +267,9 @@ def _expected_infinite(name: str, params: dict[str, float]) -> tuple[bool, bool,
 @pytest.mark.parametrize(("name", "params"), CASES, ids=CASE_IDS)
 def test_infinite_exactly_where_the_true_value_is(name: str, params: dict[str, float]) -> None:
     cases = _support_cases()
-    expected = dict(zip(("p_outside_q", "q_outside_p", "disjoint"),
-                        _expected_infinite(name, params)))
+    expected = dict(
+        zip(("p_outside_q", "q_outside_p", "disjoint"), _expected_infinite(name, params))
+    )
     expected["same"] = False
     for label, (p, q) in cases.items():
         value = float(divergent.divergence(name, p, q, reduction="sum", **params))

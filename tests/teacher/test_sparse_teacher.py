@@ -23,6 +23,7 @@ from divergent.testing import parameter_cases
 ALL_NAMES = [d.name for d in list_divergences()]
 F_NAMES = [d.name for d in list_divergences() if d.is_f_divergence]
 
+
 def _cases(names: list[str]) -> list[tuple[str, dict[str, float]]]:
     """Each name at its parameter cases from the registry (divergent.testing)."""
     return [(n, p) for n in names for p in parameter_cases(n)]
@@ -34,8 +35,16 @@ def _user_generator(t: torch.Tensor) -> torch.Tensor:
 
 
 def _random_problem(
-    n: int, v: int, k: int, *, seed: int, scale_t: float = 2.0, scale_s: float = 2.0,
-    pad: int = 0, topk: bool = False, dtype: torch.dtype = torch.float64,
+    n: int,
+    v: int,
+    k: int,
+    *,
+    seed: int,
+    scale_t: float = 2.0,
+    scale_s: float = 2.0,
+    pad: int = 0,
+    topk: bool = False,
+    dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Teacher/student logits (n, v), and k teacher ids per row (the last `pad` are padding)."""
     g = torch.Generator().manual_seed(seed)
@@ -82,8 +91,11 @@ def _brute_bucket(name, params, t, s, ids, temperature=1.0) -> torch.Tensor:
         p = torch.softmax(t[r].double() / temperature, -1)
         q = torch.softmax(s[r].double() / temperature, -1)
         pc, qc = _brute_bins(p, ids[r]), _brute_bins(q, ids[r])
-        out.append(divergent.divergence(name, pc.log()[None], qc.log()[None],
-                                        inputs="log_probs", reduction="sum", **params))
+        out.append(
+            divergent.divergence(
+                name, pc.log()[None], qc.log()[None], inputs="log_probs", reduction="sum", **params
+            )
+        )
     return torch.stack(out)
 
 
@@ -99,10 +111,20 @@ def test_full_teacher_equals_dense_divergence(tail: str, temperature: float) -> 
     lp = _teacher_logprobs(t, ids, temperature)
     mask = torch.tensor([True, True, False, True, True, True])
     for name, params in [*_cases(ALL_NAMES), (_user_generator, {})]:
-        want = divergent.divergence(name, t, s, temperature=temperature, reduction="none",
-                                    mask=mask, **params)
-        got = divergent.sparse_divergence(name, ids, lp, s, tail=tail, temperature=temperature,
-                                          reduction="none", mask=mask, **params)
+        want = divergent.divergence(
+            name, t, s, temperature=temperature, reduction="none", mask=mask, **params
+        )
+        got = divergent.sparse_divergence(
+            name,
+            ids,
+            lp,
+            s,
+            tail=tail,
+            temperature=temperature,
+            reduction="none",
+            mask=mask,
+            **params,
+        )
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12, msg=f"{name} {params}")
 
 
@@ -111,8 +133,9 @@ def test_bucket_equals_brute_force_coarsening(name, params) -> None:
     t, s, ids, _lp = _random_problem(5, 11, 5, seed=2, pad=1)
     for temperature in (1.0, 1.5):
         lp_t = _teacher_logprobs(t, ids, temperature)
-        got = divergent.sparse_divergence(name, ids, lp_t, s, temperature=temperature,
-                                          reduction="none", **params)
+        got = divergent.sparse_divergence(
+            name, ids, lp_t, s, temperature=temperature, reduction="none", **params
+        )
         want = _brute_bucket(name, params, t, s, ids, temperature)
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
 
@@ -120,15 +143,23 @@ def test_bucket_equals_brute_force_coarsening(name, params) -> None:
 @pytest.mark.parametrize("name,params", _cases(ALL_NAMES))
 def test_renormalize_equals_conditional_divergence(name, params) -> None:
     t, s, ids, lp = _random_problem(5, 11, 4, seed=3, pad=1)
-    got = divergent.sparse_divergence(name, ids, lp, s, tail="renormalize", reduction="none",
-                                      **params)
+    got = divergent.sparse_divergence(
+        name, ids, lp, s, tail="renormalize", reduction="none", **params
+    )
     want = []
     for r in range(5):
         keep = ids[r][ids[r] >= 0]
         p, q = torch.softmax(t[r], -1)[keep], torch.softmax(s[r], -1)[keep]
-        want.append(divergent.divergence(name, (p / p.sum()).log()[None],
-                                          (q / q.sum()).log()[None], inputs="log_probs",
-                                          reduction="sum", **params))
+        want.append(
+            divergent.divergence(
+                name,
+                (p / p.sum()).log()[None],
+                (q / q.sum()).log()[None],
+                inputs="log_probs",
+                reduction="sum",
+                **params,
+            )
+        )
     torch.testing.assert_close(got, torch.stack(want), rtol=1e-9, atol=1e-12)
 
 
@@ -178,10 +209,24 @@ def test_renormalize_with_tempered_teacher_recipe() -> None:
     """Under renormalize, log_softmax(logprobs / T) is exactly the tempered teacher on S."""
     t, s, ids, lp = _random_problem(4, 10, 4, seed=7, topk=True)
     temp = 2.0
-    got = divergent.sparse_divergence("js", ids, torch.log_softmax(lp / temp, -1), s,
-                                      tail="renormalize", temperature=temp, reduction="none")
-    want = divergent.sparse_divergence("js", ids, _teacher_logprobs(t, ids, temp), s,
-                                       tail="renormalize", temperature=temp, reduction="none")
+    got = divergent.sparse_divergence(
+        "js",
+        ids,
+        torch.log_softmax(lp / temp, -1),
+        s,
+        tail="renormalize",
+        temperature=temp,
+        reduction="none",
+    )
+    want = divergent.sparse_divergence(
+        "js",
+        ids,
+        _teacher_logprobs(t, ids, temp),
+        s,
+        tail="renormalize",
+        temperature=temp,
+        reduction="none",
+    )
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
 
 
@@ -214,8 +259,9 @@ DPI_CASES = [*_cases(F_NAMES), *_cases(["renyi"]), (_user_generator, {})]
 def test_bucket_is_a_lower_bound(case, v, k_frac, seed, scale_t, scale_s, random_ids) -> None:
     name, params = case
     k = 1 + int(k_frac * (v - 1))
-    t, s, ids, lp = _random_problem(3, v, k, seed=seed, scale_t=scale_t, scale_s=scale_s,
-                                    topk=not random_ids)
+    t, s, ids, lp = _random_problem(
+        3, v, k, seed=seed, scale_t=scale_t, scale_s=scale_s, topk=not random_ids
+    )
     bucket = divergent.sparse_divergence(name, ids, lp, s, reduction="none", **params)
     full = divergent.divergence(name, t, s, reduction="none", **params)
     assert bool((bucket >= -1e-12).all()), (bucket, full)
@@ -229,8 +275,10 @@ def test_bucket_is_a_lower_bound(case, v, k_frac, seed, scale_t, scale_s, random
 # gradients
 # --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("tail", TAILS)
-@pytest.mark.parametrize("name,params", [("kl", {}), ("js", {"beta": 0.3}), ("reverse_kl", {}),
-                                         ("renyi", {"order": 2.0})])
+@pytest.mark.parametrize(
+    "name,params",
+    [("kl", {}), ("js", {"beta": 0.3}), ("reverse_kl", {}), ("renyi", {"order": 2.0})],
+)
 def test_gradcheck(tail: str, name: str, params) -> None:
     _t, s, ids, lp = _random_problem(4, 7, 3, seed=8, pad=0)
     ids[1, 2] = PAD_ID
@@ -239,9 +287,18 @@ def test_gradcheck(tail: str, name: str, params) -> None:
     mask = torch.tensor([True, True, False, True])
 
     def fn(student: torch.Tensor, logprobs: torch.Tensor) -> torch.Tensor:
-        return divergent.sparse_divergence(name, ids, logprobs, student, tail=tail,
-                                           temperature=1.7, mask=mask, reduction="none",
-                                           chunk_size=2, **params)
+        return divergent.sparse_divergence(
+            name,
+            ids,
+            logprobs,
+            student,
+            tail=tail,
+            temperature=1.7,
+            mask=mask,
+            reduction="none",
+            chunk_size=2,
+            **params,
+        )
 
     assert torch.autograd.gradcheck(fn, (s, lp))
 
@@ -253,8 +310,14 @@ def _reference_bucket_autograd(name, params, ids, lp, s, temperature):
     lq_s = lq.gather(-1, ids)
     lq_tail = torch.logsumexp(lq.masked_fill(in_s, -math.inf), -1, keepdim=True)
     lp_tail = torch.log1p(-lp.exp().sum(-1, keepdim=True))
-    return divergent.divergence(name, torch.cat([lp, lp_tail], -1), torch.cat([lq_s, lq_tail], -1),
-                                inputs="log_probs", reduction="sum", **params)
+    return divergent.divergence(
+        name,
+        torch.cat([lp, lp_tail], -1),
+        torch.cat([lq_s, lq_tail], -1),
+        inputs="log_probs",
+        reduction="sum",
+        **params,
+    )
 
 
 @pytest.mark.parametrize("name,params", [*_cases(ALL_NAMES), (_user_generator, {})])
@@ -263,8 +326,9 @@ def test_gradients_match_autograd_reference(name, params) -> None:
     _t, s, ids, lp = _random_problem(5, 13, 4, seed=9, topk=True)
     s1, lp1 = s.clone().requires_grad_(True), lp.clone().requires_grad_(True)
     s2, lp2 = s.clone().requires_grad_(True), lp.clone().requires_grad_(True)
-    got = divergent.sparse_divergence(name, ids, lp1, s1, temperature=0.8, reduction="sum",
-                                      chunk_size=2, **params)
+    got = divergent.sparse_divergence(
+        name, ids, lp1, s1, temperature=0.8, reduction="sum", chunk_size=2, **params
+    )
     want = _reference_bucket_autograd(name, params, ids, lp2, s2, 0.8)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     got.backward()
@@ -280,8 +344,9 @@ def test_masked_rows_and_all_padding_rows_have_zero_gradient() -> None:
     mask = torch.tensor([True, False, True, True])
     for tail in TAILS:
         s.grad = None
-        rows = divergent.sparse_divergence("kl", ids, lp.float(), s, tail=tail, mask=mask,
-                                           reduction="none")
+        rows = divergent.sparse_divergence(
+            "kl", ids, lp.float(), s, tail=tail, mask=mask, reduction="none"
+        )
         assert rows[1] == 0 and rows[2] == 0
         rows.sum().backward()
         assert torch.isfinite(s.grad).all()
@@ -306,10 +371,12 @@ def test_padding_equals_shorter_rows() -> None:
     padded_lp = lp.clone()
     padded_lp[:, 3:] = 123.0  # ignored (even an invalid value) at padding slots
     for tail in TAILS:
-        a = divergent.sparse_divergence("hellinger", ids[:, :3], lp[:, :3], s, tail=tail,
-                                        reduction="none")
-        b = divergent.sparse_divergence("hellinger", padded_ids, padded_lp, s, tail=tail,
-                                        reduction="none")
+        a = divergent.sparse_divergence(
+            "hellinger", ids[:, :3], lp[:, :3], s, tail=tail, reduction="none"
+        )
+        b = divergent.sparse_divergence(
+            "hellinger", padded_ids, padded_lp, s, tail=tail, reduction="none"
+        )
         torch.testing.assert_close(a, b, rtol=1e-14, atol=1e-15)
     assert short.shape == (3,)
 
@@ -397,8 +464,11 @@ def test_no_vocab_sized_tensor_is_saved_for_backward() -> None:
         return [x.data_ptr() == s.data_ptr() for x in saved if x.numel() >= n * v // 2]
 
     for tail in TAILS:
-        large = saved_large(lambda tail=tail: divergent.sparse_divergence(
-            "kl", ids, lp, s, tail=tail, temperature=2.0))
+        large = saved_large(
+            lambda tail=tail: divergent.sparse_divergence(
+                "kl", ids, lp, s, tail=tail, temperature=2.0
+            )
+        )
         assert all(large) and len(large) <= 1, (tail, large)
     # the detector does flag the straightforward formulation (log-softmax of s / T)
     naive = saved_large(lambda: torch.log_softmax(s / 2.0, -1).gather(-1, ids).sum())
@@ -423,15 +493,23 @@ def _ok_inputs():
 @pytest.mark.parametrize(
     "mutate,match",
     [
-        (lambda i, l, s: (_with(i, (0, 1, 2), 10), l, s),
-         r"`teacher_topk_ids` has id 10 in row \(0, 1\), outside the vocabulary \[0, 10\)"),
+        (
+            lambda i, l, s: (_with(i, (0, 1, 2), 10), l, s),
+            r"`teacher_topk_ids` has id 10 in row \(0, 1\), outside the vocabulary \[0, 10\)",
+        ),
         (lambda i, l, s: (_with(i, (1, 0, 0), -2), l, s), r"id -2 in row \(1, 0\)"),
-        (lambda i, l, s: (torch.cat([i[..., :3], i[..., :1]], -1), l, s),
-         r"`teacher_topk_ids` repeats id \d+ in row \(0, 0\)"),
-        (lambda i, l, s: (i, _with(l, (1, 2, 0), 0.5), s),
-         r"`teacher_topk_logprobs` has log-probability 0.5 > 0 in row \(1, 2\)"),
-        (lambda i, l, s: (i, torch.full_like(l, -0.1), s),
-         r"`teacher_topk_logprobs` sums to probability 3.6\d* > 1 in row \(0, 0\)"),
+        (
+            lambda i, l, s: (torch.cat([i[..., :3], i[..., :1]], -1), l, s),
+            r"`teacher_topk_ids` repeats id \d+ in row \(0, 0\)",
+        ),
+        (
+            lambda i, l, s: (i, _with(l, (1, 2, 0), 0.5), s),
+            r"`teacher_topk_logprobs` has log-probability 0.5 > 0 in row \(1, 2\)",
+        ),
+        (
+            lambda i, l, s: (i, torch.full_like(l, -0.1), s),
+            r"`teacher_topk_logprobs` sums to probability 3.6\d* > 1 in row \(0, 0\)",
+        ),
         (lambda i, l, s: (i, _with(l, (0, 2, 1), math.nan), s), r"contains NaN"),
         (lambda i, l, s: (i, torch.full_like(l, -math.inf), s), r"-inf at every top-k id"),
         (lambda i, l, s: (i.float(), l, s), r"`teacher_topk_ids` must be an integer tensor"),
