@@ -1,54 +1,148 @@
-"""divergent.objectives"""
+"""Losses built on the core: knowledge distillation, alignment regularisers, and the
+objectives of the seed papers (pure functions plus thin ``nn.Module`` wrappers).
 
-# distillation objectives and their registry (ids for trainers and the CLI)
-from divergent.objectives._common import Objective as Objective
+Every distillation loss takes ``(student_logits, teacher_logits, labels=None, *, mask,
+reduction, normalizer)`` with the class axis last; the divergence term is D(teacher‖student)
+computed by :func:`divergent.divergence` (any registered name or generator), so
+``kd_loss(..., divergence="js")`` swaps the divergence. :func:`make_objective` builds one from
+an id (``ce``, ``kd``, ``kd:<divergence>``, ``dkd``, ``dist``, ``lskd``, ``ofa``, ``pld``,
+``sinkd``, ``bdkd``) as the trainer and ``divergent distill`` do.
+"""
 
-# domain adaptation, robustness, attribution consistency and few-class distillation (issue 9)
-from divergent.objectives.attribution import factor_consistency_loss as factor_consistency_loss
-from divergent.objectives.attribution import gradient_x_input as gradient_x_input
-from divergent.objectives.attribution import importance_distribution as importance_distribution
-from divergent.objectives.dkd import DKDLoss as DKDLoss
-from divergent.objectives.dkd import dkd_loss as dkd_loss
-from divergent.objectives.dkd import dkd_terms as dkd_terms
-from divergent.objectives.domain_adaptation import PriorKLEntropyLoss as PriorKLEntropyLoss
-from divergent.objectives.domain_adaptation import PriorKLEntropyTerms as PriorKLEntropyTerms
-from divergent.objectives.domain_adaptation import class_proportions as class_proportions
-from divergent.objectives.domain_adaptation import prior_kl_entropy_loss as prior_kl_entropy_loss
-from divergent.objectives.domain_adaptation import prior_kl_entropy_terms as prior_kl_entropy_terms
-from divergent.objectives.kd import CrossEntropyLoss as CrossEntropyLoss
-from divergent.objectives.kd import KDLoss as KDLoss
-from divergent.objectives.kd import LSKDLoss as LSKDLoss
-from divergent.objectives.kd import cross_entropy_loss as cross_entropy_loss
-from divergent.objectives.kd import kd_loss as kd_loss
-from divergent.objectives.kd import lskd_loss as lskd_loss
-from divergent.objectives.kd import standardize_logits as standardize_logits
-from divergent.objectives.lelp import LELPProjection as LELPProjection
-from divergent.objectives.lelp import lelp_loss as lelp_loss
-from divergent.objectives.lelp import lelp_targets as lelp_targets
-from divergent.objectives.lelp import subclass_to_class_logits as subclass_to_class_logits
-from divergent.objectives.ofa import OFALoss as OFALoss
-from divergent.objectives.ofa import ofa_loss as ofa_loss
-from divergent.objectives.online import BDKDLoss as BDKDLoss
-from divergent.objectives.online import OnlineLosses as OnlineLosses
-from divergent.objectives.online import bdkd_loss as bdkd_loss
-from divergent.objectives.online import bdkd_online_losses as bdkd_online_losses
-from divergent.objectives.online import bdkd_reverse_weights as bdkd_reverse_weights
-from divergent.objectives.online import mutual_kd_losses as mutual_kd_losses
-from divergent.objectives.ranking import PLDLoss as PLDLoss
-from divergent.objectives.ranking import pld_loss as pld_loss
-from divergent.objectives.registry import ObjectiveSpec as ObjectiveSpec
-from divergent.objectives.registry import list_objectives as list_objectives
-from divergent.objectives.registry import make_objective as make_objective
-from divergent.objectives.registry import objective_spec as objective_spec
-from divergent.objectives.registry import register_objective as register_objective
-from divergent.objectives.relational import DISTLoss as DISTLoss
-from divergent.objectives.relational import dist_loss as dist_loss
-from divergent.objectives.relational import pearson_correlation as pearson_correlation
-from divergent.objectives.robustness import KLDROLoss as KLDROLoss
-from divergent.objectives.robustness import dro_cross_entropy as dro_cross_entropy
-from divergent.objectives.robustness import kl_dro_loss as kl_dro_loss
-from divergent.objectives.robustness import kl_dro_objective as kl_dro_objective
-from divergent.objectives.robustness import kl_dro_weights as kl_dro_weights
-from divergent.objectives.sinkhorn import SinKDLoss as SinKDLoss
-from divergent.objectives.sinkhorn import batch_sinkhorn_distance as batch_sinkhorn_distance
-from divergent.objectives.sinkhorn import sinkd_loss as sinkd_loss
+from divergent.objectives._common import (
+    Objective,
+)
+from divergent.objectives.attribution import (
+    factor_consistency_loss,
+    gradient_x_input,
+    importance_distribution,
+)
+from divergent.objectives.dkd import (
+    DKDLoss,
+    dkd_loss,
+    dkd_terms,
+)
+from divergent.objectives.domain_adaptation import (
+    PriorKLEntropyLoss,
+    PriorKLEntropyTerms,
+    class_proportions,
+    prior_kl_entropy_loss,
+    prior_kl_entropy_terms,
+)
+from divergent.objectives.information_bottleneck import (
+    CSIBLoss,
+    CSIBTerms,
+    cs_ib_loss,
+    cs_ib_terms,
+)
+from divergent.objectives.kd import (
+    CrossEntropyLoss,
+    KDLoss,
+    LSKDLoss,
+    cross_entropy_loss,
+    kd_loss,
+    lskd_loss,
+    standardize_logits,
+)
+from divergent.objectives.lelp import (
+    LELPProjection,
+    lelp_loss,
+    lelp_targets,
+    subclass_to_class_logits,
+)
+from divergent.objectives.ofa import (
+    OFALoss,
+    ofa_loss,
+)
+from divergent.objectives.online import (
+    BDKDLoss,
+    OnlineLosses,
+    bdkd_loss,
+    bdkd_online_losses,
+    bdkd_reverse_weights,
+    mutual_kd_losses,
+)
+from divergent.objectives.ranking import (
+    PLDLoss,
+    pld_loss,
+)
+from divergent.objectives.registry import (
+    ObjectiveSpec,
+    list_objectives,
+    make_objective,
+    objective_spec,
+    register_objective,
+)
+from divergent.objectives.relational import (
+    DISTLoss,
+    dist_loss,
+    pearson_correlation,
+)
+from divergent.objectives.robustness import (
+    KLDROLoss,
+    dro_cross_entropy,
+    kl_dro_loss,
+    kl_dro_objective,
+    kl_dro_weights,
+)
+from divergent.objectives.sinkhorn import (
+    SinKDLoss,
+    batch_sinkhorn_distance,
+    sinkd_loss,
+)
+
+__all__ = [
+    "BDKDLoss",
+    "CSIBLoss",
+    "CSIBTerms",
+    "CrossEntropyLoss",
+    "DISTLoss",
+    "DKDLoss",
+    "KDLoss",
+    "KLDROLoss",
+    "LELPProjection",
+    "LSKDLoss",
+    "OFALoss",
+    "Objective",
+    "ObjectiveSpec",
+    "OnlineLosses",
+    "PLDLoss",
+    "PriorKLEntropyLoss",
+    "PriorKLEntropyTerms",
+    "SinKDLoss",
+    "batch_sinkhorn_distance",
+    "bdkd_loss",
+    "bdkd_online_losses",
+    "bdkd_reverse_weights",
+    "class_proportions",
+    "cross_entropy_loss",
+    "cs_ib_loss",
+    "cs_ib_terms",
+    "dist_loss",
+    "dkd_loss",
+    "dkd_terms",
+    "dro_cross_entropy",
+    "factor_consistency_loss",
+    "gradient_x_input",
+    "importance_distribution",
+    "kd_loss",
+    "kl_dro_loss",
+    "kl_dro_objective",
+    "kl_dro_weights",
+    "lelp_loss",
+    "lelp_targets",
+    "list_objectives",
+    "lskd_loss",
+    "make_objective",
+    "mutual_kd_losses",
+    "objective_spec",
+    "ofa_loss",
+    "pearson_correlation",
+    "pld_loss",
+    "prior_kl_entropy_loss",
+    "prior_kl_entropy_terms",
+    "register_objective",
+    "sinkd_loss",
+    "standardize_logits",
+    "subclass_to_class_logits",
+]
