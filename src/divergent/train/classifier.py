@@ -520,41 +520,6 @@ class ClassifierTrainer:
 
         return list(gather_object([state]))
 
-    def _state(
-        self,
-        epoch: int,
-        position: int,
-        global_step: int,
-        order: Tensor,
-        running: Tensor,
-        running_count: int,
-        history: list[dict[str, float]],
-        finished: bool,
-    ) -> dict[str, Any]:
-        return {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
-            "config": self._config(),
-            "epoch": epoch,
-            "position": position,
-            "global_step": global_step,
-            "finished": finished,
-            # no copies needed: the state is serialised before training continues
-            "order": order,
-            "running_loss": running.detach().cpu(),
-            "running_count": running_count,
-            "history": [dict(h) for h in history],
-            "student": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
-            "objective": (
-                {k: v.detach().cpu() for k, v in self._objective_module.state_dict().items()}
-                if self._objective_module is not None
-                else None
-            ),
-            "optimizer": _cpu_copy(self.optimizer.state_dict()),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": self._gather_rng(),
-        }
-
     def _load(self, path: Path) -> dict[str, Any]:
         state = load_checkpoint(path)
         if state.get("format") != _FORMAT or state.get("version") != _FORMAT_VERSION:
@@ -780,9 +745,30 @@ class ClassifierTrainer:
         *,
         finished: bool,
     ) -> None:
-        state = self._state(
-            epoch, position, global_step, order, running, running_count, history, finished
-        )  # every rank gathers its RNG state
+        # every rank gathers its RNG state (a collective), only rank 0 writes
+        state = {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "config": self._config(),
+            "epoch": epoch,
+            "position": position,
+            "global_step": global_step,
+            "finished": finished,
+            # no copies needed: the state is serialised before training continues
+            "order": order,
+            "running_loss": running.detach().cpu(),
+            "running_count": running_count,
+            "history": [dict(h) for h in history],
+            "student": {k: v.detach().cpu() for k, v in self.student.state_dict().items()},
+            "objective": (
+                {k: v.detach().cpu() for k, v in self._objective_module.state_dict().items()}
+                if self._objective_module is not None
+                else None
+            ),
+            "optimizer": _cpu_copy(self.optimizer.state_dict()),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": self._gather_rng(),
+        }
         if self.rank == 0:
             if finished:
                 writer.wait()
