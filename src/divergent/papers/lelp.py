@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from divergent.objectives.kd import kd_loss
 from divergent.objectives.lelp import (
@@ -41,7 +40,7 @@ from divergent.objectives.lelp import (
 )
 from divergent.papers._stats import better_than, mean_ci, number, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
-from divergent.train.small_models import evaluate, fit, load_split, mlp
+from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
 
 BINARY = (0, 0, 0, 0, 0, 1, 1, 1, 1, 1)  # digits 0–4 → class 0, 5–9 → class 1
 N_SUBCLASSES = 5
@@ -56,10 +55,6 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     """LELP above Hinton KD in test accuracy (paired CI over seeds)."""
     d = metrics["lelp_minus_kd"]
     return better_than(number(d["low"]), number(d["high"]), MARGIN)
-
-
-def _ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, _i: Any) -> torch.Tensor:
-    return nn.functional.cross_entropy(model(x), y)
 
 
 @reproduction(
@@ -84,7 +79,15 @@ def experiment(ctx: ReproContext) -> Outcome:
         ctx.progress(f"seed {k + 1}/{n_seeds}", k / n_seeds)
         g = ctx.generator(400 + k)
         teacher = mlp(64, [128, 32], 2, generator=g)
-        fit(teacher, _ce, split.x_train, split.y_train, epochs=20, lr=3e-3, generator=g)
+        fit(
+            teacher,
+            cross_entropy_loss,
+            split.x_train,
+            split.y_train,
+            epochs=20,
+            lr=3e-3,
+            generator=g,
+        )
         teacher_acc.append(evaluate(teacher, split.x_test, split.y_test).accuracy)
         body, head = teacher[:-1], teacher[-1]
         rows = torch.randperm(split.x_train.shape[0], generator=g)[:STUDENT_ROWS]
@@ -100,7 +103,7 @@ def experiment(ctx: ReproContext) -> Outcome:
                 temperature=SUBCLASS_TEMPERATURE,
             )
         losses = {
-            "ce": _ce,
+            "ce": cross_entropy_loss,
             "kd": lambda m, xb, yb, i, t=teacher_logits: kd_loss(m(xb), t[i], yb),
             "lelp": lambda m, xb, _yb, i, t=targets: lelp_loss(m(xb), t[i]),
         }

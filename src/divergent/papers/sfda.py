@@ -32,7 +32,7 @@ from torch import nn
 from divergent.objectives.domain_adaptation import prior_kl_entropy_terms
 from divergent.papers._stats import better_than, mean_ci, number, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
-from divergent.train.small_models import evaluate, fit, load_split, mlp
+from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
 
 ROTATION_DEGREES = 30.0
 MARGIN = 0.02  # the smallest accuracy gain (2 points) the claim needs
@@ -56,10 +56,6 @@ def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
         [ndimage.rotate(im, degrees, reshape=False, order=1, mode="constant") for im in images]
     )
     return torch.as_tensor(out.reshape(-1, 64), dtype=torch.float32).clamp(0.0, 1.0)
-
-
-def _ce(model: nn.Module, x: torch.Tensor, y: torch.Tensor, _idx: torch.Tensor) -> torch.Tensor:
-    return nn.functional.cross_entropy(model(x), y)
 
 
 @reproduction(
@@ -88,7 +84,15 @@ def experiment(ctx: ReproContext) -> Outcome:
         ctx.progress(f"seed {k + 1}/{n_seeds}", k / n_seeds)
         g = ctx.generator(1000 + k)
         source = mlp(64, [64], split.n_classes, generator=g)
-        fit(source, _ce, split.x_train, split.y_train, epochs=30, lr=3e-3, generator=g)
+        fit(
+            source,
+            cross_entropy_loss,
+            split.x_train,
+            split.y_train,
+            epochs=30,
+            lr=3e-3,
+            generator=g,
+        )
         source_acc.append(evaluate(source, split.x_test, split.y_test).accuracy)
         for method in METHODS:
             model = mlp(64, [64], split.n_classes)

@@ -17,15 +17,11 @@ from torch import Tensor, nn
 
 from divergent.metrics.calibration import expected_calibration_error
 from divergent.metrics.fidelity import fidelity
-from divergent.train.small_models import Split, evaluate, fit, mlp
+from divergent.train.small_models import Split, cross_entropy_loss, evaluate, fit, mlp
 
 __all__ = ["StudentScores", "distill", "student_scores", "train_teacher"]
 
 ObjectiveFn = Callable[[Tensor, Tensor, Tensor], Tensor]
-
-
-def _cross_entropy(model: nn.Module, x: Tensor, y: Tensor, _idx: Tensor) -> Tensor:
-    return nn.functional.cross_entropy(model(x), y)
 
 
 def train_teacher(
@@ -44,7 +40,7 @@ def train_teacher(
     )
     fit(
         net,
-        _cross_entropy,
+        cross_entropy_loss,
         split.x_train,
         split.y_train,
         epochs=epochs,

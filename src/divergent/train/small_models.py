@@ -31,6 +31,7 @@ __all__ = [
     "DigitsCNN",
     "Evaluation",
     "Split",
+    "cross_entropy_loss",
     "evaluate",
     "fit",
     "load_split",
@@ -227,6 +228,21 @@ def reset_parameters(module: nn.Module, generator: torch.Generator) -> None:
                 m.weight.uniform_(-bound, bound, generator=generator)
                 if m.bias is not None:
                     m.bias.uniform_(-bound, bound, generator=generator)
+
+
+def cross_entropy_loss(model: nn.Module, x: Tensor, y: Tensor, index: Tensor) -> Tensor:
+    r"""The plain supervised :data:`LossFn` for :func:`fit`: mean cross-entropy on the labels,
+    :math:`-\frac1B\sum_i \log \operatorname{softmax}(f(x_i))_{y_i}` (``index`` unused).
+
+    Example:
+        >>> model = nn.Linear(2, 3)
+        >>> _ = nn.init.zeros_(model.weight), nn.init.zeros_(model.bias)
+        >>> x, y = torch.zeros(4, 2), torch.tensor([0, 1, 2, 0])
+        >>> round(cross_entropy_loss(model, x, y, torch.arange(4)).item(), 4)  # log 3
+        1.0986
+    """
+    del index
+    return nn.functional.cross_entropy(model(x), y)
 
 
 def fit(
