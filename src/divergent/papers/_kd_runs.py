@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from divergent.papers._stats import mean_ci, plot_methods
+from divergent.papers._stats import paired_ci, plot_methods
 from divergent.repro import ReproContext
 from divergent.train.small_distill import distill, student_scores, train_teacher
 from divergent.train.small_models import load_split, mlp
@@ -94,10 +94,7 @@ def paired_runs(
             for s in SCORES:
                 per[name][s].append(scores[s])
     paired = {
-        f"{a}_minus_{b}": {
-            s: mean_ci([u - v for u, v in zip(per[a][s], per[b][s])]) for s in SCORES
-        }
-        for a, b in pairs
+        f"{a}_minus_{b}": {s: paired_ci(per[a][s], per[b][s]) for s in SCORES} for a, b in pairs
     }
     metrics: dict[str, Any] = {
         "n_seeds": n_seeds,

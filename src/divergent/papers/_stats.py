@@ -17,7 +17,14 @@ from typing import Any
 
 from divergent.repro import ReproContext, Verdict
 
-__all__ = ["better_than", "mean_ci", "no_worse_than", "number", "plot_methods"]
+__all__ = [
+    "better_than",
+    "mean_ci",
+    "no_worse_than",
+    "number",
+    "paired_ci",
+    "plot_methods",
+]
 
 
 def number(value: Any) -> float:
@@ -44,6 +51,25 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, float]:
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
     return {"mean": mean, "low": mean - half, "high": mean + half, "sd": sd, "n": n}
+
+
+def paired_ci(
+    method: Sequence[float], baseline: Sequence[float], level: float = 0.95
+) -> dict[str, float]:
+    r""":func:`mean_ci` of the paired differences :math:`d_s = \text{method}_s -
+    \text{baseline}_s` over seeds s (same split and initialisation for both).
+
+    Example:
+        >>> r = paired_ci([0.9, 0.8, 0.85], [0.8, 0.75, 0.8])
+        >>> round(r["mean"], 3), r["n"]
+        (0.067, 3)
+    """
+    if len(method) != len(baseline):
+        raise ValueError(
+            f"`method` and `baseline` must pair up seed by seed, got {len(method)} and "
+            f"{len(baseline)} values"
+        )
+    return mean_ci([m - b for m, b in zip(method, baseline, strict=True)], level)
 
 
 def better_than(low: float, high: float, margin: float) -> Verdict:

@@ -30,7 +30,7 @@ import torch
 
 from divergent.metrics.calibration import expected_calibration_error
 from divergent.objectives.online import bdkd_online_losses, mutual_kd_losses
-from divergent.papers._stats import better_than, mean_ci, number, plot_methods
+from divergent.papers._stats import better_than, number, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import load_split, mlp
 
@@ -120,8 +120,8 @@ def experiment(ctx: ReproContext) -> Outcome:
             key: {m: float(np.mean(v[m])) for m in METHODS}
             for key, v in (("accuracy", acc), ("ece", ece), ("teacher_accuracy", teacher_acc))
         },
-        "accuracy_gain": mean_ci([a - b for a, b in zip(acc["bdkd"], acc["dml"])]),
-        "ece_reduction": mean_ci([a - b for a, b in zip(ece["dml"], ece["bdkd"])]),
+        "accuracy_gain": paired_ci(acc["bdkd"], acc["dml"]),
+        "ece_reduction": paired_ci(ece["dml"], ece["bdkd"]),
     }
     plot_methods(
         ctx,

@@ -33,7 +33,13 @@ import torch
 from torch import nn
 
 from divergent.objectives.robustness import dro_cross_entropy
-from divergent.papers._stats import better_than, mean_ci, no_worse_than, number, plot_methods
+from divergent.papers._stats import (
+    better_than,
+    no_worse_than,
+    number,
+    paired_ci,
+    plot_methods,
+)
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.adversarial import pgd
 from divergent.train.small_models import fit, load_split, mlp
@@ -113,7 +119,7 @@ def experiment(ctx: ReproContext) -> Outcome:
             clean[method].append(clean_acc)
 
     def diff(values: dict[str, list[float]]) -> dict[str, float]:
-        return mean_ci([a - b for a, b in zip(values["dro_at"], values["standard_at"])])
+        return paired_ci(values["dro_at"], values["standard_at"])
 
     metrics: dict[str, Any] = {
         "n_seeds": n_seeds,

@@ -37,7 +37,7 @@ from divergent.objectives.attribution import (
     gradient_x_input,
     importance_distribution,
 )
-from divergent.papers._stats import better_than, mean_ci, number, plot_methods
+from divergent.papers._stats import better_than, number, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import evaluate, fit, load_split, mlp
 
@@ -117,9 +117,7 @@ def experiment(ctx: ReproContext) -> Outcome:
                 tau[name][method].append(
                     _kendall_tau(importance_distribution(phi_eval.detach()), p_dk)
                 )
-    gain = {
-        d: mean_ci([a - b for a, b in zip(acc[d]["ce_plus_kl"], acc[d]["ce"])]) for d in DATASETS
-    }
+    gain = {d: paired_ci(acc[d]["ce_plus_kl"], acc[d]["ce"]) for d in DATASETS}
     metrics: dict[str, Any] = {
         "n_seeds": n_seeds,
         "training_rows": DATASETS,

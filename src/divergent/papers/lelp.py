@@ -38,7 +38,7 @@ from divergent.objectives.lelp import (
     lelp_targets,
     subclass_to_class_logits,
 )
-from divergent.papers._stats import better_than, mean_ci, number, plot_methods
+from divergent.papers._stats import better_than, number, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
 
@@ -117,9 +117,6 @@ def experiment(ctx: ReproContext) -> Outcome:
                 logits = subclass_to_class_logits(logits, N_SUBCLASSES)
             acc[method].append(float((logits.argmax(-1) == split.y_test).double().mean()))
 
-    def paired(a: str, b: str) -> dict[str, float]:
-        return mean_ci([u - v for u, v in zip(acc[a], acc[b])])
-
     metrics: dict[str, Any] = {
         "n_seeds": n_seeds,
         "n_subclasses": N_SUBCLASSES,
@@ -128,9 +125,9 @@ def experiment(ctx: ReproContext) -> Outcome:
         "teacher_accuracy_mean": float(np.mean(teacher_acc)),
         "accuracy": acc,
         "accuracy_mean": {m: float(np.mean(v)) for m, v in acc.items()},
-        "lelp_minus_kd": paired("lelp", "kd"),
-        "lelp_minus_ce": paired("lelp", "ce"),
-        "kd_minus_ce": paired("kd", "ce"),
+        "lelp_minus_kd": paired_ci(acc["lelp"], acc["kd"]),
+        "lelp_minus_ce": paired_ci(acc["lelp"], acc["ce"]),
+        "kd_minus_ce": paired_ci(acc["kd"], acc["ce"]),
     }
     plot_methods(
         ctx,

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from divergent.objectives.domain_adaptation import prior_kl_entropy_terms
-from divergent.papers._stats import better_than, mean_ci, number, plot_methods
+from divergent.papers._stats import better_than, number, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
 
@@ -122,9 +122,6 @@ def experiment(ctx: ReproContext) -> Outcome:
             terms = prior_kl_entropy_terms(ev.logits, prior)
             prior_kl[method].append(float(terms.prior_kl))
 
-    def paired(a: str, b: str) -> dict[str, float]:
-        return mean_ci([x - y for x, y in zip(acc[a], acc[b])])
-
     metrics: dict[str, Any] = {
         "n_seeds": n_seeds,
         "rotation_degrees": ROTATION_DEGREES,
@@ -134,8 +131,8 @@ def experiment(ctx: ReproContext) -> Outcome:
         "target_accuracy_mean": {m: float(np.mean(v)) for m, v in acc.items()},
         "classes_predicted": classes_predicted,
         "test_prior_kl_mean": {m: float(np.mean(v)) for m, v in prior_kl.items()},
-        "sfda_minus_source": paired("sfda", "source_only"),
-        "sfda_minus_entropy": paired("sfda", "entropy_only"),
+        "sfda_minus_source": paired_ci(acc["sfda"], acc["source_only"]),
+        "sfda_minus_entropy": paired_ci(acc["sfda"], acc["entropy_only"]),
     }
     plot_methods(
         ctx,
