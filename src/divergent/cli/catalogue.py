@@ -16,7 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from divergent.categorical import Divergence, get_divergence, list_divergences
-from divergent.cli._app import app
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+"""This group's commands (the root app in :mod:`divergent.cli._app` loads them lazily)."""
+
 
 WIDE = 120
 """Terminal width from which ``divergent list`` shows every column (ranges, metric)."""

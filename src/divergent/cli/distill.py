@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from divergent.cli._app import app, console
+from divergent.cli._app import console
 from divergent.train.checkpoint import CheckpointError
 from divergent.train.classifier import NonFiniteLossError
 from divergent.train.data import DataError
@@ -20,6 +20,9 @@ from divergent.train.distill_job import (
     DistillError,
     run_distill,
 )
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+"""This group's commands (the root app in :mod:`divergent.cli._app` loads them lazily)."""
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 import divergent.papers  # noqa: F401  (registers every reproduction)
-from divergent.cli._app import app, console
+from divergent.cli._app import console
 from divergent.repro import (
     ResultsFileError,
     RunPlan,
@@ -31,6 +31,9 @@ from divergent.repro import (
     run_many,
 )
 from divergent.repro.report import markdown_report
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+"""This group's commands (the root app in :mod:`divergent.cli._app` loads them lazily)."""
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
