@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -51,6 +50,7 @@ import torch
 from divergent._version import __version__
 from divergent.repro.threads import single_thread
 from divergent.repro.verdict import Verdict
+from divergent.train.checkpoint import atomic_write_bytes
 
 __all__ = [
     "MAX_SEED",
@@ -315,31 +315,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file in the same folder, then rename it over ``path``.
+    """Write ``text`` (UTF-8) to ``path`` atomically, creating its folder if needed.
 
-    The file gets the permissions a plain ``open(path, "w")`` would (0666 minus the umask),
-    not the 0600 of a temporary file.
+    :func:`divergent.train.checkpoint.atomic_write_bytes` does the work: a temporary file in
+    the same folder, fsync, :func:`os.replace`, fsync of the folder. The file gets the
+    permissions a plain ``open(path, "w")`` would (0666 minus the umask).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_current_umask())
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, payload: Any) -> None:
