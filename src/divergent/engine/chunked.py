@@ -635,6 +635,19 @@ def scale_saved_grads(
     return [None if g is None else g.mul_(factor.to(g.dtype)) for g in present]
 
 
+def save_forward_grads(ctx: Any, like: Tensor, grads: Sequence[Tensor | None]) -> None:
+    """Save the gradients an engine computed in its forward pass (an empty tensor for None)."""
+    empty = like.new_empty(0)
+    ctx.save_for_backward(*[empty if g is None else g for g in grads])
+
+
+def saved_grads_backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+    """The backward of an engine Function whose last ``forward`` input is its job: the saved
+    forward-pass gradients scaled by ``grad_out`` (:func:`scale_saved_grads`), then None."""
+    check_backward_once(ctx)  # before autograd's own (less clear) version check
+    return (*scale_saved_grads(ctx, ctx.saved_tensors, grad_out), None)
+
+
 class _ChunkedFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, a2: Tensor, b2: Tensor, job: EngineJob) -> Tensor:  # type: ignore[override]
@@ -642,16 +655,13 @@ class _ChunkedFunction(torch.autograd.Function):
         need_a = ctx.needs_input_grad[0] and job.grad
         need_b = ctx.needs_input_grad[1] and job.grad
         values, ga, gb = _run_rows(job, a2, b2, need_a, need_b)
-        empty = a2.new_empty(0)
-        ctx.save_for_backward(ga if ga is not None else empty, gb if gb is not None else empty)
+        save_forward_grads(ctx, a2, (ga, gb))
         return job.finish(values)
 
     @staticmethod
     @first_order_backward()
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
-        check_backward_once(ctx)  # before autograd's own (less clear) version check
-        ga, gb = scale_saved_grads(ctx, ctx.saved_tensors, grad_out)
-        return ga, gb, None
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        return saved_grads_backward(ctx, grad_out)
 
 
 # --------------------------------------------------------------------------------------------

@@ -45,10 +45,10 @@ from divergent.engine.chunked import (
     _autograd_chunk,
     _ChunkRunner,
     _should_compile,
-    check_backward_once,
     default_chunk_rows,
     first_order_backward,
-    scale_saved_grads,
+    save_forward_grads,
+    saved_grads_backward,
 )
 
 __all__ = ["fused_linear_divergence"]
@@ -269,8 +269,7 @@ class _FusedLinearFunction(torch.autograd.Function):
             return job.finish(values)
         values, grads = _run(job, tensors, need)
         _explain_nan_rows(job, values, tensors)
-        empty = hs.new_empty(0)
-        ctx.save_for_backward(*[empty if g is None else g for g in grads])
+        save_forward_grads(ctx, hs, grads)
         return job.finish(values)
 
     @staticmethod
@@ -283,9 +282,7 @@ class _FusedLinearFunction(torch.autograd.Function):
                 rows = rows[ctx.job.keep]
             _, grads = _run(ctx.job, (hs, ws, bs, ht, wt, bt), ctx.need, row_weights=rows)
             return (*grads, None)
-        check_backward_once(ctx)
-        grads = scale_saved_grads(ctx, ctx.saved_tensors, grad_out)
-        return (*grads, None)
+        return saved_grads_backward(ctx, grad_out)
 
 
 def fused_linear_divergence(

@@ -52,9 +52,9 @@ from divergent.categorical.registry import DivergenceLike
 from divergent.engine.chunked import (
     CHUNK_ELEMENTS,
     EngineJob,
-    check_backward_once,
     first_order_backward,
-    scale_saved_grads,
+    save_forward_grads,
+    saved_grads_backward,
     write_grads,
 )
 
@@ -285,16 +285,13 @@ class _VocabParallelFunction(torch.autograd.Function):
                         gb.index_copy_(0, idx[sl], cb)
         if nan_rows is not None:
             values = torch.where(nan_rows, math.nan, values)
-        empty = a2.new_empty(0)
-        ctx.save_for_backward(ga if ga is not None else empty, gb if gb is not None else empty)
+        save_forward_grads(ctx, a2, (ga, gb))
         return job.finish(values)
 
     @staticmethod
     @first_order_backward()
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
-        check_backward_once(ctx)
-        ga, gb = scale_saved_grads(ctx, ctx.saved_tensors, grad_out)
-        return ga, gb, None
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        return saved_grads_backward(ctx, grad_out)
 
 
 def vocab_parallel_divergence(
