@@ -648,7 +648,17 @@ def saved_grads_backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...
     return (*scale_saved_grads(ctx, ctx.saved_tensors, grad_out), None)
 
 
-class _ChunkedFunction(torch.autograd.Function):
+class ForwardGradsFunction(torch.autograd.Function):
+    """Base of the engine Functions that compute their gradients in the forward pass and save
+    them with :func:`save_forward_grads`; the backward is :func:`saved_grads_backward`."""
+
+    @staticmethod
+    @first_order_backward()
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        return saved_grads_backward(ctx, grad_out)
+
+
+class _ChunkedFunction(ForwardGradsFunction):
     @staticmethod
     def forward(ctx: Any, a2: Tensor, b2: Tensor, job: EngineJob) -> Tensor:  # type: ignore[override]
         # needs_input_grad ignores no_grad(): the grad mode is read before apply (job.grad)
@@ -657,11 +667,6 @@ class _ChunkedFunction(torch.autograd.Function):
         values, ga, gb = _run_rows(job, a2, b2, need_a, need_b)
         save_forward_grads(ctx, a2, (ga, gb))
         return job.finish(values)
-
-    @staticmethod
-    @first_order_backward()
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        return saved_grads_backward(ctx, grad_out)
 
 
 # --------------------------------------------------------------------------------------------

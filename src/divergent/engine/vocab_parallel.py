@@ -52,9 +52,8 @@ from divergent.categorical.registry import DivergenceLike
 from divergent.engine.chunked import (
     CHUNK_ELEMENTS,
     EngineJob,
-    first_order_backward,
+    ForwardGradsFunction,
     save_forward_grads,
-    saved_grads_backward,
     write_grads,
 )
 
@@ -188,7 +187,7 @@ def _agree_across_ranks(
             )
 
 
-class _VocabParallelFunction(torch.autograd.Function):
+class _VocabParallelFunction(ForwardGradsFunction):
     @staticmethod
     def forward(ctx: Any, a2: Tensor, b2: Tensor, job: EngineJob) -> Tensor:  # type: ignore[override]
         need_a = ctx.needs_input_grad[0] and job.grad  # needs_input_grad ignores no_grad()
@@ -287,11 +286,6 @@ class _VocabParallelFunction(torch.autograd.Function):
             values = torch.where(nan_rows, math.nan, values)
         save_forward_grads(ctx, a2, (ga, gb))
         return job.finish(values)
-
-    @staticmethod
-    @first_order_backward()
-    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        return saved_grads_backward(ctx, grad_out)
 
 
 def vocab_parallel_divergence(
