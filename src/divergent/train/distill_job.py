@@ -47,7 +47,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +76,7 @@ from divergent.train.data import (
     student_mlp,
     teacher_mlp,
 )
+from divergent.train.threads import single_thread
 
 __all__ = [
     "BASELINE",
@@ -198,16 +198,6 @@ def _load_task(config: DistillConfig) -> ClassificationTask:
         return load_digits_task()
     features, labels = load_table(config.data)
     return make_task(features, labels, name=Path(config.data).name)
-
-
-@contextmanager
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _device(name: str) -> str:
@@ -456,7 +446,7 @@ def run_distill(
         raise DistillError(str(err)) from None
     _prepare_out(out)
     started = time.perf_counter()
-    with _one_thread():
+    with single_thread():
         teacher, teacher_record = _teacher(config, task, out, device, progress)
         teacher_id = _teacher_id(teacher_record)
         teacher_test_logits, _ = evaluate_logits(teacher, (task.x_test, task.y_test))
