@@ -121,8 +121,9 @@ def _shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
 
 
-def _fsync_dir(directory: Path) -> None:
-    # make the rename itself durable (POSIX); not supported everywhere, hence best effort
+def fsync_dir(directory: Path) -> None:
+    """Make a rename into ``directory`` durable (POSIX); best effort, since not every platform
+    can open a folder. Shared with :mod:`divergent.train.checkpoint`."""
     with contextlib.suppress(OSError):
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -163,7 +164,7 @@ def _atomic_write(path: Path, data: bytes, token: str) -> None:
         if created:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _remove_own_temp_files(directory: Path, token: str) -> list[str]:

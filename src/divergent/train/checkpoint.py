@@ -48,6 +48,8 @@ from typing import Any
 
 import torch
 
+from divergent.teacher.cache import fsync_dir
+
 __all__ = [
     "CheckpointError",
     "CheckpointWriter",
@@ -64,16 +66,6 @@ _HEADER = struct.Struct("<8s32sQ")
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupted or from incompatible settings."""
-
-
-def _fsync_dir(folder: Path) -> None:
-    # Make the rename itself durable; not every platform can open a folder.
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -95,7 +87,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str], name: str) -> int:
