@@ -19,6 +19,7 @@ from divergent.repro import ReproContext, Verdict
 
 __all__ = [
     "better_than",
+    "interval",
     "mean_ci",
     "no_worse_than",
     "number",
@@ -30,6 +31,16 @@ __all__ = [
 def number(value: Any) -> float:
     """A metric read back from its JSON form as a float (``"nan"``/``"inf"`` strings included)."""
     return float(value)
+
+
+def interval(ci: Mapping[str, Any]) -> tuple[float, float]:
+    """``(low, high)`` of a :func:`mean_ci` result, read back as floats (JSON form included).
+
+    Example:
+        >>> interval({"mean": 0.5, "low": "-inf", "high": 1})
+        (-inf, 1.0)
+    """
+    return number(ci["low"]), number(ci["high"])
 
 
 def mean_ci(values: Sequence[float], level: float = 0.95) -> dict[str, float]:

@@ -30,7 +30,7 @@ import torch
 
 from divergent.metrics.calibration import expected_calibration_error
 from divergent.objectives.online import bdkd_online_losses, mutual_kd_losses
-from divergent.papers._stats import better_than, number, paired_ci, plot_methods
+from divergent.papers._stats import better_than, interval, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import load_split, mlp
 
@@ -46,8 +46,8 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     acc, ece = metrics["accuracy_gain"], metrics["ece_reduction"]
     return Verdict.combine(
         [
-            better_than(number(acc["low"]), number(acc["high"]), ACCURACY_MARGIN),
-            better_than(number(ece["low"]), number(ece["high"]), ECE_MARGIN),
+            better_than(*interval(acc), ACCURACY_MARGIN),
+            better_than(*interval(ece), ECE_MARGIN),
         ]
     )
 

@@ -35,8 +35,8 @@ from torch import nn
 from divergent.objectives.robustness import dro_cross_entropy
 from divergent.papers._stats import (
     better_than,
+    interval,
     no_worse_than,
-    number,
     paired_ci,
     plot_methods,
 )
@@ -59,8 +59,8 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     worst, avg = metrics["worst_class_diff"], metrics["average_diff"]
     return Verdict.combine(
         [
-            better_than(number(worst["low"]), number(worst["high"]), WORST_CLASS_MARGIN),
-            no_worse_than(number(avg["low"]), number(avg["high"]), AVERAGE_MARGIN),
+            better_than(*interval(worst), WORST_CLASS_MARGIN),
+            no_worse_than(*interval(avg), AVERAGE_MARGIN),
         ]
     )
 

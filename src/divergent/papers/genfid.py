@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from divergent.objectives.kd import cross_entropy_loss, kd_loss
-from divergent.papers._stats import better_than, mean_ci, number, plot_methods
+from divergent.papers._stats import better_than, interval, mean_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_distill import distill, student_scores, train_teacher
 from divergent.train.small_models import load_split, mlp
@@ -42,7 +42,7 @@ OBJECTIVES = {"ce": cross_entropy_loss, "kd": kd_loss}
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
     """KD's accuracy gain larger for the smallest student than for the largest (paired CI)."""
     d = metrics["gain_smallest_minus_largest"]
-    return better_than(number(d["low"]), number(d["high"]), MARGIN)
+    return better_than(*interval(d), MARGIN)
 
 
 @reproduction(

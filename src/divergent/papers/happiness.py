@@ -37,7 +37,7 @@ from divergent.objectives.attribution import (
     gradient_x_input,
     importance_distribution,
 )
-from divergent.papers._stats import better_than, number, paired_ci, plot_methods
+from divergent.papers._stats import better_than, interval, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import evaluate, fit, load_split, mlp
 
@@ -52,7 +52,7 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     """Accuracy gain of the KL-penalised model above 0 on every data set (paired CIs)."""
     return Verdict.combine(
         [
-            better_than(number(d["low"]), number(d["high"]), MARGIN)
+            better_than(*interval(d), MARGIN)
             for d in (metrics["accuracy_gain"][name] for name in DATASETS)
         ]
     )

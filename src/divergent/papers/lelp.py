@@ -38,7 +38,7 @@ from divergent.objectives.lelp import (
     lelp_targets,
     subclass_to_class_logits,
 )
-from divergent.papers._stats import better_than, number, paired_ci, plot_methods
+from divergent.papers._stats import better_than, interval, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
 
@@ -54,7 +54,7 @@ METHODS = ("ce", "kd", "lelp")
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
     """LELP above Hinton KD in test accuracy (paired CI over seeds)."""
     d = metrics["lelp_minus_kd"]
-    return better_than(number(d["low"]), number(d["high"]), MARGIN)
+    return better_than(*interval(d), MARGIN)
 
 
 @reproduction(

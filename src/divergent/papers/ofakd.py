@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from divergent.objectives.kd import cross_entropy_loss, kd_loss
 from divergent.objectives.ofa import ofa_loss
 from divergent.papers._kd_runs import paired_runs
-from divergent.papers._stats import better_than, number
+from divergent.papers._stats import better_than, interval
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import DigitsCNN, reset_parameters
 
@@ -74,7 +74,7 @@ OBJECTIVES = {"ce": cross_entropy_loss, "kd": kd_loss, "ofa": _ofa_total}
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
     """OFA above KD in test accuracy (paired CI over seeds)."""
     d = metrics["paired"]["ofa_minus_kd"]["accuracy"]
-    return better_than(number(d["low"]), number(d["high"]), MARGIN)
+    return better_than(*interval(d), MARGIN)
 
 
 @reproduction(

@@ -28,7 +28,7 @@ from typing import Any
 from divergent.objectives.kd import cross_entropy_loss, kd_loss
 from divergent.objectives.ranking import pld_loss
 from divergent.papers._kd_runs import paired_runs
-from divergent.papers._stats import better_than, number
+from divergent.papers._stats import better_than, interval
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 
 MARGIN = 0.01
@@ -38,7 +38,7 @@ OBJECTIVES = {"ce": cross_entropy_loss, "kd": kd_loss, "pld": pld_loss}
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
     """PLD above KD in test accuracy (paired CI over seeds)."""
     d = metrics["paired"]["pld_minus_kd"]["accuracy"]
-    return better_than(number(d["low"]), number(d["high"]), MARGIN)
+    return better_than(*interval(d), MARGIN)
 
 
 @reproduction(

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from divergent.objectives.domain_adaptation import prior_kl_entropy_terms
-from divergent.papers._stats import better_than, number, paired_ci, plot_methods
+from divergent.papers._stats import better_than, interval, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
 
@@ -42,7 +42,7 @@ METHODS = ("source_only", "entropy_only", "sfda")
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
     """Both paired gains of SFDA (vs no adaptation, vs entropy only) above 0."""
     parts = [
-        better_than(number(metrics[key]["low"]), number(metrics[key]["high"]), MARGIN)
+        better_than(*interval(metrics[key]), MARGIN)
         for key in ("sfda_minus_source", "sfda_minus_entropy")
     ]
     return Verdict.combine(parts)

@@ -32,7 +32,7 @@ from typing import Any
 from divergent.objectives.kd import kd_loss
 from divergent.objectives.sinkhorn import sinkd_loss
 from divergent.papers._kd_runs import paired_runs
-from divergent.papers._stats import better_than, number
+from divergent.papers._stats import better_than, interval
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 
 MARGIN = 0.01
@@ -62,7 +62,7 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     parts = []
     for base in BASELINES:
         d = metrics["paired"][f"sinkd_minus_{base}"]["accuracy"]
-        parts.append(better_than(number(d["low"]), number(d["high"]), MARGIN))
+        parts.append(better_than(*interval(d), MARGIN))
     return Verdict.combine(parts)
 
 
