@@ -19,6 +19,7 @@ from divergent.repro import ReproContext, Verdict
 
 __all__ = [
     "better_than",
+    "format_ci",
     "interval",
     "mean_ci",
     "no_worse_than",
@@ -31,6 +32,16 @@ __all__ = [
 def number(value: Any) -> float:
     """A metric read back from its JSON form as a float (``"nan"``/``"inf"`` strings included)."""
     return float(value)
+
+
+def format_ci(ci: Mapping[str, Any]) -> str:
+    """A :func:`mean_ci` result as ``"mean [low, high]"`` with signs, three decimals.
+
+    Example:
+        >>> format_ci({"mean": 0.0123, "low": -0.004, "high": 0.0286})
+        '+0.012 [-0.004, +0.029]'
+    """
+    return f"{ci['mean']:+.3f} [{ci['low']:+.3f}, {ci['high']:+.3f}]"
 
 
 def interval(ci: Mapping[str, Any]) -> tuple[float, float]:

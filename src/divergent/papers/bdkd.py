@@ -30,7 +30,7 @@ import torch
 
 from divergent.metrics.calibration import expected_calibration_error
 from divergent.objectives.online import bdkd_online_losses, mutual_kd_losses
-from divergent.papers._stats import better_than, interval, paired_ci, plot_methods
+from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import load_split, mlp
 
@@ -134,8 +134,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     summary = (
         f"student accuracy DML {mean['accuracy']['dml']:.3f} / BD-KD "
         f"{mean['accuracy']['bdkd']:.3f}, ECE {mean['ece']['dml']:.3f} / "
-        f"{mean['ece']['bdkd']:.3f}; accuracy gain {a['mean']:+.3f} [{a['low']:+.3f}, "
-        f"{a['high']:+.3f}], ECE reduction {e['mean']:+.3f} [{e['low']:+.3f}, "
-        f"{e['high']:+.3f}] (95 % CI, {n_seeds} seeds)"
+        f"{mean['ece']['bdkd']:.3f}; accuracy gain {format_ci(a)}, "
+        f"ECE reduction {format_ci(e)} (95 % CI, {n_seeds} seeds)"
     )
     return Outcome(metrics=metrics, summary=summary)

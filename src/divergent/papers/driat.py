@@ -35,6 +35,7 @@ from torch import nn
 from divergent.objectives.robustness import dro_cross_entropy
 from divergent.papers._stats import (
     better_than,
+    format_ci,
     interval,
     no_worse_than,
     paired_ci,
@@ -152,9 +153,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     summary = (
         f"robust accuracy standard/DRO: average {means['robust']['standard_at']:.3f}/"
         f"{means['robust']['dro_at']:.3f}, worst class {means['worst_class']['standard_at']:.3f}/"
-        f"{means['worst_class']['dro_at']:.3f}; DRO − standard worst class {mw['mean']:+.3f} "
-        f"[{mw['low']:+.3f}, {mw['high']:+.3f}], average {ma['mean']:+.3f} "
-        f"[{ma['low']:+.3f}, {ma['high']:+.3f}] (95 % CI, {n_seeds} seeds)"
+        f"{means['worst_class']['dro_at']:.3f}; DRO − standard worst class {format_ci(mw)}, "
+        f"average {format_ci(ma)} (95 % CI, {n_seeds} seeds)"
         + (
             "; the average is significantly lower (the verdict allows 2 points), so the "
             "paper's better-average claim is not reproduced"

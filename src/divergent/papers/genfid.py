@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from divergent.objectives.kd import cross_entropy_loss, kd_loss
-from divergent.papers._stats import better_than, interval, mean_ci, plot_methods
+from divergent.papers._stats import better_than, format_ci, interval, mean_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_distill import distill, student_scores, train_teacher
 from divergent.train.small_models import load_split, mlp
@@ -111,6 +111,6 @@ def experiment(ctx: ReproContext) -> Outcome:
     )
     summary = (
         f"KD − CE accuracy by width {per_width}; gain(w={small}) − gain(w={large}) "
-        f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] (95 % CI, {n_seeds} seeds)"
+        f"{format_ci(d)} (95 % CI, {n_seeds} seeds)"
     )
     return Outcome(metrics=metrics, summary=summary)

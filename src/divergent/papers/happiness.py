@@ -37,7 +37,7 @@ from divergent.objectives.attribution import (
     gradient_x_input,
     importance_distribution,
 )
-from divergent.papers._stats import better_than, interval, paired_ci, plot_methods
+from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import evaluate, fit, load_split, mlp
 
@@ -139,8 +139,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     )
     parts = [
         f"{d}: CE {metrics['accuracy_mean'][d]['ce']:.3f} → +KL "
-        f"{metrics['accuracy_mean'][d]['ce_plus_kl']:.3f}, gain {gain[d]['mean']:+.3f} "
-        f"[{gain[d]['low']:+.3f}, {gain[d]['high']:+.3f}], importance τ vs knowledge "
+        f"{metrics['accuracy_mean'][d]['ce_plus_kl']:.3f}, gain {format_ci(gain[d])}, "
+        f"importance τ vs knowledge "
         f"{metrics['importance_kendall_tau_mean'][d]['ce']:.2f} → "
         f"{metrics['importance_kendall_tau_mean'][d]['ce_plus_kl']:.2f}"
         for d in DATASETS

@@ -38,7 +38,7 @@ from divergent.objectives.lelp import (
     lelp_targets,
     subclass_to_class_logits,
 )
-from divergent.papers._stats import better_than, interval, paired_ci, plot_methods
+from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
 
@@ -139,8 +139,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     mean, d_kd, d_ce = metrics["accuracy_mean"], metrics["lelp_minus_kd"], metrics["lelp_minus_ce"]
     summary = (
         f"teacher {metrics['teacher_accuracy_mean']:.3f}; students CE {mean['ce']:.3f}, KD "
-        f"{mean['kd']:.3f}, LELP {mean['lelp']:.3f}; LELP − KD {d_kd['mean']:+.3f} "
-        f"[{d_kd['low']:+.3f}, {d_kd['high']:+.3f}], LELP − CE {d_ce['mean']:+.3f} "
-        f"[{d_ce['low']:+.3f}, {d_ce['high']:+.3f}] (95 % CI, {n_seeds} seeds)"
+        f"{mean['kd']:.3f}, LELP {mean['lelp']:.3f}; LELP − KD {format_ci(d_kd)}, "
+        f"LELP − CE {format_ci(d_ce)} (95 % CI, {n_seeds} seeds)"
     )
     return Outcome(metrics=metrics, summary=summary)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from divergent.objectives.kd import cross_entropy_loss, kd_loss
 from divergent.objectives.ofa import ofa_loss
 from divergent.papers._kd_runs import paired_runs
-from divergent.papers._stats import better_than, interval
+from divergent.papers._stats import better_than, format_ci, interval
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import DigitsCNN, reset_parameters
 
@@ -107,8 +107,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     summary = (
         f"CNN teacher {m['teacher_accuracy_mean']:.3f}; MLP student CE "
         f"{mean['ce']['accuracy']:.3f}, KD {mean['kd']['accuracy']:.3f}, OFA "
-        f"{mean['ofa']['accuracy']:.3f}; OFA − KD {d['mean']:+.3f} [{d['low']:+.3f}, "
-        f"{d['high']:+.3f}], OFA − CE {d_ce['mean']:+.3f} [{d_ce['low']:+.3f}, "
-        f"{d_ce['high']:+.3f}] (95 % CI, {m['n_seeds']} seeds)"
+        f"{mean['ofa']['accuracy']:.3f}; OFA − KD {format_ci(d)}, "
+        f"OFA − CE {format_ci(d_ce)} (95 % CI, {m['n_seeds']} seeds)"
     )
     return Outcome(metrics=m, summary=summary)

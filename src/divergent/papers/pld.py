@@ -28,7 +28,7 @@ from typing import Any
 from divergent.objectives.kd import cross_entropy_loss, kd_loss
 from divergent.objectives.ranking import pld_loss
 from divergent.papers._kd_runs import paired_runs
-from divergent.papers._stats import better_than, interval
+from divergent.papers._stats import better_than, format_ci, interval
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 
 MARGIN = 0.01
@@ -66,8 +66,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     summary = (
         f"teacher {runs.metrics['teacher_accuracy_mean']:.3f}; student accuracy CE "
         f"{mean['ce']['accuracy']:.3f}, KD {mean['kd']['accuracy']:.3f}, PLD "
-        f"{mean['pld']['accuracy']:.3f}; PLD − KD {d['mean']:+.3f} [{d['low']:+.3f}, "
-        f"{d['high']:+.3f}], PLD − CE {d_ce['mean']:+.3f} [{d_ce['low']:+.3f}, "
-        f"{d_ce['high']:+.3f}] (95 % CI, {runs.metrics['n_seeds']} seeds)"
+        f"{mean['pld']['accuracy']:.3f}; PLD − KD {format_ci(d)}, "
+        f"PLD − CE {format_ci(d_ce)} (95 % CI, {runs.metrics['n_seeds']} seeds)"
     )
     return Outcome(metrics=runs.metrics, summary=summary)

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from divergent.objectives.domain_adaptation import prior_kl_entropy_terms
-from divergent.papers._stats import better_than, interval, paired_ci, plot_methods
+from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
 
@@ -148,7 +148,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"target accuracy (mean of {n_seeds}): no adaptation {mean['source_only']:.3f}, entropy "
         f"only {mean['entropy_only']:.3f} (classes predicted "
         f"{min(collapsed)}–{max(collapsed)}), SFDA {mean['sfda']:.3f}; SFDA − none "
-        f"{d1['mean']:+.3f} [{d1['low']:+.3f}, {d1['high']:+.3f}], SFDA − entropy "
-        f"{d2['mean']:+.3f} [{d2['low']:+.3f}, {d2['high']:+.3f}] (95 % CI)"
+        f"{format_ci(d1)}, SFDA − entropy "
+        f"{format_ci(d2)} (95 % CI)"
     )
     return Outcome(metrics=metrics, summary=summary)

@@ -32,7 +32,7 @@ from typing import Any
 from divergent.objectives.kd import kd_loss
 from divergent.objectives.sinkhorn import sinkd_loss
 from divergent.papers._kd_runs import paired_runs
-from divergent.papers._stats import better_than, interval
+from divergent.papers._stats import better_than, format_ci, interval
 from divergent.repro import Outcome, ReproContext, Verdict, reproduction
 
 MARGIN = 0.01
@@ -90,10 +90,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         )
     m = runs.metrics
     parts = ", ".join(
-        f"− {b} {m['paired'][f'sinkd_minus_{b}']['accuracy']['mean']:+.3f} "
-        f"[{m['paired'][f'sinkd_minus_{b}']['accuracy']['low']:+.3f}, "
-        f"{m['paired'][f'sinkd_minus_{b}']['accuracy']['high']:+.3f}]"
-        for b in BASELINES
+        f"− {b} {format_ci(m['paired'][f'sinkd_minus_{b}']['accuracy'])}" for b in BASELINES
     )
     accs = ", ".join(f"{o} {m['mean'][o]['accuracy']:.3f}" for o in OBJECTIVES)
     summary = f"student accuracy {accs}; SinKD {parts} (95 % CI, {m['n_seeds']} seeds)"
