@@ -504,12 +504,13 @@ def warn_if_probabilities(sides: Sequence[tuple[str, Tensor]], stacklevel: int =
         return
     # cheap first look (two reductions per side, one sync): is every entry of the first row
     # in [0, 1]? Logits almost never are, so the full check below rarely runs.
-    bounds = torch.stack(
-        [
-            torch.stack(torch.aminmax(x.detach().reshape(-1, x.shape[-1])[0])).float()
-            for _, x in sides
-        ]
-    ).tolist()
+    first_rows = [x.detach().reshape(-1, x.shape[-1])[0] for _, x in sides]
+    if all(r.shape == first_rows[0].shape and r.dtype == first_rows[0].dtype for r in first_rows):
+        # the common case (p and q alike): one stack, one reduction, one sync
+        lo, hi = torch.aminmax(torch.stack(first_rows), dim=-1)
+        bounds = torch.stack((lo, hi), dim=-1).float().tolist()
+    else:
+        bounds = torch.stack([torch.stack(torch.aminmax(r)).float() for r in first_rows]).tolist()
     first = [lo >= 0 and hi <= 1 for lo, hi in bounds]
     if not any(first):
         return

@@ -48,6 +48,7 @@ from divergent.categorical import (
     make_f_divergence,
     resolve_divergence,
 )
+from divergent.categorical.divergences import normalised_row_values
 from divergent.engine.chunked import COMPILE_MODES, engine_divergence, use_engine
 
 __all__ = [
@@ -79,22 +80,26 @@ def row_values(
     *,
     inputs: str = "logits",
     temperature: float = 1.0,
+    eager: bool = False,
 ) -> Tensor:
     """Divergence of each row of two validated ``(rows, classes)`` tensors (reference path).
 
     Converts both sides to normalised log-probabilities in the compute dtype and evaluates the
     entry's row function with autograd. A row whose log-probabilities hold NaN on either side
     (a NaN input, and also a +inf logit or an all −inf row, which the caller reports) is NaN,
-    whatever the row function makes of it.
+    whatever the row function makes of it. ``eager``: the values may be inspected (not
+    compiled, not under a ``torch.func`` transform), which lets a row function skip branches.
     """
     dtype = compute_dtype(p_rows, q_rows)
     lp = to_log_probs(p_rows, inputs, temperature, dtype, "p")
     lq = to_log_probs(q_rows, inputs, temperature, dtype, "q")
-    rows = spec.row_fn(lp, lq, **params)
     if inputs == "log_probs" and temperature == 1.0:  # used as given: look at every entry
+        rows = spec.row_fn(lp, lq, **params)
         bad = nan_rows_of(lp, lq)
-    else:  # log_softmax spreads a NaN over its row: the first column tells
-        bad = torch.isnan(lp[..., 0]) | torch.isnan(lq[..., 0])
+    else:  # from log_softmax: normalised rows; a NaN spreads over its row (first column tells)
+        rows = normalised_row_values(spec.row_fn, lp, lq, params, eager=eager)
+        # log-probs are <= 0 or NaN here (never +inf), so the sum is NaN iff either side is
+        bad = torch.isnan(lp[..., 0] + lq[..., 0])
     return torch.where(bad, math.nan, rows)
 
 
@@ -222,7 +227,15 @@ def _divergence(
     p_rows, q_rows = p2, q2
     if opts.keep is not None:
         p_rows, q_rows = p_rows[opts.keep], q_rows[opts.keep]
-    rows = row_values(spec, bound, p_rows, q_rows, inputs=opts.inputs, temperature=opts.temperature)
+    rows = row_values(
+        spec,
+        bound,
+        p_rows,
+        q_rows,
+        inputs=opts.inputs,
+        temperature=opts.temperature,
+        eager=inspect_values,
+    )
     if inspect_values:
         explain_nan_rows(
             rows,

@@ -35,6 +35,9 @@ Conventions for the parametrised families (see each entry's docstring):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -58,11 +61,20 @@ def _pos(log_x: Tensor) -> Tensor:
 
 def _safe(log_x: Tensor, keep: Tensor) -> Tensor:
     """``log_x`` where ``keep``, 0 elsewhere (so both branches of a where are finite)."""
-    return torch.where(keep, log_x, torch.zeros((), dtype=log_x.dtype, device=log_x.device))
+    return torch.where(keep, log_x, 0.0)
 
 
 def _with_infinite(rows: Tensor, infinite_rows: Tensor) -> Tensor:
-    return torch.where(infinite_rows, torch.full_like(rows, INF), rows)
+    return torch.where(infinite_rows, INF, rows)
+
+
+# Set (only) while :func:`normalised_row_values` evaluates a built-in row function on rows
+# that come out of ``log_softmax``: they are normalised by construction, so the linear parts
+# below are exactly 0 and their normalisation checks (two logsumexp passes) are skipped.
+# _EAGER (values may be inspected: not compiled, not under a torch.func transform) also lets
+# a row function look at its inputs once to skip branches that cannot contribute.
+_NORMALISED, _EAGER = 1, 2
+_ROWS_NORMALISED: ContextVar[int] = ContextVar("divergent_rows_normalised", default=0)
 
 
 def normalisation_tolerance(dtype: torch.dtype, n_classes: int) -> float:
@@ -93,7 +105,7 @@ def _linear_part(log_p: Tensor, log_q: Tensor, value: Tensor) -> Tensor:
     :math:`\sum_x q f(p/q)` term by term.
     """
     both = _normalised(log_p) & _normalised(log_q)
-    return torch.where(both, torch.zeros((), dtype=value.dtype, device=value.device), value)
+    return torch.where(both, 0.0, value)
 
 
 # --------------------------------------------------------------------------------------------
@@ -108,8 +120,10 @@ def kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
     relative near P = Q, where Σ p log(p/q) would carry the normalisers' rounding error.
     """
     terms, p_only, p, q, _ = kernels.kl_terms(log_p, log_q, kernels._phi_tau(log_p.dtype, 1.0))
-    lin = _linear_part(log_p, log_q, p.sum(-1) - q.sum(-1))
-    return _with_infinite(terms.sum(-1) + lin, p_only.any(-1))
+    rows = terms.sum(-1)
+    if not _ROWS_NORMALISED.get():
+        rows = rows + _linear_part(log_p, log_q, p.sum(-1) - q.sum(-1))
+    return _with_infinite(rows, p_only.any(-1))
 
 
 def reverse_kl_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
@@ -126,6 +140,14 @@ def soft_cross_entropy_rows(log_p: Tensor, log_q: Tensor) -> Tensor:
     return _with_infinite(term.sum(-1), (p_pos & ~q_pos).any(-1))
 
 
+def _js_both(lp: Tensor, lq: Tensor, beta: float) -> Tensor:
+    """β·m φ₁(log p − log m) + (1−β)·m φ₁(log q − log m) per atom (finite log p, log q)."""
+    log_m = torch.logaddexp(lp + math.log(beta), lq + math.log1p(-beta))
+    # log p − log m ≤ log(1/β) and log q − log m ≤ log(1/(1−β)): φ₁ cannot overflow
+    phi = beta * _phi1(lp - log_m) + (1.0 - beta) * _phi1(lq - log_m)
+    return log_m.exp() * phi
+
+
 def js_rows(log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
     r"""β KL(P‖M) + (1−β) KL(Q‖M), M = βP + (1−β)Q. Always finite, ≤ h(β).
 
@@ -135,11 +157,12 @@ def js_rows(log_p: Tensor, log_q: Tensor, beta: float) -> Tensor:
     """
     p_pos, q_pos = _pos(log_p), _pos(log_q)
     both = p_pos & q_pos
+    if _ROWS_NORMALISED.get() & _EAGER and bool(both.all()):
+        # full support on both sides (the common case): no one-sided atoms, nothing to mask;
+        # the same terms as below, without the masks and zero sums
+        return _js_both(log_p, log_q, beta).sum(-1)
     lp, lq = _safe(log_p, both), _safe(log_q, both)
-    log_m = torch.logaddexp(lp + math.log(beta), lq + math.log1p(-beta))
-    # log p − log m ≤ log(1/β) and log q − log m ≤ log(1/(1−β)): φ₁ cannot overflow
-    phi = beta * _phi1(lp - log_m) + (1.0 - beta) * _phi1(lq - log_m)
-    term_both = log_m.exp() * phi
+    term_both = _js_both(lp, lq, beta)
     # atoms on one side only: m = βp (resp. (1−β)q), the term is β p log(1/β) (resp. ...)
     p_only, q_only = p_pos & ~q_pos, q_pos & ~p_pos
     lp_only, lq_only = _safe(log_p, p_only), _safe(log_q, q_only)
@@ -159,6 +182,8 @@ def skew_kl_rows(log_p: Tensor, log_q: Tensor, alpha: float) -> Tensor:
         return kl_rows(log_p, log_q)
     tau = kernels.SKEW_TAU64 if log_p.dtype == torch.float64 else kernels.SKEW_TAU
     terms, _, _, _ = kernels.skew_kl_terms(log_p, log_q, alpha, 1.0 - alpha, tau)
+    if _ROWS_NORMALISED.get():
+        return terms.sum(-1)
     lin = _linear_part(log_p, log_q, (1.0 - alpha) * (log_p.exp().sum(-1) - log_q.exp().sum(-1)))
     return terms.sum(-1) + lin
 
@@ -385,10 +410,11 @@ def renyi_rows(log_p: Tensor, log_q: Tensor, order: float) -> Tensor:
     # one-sided atoms have w = 0 (a row with p > 0 = q and a > 1 is +∞, flagged below), so
     # their masses leave the linear part: Σ_both w = a(a−1)S + a Σ_both p + (1−a) Σ_both q
     one_sided = -order * p_only_mass - (1.0 - order) * q_only_mass
-    lin = _linear_part(
-        log_p, log_q, order * log_p.exp().sum(-1) + (1.0 - order) * log_q.exp().sum(-1) - 1.0
-    )
-    t = order * (order - 1.0) * alpha_sum + one_sided + lin
+    t = order * (order - 1.0) * alpha_sum + one_sided
+    if not _ROWS_NORMALISED.get():
+        t = t + _linear_part(
+            log_p, log_q, order * log_p.exp().sum(-1) + (1.0 - order) * log_q.exp().sum(-1) - 1.0
+        )
     small = small.squeeze(-1) & (t.abs() < 0.5)
     log_sum = torch.where(small, torch.log1p(torch.where(small, t, 0.0)), lse)
     rows = log_sum / (order - 1.0)
@@ -811,3 +837,48 @@ SOFT_CROSS_ENTROPY = register_divergence(
         kernel=kernels.plan_soft_cross_entropy,
     )
 )
+
+
+_BUILTIN_ROW_FNS = frozenset(
+    {
+        kl_rows,
+        reverse_kl_rows,
+        js_rows,
+        skew_kl_rows,
+        skew_reverse_kl_rows,
+        jeffreys_rows,
+        tv_rows,
+        hellinger_rows,
+        pearson_chi2_rows,
+        neyman_chi2_rows,
+        alpha_rows,
+        renyi_rows,
+        soft_cross_entropy_rows,
+    }
+)
+
+
+def normalised_row_values(
+    row_fn: Callable[..., Tensor],
+    log_p: Tensor,
+    log_q: Tensor,
+    params: dict[str, Any],
+    *,
+    eager: bool = False,
+) -> Tensor:
+    """``row_fn(log_p, log_q, **params)`` for rows normalised by construction.
+
+    For the output of ``log_softmax`` (every row sums to 1 up to its rounding, or is NaN):
+    a built-in row function then skips the normalisation checks of its linear part (exactly 0
+    on such rows) instead of recomputing them. ``eager`` (not compiled, not under a
+    ``torch.func`` transform) also lets it look at the values once (one sync) to skip the
+    branches of one-sided atoms when there are none. Any other row function is called as is.
+    The public row functions keep checking their inputs (top-k slices are not normalised).
+    """
+    if row_fn not in _BUILTIN_ROW_FNS:
+        return row_fn(log_p, log_q, **params)
+    token = _ROWS_NORMALISED.set(_NORMALISED | (_EAGER if eager else 0))
+    try:
+        return row_fn(log_p, log_q, **params)
+    finally:
+        _ROWS_NORMALISED.reset(token)

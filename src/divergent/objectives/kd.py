@@ -119,17 +119,16 @@ def _kd_rows(
 ) -> Tensor:
     """Per-row ``kd_weight·(T²)·D(div_teacher‖div_student)`` (the CE term is added by
     :func:`finish`)."""
-    rows = r.student.new_zeros(r.student.shape[0], dtype=r.dtype)
-    if options.kd_weight > 0:
-        rows = options.kd_scale * _divergence(
-            options.divergence,
-            div_teacher,
-            div_student,
-            temperature=options.temperature,
-            reduction="none",
-            **divergence_params,
-        )
-    return rows
+    if options.kd_weight == 0:
+        return r.student.new_zeros(r.student.shape[0], dtype=r.dtype)
+    return options.kd_scale * _divergence(
+        options.divergence,
+        div_teacher,
+        div_student,
+        temperature=options.temperature,
+        reduction="none",
+        **divergence_params,
+    )
 
 
 def _check_kd_options(
