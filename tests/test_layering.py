@@ -23,6 +23,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "divergent"
 RANKS: dict[str, int] = {
     "_version": 0,
     "_validation": 0,
+    "_files": 0,
+    "_threads": 0,
     "categorical": 1,
     "engine": 2,
     "samples": 2,

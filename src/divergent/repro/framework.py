@@ -25,7 +25,7 @@ Writing one::
         ...
         return Outcome(metrics={...}, summary="reverse KL covers 1/4 modes, forward 4/4")
 
-The runner executes every experiment on one torch thread (:func:`~divergent.repro.threads.
+The runner executes every experiment on one torch thread (:func:`~divergent._threads.
 single_thread`: the experiments use tiny tensors). A quick run is labelled *indicative*
 unless the reproduction declares ``quick_matches_full=True`` (its quick and full runs are
 checked to give the same verdict). Modules under ``divergent.papers`` are discovered by
@@ -47,10 +47,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from divergent._files import atomic_write_bytes
+from divergent._threads import single_thread
 from divergent._version import __version__
-from divergent.repro.threads import single_thread
 from divergent.repro.verdict import Verdict
-from divergent.train.checkpoint import atomic_write_bytes
 
 __all__ = [
     "MAX_SEED",

@@ -72,6 +72,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from divergent._files import fsync_dir
 from divergent._validation import check_positive_scalar
 from divergent._version import __version__
 from divergent.teacher.sparse import validate_topk
@@ -119,17 +120,6 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 def _shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make a rename into ``directory`` durable (POSIX); best effort, since not every platform
-    can open a folder. Shared with :mod:`divergent.train.checkpoint`."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _tmp_name(token: str, target: str) -> str:

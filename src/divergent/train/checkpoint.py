@@ -42,13 +42,12 @@ import io
 import os
 import struct
 import threading
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from divergent.teacher.cache import fsync_dir
+from divergent._files import atomic_write_bytes
 
 __all__ = [
     "CheckpointError",
@@ -66,28 +65,6 @@ _HEADER = struct.Struct("<8s32sQ")
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, truncated, corrupted or from incompatible settings."""
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: temp file in the same folder, fsync, rename.
-
-    Args:
-        path: destination; its folder must exist.
-        data: the bytes to write.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
 
 
 def remove_stale_temporaries(folder: str | os.PathLike[str], name: str) -> int:

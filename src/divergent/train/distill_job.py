@@ -55,6 +55,7 @@ import torch
 from rich.progress import Progress
 from torch import Tensor, nn
 
+from divergent._threads import single_thread
 from divergent.metrics import expected_calibration_error, fidelity, reliability_diagram
 from divergent.objectives import make_objective
 from divergent.train.checkpoint import (
@@ -76,7 +77,6 @@ from divergent.train.data import (
     student_mlp,
     teacher_mlp,
 )
-from divergent.train.threads import single_thread
 
 __all__ = [
     "BASELINE",

@@ -3,7 +3,8 @@
 Small tensors gain nothing from intra-op threads, only synchronisation: on a shared 2-core
 machine a quick reproduction run measured 4.5× slower wall time with 2 torch threads than
 with 1. The distillation job (:func:`divergent.train.run_distill`) and the reproduction runner
-(:func:`divergent.repro.run_reproduction`) both run inside :func:`single_thread`.
+(:func:`divergent.repro.run_reproduction`) both run inside :func:`single_thread`, so no paper
+module sets threads itself. A leaf module (rank 0), so that any layer can use it.
 """
 
 from __future__ import annotations
