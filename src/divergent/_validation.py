@@ -344,6 +344,33 @@ def kept_rows(keep: Tensor | None) -> Tensor | None:
     return None if keep is None else keep.nonzero().squeeze(1)
 
 
+def check_input_rows(
+    sides: Sequence[tuple[str, Tensor]],
+    opts: RowOptions,
+    *,
+    check_nan: bool,
+    stacklevel: int,
+) -> Tensor | None:
+    """The value checks of the input contract on the kept rows of each ``(name, (N, C))`` side.
+
+    ``check_nan=True``: a ``ValueError`` naming the side and the first kept row with NaN;
+    ``inputs="probs"|"log_probs"``: every kept row a distribution
+    (:func:`check_distribution_rows`); ``inputs="logits"``: one warning when they look like
+    probabilities (:func:`warn_if_probabilities`, ``stacklevel`` counted from the caller).
+    Returns the kept rows' flat indices (None: all rows), as :func:`explain_nan_rows` takes them.
+    """
+    kept = kept_rows(opts.keep)
+    if check_nan:
+        for name, x in sides:
+            check_no_nan(x, name, rows=kept, leading=opts.leading)
+    if opts.inputs == "logits":
+        warn_if_probabilities(sides, stacklevel=stacklevel + 1)
+    else:
+        for name, x in sides:
+            check_distribution_rows(x, name, opts.inputs, rows=kept, leading=opts.leading)
+    return kept
+
+
 def check_no_nan(
     x: Tensor,
     name: str,

@@ -28,17 +28,14 @@ from torch import Tensor
 
 from divergent._validation import (
     check_chunk_size,
-    check_distribution_rows,
-    check_no_nan,
+    check_input_rows,
     check_pair,
     compute_dtype,
     explain_nan_rows,
     is_traced,
-    kept_rows,
     nan_rows_of,
     row_options,
     to_log_probs,
-    warn_if_probabilities,
 )
 from divergent.categorical import (
     Divergence,
@@ -212,16 +209,9 @@ def _divergence(
     n_classes = p.shape[-1]
     p2, q2 = p.reshape(-1, n_classes), q.reshape(-1, n_classes)
     inspect_values = not is_traced(p, q)
+    sides = [("p", p2), ("q", q2)]
     if inspect_values:
-        kept = kept_rows(opts.keep)
-        if check_nan:
-            check_no_nan(p2, "p", rows=kept, leading=opts.leading)
-            check_no_nan(q2, "q", rows=kept, leading=opts.leading)
-        if opts.inputs == "logits":
-            warn_if_probabilities([("p", p2), ("q", q2)], stacklevel=4)
-        else:
-            check_distribution_rows(p2, "p", opts.inputs, rows=kept, leading=opts.leading)
-            check_distribution_rows(q2, "q", opts.inputs, rows=kept, leading=opts.leading)
+        kept = check_input_rows(sides, opts, check_nan=check_nan, stacklevel=4)
     if use_engine(opts.engine, p, q, opts.inputs):
         return engine_divergence(spec, bound, p, q, opts, chunk_size=chunk_size, compile=compile)
     p_rows, q_rows = p2, q2
@@ -239,7 +229,7 @@ def _divergence(
     if inspect_values:
         explain_nan_rows(
             rows,
-            [("p", p2), ("q", q2)],
+            sides,
             rows=kept,
             leading=opts.leading,
             inputs=opts.inputs,

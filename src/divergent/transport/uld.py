@@ -2,13 +2,12 @@ r"""Universal Logit Distillation: L1 between descending-sorted probabilities (cr
 
 :func:`uld_distance` shares the row options of every row-wise entry point (``temperature``,
 ``mask``, ``reduction``, ``normalizer``, ``inputs``: :func:`divergent._validation.row_options`
-and :func:`~divergent._validation.finish_rows`) and the input contract of
-:func:`divergent.divergence`, through the same checks (``check_no_nan``,
-``check_distribution_rows``, ``warn_if_probabilities``, ``explain_nan_rows``): NaN in a kept row
-gives NaN for that row (``check_nan=True`` raises instead); a +inf logit, a kept row without
-mass or logits that overflow at the given temperature are a ``ValueError`` naming the side and
-the row; ``inputs="probs"`` / ``"log_probs"`` rows must be normalised (nothing is renormalised
-silently).
+and :meth:`~divergent._validation.RowOptions.finish`) and the input contract of
+:func:`divergent.divergence`, through the same checks (``check_input_rows``, then
+``explain_nan_rows``): NaN in a kept row gives NaN for that row (``check_nan=True`` raises
+instead); a +inf logit, a kept row without mass or logits that overflow at the given
+temperature are a ``ValueError`` naming the side and the row; ``inputs="probs"`` /
+``"log_probs"`` rows must be normalised (nothing is renormalised silently).
 """
 
 from __future__ import annotations
@@ -17,16 +16,13 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
-    check_distribution_rows,
     check_float_tensor,
-    check_no_nan,
+    check_input_rows,
     compute_dtype,
     explain_nan_rows,
     is_traced,
-    kept_rows,
     row_options,
     to_log_probs,
-    warn_if_probabilities,
 )
 
 __all__ = ["uld_distance"]
@@ -119,13 +115,7 @@ def uld_distance(
     sides = [("p", p2), ("q", q2)]
     inspect_values = not is_traced(p, q)
     if inspect_values:
-        kept = kept_rows(opts.keep)
-        for name, x in sides:
-            if check_nan:
-                check_no_nan(x, name, rows=kept, leading=opts.leading)
-            check_distribution_rows(x, name, opts.inputs, rows=kept, leading=opts.leading)
-        if opts.inputs == "logits":
-            warn_if_probabilities(sides, stacklevel=3)
+        kept = check_input_rows(sides, opts, check_nan=check_nan, stacklevel=3)
     p_rows, q_rows = (p2, q2) if opts.keep is None else (p2[opts.keep], q2[opts.keep])
     dtype = compute_dtype(p, q)
     pp = _sorted_probs(p_rows, opts.inputs, opts.temperature, dtype, "p")
