@@ -220,17 +220,7 @@ def test_user_generator_equals_named(name: str, params: dict[str, float]) -> Non
     torch.testing.assert_close(got[fin], want[fin], rtol=1e-9, atol=1e-12)
 
 
-_GENERIC_TAIL_NAN = pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the generic f path (fdiv.generic_f_rows) returns NaN instead of +inf "
-    "for α ≥ 5 at |log p − log q| = 2e4 (its tail model evaluates inf − inf)",
-)
-EXTREME_CASES = [
-    pytest.param(
-        *c, id=i, marks=[_GENERIC_TAIL_NAN] if c[0] == "alpha" and c[1]["alpha"] >= 5 else []
-    )
-    for c, i in zip(F_CASES, F_IDS)
-]
+EXTREME_CASES = [pytest.param(*c, id=i) for c, i in zip(F_CASES, F_IDS)]
 
 
 @pytest.mark.parametrize(("name", "params"), EXTREME_CASES)

@@ -640,15 +640,15 @@ class RenyiInfKernel(ChunkKernel):
 # --------------------------------------------------------------------------------------------
 # user generators: a float64 kernel from f and f'
 # --------------------------------------------------------------------------------------------
-_F_EDGE = 200.0  # |log p − log q| beyond which a generator's tail is extrapolated
+_F_EDGE = 200.0  # |log p − log q| beyond which a generator's tail is extrapolated (at most)
+_F_EDGE_MIN = 12.5  # the edge is halved from _F_EDGE while f or f' overflows there, down to this
 
 
 def _tail(value: float, slope: float, growing: float) -> tuple[bool, float, float]:
     """(log-linear?, a, b) for extending a tail from its value and slope at the edge.
 
     A tail whose logarithmic rate exceeds 0.05 (a power of t) is extended log-linearly,
-    otherwise (constant or logarithmic tails) linearly in s = log t; the same rule as
-    ``fdiv.generic_f_rows``.
+    otherwise (constant or logarithmic tails) linearly in s = log t.
     """
     if math.isfinite(value) and value > 0 and math.isfinite(slope):
         rate = slope / value
@@ -657,14 +657,40 @@ def _tail(value: float, slope: float, growing: float) -> tuple[bool, float, floa
     return False, value, slope
 
 
+def generator_tail(generator: FGenerator, side: float) -> tuple[float, tuple[bool, float, float]]:
+    r"""The edge :math:`s_0` and tail model of a generator on one side (+1: t → ∞, −1: t → 0).
+
+    The edge is the largest of 200, 100, 50, 25, 12.5 at which f and f' are finite, so a
+    power tail such as :math:`t^\alpha` with α ≥ 4 (whose value overflows float64 at
+    :math:`t = e^{200}`) is extended log-linearly from an edge where it is still representable.
+    Beyond the edge the term is :math:`p\,g(s)` with :math:`g(s) = f(e^s)/e^s` (side +1) or
+    :math:`q\,u(s)` with :math:`u(s) = f(e^s)` (side −1), extended by :func:`_tail`.
+    """
+    edge = _F_EDGE
+    while True:
+        t0 = torch.tensor([math.exp(side * edge)], dtype=torch.float64)
+        with torch.no_grad():
+            f0 = float(generator.f(t0)[0])
+            d0 = float(generator.derivative(t0)[0])
+        if (math.isfinite(f0) and math.isfinite(d0)) or edge / 2 < _F_EDGE_MIN:
+            break
+        edge /= 2
+    t = float(t0[0])
+    if side > 0:
+        g0 = f0 / t  # g(s₀) = f(t₀)/t₀ and g'(s₀) = f'(t₀) − f(t₀)/t₀
+        return edge, _tail(g0, d0 - g0, +1.0)
+    return edge, _tail(f0, t * d0, -1.0)  # u(s₀), u'(s₀)
+
+
 class GeneratorKernel(ElementwiseKernel):
     r"""Any f-divergence from its generator f (and f'), in float64.
 
-    For :math:`|s| \le 200`, :math:`s = \log p - \log q`, :math:`t = e^s`: :math:`g = q f(t)`,
+    For :math:`|s| \le s_0`, :math:`s = \log p - \log q`, :math:`t = e^s`: :math:`g = q f(t)`,
     :math:`A = p f'(t)`, :math:`B = q(f(t) - t f'(t))`. Beyond, f is extended from the edge
-    :math:`s_0 = \pm 200` linearly or log-linearly in s (``fdiv.generic_f_rows``' rule) and
-    A, B are the derivatives of that extension. Atoms with P = 0 < Q give :math:`q f(0^+)`,
-    atoms with Q = 0 < P give :math:`p f'(\infty)` (either may be +∞). f' is the generator's
+    (:math:`s_0 = \pm 200`, or nearer where f overflows there: :func:`generator_tail`)
+    linearly or log-linearly in s, and A, B are the derivatives of that extension. Atoms with
+    P = 0 < Q give :math:`q f(0^+)`, atoms with Q = 0 < P give :math:`p f'(\infty)` (either
+    may be +∞). f' is the generator's
     analytic derivative, or autograd when it has none, so this kernel runs eagerly.
     """
 
@@ -678,13 +704,8 @@ class GeneratorKernel(ElementwiseKernel):
         self.f0 = f0 if math.isfinite(f0) else 0.0
         self.slope_inf = not math.isfinite(slope)
         self.f0_inf = not math.isfinite(f0)
-        edge = torch.tensor([math.exp(_F_EDGE), math.exp(-_F_EDGE)], dtype=torch.float64)
-        with torch.no_grad():
-            f_edge = [float(v) for v in generator.f(edge)]
-            d_edge = [float(v) for v in generator.derivative(edge)]
-        g0 = f_edge[0] / float(edge[0])
-        self.hi = _tail(g0, d_edge[0] - g0, +1.0)
-        self.lo = _tail(f_edge[1], float(edge[1]) * d_edge[1], -1.0)
+        self.hi_edge, self.hi = generator_tail(generator, +1.0)
+        self.lo_edge, self.lo = generator_tail(generator, -1.0)
 
     def elem(self, lp, lq, c, need_a, need_b):  # type: ignore[override]
         gen = self.generator
@@ -694,7 +715,7 @@ class GeneratorKernel(ElementwiseKernel):
         q_only, p_only = q_pos & ~p_pos, p_pos & ~q_pos
         lpb, lqb = torch.where(both, lp, 0.0), torch.where(both, lq, 0.0)
         s = lpb - lqb
-        high, low = s > _F_EDGE, s < -_F_EDGE
+        high, low = s > self.hi_edge, s < -self.lo_edge
         mid = ~(high | low)
         t = torch.exp(torch.where(mid, s, 0.0))
         p, q = lpb.exp(), lqb.exp()
@@ -703,8 +724,8 @@ class GeneratorKernel(ElementwiseKernel):
         # tails: value and (∂/∂log p, ∂/∂log q)
         hi_log, hi_a, hi_b = self.hi
         lo_log, lo_a, lo_b = self.lo
-        s_hi = torch.where(high, s, 0.0) - _F_EDGE
-        s_lo = torch.where(low, s, 0.0) + _F_EDGE
+        s_hi = torch.where(high, s, 0.0) - self.hi_edge
+        s_lo = torch.where(low, s, 0.0) + self.lo_edge
         if hi_log:
             t_hi = torch.exp(lpb + hi_a + hi_b * s_hi)
             a_hi, b_hi = t_hi * (1.0 + hi_b), -t_hi * hi_b
