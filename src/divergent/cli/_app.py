@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "divergent.cli.reproduce",
         "Run paper reproductions; print a table; write results.json and PNG plots to --out.",
     ),
+    "teacher-cache": (
+        "divergent.cli.teacher_cache",
+        "Write a top-k teacher cache from a local Hugging Face model folder and a text file.",
+    ),
 }
 """Command name → (module defining it, the one-line help shown by ``divergent --help``)."""
 
