@@ -13,6 +13,7 @@ from divergent.objectives.apo import (
     prompt_difficulty,
     stcr_advantage_scale,
 )
+from divergent.objectives.policy_gradient import grpo_loss
 
 D = torch.float64
 
@@ -218,3 +219,16 @@ def test_loss_bad_input(kwargs: dict, match: str) -> None:
 def test_helpers_bad_input(fn, args, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         fn(*args)
+
+
+def test_without_dads_and_stcr_equals_grpo_loss_with_k3_in_the_loss() -> None:
+    """The APO baseline is GRPO (per-sequence token means, clipped, k3 KL in the loss)."""
+    logps, old, ref, adv, correct, mask = _batch(4)
+    mask[2, 3, 0] = True  # no empty response here: both average over the same sequences
+    ours = apo_loss(logps, old, ref, adv, correct, mask, kl_coef=0.05, dads=False, stcr=False)
+    theirs = grpo_loss(
+        logps.reshape(12, 5), old.reshape(12, 5), ref.reshape(12, 5), adv.reshape(12),
+        mask.reshape(12, 5), clip_eps=0.2, kl_coef=0.05, kl_estimator="k3", kl_in="loss",
+        normalization="sequence",
+    )  # fmt: skip
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
