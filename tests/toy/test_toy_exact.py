@@ -56,6 +56,17 @@ def test_kl_both_directions_against_float64_brute_force() -> None:
     js = 0.5 * _np_kl(pa, m) + 0.5 * _np_kl(pb, m)
     assert float(exact_divergence("js", a, b, beta=0.5)) == pytest.approx(js, rel=1e-9)
     assert float(exact_kl(a, a)) == pytest.approx(0.0, abs=1e-12)
+    # the fast direct sum equals the registry's validated entry, values and gradients
+    via_registry = exact_divergence("kl", a, b)
+    assert float(exact_kl(a, b)) == pytest.approx(float(via_registry), rel=1e-12)
+    g_fast = torch.autograd.grad(exact_kl(a, b), a.logits)[0]
+    g_reg = torch.autograd.grad(via_registry, a.logits)[0]
+    assert torch.allclose(g_fast, g_reg, rtol=1e-9, atol=1e-13)
+    # zero mass: 0 log 0 = 0 where P = 0, inf where Q = 0 < P
+    half = torch.log(torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64))
+    third = torch.full((3,), -math.log(3), dtype=torch.float64)
+    assert float(exact_kl(half, third)) == pytest.approx(math.log(1.5), abs=1e-12)
+    assert float(exact_kl(third, half)) == math.inf
 
 
 def test_kl_gradient_matches_finite_differences() -> None:
