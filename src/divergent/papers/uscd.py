@@ -158,6 +158,11 @@ def experiment(ctx: ReproContext) -> Outcome:
         for name in DECODERS
         if name != "standard"
     }
+    # does the gate add anything over contrasting at every step? (context, not in the verdict)
+    paired["uscd_minus_always_contrast"] = {
+        kind: paired_ci(acc["uscd"][kind], acc["always_contrast"][kind])
+        for kind in ("greedy", "sampled")
+    }
     mean = {name: {k: mean_ci(v)["mean"] for k, v in acc[name].items()} for name in DECODERS}
 
     ctx.progress("plots", 0.95)
@@ -204,7 +209,8 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"{mean['uscd']['greedy']:.3f} (Δ {format_ci(u['greedy'])}), always-contrast "
         f"{mean['always_contrast']['greedy']:.3f} (Δ {format_ci(a['greedy'])}); sampled "
         f"standard {mean['standard']['sampled']:.3f}, USCD {mean['uscd']['sampled']:.3f} "
-        f"(Δ {format_ci(u['sampled'])}); gate open on "
+        f"(Δ {format_ci(u['sampled'])}; USCD − always-contrast "
+        f"{format_ci(paired['uscd_minus_always_contrast']['sampled'])}); gate open on "
         f"{metrics['gate_open_rate']['mean']:.0%} of steps ({n_seeds} seeds × {n_steps} steps)"
     )
     return Outcome(metrics=metrics, summary=summary)
