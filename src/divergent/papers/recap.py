@@ -19,7 +19,9 @@ sequences drawn from D). Step loss :math:`\frac1K\sum_k\lambda_k L_k` with
 * ``target_only``: λ = (1, 0) (no replay: the forgetting to prevent);
 * ``uniform``: λ = (1, 1) (fixed weights, the paper's uniform baseline);
 * ``recap``: RECAP weights, T = 5, W = 10 (:class:`~divergent.objectives.recap.RecapWeighter`);
-* ``recap_t1``: RECAP with T = 1 (context only, not in the verdict).
+* ``recap_t1``: RECAP with T = 1 (context only, not in the verdict);
+* full mode only, context: ``fixed_0.25``, ``fixed_0.5``: fixed λ = (2 − w, w), less replay
+  than uniform, to show where RECAP and uniform sit on the fixed-weight trade-off.
 
 All methods of a seed start from the same fitted policy and use the same sampling streams.
 Measured exactly at the end: forgetting = the rise of KL(D‖π) over the start, and the target
@@ -64,6 +66,9 @@ from divergent.toy import (
 FORGET_MARGIN = 0.05
 TARGET_MARGIN = 0.10
 METHODS = ("target_only", "uniform", "recap", "recap_t1")
+# full mode only, context: fixed weights (2 − w, w) with less replay, to place RECAP and uniform
+# on the fixed-weight trade-off between forgetting and target gain
+FIXED_REPLAY_WEIGHTS = (0.25, 0.5)
 BATCH = 32
 LR = 0.02
 WINDOW = 10
@@ -141,6 +146,9 @@ def _post_train(
         replay = -log_p[replay_draws].mean()
         if method == "target_only":
             weights = torch.tensor([1.0, 0.0], dtype=torch.float64)
+        elif method.startswith("fixed_"):
+            w = float(method.removeprefix("fixed_"))
+            weights = torch.tensor([2.0 - w, w], dtype=torch.float64)
         elif weighter is None:
             weights = torch.ones(2, dtype=torch.float64)
         else:
@@ -174,8 +182,9 @@ def experiment(ctx: ReproContext) -> Outcome:
     steps = 150 if ctx.quick else 500
     eval_every = 10
     space = SequenceSpace(4, 5)
+    methods = METHODS if ctx.quick else (*METHODS, *(f"fixed_{w}" for w in FIXED_REPLAY_WEIGHTS))
     per_seed: dict[str, dict[str, list[float]]] = {
-        m: {"forgetting": [], "target_gain": [], "mean_replay_weight": []} for m in METHODS
+        m: {"forgetting": [], "target_gain": [], "mean_replay_weight": []} for m in methods
     }
     traces0: dict[str, Any] = {}
     for seed in range(n_seeds):
@@ -186,7 +195,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         ctx.progress(f"seed {seed}: fitting the general capability", seed / n_seeds)
         start = _general_capability(space, data, g)
         sample_seed = int(torch.randint(2**31 - 1, (1,), generator=g))
-        for method in METHODS:
+        for method in methods:
             ctx.progress(f"seed {seed}: {method}", (seed + 0.2) / n_seeds)
             trace = _post_train(method, start, data, rewards, steps, sample_seed, eval_every)
             per_seed[method]["forgetting"].append(trace["kl_general"][-1] - trace["kl_general"][0])
@@ -212,7 +221,7 @@ def experiment(ctx: ReproContext) -> Outcome:
             [(r - u) / u for u, r in zip(g_u, per_seed["recap_t1"]["target_gain"])]
         ),
     }
-    mean = {m: {k: sum(v) / len(v) for k, v in per_seed[m].items()} for m in METHODS}
+    mean = {m: {k: sum(v) / len(v) for k, v in per_seed[m].items()} for m in methods}
 
     ctx.progress("plots", 0.95)
     import matplotlib
@@ -256,6 +265,13 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"{mean['recap']['mean_replay_weight']:.3f}; T=1: reduction "
         f"{format_ci(paired['recap_t1_relative_forgetting_reduction'])}, gain change "
         f"{format_ci(paired['recap_t1_relative_target_gain_change'])} ({n_seeds} seeds, "
-        f"{steps} steps)" + "".join(f"; {k}: {v.value}" for k, v in parts.items())
+        f"{steps} steps)"
+        + "".join(
+            f"; fixed λ_replay={m.removeprefix('fixed_')}: forgetting "
+            f"{mean[m]['forgetting']:.3f}, gain {mean[m]['target_gain']:.3f}"
+            for m in methods
+            if m.startswith("fixed_")
+        )
+        + "".join(f"; {k}: {v.value}" for k, v in parts.items())
     )
     return Outcome(metrics=metrics, summary=summary)
