@@ -143,6 +143,9 @@ def test_fused_equals_materialised_and_float64_reference(tmp_path, family) -> No
     assert (batch["attention_mask"] == 0).any()  # padding present
     fused = trainer.compute_loss(student, batch)
     g_fused = grads(fused, student)
+    trainer.chunk_size = 5  # several chunks of rows (and of the CE term)
+    chunked = trainer.compute_loss(student, batch)
+    g_chunked = grads(chunked, student)
     trainer.fused = False
     materialised = trainer.compute_loss(student, batch)
     g_mat = grads(materialised, student)
@@ -151,7 +154,9 @@ def test_fused_equals_materialised_and_float64_reference(tmp_path, family) -> No
     assert fused.dtype == torch.float32
     torch.testing.assert_close(fused.double(), ref, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(materialised.double(), ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(chunked.double(), ref, atol=1e-6, rtol=1e-5)
     assert_close_grads(g_fused, g_ref)
+    assert_close_grads(g_chunked, g_ref)
     assert_close_grads(g_mat, g_ref)
 
 
@@ -375,6 +380,7 @@ def test_batches_without_or_with_misaligned_labels_are_refused(tmp_path) -> None
         ("divergence", "not_a_divergence", "not_a_divergence"),
         ("vocab", "pad", "`vocab` must be 'strict' or 'truncate'"),
         ("max_new_tokens", 0, "`max_new_tokens` must be an integer >= 1"),
+        ("chunk_size", 0, "`chunk_size` must be a positive integer or None"),
     ],
 )
 def test_invalid_options_name_the_argument(tmp_path, option, value, pattern) -> None:

@@ -345,6 +345,8 @@ class DistillationTrainer(transformers.Trainer):
             lower bound, exact for KL's chain rule), ``"renormalize"`` or ``"ignore"``.
         fused: compute the loss from hidden states and heads (default), never both logits.
         vocab: ``"strict"`` or ``"truncate"`` (heads padded with extra rows, one tokenizer).
+        chunk_size: rows per chunk of the fused head projections (default: about 8M logits
+            on CPU, 64M on CUDA; smaller saves memory, larger may be faster).
         **kwargs: passed to ``transformers.Trainer`` (``train_dataset``, ``data_collator``,
             ``processing_class`` ...). Without a ``data_collator``, :class:`CausalLMCollator`
             pads with the tokenizer's / model's pad id.
@@ -379,6 +381,7 @@ class DistillationTrainer(transformers.Trainer):
         cache_tail: str = "bucket",
         fused: bool = True,
         vocab: str = "strict",
+        chunk_size: int | None = None,
         **kwargs: Any,
     ) -> None:
         check_causal_lm(model, "model")
@@ -404,6 +407,10 @@ class DistillationTrainer(transformers.Trainer):
             )
         if vocab not in ("strict", "truncate"):
             raise ValueError(f"`vocab` must be 'strict' or 'truncate', got {vocab!r}")
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
+            raise ValueError(f"`chunk_size` must be a positive integer or None, got {chunk_size!r}")
         if cache_tail not in TAILS:
             raise ValueError(f"`cache_tail` must be one of {TAILS}, got {cache_tail!r}")
         self._cache: _CacheRows | None = None
@@ -460,6 +467,7 @@ class DistillationTrainer(transformers.Trainer):
         self.cache_tail = cache_tail
         self.fused = bool(fused)
         self.vocab = vocab
+        self.chunk_size = chunk_size
         self._policy_rng = random.Random(self.args.seed)
         self._loss_parts: dict[str, list[float]] = {"kd_loss": [], "ce_loss": []}
         # the Trainer counts `num_items_in_batch` (supervised tokens over the accumulated
@@ -641,6 +649,7 @@ class DistillationTrainer(transformers.Trainer):
                     student_config=student.config,
                     teacher_config=self.teacher_model.config,
                     vocab=self.vocab,
+                    chunk_size=self.chunk_size,
                     **reduction_kw,
                     **params,
                 )
@@ -671,7 +680,9 @@ class DistillationTrainer(transformers.Trainer):
         if student_logits is not None:
             ce_sum = F.cross_entropy(student_logits[valid].float(), targets, reduction="sum")
         else:
-            ce_sum = fused_cross_entropy(hidden[valid], head, targets, config=student.config)
+            ce_sum = fused_cross_entropy(
+                hidden[valid], head, targets, config=student.config, chunk_size=self.chunk_size
+            )
         ce = ce_sum / denominator
         loss = (1.0 - self.ce_weight) * kd + self.ce_weight * ce
         return loss, kd.detach(), ce.detach()
