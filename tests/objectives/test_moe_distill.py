@@ -102,7 +102,9 @@ def test_sequence_log_probs() -> None:
 @pytest.mark.parametrize("loss_type", ["sigmoid", "kto_pair"])
 def test_preference_matches_reference(loss_type: str) -> None:
     g = torch.Generator().manual_seed(3)
-    s_w, s_l, t_w, t_l = (torch.randn(5, generator=g, dtype=torch.float64) * 3 for _ in range(4))
+    s_w, s_l, t_w, t_l = (
+        -torch.randn(5, generator=g, dtype=torch.float64).abs() * 3 for _ in range(4)
+    )
     got = preference_distillation_loss(
         s_w, s_l, t_w, t_l, beta=0.4, loss_type=loss_type, reduction="none"
     )
@@ -123,11 +125,11 @@ def test_preference_matches_reference(loss_type: str) -> None:
 
 def test_preference_teacher_as_reference_is_invariant_to_shared_shift() -> None:
     """Only the student-minus-teacher log-ratios matter: adding c to both sides of a response
-    leaves the loss unchanged."""
+    leaves the loss unchanged (log-probabilities stay <= 0)."""
     s_w, s_l = torch.tensor([-3.0, -1.0]), torch.tensor([-4.0, -2.5])
     t_w, t_l = torch.tensor([-3.5, -2.0]), torch.tensor([-3.0, -2.0])
     a = preference_distillation_loss(s_w, s_l, t_w, t_l)
-    b = preference_distillation_loss(s_w + 7, s_l - 2, t_w + 7, t_l - 2)
+    b = preference_distillation_loss(s_w - 7, s_l - 2, t_w - 7, t_l - 2)
     assert a.item() == pytest.approx(b.item(), abs=1e-6)
 
 
@@ -139,6 +141,8 @@ def test_bad_input() -> None:
         preference_distillation_loss(v, v, v, v, loss_type="ipo")
     with pytest.raises(ValueError, match="`teacher_rejected_logps`"):
         preference_distillation_loss(v, v, v, torch.zeros(2))
+    with pytest.raises(ValueError, match="positive log-probability"):
+        preference_distillation_loss(v, v + 1, v, v, loss_type="kto_pair")
     with pytest.raises(ValueError, match="`top_k`"):
         load_balancing_loss(torch.zeros(2, 3), 4)
     with pytest.raises(ValueError, match="`labels`"):
@@ -147,3 +151,14 @@ def test_bad_input() -> None:
         sequence_log_probs(torch.zeros(1, 2, 3), torch.zeros(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="`align_weight`"):
         mimic_distillation_loss(torch.zeros(1, 3), torch.zeros(1, 3), align_weight=-1)
+
+
+def test_sigmoid_is_dpo_with_the_teacher_as_reference_and_stable() -> None:
+    s_w = torch.tensor([-300.0, -2.0], dtype=torch.float64)
+    s_l = torch.tensor([-1.0, -900.0], dtype=torch.float64)
+    t_w = torch.tensor([-5.0, -3.0], dtype=torch.float64)
+    t_l = torch.tensor([-5.0, -3.0], dtype=torch.float64)
+    got = preference_distillation_loss(s_w, s_l, t_w, t_l, beta=1.0, reduction="none")
+    x = (s_w - t_w) - (s_l - t_l)  # [-299, 898]
+    assert got[0].item() == pytest.approx(299.0, rel=1e-12)  # -log σ(-299) ≈ 299
+    assert got[1].item() == pytest.approx(math.log1p(math.exp(-x[1].item())), abs=1e-300)

@@ -14,14 +14,13 @@ mixture-of-experts student in two stages:
   ``"kto_pair"``: the released script's default), on sequence log-probabilities from
   :func:`sequence_log_probs`.
 
-The DPO sigmoid term is written here (the library's f-DPO objective had not landed when this
-module was written); with the reverse-KL f-divergence f-DPO reduces to it.
+The DPO sigmoid term is :func:`divergent.objectives.preference.f_dpo_loss` with the reverse
+KL (plain DPO) and the teacher's log-probabilities as the reference.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from divergent._validation import (
@@ -33,6 +32,7 @@ from divergent._validation import (
     reduce_rows,
 )
 from divergent.objectives._common import RowArgs, check_weights, finish, prepare_rows
+from divergent.objectives.preference import f_dpo_loss
 
 __all__ = [
     "PREFERENCE_LOSS_TYPES",
@@ -217,7 +217,7 @@ def preference_distillation_loss(
 
     Args:
         student_chosen_logps, student_rejected_logps: ``(B,)`` sequence log-probabilities
-            under the student (differentiable), e.g. from :func:`sequence_log_probs`.
+            under the student (differentiable, <= 0), e.g. from :func:`sequence_log_probs`.
         teacher_chosen_logps, teacher_rejected_logps: ``(B,)`` under the teacher (reference).
         beta: β > 0 (0.1 in the paper's trainer).
         loss_type: one of :data:`PREFERENCE_LOSS_TYPES`.
@@ -256,11 +256,17 @@ def preference_distillation_loss(
                 f"`{name}` must have the shape {tuple(student_chosen_logps.shape)} of "
                 f"`student_chosen_logps`, got {tuple(value.shape)}"
             )
+        if value.numel() and bool((value.detach() > 1e-6).any()):
+            raise ValueError(
+                f"`{name}` holds a positive log-probability (max {float(value.max()):.3g}); "
+                "pass sequence log-probabilities log π(y) <= 0"
+            )
     dtype = torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.float32
     s_w, s_l, t_w, t_l = (v.to(dtype) for v in values)
     rho_w, rho_l = s_w - t_w, s_l - t_l
     if loss_type == "sigmoid":
-        rows = -F.logsigmoid(b * (rho_w - rho_l))  # −log σ(x), stable for large |x|
+        # −log σ(β(ρ_w − ρ_l)): f-DPO with the reverse KL is DPO
+        rows = f_dpo_loss(s_w, s_l, t_w, t_l, divergence="reverse_kl", beta=b, reduction="none")
     else:
         kappa_w, kappa_l = rho_w.mean().clamp(min=0), rho_l.mean().clamp(min=0)
         rows = 0.5 * (
