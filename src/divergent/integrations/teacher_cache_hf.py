@@ -218,6 +218,10 @@ def write_teacher_cache(
             how to resume). On ``KeyboardInterrupt`` the same line is printed to stderr and the
             interrupt is re-raised.
         TeacherCacheError: another writer holds ``out_dir``.
+
+    References:
+        Anshumann et al. 2025, "Sparse Logit Sampling: Accelerating Knowledge Distillation in
+        LLMs", arXiv:2503.16870 (top-k teacher caches).
     """
     check_causal_lm(teacher_model, "teacher_model")
     vocab = vocab_size_of(teacher_model)

@@ -117,6 +117,11 @@ def fused_cross_entropy(
 
     Returns:
         A float32 scalar: the sum over the N rows (0 with zero gradient when N = 0).
+
+    References:
+        Hsu et al. 2024, "Liger Kernel: Efficient Triton Kernels for LLM Training",
+        arXiv:2410.10989 (fused linear cross-entropy); Chen et al. 2016, "Training Deep Nets
+        with Sublinear Memory Cost", arXiv:1604.06174 (recomputation).
     """
     n_rows = hidden.shape[0]
     if n_rows == 0:
