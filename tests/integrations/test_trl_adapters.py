@@ -3,8 +3,10 @@ on the same batch where they overlap, and a couple of training steps run."""
 
 from __future__ import annotations
 
+import copy
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,8 +18,12 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from divergent.integrations.trl import (  # noqa: E402
     DivergenceDistillationTrainer,
+    FDivergenceDPOTrainer,
+    KLConfigurableGRPOTrainer,
     divergence_for_trl_beta,
+    divergence_for_trl_f_divergence,
 )
+from divergent.objectives.policy_gradient import grpo_loss  # noqa: E402
 from divergent.objectives.token import token_distillation_loss  # noqa: E402
 
 VOCAB = 64
@@ -227,3 +233,317 @@ def test_distillation_trainer_bad_divergence(tmp_path, tokenizer):
         DivergenceDistillationTrainer(**kwargs, divergence="js", divergence_params={"beta": 2.0})
     with pytest.raises(ValueError, match="`divergence_params` needs `divergence`"):
         DivergenceDistillationTrainer(**kwargs, divergence_params={"beta": 0.5})
+
+
+# ---------------------------------------------------------------------------------- DPO
+PREFERENCES = {
+    "prompt": ["hello", "the cat", "why", "a b"],
+    "chosen": [" there", " sat", " not", " c d"],
+    "rejected": [" you", " ran off", " so", " e"],
+}
+
+
+def dpo_models():
+    """A policy and a nearby reference (log-ratios of order 1)."""
+    policy = tiny_lm("llama", 0, 16)
+    reference = copy.deepcopy(policy)
+    gen = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+    return policy, reference
+
+
+def dpo_config(tmp_path, **overrides):
+    kwargs = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        max_steps=1,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        save_strategy="no",
+        logging_steps=1,
+        beta=0.5,
+        learning_rate=1e-2,
+    )
+    kwargs.update(overrides)
+    return trl.DPOConfig(**kwargs)
+
+
+def test_divergence_for_trl_f_divergence():
+    assert divergence_for_trl_f_divergence("reverse_kl") == ("reverse_kl", {}, 1.0)
+    assert divergence_for_trl_f_divergence("forward_kl") == ("kl", {}, 1.0)
+    assert divergence_for_trl_f_divergence("js_divergence") == ("js", {"beta": 0.5}, 2.0)
+    assert divergence_for_trl_f_divergence("alpha_divergence", 0.3) == (
+        "alpha",
+        {"alpha": 0.7},
+        1.0,
+    )
+    with pytest.raises(ValueError, match="`f_divergence_type`"):
+        divergence_for_trl_f_divergence("hellinger")
+
+
+@pytest.mark.parametrize(
+    ("f_type", "divergence", "params", "beta_factor"),
+    [
+        ("reverse_kl", "reverse_kl", {}, 1.0),
+        ("forward_kl", "kl", {}, 1.0),
+        ("js_divergence", "js", {"beta": 0.5}, 2.0),
+        ("alpha_divergence", "alpha", {"alpha": 0.5}, 1.0),
+    ],
+)
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo", "sigmoid_norm"])
+def test_dpo_loss_equals_trl_trainer(
+    tmp_path, tokenizer, f_type, divergence, params, beta_factor, loss_type
+):
+    policy, reference = dpo_models()
+    data = datasets.Dataset.from_dict(PREFERENCES)
+    theirs = trl.DPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=dpo_config(tmp_path, f_divergence_type=f_type, loss_type=[loss_type]),
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    ours = FDivergenceDPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=dpo_config(tmp_path, beta=0.5 * beta_factor, loss_type=[loss_type]),
+        train_dataset=data,
+        processing_class=tokenizer,
+        divergence=divergence,
+        divergence_params=params,
+    )
+    batch = theirs._prepare_inputs(next(iter(theirs.get_train_dataloader())))
+    loss_theirs, grads_theirs = _loss_and_grads(theirs, batch)
+    loss_ours, grads_ours = _loss_and_grads(ours, batch)
+    # TRL's js score is that of 2·JSD: at twice the β, its IPO loss is 4 × ours (see the mapping)
+    scale = 4.0 if (f_type == "js_divergence" and loss_type == "ipo") else 1.0
+    assert loss_theirs.item() != pytest.approx(float(np.log(2)), abs=1e-3)  # not the trivial value
+    assert scale * loss_ours.item() == pytest.approx(loss_theirs.item(), rel=1e-5, abs=1e-6)
+    for name, g in grads_theirs.items():
+        torch.testing.assert_close(scale * grads_ours[name], g, atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_dpo_default_divergence_is_trls(tmp_path, tokenizer):
+    policy, reference = dpo_models()
+    data = datasets.Dataset.from_dict(PREFERENCES)
+    config = dpo_config(tmp_path, f_divergence_type="js_divergence")
+    theirs = trl.DPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=config,
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    ours = FDivergenceDPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=config,
+        train_dataset=data,
+        processing_class=tokenizer,
+    )
+    assert (ours.divergence, ours.divergence_beta) == ("js", 1.0)
+    batch = theirs._prepare_inputs(next(iter(theirs.get_train_dataloader())))
+    loss_theirs, _ = _loss_and_grads(theirs, batch)
+    loss_ours, _ = _loss_and_grads(ours, batch)
+    assert loss_ours.item() == pytest.approx(loss_theirs.item(), rel=1e-5)
+
+
+def test_dpo_trainer_trains_with_another_f_divergence(tmp_path, tokenizer):
+    policy, reference = dpo_models()
+    head_before = policy.get_output_embeddings().weight.detach().clone()
+    trainer = FDivergenceDPOTrainer(
+        model=policy,
+        ref_model=reference,
+        args=dpo_config(tmp_path, max_steps=2, per_device_train_batch_size=2),
+        train_dataset=datasets.Dataset.from_dict(PREFERENCES),
+        processing_class=tokenizer,
+        divergence="hellinger",
+    )
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert not torch.equal(policy.get_output_embeddings().weight, head_before)
+    assert any("rewards/margins" in log for log in trainer.state.log_history)
+
+
+def test_dpo_bad_options(tmp_path, tokenizer):
+    policy, reference = dpo_models()
+    kwargs = dict(
+        model=policy,
+        ref_model=reference,
+        train_dataset=datasets.Dataset.from_dict(PREFERENCES),
+        processing_class=tokenizer,
+    )
+    with pytest.raises(ValueError, match=r"renyi|f-divergence"):
+        FDivergenceDPOTrainer(args=dpo_config(tmp_path), divergence="renyi", **kwargs)
+    with pytest.raises(ValueError, match="`loss_type`"):
+        FDivergenceDPOTrainer(args=dpo_config(tmp_path, loss_type=["bco_pair"]), **kwargs)
+    with pytest.raises(ValueError, match="use_weighting"):
+        FDivergenceDPOTrainer(args=dpo_config(tmp_path, use_weighting=True), **kwargs)
+
+
+# --------------------------------------------------------------------------------- GRPO
+PROMPT_DATA = datasets.Dataset.from_dict({"prompt": PROMPTS})
+
+
+def length_reward(completions, **kwargs):
+    return [float(len(c)) for c in completions]
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tmp_path_factory, tokenizer):
+    """A tiny Llama saved locally: GRPOTrainer builds its reference model from the path."""
+    path = tmp_path_factory.mktemp("policy")
+    tiny_lm("llama", 0, 16).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def grpo_config(tmp_path, **overrides):
+    kwargs = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        max_completion_length=4,
+        max_steps=1,
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        save_strategy="no",
+        logging_steps=1,
+        beta=0.2,
+        loss_type="grpo",
+        use_bias_correction_kl=False,
+        learning_rate=1e-2,
+    )
+    kwargs.update(overrides)
+    return trl.GRPOConfig(**kwargs)
+
+
+def grpo_batch(trainer) -> dict[str, torch.Tensor]:
+    """A fixed batch in the format of TRL's `_generate_and_score_completions`."""
+    trainer.current_gradient_accumulation_steps = 1  # set by Trainer.train, read by the loss
+    batch = fixed_batch(2)
+    batch["advantages"] = torch.tensor([1.0, -0.5, 0.3])
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    n_completion = batch["completion_ids"].shape[1]
+    with torch.no_grad():
+        ref, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.ref_model, input_ids, attention, n_completion
+        )
+        policy, _, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, input_ids, attention, n_completion
+        )
+    batch["ref_per_token_logps"] = ref
+    gen = torch.Generator().manual_seed(3)
+    # an older sampling policy, so that the ratios are not 1 and clipping happens
+    batch["old_per_token_logps"] = policy + 0.3 * torch.randn(policy.shape, generator=gen)
+    return batch
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+def test_grpo_default_kl_equals_trl_trainer(tmp_path, tokenizer, policy_dir, loss_type):
+    config = grpo_config(tmp_path, loss_type=loss_type)
+    kwargs = dict(
+        reward_funcs=length_reward,
+        args=config,
+        train_dataset=PROMPT_DATA,
+        processing_class=tokenizer,
+    )
+    theirs = trl.GRPOTrainer(model=policy_dir, **kwargs)
+    ours = KLConfigurableGRPOTrainer(model=theirs.model, **kwargs)
+    ours.ref_model = theirs.ref_model
+    batch = grpo_batch(theirs)
+    ours.current_gradient_accumulation_steps = 1
+    loss_theirs, grads_theirs = _loss_and_grads(theirs, batch)
+    loss_ours, grads_ours = _loss_and_grads(ours, batch)
+    assert abs(loss_theirs.item()) > 1e-3
+    assert loss_ours.item() == pytest.approx(loss_theirs.item(), rel=1e-5, abs=1e-7)
+    for name, g in grads_theirs.items():
+        torch.testing.assert_close(grads_ours[name], g, atol=1e-6, rtol=1e-4, msg=name)
+    assert ours._metrics["train"]["kl"][-1] == pytest.approx(theirs._metrics["train"]["kl"][-1])
+
+
+@pytest.mark.parametrize(
+    ("estimator", "placement", "gradient"),
+    [("k1", "reward", None), ("k2", "loss", None), ("k3", "loss", "k2"), ("k3", "reward", None)],
+)
+def test_grpo_kl_options_reach_grpo_loss(
+    tmp_path, tokenizer, policy_dir, estimator, placement, gradient
+):
+    trainer = KLConfigurableGRPOTrainer(
+        model=policy_dir,
+        reward_funcs=length_reward,
+        args=grpo_config(tmp_path, loss_type="bnpo"),
+        train_dataset=PROMPT_DATA,
+        processing_class=tokenizer,
+        kl_estimator=estimator,
+        kl_in=placement,
+        kl_gradient=gradient,
+    )
+    batch = grpo_batch(trainer)
+    loss, grads = _loss_and_grads(trainer, batch)
+    input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
+    attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
+    trainer.model.zero_grad(set_to_none=True)
+    logps, _, _ = trainer._get_per_token_logps_and_entropies(
+        trainer.model, input_ids, attention, batch["completion_ids"].shape[1]
+    )
+    expected = grpo_loss(
+        logps,
+        batch["old_per_token_logps"],
+        batch["ref_per_token_logps"],
+        batch["advantages"],
+        batch["completion_mask"],
+        kl_coef=0.2,
+        kl_estimator=estimator,
+        kl_in=placement,
+        kl_gradient=gradient,
+        normalization="token",
+    )
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    for name, p in trainer.model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[name], p.grad, atol=1e-7, rtol=1e-5, msg=name)
+
+
+def test_grpo_trainer_trains_with_k2_in_loss(tmp_path, tokenizer, policy_dir):
+    trainer = KLConfigurableGRPOTrainer(
+        model=policy_dir,
+        reward_funcs=length_reward,
+        args=grpo_config(tmp_path, max_steps=2),
+        train_dataset=PROMPT_DATA,
+        processing_class=tokenizer,
+        kl_estimator="k2",
+    )
+    head_before = trainer.model.get_output_embeddings().weight.detach().clone()
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "loss" in log]
+    assert len(logs) == 2 and all(np.isfinite(log["loss"]) and "kl" in log for log in logs)
+    assert not torch.equal(trainer.model.get_output_embeddings().weight, head_before)
+
+
+def test_grpo_bad_options(tmp_path, tokenizer, policy_dir):
+    kwargs = dict(
+        model=policy_dir,
+        reward_funcs=length_reward,
+        train_dataset=PROMPT_DATA,
+        processing_class=tokenizer,
+    )
+    with pytest.raises(ValueError, match="`kl_estimator`"):
+        KLConfigurableGRPOTrainer(args=grpo_config(tmp_path), kl_estimator="k4", **kwargs)
+    with pytest.raises(ValueError, match="`kl_in`"):
+        KLConfigurableGRPOTrainer(args=grpo_config(tmp_path), kl_in="advantage", **kwargs)
+    with pytest.raises(ValueError, match="kl_in='loss' only"):
+        KLConfigurableGRPOTrainer(
+            args=grpo_config(tmp_path), kl_in="reward", kl_gradient="k2", **kwargs
+        )
+    with pytest.raises(ValueError, match="use_bias_correction_kl"):
+        KLConfigurableGRPOTrainer(args=grpo_config(tmp_path, use_bias_correction_kl=True), **kwargs)
+    with pytest.raises(ValueError, match="`loss_type`"):
+        KLConfigurableGRPOTrainer(args=grpo_config(tmp_path, loss_type="cispo"), **kwargs)

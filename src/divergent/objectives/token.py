@@ -50,11 +50,17 @@ from divergent.engine.fused_linear import fused_linear_divergence
 from divergent.functional import divergence as _divergence
 
 __all__ = [
+    "FUSED_CHUNK_ELEMENTS",
     "VOCAB_POLICIES",
     "fused_token_distillation_loss",
     "logit_transform_from_config",
     "token_distillation_loss",
 ]
+
+FUSED_CHUNK_ELEMENTS = {"cpu": 1 << 22}
+"""Default logits elements per fused chunk by device type (rows = elements // V); a device not
+listed uses the engine's default. 2**22 on CPU keeps the fused loss's extra memory near 120 MiB
+at V = 32k (``benchmarks/bench_token_fused.py``: under 10 % of the materialised loss's)."""
 
 VOCAB_POLICIES = ("strict", "truncate")
 """``vocab=`` values: ``"strict"`` (equal vocabularies) or ``"truncate"`` (the shared prefix)."""
@@ -345,7 +351,8 @@ def fused_token_distillation_loss(
         student_config, teacher_config: Hugging Face model configs (or None).
         softcap: c > 0 applied to both sides (only without configs).
         logit_scale: λ > 0 applied to both sides (only without configs).
-        chunk_size: rows per matmul chunk (default about 2**23 logits elements on CPU).
+        chunk_size: rows per matmul chunk (default: :data:`FUSED_CHUNK_ELEMENTS` // V rows on
+            CPU, the engine's default elsewhere).
 
     Returns:
         As :func:`token_distillation_loss`: a scalar, or ``(B, T)`` for ``"none"`` (0 at
@@ -413,6 +420,9 @@ def fused_token_distillation_loss(
     mask = None
     if labels is not None:
         mask = _valid_positions(labels, hs.shape[:-1], ignore_index, hs.device)
+    elements = FUSED_CHUNK_ELEMENTS.get(hs.device.type)
+    if chunk_size is None and elements is not None:
+        chunk_size = max(1, elements // min(w_s.shape[0], w_t.shape[0]))
     return fused_linear_divergence(
         divergence,
         student_hidden=hs,
