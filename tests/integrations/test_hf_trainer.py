@@ -220,6 +220,7 @@ def test_training_steps_reduce_the_kd_loss(tmp_path) -> None:
         args=args(tmp_path, max_steps=12, learning_rate=3e-2),
         teacher_model=teacher,
         train_dataset=data,
+        eval_dataset=data,
     )
     batch = trainer.data_collator(data)
     with torch.no_grad():
@@ -230,6 +231,20 @@ def test_training_steps_reduce_the_kd_loss(tmp_path) -> None:
     assert after < 0.7 * before, (before, after)
     kd_logged = [row["kd_loss"] for row in trainer.state.log_history if "kd_loss" in row]
     assert len(kd_logged) == 12 and kd_logged[-1] < kd_logged[0]
+    # the teacher stays frozen, in eval mode; evaluation reports the same loss
+    assert not teacher.training and all(p.grad is None for p in teacher.parameters())
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(after, rel=1e-5)
+
+
+def test_teacher_given_as_a_local_folder(tmp_path) -> None:
+    student, teacher = gpt2(1, 32, seed=1), gpt2(2, 32, seed=2, init=0.3)
+    teacher.save_pretrained(tmp_path / "teacher")
+    batch = CausalLMCollator(0)(examples(2))
+    losses = []
+    for source in (teacher, str(tmp_path / "teacher")):
+        trainer = DistillationTrainer(model=student, args=args(tmp_path), teacher_model=source)
+        losses.append(float(trainer.compute_loss(student, batch).detach()))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6) and losses[0] > 0
 
 
 def _spy_generate(monkeypatch, model, calls, name):

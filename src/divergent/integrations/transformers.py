@@ -642,12 +642,16 @@ class DistillationTrainer(transformers.Trainer):
                 assert self.teacher_model is not None
                 with torch.no_grad():
                     teacher_hidden = final_hidden_states(self.teacher_model, ids, mask)[:, :-1]
+                # detached: the teacher's head gets no gradient (nor the work to compute one)
+                teacher_head = output_head(self.teacher_model)
+                teacher_bias = getattr(teacher_head, "bias", None)
                 kd = fused_token_distillation_loss(
                     hidden,
                     head,
                     teacher_hidden.to(hidden.device),
-                    output_head(self.teacher_model),
+                    teacher_head.weight.detach(),
                     shifted,
+                    teacher_bias=None if teacher_bias is None else teacher_bias.detach(),
                     divergence=self.divergence,
                     ignore_index=IGNORE_INDEX,
                     temperature=self.temperature,
