@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from divergent.objectives.dackl import (
+    DACKLLoss,
     clip_teacher_log_probs,
     dackl_loss,
     most_divergent_positions,
@@ -178,3 +179,14 @@ def test_nan_in_gives_nan() -> None:
     s[1, 2] = float("nan")
     out = dackl_loss(s, torch.randn(2, 5), reduction="none")
     assert torch.isfinite(out[0]) and torch.isnan(out[1])
+
+
+def test_module_form_matches_function() -> None:
+    s, t = torch.randn(3, 4, 6), torch.randn(3, 4, 6)
+    y = torch.randint(0, 6, (3, 4))
+    module = DACKLLoss(lower=0.3, upper=0.9, ce_weight=0.5, temperature=2.0)
+    expected = dackl_loss(s, t, y, lower=0.3, upper=0.9, ce_weight=0.5, temperature=2.0)
+    torch.testing.assert_close(module(s, t, y), expected)
+    assert module.needs_labels and not DACKLLoss().needs_labels
+    with pytest.raises(TypeError):
+        DACKLLoss(quantile=0.5)

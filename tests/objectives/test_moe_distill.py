@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from divergent.objectives.moe_distill import (
+    MimicDistillationLoss,
     load_balancing_loss,
     mimic_distillation_loss,
     preference_distillation_loss,
@@ -162,3 +163,10 @@ def test_sigmoid_is_dpo_with_the_teacher_as_reference_and_stable() -> None:
     x = (s_w - t_w) - (s_l - t_l)  # [-299, 898]
     assert got[0].item() == pytest.approx(299.0, rel=1e-12)  # -log σ(-299) ≈ 299
     assert got[1].item() == pytest.approx(math.log1p(math.exp(-x[1].item())), abs=1e-300)
+
+
+def test_module_form_matches_function() -> None:
+    s, t, y = torch.randn(4, 6), torch.randn(4, 6), torch.tensor([0, 1, 2, 3])
+    module = MimicDistillationLoss(align_weight=0.5)
+    torch.testing.assert_close(module(s, t, y), mimic_distillation_loss(s, t, y, align_weight=0.5))
+    assert module.needs_labels and not MimicDistillationLoss(ce_weight=0.0).needs_labels

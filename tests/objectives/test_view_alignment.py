@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from divergent.objectives.view_alignment import (
+    ViewAlignmentLoss,
     math_puma_loss,
     view_alignment_loss,
     z_normalize_logits,
@@ -108,3 +109,11 @@ def test_bad_input() -> None:
         view_alignment_loss(a, torch.randn(2, 4))
     with pytest.raises(ValueError, match="`labels`"):
         math_puma_loss(a, r, torch.tensor([0, 9]))
+
+
+def test_module_form_matches_function() -> None:
+    a, r = torch.randn(5, 7), torch.randn(5, 7)
+    module = ViewAlignmentLoss(alpha=0.2, z_normalize=False, reduction="none")
+    torch.testing.assert_close(
+        module(a, r), view_alignment_loss(a, r, alpha=0.2, z_normalize=False, reduction="none")
+    )

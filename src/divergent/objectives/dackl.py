@@ -40,9 +40,16 @@ from divergent._validation import (
     check_tensor,
     finish_rows,
 )
-from divergent.objectives._common import RowArgs, check_weights, finish, prepare_rows
+from divergent.objectives._common import (
+    Objective,
+    RowArgs,
+    check_weights,
+    finish,
+    prepare_rows,
+)
 
 __all__ = [
+    "DACKLLoss",
     "clip_teacher_log_probs",
     "dackl_loss",
     "most_divergent_positions",
@@ -336,3 +343,16 @@ def most_divergent_positions(
             raise ValueError("`mask` must keep at least one position in every sequence")
         kl = kl.masked_fill(~keep, float("-inf"))
     return kl.argmax(-1)
+
+
+class DACKLLoss(Objective):
+    """Module form of :func:`dackl_loss` (the token-level DAC-KL term, optionally + SFT).
+
+    Example:
+        >>> loss = DACKLLoss(lower=0.5, upper=0.99, ce_weight=1.0)
+        >>> s, t = torch.zeros(4, 6, requires_grad=True), torch.randn(4, 6)
+        >>> loss(s, t, torch.tensor([0, 1, 2, 3])).backward(); s.grad.shape
+        torch.Size([4, 6])
+    """
+
+    function = staticmethod(dackl_loss)

@@ -31,11 +31,18 @@ from divergent._validation import (
     check_temperature,
     reduce_rows,
 )
-from divergent.objectives._common import RowArgs, check_weights, finish, prepare_rows
+from divergent.objectives._common import (
+    Objective,
+    RowArgs,
+    check_weights,
+    finish,
+    prepare_rows,
+)
 from divergent.objectives.preference import f_dpo_loss
 
 __all__ = [
     "PREFERENCE_LOSS_TYPES",
+    "MimicDistillationLoss",
     "load_balancing_loss",
     "mimic_distillation_loss",
     "preference_distillation_loss",
@@ -275,3 +282,20 @@ def preference_distillation_loss(
     if reduction == "none":
         return rows
     return reduce_rows(rows, reduction, count=rows.shape[0], normalizer=None)
+
+
+class MimicDistillationLoss(Objective):
+    """Module form of :func:`mimic_distillation_loss` (soft-label CE to the teacher + CE).
+
+    Example:
+        >>> loss = MimicDistillationLoss(ce_weight=0.0)
+        >>> s, t = torch.zeros(4, 6, requires_grad=True), torch.randn(4, 6)
+        >>> loss(s, t).backward(); s.grad.shape
+        torch.Size([4, 6])
+    """
+
+    function = staticmethod(mimic_distillation_loss)
+
+    @property
+    def needs_labels(self) -> bool:
+        return float(self.options.get("ce_weight", 1.0)) > 0

@@ -38,9 +38,16 @@ from typing import Any
 from torch import Tensor
 
 from divergent._validation import check_temperature
-from divergent.objectives._common import RowArgs, Rows, check_weights, finish, prepare_rows
+from divergent.objectives._common import (
+    Objective,
+    RowArgs,
+    Rows,
+    check_weights,
+    finish,
+    prepare_rows,
+)
 
-__all__ = ["math_puma_loss", "view_alignment_loss", "z_normalize_logits"]
+__all__ = ["ViewAlignmentLoss", "math_puma_loss", "view_alignment_loss", "z_normalize_logits"]
 
 
 def z_normalize_logits(logits: Tensor, eps: float = 1e-6) -> Tensor:
@@ -178,3 +185,18 @@ def math_puma_loss(
     )
     rows = lam * _mix_rows(r, alpha, tau, bool(z_normalize))
     return finish(rows, r, ce_weight)
+
+
+class ViewAlignmentLoss(Objective):
+    """Module form of :func:`view_alignment_loss`: called as ``loss(active_logits,
+    reference_logits, labels)`` (the active view in the student's place).
+
+    Example:
+        >>> import torch
+        >>> loss = ViewAlignmentLoss(alpha=0.5)
+        >>> a, r = torch.zeros(4, 6, requires_grad=True), torch.randn(4, 6)
+        >>> loss(a, r).backward(); a.grad.shape
+        torch.Size([4, 6])
+    """
+
+    function = staticmethod(view_alignment_loss)
