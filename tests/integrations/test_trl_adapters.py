@@ -169,6 +169,33 @@ def test_distillation_loss_equals_trl_trainer(tmp_path, tokenizer, kind, beta):
     )
 
 
+@pytest.mark.parametrize(
+    ("student_extra", "teacher_extra"),
+    [
+        ({"logit_scale": 0.7}, {"final_logit_softcapping": 5.0}),  # different caps: no fused path
+        ({"final_logit_softcapping": 4.0}, {"final_logit_softcapping": 4.0, "logit_scale": 1.5}),
+    ],
+    ids=["caps-differ", "same-cap-scales-differ"],
+)
+def test_distillation_logit_transforms_equal_trl(tmp_path, tokenizer, student_extra, teacher_extra):
+    """Soft-caps and logit scales read from the configs as TRL reads them (set on Llama configs
+    here: only the distillation losses read them)."""
+    student, teacher = tiny_lm("llama", 0, 16), tiny_lm("llama", 1, 32)
+    for model, extra in ((student, student_extra), (teacher, teacher_extra)):
+        for key, value in extra.items():
+            setattr(model.config, key, value)
+    args = distill_config(tmp_path, beta=0.3, temperature=1.2)
+    kwargs = dict(model=student, teacher_model=teacher, args=args, processing_class=tokenizer)
+    theirs = trl.DistillationTrainer(**kwargs)
+    ours = DivergenceDistillationTrainer(**kwargs)
+    batch = fixed_batch(3)
+    loss_theirs, grads_theirs = _loss_and_grads(theirs, batch)
+    loss_ours, grads_ours = _loss_and_grads(ours, batch)
+    assert abs(loss_ours.item() - loss_theirs.item()) < 1e-5 * max(1.0, loss_theirs.item())
+    for name, g in grads_theirs.items():
+        torch.testing.assert_close(grads_ours[name], g, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_distillation_any_divergence_matches_logits_reference(tmp_path, tokenizer):
     """A divergence TRL cannot express: the adapter equals the token loss on the models' own
     logits at the completion positions (an independent alignment check)."""
