@@ -1,4 +1,9 @@
-"""``divergent distill``: train a teacher once, distil a smaller student per objective × seed."""
+"""``divergent distill``: train a teacher once, distil a smaller student per objective × seed.
+
+``--task classifier`` (default): MLPs on scikit-learn's digits or a user's table
+(:mod:`divergent.train.distill_job`). ``--task lm``: GPT-2 language models on Python's own
+``pydoc_data.topics`` text, or a user's Hugging Face folders (:mod:`divergent.integrations.lm_job`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from divergent.cli._app import console
+from divergent.integrations.lm_job import (
+    DEFAULT_LM_OBJECTIVES,
+    QUICK_LM_OBJECTIVES,
+    LMDistillConfig,
+    run_lm_distill,
+)
 from divergent.train.checkpoint import CheckpointError
 from divergent.train.classifier import NonFiniteLossError
 from divergent.train.data import DataError
@@ -31,6 +42,29 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+_CLASSIFIER_ONLY = ("--epochs", "--teacher-epochs", "--data")
+_LM_ONLY = (
+    "--steps",
+    "--teacher-steps",
+    "--student",
+    "--block-size",
+    "--vocab-size",
+    "--batch-size",
+)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        refresh_per_second=4,
+    )
+
+
 @app.command("distill")
 def distill_command(
     objectives: Annotated[
@@ -38,18 +72,37 @@ def distill_command(
         typer.Option(
             "--objectives",
             "-o",
-            help="Objective ids, repeated or comma-separated: ce, kd, kd:<divergence> (any "
-            "registered name: kd:reverse_kl, kd:js, kd:tv, kd:alpha ...), dkd, dist, lskd, ofa, "
-            f"pld, sinkd, bdkd. Default: {', '.join(DEFAULT_OBJECTIVES)}; with --quick: "
-            f"{', '.join(QUICK_OBJECTIVES)}. ce is always run as the baseline.",
+            help="Objective ids, repeated or comma-separated. --task classifier: ce, kd, "
+            "kd:<divergence> (any registered name: kd:reverse_kl, kd:js, kd:tv, kd:alpha ...), "
+            f"dkd, dist, lskd, ofa, pld, sinkd, bdkd; default: {', '.join(DEFAULT_OBJECTIVES)}; "
+            f"with --quick: {', '.join(QUICK_OBJECTIVES)}. --task lm: ce, kd:<divergence>, "
+            f"gkd:<lmbda>[:<beta>] (on-policy); default: {', '.join(DEFAULT_LM_OBJECTIVES)}; "
+            f"with --quick: {', '.join(QUICK_LM_OBJECTIVES)}. ce is always run as the baseline.",
         ),
     ] = None,
-    seeds: Annotated[int, typer.Option(help="Students per objective (seeds 0..N-1).")] = 3,
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task",
+            help="classifier (MLPs on digits or --data) or lm (GPT-2 language models on "
+            "Python's pydoc text, or --teacher/--student Hugging Face folders).",
+        ),
+    ] = "classifier",
+    seeds: Annotated[
+        int | None,
+        typer.Option(help="Students per objective (seeds 0..N-1). Default 3; lm: 2, quick 1."),
+    ] = None,
     epochs: Annotated[
         int | None, typer.Option(help="Student epochs (default 30; 12 with --quick).")
     ] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="Small version (under a minute).")] = False,
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("runs/distill"),
+    quick: Annotated[
+        bool,
+        typer.Option("--quick", help="Small version (classifier: under a minute; lm: ~2 min)."),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Output folder (default runs/distill; lm: runs/distill-lm)."),
+    ] = None,
     resume: Annotated[
         bool,
         typer.Option("--resume", help="Keep finished runs in --out, continue interrupted ones."),
@@ -65,20 +118,81 @@ def distill_command(
     ] = None,
     teacher: Annotated[
         Path | None,
-        typer.Option("--teacher", help="Use this teacher.ckpt (from an earlier run)."),
+        typer.Option(
+            "--teacher",
+            help="classifier: a teacher.ckpt from an earlier run; lm: a Hugging Face causal-LM "
+            "folder (model + tokenizer) instead of the GPT-2 trained and cached in --out.",
+        ),
     ] = None,
     teacher_epochs: Annotated[
-        int, typer.Option(help="Epochs of the teacher (trained once, then cached).")
-    ] = 20,
+        int | None,
+        typer.Option(help="Epochs of the teacher (trained once, then cached). Default 20."),
+    ] = None,
+    student: Annotated[
+        Path | None,
+        typer.Option("--student", help="lm: a Hugging Face causal-LM folder to distil into."),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="lm: optimiser steps per student (400; quick 40).")
+    ] = None,
+    teacher_steps: Annotated[
+        int | None, typer.Option(help="lm: teacher steps (1500; quick 150), then cached.")
+    ] = None,
+    block_size: Annotated[
+        int | None, typer.Option(help="lm: tokens per training block (128; quick 64).")
+    ] = None,
+    vocab_size: Annotated[
+        int | None, typer.Option(help="lm: size of the BPE vocabulary trained (4096; quick 1024).")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="lm: blocks per step and process (16).")
+    ] = None,
 ) -> None:
     """Distil a teacher into a smaller student with each objective; print the table.
 
-    Trains the teacher once (cached in --out/teacher.ckpt), then a student per objective ×
-    seed plus the CE-only baseline, and writes report.json, report.md and plots/ to --out.
+    Trains the teacher once (cached in --out), then a student per objective × seed plus the
+    CE-only baseline, and writes report.json, report.md and plots/ to --out. --task lm does
+    the same for GPT-2 language models on Python's own pydoc text (no network).
     """
+    given = {
+        "--epochs": epochs,
+        "--teacher-epochs": teacher_epochs,
+        "--data": data,
+        "--steps": steps,
+        "--teacher-steps": teacher_steps,
+        "--student": student,
+        "--block-size": block_size,
+        "--vocab-size": vocab_size,
+        "--batch-size": batch_size,
+    }
+    if task not in ("classifier", "lm"):
+        raise _fail(f"--task must be classifier or lm, got {task!r}")
+    other, wrong = ("lm", _LM_ONLY) if task == "classifier" else ("classifier", _CLASSIFIER_ONLY)
+    for flag in wrong:
+        if given[flag] is not None:
+            raise _fail(f"{flag} is an option of --task {other}, not --task {task}")
+    if task == "lm":
+        lm_config = LMDistillConfig(
+            objectives=tuple(objectives) if objectives else None,
+            seeds=seeds,
+            steps=steps,
+            teacher_steps=teacher_steps,
+            quick=quick,
+            out=out if out is not None else Path("runs/distill-lm"),
+            resume=resume,
+            teacher=teacher,
+            student=student,
+            device=device,
+            vocab_size=vocab_size,
+            block_size=block_size,
+            **({"batch_size": batch_size} if batch_size is not None else {}),
+        )
+        _distill_lm(lm_config)
+        return
+    out = out if out is not None else Path("runs/distill")
     config = DistillConfig(
         objectives=tuple(objectives) if objectives else None,
-        seeds=seeds,
+        seeds=seeds if seeds is not None else 3,
         epochs=epochs,
         quick=quick,
         out=out,
@@ -86,7 +200,7 @@ def distill_command(
         device=device,
         data=data,
         teacher=teacher,
-        teacher_epochs=teacher_epochs,
+        teacher_epochs=teacher_epochs if teacher_epochs is not None else 20,
     )
 
     def on_run(record: dict) -> None:
@@ -107,15 +221,7 @@ def distill_command(
             )
 
     try:
-        with Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            refresh_per_second=4,
-        ) as progress:
+        with _progress() as progress:
             report = run_distill(config, progress=progress, on_run=on_run)
     except (DistillError, DataError, CheckpointError) as err:
         raise _fail(str(err)) from None
@@ -150,6 +256,65 @@ def distill_command(
             f"{row['seconds_mean']:.1f}",
         )
     console.print(table)
+    console.print(
+        f"report: {out / 'report.md'}   json: {out / 'report.json'}   plots: {out / 'plots'}"
+        f"   ({report['seconds']:.0f} s)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _distill_lm(config: LMDistillConfig) -> None:
+    """``--task lm``: run :func:`~divergent.integrations.lm_job.run_lm_distill`, print the table."""
+    out = Path(config.out)
+
+    def on_run(record: dict) -> None:
+        console.print(
+            f"  {record['objective']:<14} seed {record['seed']}  perplexity "
+            f"{record['perplexity']:.2f}  token KL {record['token_kl']:.4f}  agreement "
+            f"{record['agreement']:.4f}  ({record['tokens_per_s']:.0f} tokens/s, "
+            f"{record['seconds']:.1f} s)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    try:
+        with _progress() as progress:
+            report = run_lm_distill(config, progress=progress, on_run=on_run)
+    except (DistillError, CheckpointError) as err:
+        raise _fail(str(err)) from None
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted; rerun with --resume --out {out} to continue", 130) from None
+
+    teacher_row, settings = report["teacher"], report["settings"]
+    table = Table(
+        title=f"divergent distill --task lm (teacher {teacher_row['parameters']:,} parameters → "
+        f"student {report['student']['parameters']:,}; {settings['seeds']} seed(s) × "
+        f"{settings['steps']} steps; held-out perplexity, mean over seeds)"
+    )
+    columns = ("objective", "perplexity", "± sd", "token KL", "agreement", "tokens/s", "RSS MB")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "objective" else "right", no_wrap=True)
+    cached = " (cached)" if teacher_row["cached"] else ""
+    table.add_row(f"teacher{cached}", f"{teacher_row['perplexity']:.2f}", *["—"] * 5)
+    for row in report["summary"]:
+        table.add_row(
+            row["objective"],
+            f"{row['perplexity_mean']:.2f}",
+            f"{row['perplexity_sd']:.2f}" if row["n"] > 1 else "—",
+            f"{row['token_kl_mean']:.4f}",
+            f"{row['agreement_mean']:.4f}",
+            f"{row['tokens_per_s_mean']:.0f}",
+            f"{row['peak_rss_mb_mean']:.0f}",
+        )
+    console.print(table)
+    for run in report["runs"]:
+        if run["seed"] == 0:
+            console.print(
+                f"  sample {run['objective']:<14} {run['sample']!r}",
+                highlight=False,
+                soft_wrap=True,
+            )
     console.print(
         f"report: {out / 'report.md'}   json: {out / 'report.json'}   plots: {out / 'plots'}"
         f"   ({report['seconds']:.0f} s)",

@@ -1129,11 +1129,11 @@ def run_lm_distill(
     device = _device(config.device)
     out = Path(config.out)
     main = _rank() == 0
-    if main:
-        _prepare_out(out)
     started = time.perf_counter()
     with _quiet_transformers(), single_thread():
-        setup = _setup(config, settings, out, device)
+        setup = _setup(config, settings, out, device)  # reads only: bad input fails here first
+        if main:
+            _prepare_out(out)
         teacher, teacher_info = _teacher(config, setup, progress)
         setup.teacher_info = teacher_info
         teacher_metrics = evaluate_causal_lm(teacher, setup.eval_blocks)

@@ -1,0 +1,125 @@
+"""``divergent distill --task lm`` through typer's CliRunner on tiny models: the printed table,
+report.json, --resume with the cached teacher, and one-line errors (exit 2) for bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("transformers")
+
+from divergent.cli import app
+from divergent.integrations import lm_job
+
+TINY = [
+    "--task",
+    "lm",
+    "--quick",
+    "--steps",
+    "2",
+    "--teacher-steps",
+    "2",
+    "--vocab-size",
+    "300",
+    "--block-size",
+    "16",
+    "--batch-size",
+    "4",
+]
+
+
+@pytest.fixture(autouse=True)
+def tiny_shapes(monkeypatch):
+    """--quick with 1-layer models (the CLI has no flag for the shapes)."""
+    monkeypatch.setattr(lm_job, "QUICK_TEACHER_SHAPE", lm_job.TINY_SETTINGS["teacher_shape"])
+    monkeypatch.setattr(lm_job, "QUICK_STUDENT_SHAPE", lm_job.TINY_SETTINGS["student_shape"])
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["distill", *args])
+
+
+def _assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_table_report_and_resume(tmp_path):
+    out = tmp_path / "lm"
+    result = _run(*TINY, "--objectives", "kd:js", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    for text in (
+        "perplexity",
+        "± sd",
+        "token KL",
+        "agreement",
+        "tokens/s",
+        "RSS MB",
+        "teacher",
+        "kd:js",
+        "sample ce",
+        "report.md",
+    ):
+        assert text in result.stdout, text
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "lm" and isinstance(report["teacher"]["perplexity"], float)
+    assert [(r["objective"], r["seed"]) for r in report["runs"]] == [("ce", 0), ("kd:js", 0)]
+    assert report["settings"]["quick"] and report["settings"]["steps"] == 2
+
+    again = _run(*TINY, "--objectives", "kd:js", "--out", str(out), "--resume")
+    assert again.exit_code == 0, again.output
+    assert "teacher (cached)" in again.stdout
+    assert json.loads((out / "report.json").read_text())["runs"] == report["runs"]
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["--task", "speech"], ["--task must be classifier or lm, got 'speech'"]),
+        (["--task", "lm", "--epochs", "3"], ["--epochs is an option of --task classifier"]),
+        (["--task", "lm", "--data", "x.csv"], ["--data is an option of --task classifier"]),
+        (["--steps", "3"], ["--steps is an option of --task lm, not --task classifier"]),
+        (["--student", "s"], ["--student is an option of --task lm"]),
+        (["--task", "lm", "--objectives", "dkd"], ["'dkd' is for --task classifier"]),
+        (["--task", "lm", "--objectives", "kd:helinger"], ["did you mean 'kd:hellinger'"]),
+        (["--task", "lm", "--objectives", "gkd:2"], ["must be a number in [0, 1], got '2'"]),
+        (["--task", "lm", "--seeds", "0"], ["--seeds must be an integer >= 1, got 0"]),
+    ],
+)
+def test_bad_flags_are_one_line_errors(tmp_path, args, fragments):
+    out = tmp_path / "o"
+    _assert_one_line_error(_run(*args, "--out", str(out)), *fragments)
+    assert not out.exists()  # nothing started
+
+
+def test_bad_model_folders(tmp_path):
+    out = tmp_path / "o"
+    _assert_one_line_error(
+        _run(*TINY, "--teacher", str(tmp_path / "none"), "--out", str(out)),
+        "--teacher",
+        "no such folder",
+    )
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "plain" / "notes.txt").write_text("mine")
+    _assert_one_line_error(
+        _run(*TINY, "--student", str(tmp_path / "plain"), "--out", str(out)),
+        "--student",
+        "no config.json",
+    )
+    assert (tmp_path / "plain" / "notes.txt").read_text() == "mine"
+    assert not out.exists()
+
+
+def test_an_existing_classifier_report_is_kept(tmp_path):
+    (tmp_path / "report.json").write_text('{"task": "digits", "runs": []}')
+    _assert_one_line_error(
+        _run(*TINY, "--out", str(tmp_path)), "holds the report of another job (task 'digits')"
+    )
+    assert json.loads((tmp_path / "report.json").read_text())["task"] == "digits"
