@@ -331,9 +331,11 @@ def test_gradient_accumulation_matches_the_large_batch(tmp_path) -> None:
         start = copy.deepcopy(student.state_dict())
         trainer.train()
         step = {k: start[k] - v for k, v in student.state_dict().items()}
-        results.append((trainer.state.log_history[0]["loss"], step))
-    (loss_a, step_a), (loss_b, step_b) = results
-    assert loss_a == pytest.approx(loss_b, rel=1e-5)
+        results.append((trainer.state.log_history[0], step))
+    (log_a, step_a), (log_b, step_b) = results
+    for key in ("loss", "kd_loss", "ce_loss"):
+        assert log_a[key] == pytest.approx(log_b[key], rel=1e-5), key
+    assert log_b["loss"] == pytest.approx(0.5 * log_b["kd_loss"] + 0.5 * log_b["ce_loss"])
     assert any(float(v.abs().max()) > 1e-4 for v in step_a.values())
     for key in step_a:
         torch.testing.assert_close(step_a[key], step_b[key], atol=1e-7, rtol=1e-4)

@@ -608,20 +608,27 @@ class DistillationTrainer(transformers.Trainer):
             model, unwrapped, self._distillation_loss, unwrapped, inputs, num_items_in_batch
         )
         scaled = num_items_in_batch is not None
+        factor = 1.0
         if (
             scaled
             and self.args.average_tokens_across_devices
             and self.accelerator.num_processes > 1
         ):
             # the count is summed over processes and DDP averages gradients over them
-            loss = loss * self.accelerator.num_processes
+            factor = float(self.accelerator.num_processes)
+            loss = loss * factor
         # the Trainer divides a per-micro-batch mean by the accumulation steps itself
         self.loss_is_scaled_for_ga = scaled
         if model.training:
-            self._loss_parts["kd_loss"].append(float(kd))
+            # each micro-batch's share of its optimiser step's value (as the logged loss)
+            share = factor if scaled else 1.0 / self._accumulation_steps()
+            self._loss_parts["kd_loss"].append(float(kd) * share)
             if self.ce_weight > 0:
-                self._loss_parts["ce_loss"].append(float(ce))
+                self._loss_parts["ce_loss"].append(float(ce) * share)
         return (loss, {"loss": loss}) if return_outputs else loss
+
+    def _accumulation_steps(self) -> int:
+        return int(getattr(self, "current_gradient_accumulation_steps", 1) or 1)
 
     def _distillation_loss(
         self, student: nn.Module, inputs: Mapping[str, Any], num_items: Tensor | int | None
@@ -750,9 +757,9 @@ class DistillationTrainer(transformers.Trainer):
         return loss.detach(), None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the mean KD and CE parts since the last log to the Trainer's logs."""
+        """Add the KD and CE parts (mean per optimiser step since the last log) to the logs."""
         for key, values in self._loss_parts.items():
             if values and not any(k.startswith("eval_") for k in logs):
-                logs[key] = sum(values) / len(values)
+                logs[key] = sum(values) * self._accumulation_steps() / len(values)
                 values.clear()
         super().log(logs, start_time)
