@@ -295,12 +295,23 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"≥ {metrics['rl_kl_ratio_min']:.3f}× its Dirac maximum; KL-RL (β = "
         f"{', '.join(str(b) for b in BETAS)}) and DPG end at exact KL(π‖π*) ≤ "
         f"{metrics['target_kl_max']:.2e}; |J_β + β KL(π‖π*) − β log Z| ≤ "
-        f"{metrics['identity_gap_max']:.1e} ({n_instances} random (π0, r) instances, "
+        f"{metrics['identity_gap_max']:.1e}; worst KL(π‖π*) by run: "
+        + ", ".join(
+            f"KL-RL β={b} {_worst(runs, b, 'kl_to_target'):.1e} "
+            f"(posterior mass dropped ≤ {_worst(runs, b, 'missed_mass'):.1e})"
+            for b in BETAS
+        )
+        + f", DPG {max(run['dpg']['kl_to_target'] for run in runs):.1e}; "
+        f"({n_instances} random (π0, r) instances, "
         f"{adam_steps} Adam steps + {25 * lbfgs_rounds} L-BFGS iterations, 256 sequences; "
         f"plain RL's mode is the reward argmax in "
         f"{sum(run['rl_mode_is_argmax'] for run in runs)}/{n_instances}; verdict: {v.value})"
     )
     return Outcome(metrics=metrics, summary=summary)
+
+
+def _worst(runs: list[dict[str, Any]], beta: float, key: str) -> float:
+    return max(run["klrl"][str(beta)][key] for run in runs)
 
 
 def _plots(ctx: ReproContext, run: Mapping[str, Any]) -> None:
