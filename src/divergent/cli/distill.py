@@ -133,10 +133,10 @@ def distill_command(
         typer.Option("--student", help="lm: a Hugging Face causal-LM folder to distil into."),
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="lm: optimiser steps per student (400; quick 40).")
+        int | None, typer.Option(help="lm: optimiser steps per student (300; quick 80).")
     ] = None,
     teacher_steps: Annotated[
-        int | None, typer.Option(help="lm: teacher steps (1500; quick 150), then cached.")
+        int | None, typer.Option(help="lm: teacher steps (1000; quick 300), then cached.")
     ] = None,
     block_size: Annotated[
         int | None, typer.Option(help="lm: tokens per training block (128; quick 64).")
