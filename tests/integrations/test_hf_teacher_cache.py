@@ -120,6 +120,9 @@ def test_cache_training_equals_the_live_topk_teacher(
     batch = trainer.data_collator(picked)
     loss = trainer.compute_loss(student, batch)
     got = torch.autograd.grad(loss, list(student.parameters()))
+    trainer.chunk_size = 4  # the student's rows in several checkpointed chunks
+    loss_chunked = trainer.compute_loss(student, batch)
+    got_chunked = torch.autograd.grad(loss_chunked, list(student.parameters()))
     # reference: live teacher, top-k, sparse_divergence on the student's full logits
     logits = student(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     y = batch["labels"][:, 1:]
@@ -137,8 +140,10 @@ def test_cache_training_equals_the_live_topk_teacher(
     want_loss = 0.8 * kd + 0.2 * ce
     want = torch.autograd.grad(want_loss, list(student.parameters()))
     torch.testing.assert_close(loss, want_loss, atol=1e-6, rtol=1e-5)
-    for a, b in zip(got, want, strict=True):
+    torch.testing.assert_close(loss_chunked, want_loss, atol=1e-6, rtol=1e-5)
+    for a, b, c in zip(got, want, got_chunked, strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(c, b, atol=1e-6, rtol=1e-4)
     # and Trainer.train keeps the index column and runs
     trainer.train()
     assert trainer.state.global_step == 1

@@ -27,7 +27,8 @@ Three teacher sources:
 * **a top-k teacher cache** (``teacher_cache=``): a directory written by
   :func:`divergent.integrations.teacher_cache_hf.write_teacher_cache`; the loss is
   :func:`divergent.teacher.sparse.sparse_divergence` with its documented tail handling
-  (``cache_tail="bucket"`` by default), and no teacher forward runs.
+  (``cache_tail="bucket"`` by default), on the student's logits of supervised positions only,
+  built in checkpointed row chunks; no teacher forward runs.
 
 On-policy data (GKD, Agarwal et al. 2024): with probability ``lmbda`` a training batch's
 completions are replaced by the student's own samples from the batch's prompts; with
@@ -729,17 +730,31 @@ class DistillationTrainer(transformers.Trainer):
                 "the batch does not match the cached examples (same tokenization, same order, "
                 f"`{CACHE_INDEX_KEY}` = the example's index when the cache was written)"
             )
-        student_logits = head_logits(hidden[valid], head, student.config)
-        total = sparse_divergence(
-            self.divergence,
-            top_ids.to(student_logits.device),
-            top_lp.to(student_logits.device),
-            student_logits,
-            tail=self.cache_tail,
-            temperature=self.temperature,
-            reduction="sum",
-            **self.divergence_params,
-        )
+        rows = hidden[valid]
+        top_ids, top_lp = top_ids.to(rows.device), top_lp.to(rows.device)
+        vocab = int(head.weight.shape[0])  # type: ignore[union-attr]
+        chunk = self.chunk_size or max(1, _CE_CHUNK_ELEMENTS // vocab)
+
+        def chunk_sum(h: Tensor, ids: Tensor, lp: Tensor) -> Tensor:
+            # only this chunk's student logits exist (recomputed in backward)
+            return sparse_divergence(
+                self.divergence,
+                ids,
+                lp,
+                head_logits(h, head, student.config),
+                tail=self.cache_tail,
+                temperature=self.temperature,
+                reduction="sum",
+                **self.divergence_params,
+            )
+
+        total = rows.sum(dtype=torch.float32) * 0.0
+        for r0 in range(0, rows.shape[0], chunk):
+            part = (rows[r0 : r0 + chunk], top_ids[r0 : r0 + chunk], top_lp[r0 : r0 + chunk])
+            if torch.is_grad_enabled() and rows.requires_grad:
+                total = total + checkpoint(chunk_sum, *part, use_reentrant=False)
+            else:
+                total = total + chunk_sum(*part)
         return total / denominator
 
     # -- evaluation and logging -----------------------------------------------------------------
