@@ -220,6 +220,9 @@ def test_bad_objectives(objective, fragment):
 def test_folders_that_are_not_causal_lms(tmp_path):
     with pytest.raises(DistillError, match=r"--teacher .*none: no such folder"):
         load_causal_lm_folder(tmp_path / "none", "teacher")
+    (tmp_path / "teacher.ckpt").write_bytes(b"classifier teacher")
+    with pytest.raises(DistillError, match=r"teacher.ckpt: a file, not a folder; --task lm takes"):
+        load_causal_lm_folder(tmp_path / "teacher.ckpt", "teacher")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DistillError, match=r"not a Hugging Face model folder .no config.json"):
         load_causal_lm_folder(tmp_path / "empty", "student")

@@ -511,6 +511,11 @@ def load_causal_lm_folder(path: str | os.PathLike[str], role: str = "model") -> 
     """
     folder = Path(path)
     flag = f"--{role} {folder}"
+    if folder.is_file():
+        raise DistillError(
+            f"{flag}: a file, not a folder; --task lm takes a Hugging Face causal-LM folder "
+            "(model.save_pretrained + tokenizer.save_pretrained)"
+        )
     if not folder.is_dir():
         raise DistillError(f"{flag}: no such folder")
     if not (folder / "config.json").is_file():
