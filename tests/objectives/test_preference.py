@@ -300,3 +300,16 @@ def test_sft_reverse_kl_is_maximum_likelihood_and_others_keep_the_reference() ->
     (grad_js,) = torch.autograd.grad(loss_js, lp)
     u = torch.exp(lp.detach() - ref)
     assert torch.allclose(grad_js, -beta * b * (1 - b) / (b + (1 - b) * u), rtol=1e-12)
+
+
+def test_user_generator_needs_an_analytic_derivative() -> None:
+    pc, pr, rc, rr = _batch(9, torch.float64, batch=4)
+    # the reverse-KL generator −log t given by hand, with its derivative: DPO exactly
+    user = make_f_divergence(lambda t: -torch.log(t), f_prime=lambda t: -1.0 / t)
+    assert torch.allclose(
+        f_dpo_loss(pc, pr, rc, rr, divergence=user), f_dpo_loss(pc, pr, rc, rr), rtol=1e-12
+    )
+    # derivative omitted: refused (an autograd f' would be detached: no gradient to the policy)
+    no_derivative = lambda t: (t - 1.0) ** 2 / (t + 1.0)  # noqa: E731 (a generator callable)
+    with pytest.raises(ValueError, match="no analytic derivative"):
+        f_dpo_loss(pc, pr, rc, rr, divergence=no_derivative)
