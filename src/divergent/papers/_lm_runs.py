@@ -46,7 +46,7 @@ class LMSizes:
 def sizes(quick: bool, *, n_seeds_full: int = 6) -> LMSizes:
     """Quick: indicative (seconds); full: minutes on one core."""
     if quick:
-        return LMSizes(teacher_steps=60, student_steps=30, n_seeds=3, eval_windows=60)
+        return LMSizes(teacher_steps=50, student_steps=30, n_seeds=3, eval_windows=60)
     return LMSizes(teacher_steps=1500, student_steps=500, n_seeds=n_seeds_full, eval_windows=1800)
 
 

@@ -103,7 +103,7 @@ def _loss(
 )
 def experiment(ctx: ReproContext) -> Outcome:
     size = sizes(ctx.quick)
-    steps = 50 if ctx.quick else 600
+    steps = 40 if ctx.quick else 600
     c = corpus()
     lower = _lowercase_map()
     methods = ("ce", "puma") if ctx.quick else ("ce", "puma", "puma_l05")
