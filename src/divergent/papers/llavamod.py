@@ -150,7 +150,7 @@ def _stage2(
 )
 def experiment(ctx: ReproContext) -> Outcome:
     size = sizes(ctx.quick, n_seeds_full=5)
-    n1, n2 = (16, 8) if ctx.quick else (400, 100)
+    n1, n2 = (12, 6) if ctx.quick else (400, 100)
     c = corpus()
     ctx.progress("teacher", 0.0)
     teacher = train_teacher(ctx, size.teacher_steps)
