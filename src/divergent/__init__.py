@@ -15,7 +15,9 @@ checks it):
 * :mod:`divergent.functional` — ``divergence()``, ``f_divergence()`` and the shortcuts;
 * :mod:`divergent.teacher` (top-k teachers, cache), :mod:`divergent.rl` (policy KL,
   best-of-N), :mod:`divergent.distributions` (closed forms);
-* :mod:`divergent.analysis`, :mod:`divergent.objectives`, :mod:`divergent.train`;
+* :mod:`divergent.analysis`, :mod:`divergent.metrics`, :mod:`divergent.toy` (exact
+  enumerable language models), :mod:`divergent.objectives`, :mod:`divergent.train`;
+* :mod:`divergent.integrations` (Hugging Face ``Trainer`` and TRL adapters; optional extras);
 * :mod:`divergent.testing` (the contract battery), :mod:`divergent.repro`,
   :mod:`divergent.papers`, :mod:`divergent.cli`.
 
@@ -72,6 +74,14 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "skew_reverse_kl",
         "soft_cross_entropy",
         "tv",
+    ),
+    "divergent.objectives": (
+        "f_dpo_loss",
+        "fused_token_distillation_loss",
+        "grpo_loss",
+        "kd_loss",
+        "make_objective",
+        "token_distillation_loss",
     ),
     "divergent.rl": (
         "kl_penalty_reward",
@@ -233,6 +243,24 @@ if TYPE_CHECKING:  # the same names, visible to type checkers and IDEs
     )
     from divergent.functional import (
         tv as tv,
+    )
+    from divergent.objectives import (
+        f_dpo_loss as f_dpo_loss,
+    )
+    from divergent.objectives import (
+        fused_token_distillation_loss as fused_token_distillation_loss,
+    )
+    from divergent.objectives import (
+        grpo_loss as grpo_loss,
+    )
+    from divergent.objectives import (
+        kd_loss as kd_loss,
+    )
+    from divergent.objectives import (
+        make_objective as make_objective,
+    )
+    from divergent.objectives import (
+        token_distillation_loss as token_distillation_loss,
     )
     from divergent.rl import (
         kl_penalty_reward as kl_penalty_reward,
