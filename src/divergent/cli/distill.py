@@ -136,7 +136,7 @@ def distill_command(
         int | None, typer.Option(help="lm: optimiser steps per student (300; quick 80).")
     ] = None,
     teacher_steps: Annotated[
-        int | None, typer.Option(help="lm: teacher steps (1000; quick 300), then cached.")
+        int | None, typer.Option(help="lm: teacher steps (400; quick 300), then cached.")
     ] = None,
     block_size: Annotated[
         int | None, typer.Option(help="lm: tokens per training block (128; quick 64).")
