@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Annotated
 
@@ -15,12 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from divergent.cli._app import console
-from divergent.integrations.lm_job import (
-    DEFAULT_LM_OBJECTIVES,
-    QUICK_LM_OBJECTIVES,
-    LMDistillConfig,
-    run_lm_distill,
-)
+from divergent.integrations.lm_defaults import DEFAULT_LM_OBJECTIVES, QUICK_LM_OBJECTIVES
 from divergent.train.checkpoint import CheckpointError
 from divergent.train.classifier import NonFiniteLossError
 from divergent.train.data import DataError
@@ -172,7 +168,7 @@ def distill_command(
         if given[flag] is not None:
             raise _fail(f"{flag} is an option of --task {other}, not --task {task}")
     if task == "lm":
-        lm_config = LMDistillConfig(
+        _distill_lm(
             objectives=tuple(objectives) if objectives else None,
             seeds=seeds,
             steps=steps,
@@ -187,7 +183,6 @@ def distill_command(
             block_size=block_size,
             **({"batch_size": batch_size} if batch_size is not None else {}),
         )
-        _distill_lm(lm_config)
         return
     out = out if out is not None else Path("runs/distill")
     config = DistillConfig(
@@ -264,60 +259,25 @@ def distill_command(
     )
 
 
-def _distill_lm(config: LMDistillConfig) -> None:
-    """``--task lm``: run :func:`~divergent.integrations.lm_job.run_lm_distill`, print the table."""
-    out = Path(config.out)
+_HF_EXTRA = ("transformers", "tokenizers", "accelerate")
+"""Top-level packages of the ``hf`` extra: an ImportError of one of them means 'install it'."""
 
-    def on_run(record: dict) -> None:
-        console.print(
-            f"  {record['objective']:<14} seed {record['seed']}  perplexity "
-            f"{record['perplexity']:.2f}  token KL {record['token_kl']:.4f}  agreement "
-            f"{record['agreement']:.4f}  ({record['tokens_per_s']:.0f} tokens/s, "
-            f"{record['seconds']:.1f} s)",
-            highlight=False,
-            soft_wrap=True,
-        )
 
+def _distill_lm(**settings: object) -> None:
+    """``--task lm``: hand the settings to :mod:`divergent.cli.distill_lm`, imported only now.
+
+    The language-model job needs the optional ``hf`` extra (transformers, tokenizers); importing
+    it here, when the task is chosen, keeps ``--task classifier`` and ``--help`` free of it (the
+    same lazy loading as the root app's commands, :func:`divergent.cli._app.load_command`).
+    """
     try:
-        with _progress() as progress:
-            report = run_lm_distill(config, progress=progress, on_run=on_run)
-    except (DistillError, CheckpointError) as err:
-        raise _fail(str(err)) from None
-    except KeyboardInterrupt:
-        raise _fail(f"interrupted; rerun with --resume --out {out} to continue", 130) from None
-
-    teacher_row, settings = report["teacher"], report["settings"]
-    table = Table(
-        title=f"divergent distill --task lm (teacher {teacher_row['parameters']:,} parameters → "
-        f"student {report['student']['parameters']:,}; {settings['seeds']} seed(s) × "
-        f"{settings['steps']} steps; held-out perplexity, mean over seeds)"
-    )
-    columns = ("objective", "perplexity", "± sd", "token KL", "agreement", "tokens/s", "RSS MB")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "objective" else "right", no_wrap=True)
-    cached = " (cached)" if teacher_row["cached"] else ""
-    table.add_row(f"teacher{cached}", f"{teacher_row['perplexity']:.2f}", *["—"] * 5)
-    for row in report["summary"]:
-        table.add_row(
-            row["objective"],
-            f"{row['perplexity_mean']:.2f}",
-            f"{row['perplexity_sd']:.2f}" if row["n"] > 1 else "—",
-            f"{row['token_kl_mean']:.4f}",
-            f"{row['agreement_mean']:.4f}",
-            f"{row['tokens_per_s_mean']:.0f}",
-            f"{row['peak_rss_mb_mean']:.0f}",
-        )
-    console.print(table)
-    for run in report["runs"]:
-        if run["seed"] == 0:
-            console.print(
-                f"  sample {run['objective']:<14} {run['sample']!r}",
-                highlight=False,
-                soft_wrap=True,
-            )
-    console.print(
-        f"report: {out / 'report.md'}   json: {out / 'report.json'}   plots: {out / 'plots'}"
-        f"   ({report['seconds']:.0f} s)",
-        highlight=False,
-        soft_wrap=True,
-    )
+        module = importlib.import_module("divergent.cli.distill_lm")
+    except ImportError as err:
+        missing = (getattr(err, "name", None) or "").partition(".")[0]
+        if missing not in _HF_EXTRA:
+            raise
+        raise _fail(
+            f"--task lm needs the hf extra ({missing} is not installed): "
+            'pip install "divergent[hf]"'
+        ) from None
+    module.distill_lm(**settings)

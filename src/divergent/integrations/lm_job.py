@@ -92,6 +92,7 @@ from divergent._files import atomic_write_bytes, fsync_dir
 from divergent._threads import single_thread
 from divergent.categorical import get_divergence
 from divergent.functional import divergence
+from divergent.integrations.lm_defaults import DEFAULT_LM_OBJECTIVES, QUICK_LM_OBJECTIVES
 from divergent.integrations.transformers import DistillationTrainer
 from divergent.objectives import make_objective
 from divergent.train.distill_job import DistillError
@@ -119,8 +120,6 @@ __all__ = [
 ]
 
 BASELINE = "ce"
-DEFAULT_LM_OBJECTIVES: tuple[str, ...] = ("kd:kl", "kd:reverse_kl", "kd:js", "kd:tv", "gkd:0.5")
-QUICK_LM_OBJECTIVES: tuple[str, ...] = ("kd:kl", "kd:reverse_kl", "kd:js", "gkd:0.5")
 SAMPLE_PROMPT = "The with statement is used to"
 """The fixed prompt each student continues greedily for its ``sample``."""
 TEACHER_FOLDER = "teacher"
