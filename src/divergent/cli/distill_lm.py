@@ -6,6 +6,7 @@ Imported by :mod:`divergent.cli.distill` only when ``--task lm`` is chosen, sinc
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,10 @@ __all__ = ["distill_lm"]
 def distill_lm(**settings: Any) -> None:
     """Build the :class:`~divergent.integrations.lm_job.LMDistillConfig` from the command's
     ``settings`` and run it (see :func:`_distill_lm`)."""
-    _distill_lm(LMDistillConfig(**settings))
+    config = LMDistillConfig(**settings)
+    # under torchrun every process runs the job (DDP) but only rank 0 writes and prints
+    console.quiet = int(os.environ.get("RANK", "0")) != 0
+    _distill_lm(config)
 
 
 def _distill_lm(config: LMDistillConfig) -> None:
