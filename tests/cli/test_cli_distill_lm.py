@@ -123,3 +123,13 @@ def test_an_existing_classifier_report_is_kept(tmp_path):
         _run(*TINY, "--out", str(tmp_path)), "holds the report of another job (task 'digits')"
     )
     assert json.loads((tmp_path / "report.json").read_text())["task"] == "digits"
+
+
+def test_the_classifier_job_keeps_an_existing_lm_report(tmp_path):
+    """The other direction: ``--task classifier`` into an lm job's folder is refused too."""
+    (tmp_path / "report.json").write_text('{"task": "lm", "runs": []}')
+    _assert_one_line_error(
+        _run("--quick", "--out", str(tmp_path)),
+        "holds the report of another job (task 'lm')",
+    )
+    assert json.loads((tmp_path / "report.json").read_text())["task"] == "lm"

@@ -66,7 +66,6 @@ import math
 import os
 import re
 import shutil
-import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -95,7 +94,14 @@ from divergent.functional import divergence
 from divergent.integrations.lm_defaults import DEFAULT_LM_OBJECTIVES, QUICK_LM_OBJECTIVES
 from divergent.integrations.transformers import DistillationTrainer
 from divergent.objectives import make_objective
-from divergent.train.distill_job import DistillError
+from divergent.train.distill_job import (
+    DistillError,
+    prepare_out,
+    resolve_device,
+    run_slug,
+    summarize_runs,
+    write_json,
+)
 from divergent.train.text_corpus import (
     load_pydoc_corpus,
     token_blocks,
@@ -435,10 +441,6 @@ def _peak_rss_mb() -> float:
 # ----------------------------------------------------------------------------- files
 
 
-def _write_json(path: Path, payload: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
-
-
 def _save_folder(destination: Path, write: Callable[[Path], None]) -> None:
     """Write a folder with ``write(tmp)`` then move it into place in one rename.
 
@@ -459,31 +461,6 @@ def _save_folder(destination: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _prepare_out(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        reason = err.strerror or type(err).__name__
-        raise DistillError(f"--out {out}: not a writable folder ({reason})") from None
-    report = out / "report.json"
-    if report.exists():
-        try:
-            task = json.loads(report.read_text()).get("task")
-        except (OSError, ValueError, AttributeError):
-            task = None
-        if task != "lm":
-            raise DistillError(
-                f"--out {out} holds the report of another job (task {task!r}); use another --out"
-            )
-
-
-def _slug(objective_id: str) -> str:
-    return re.sub(r"[^a-z0-9_.-]", "-", objective_id.lower())
 
 
 def _weights_digest(model: nn.Module) -> str:
@@ -769,16 +746,6 @@ class _Setup:
     teacher_info: dict[str, Any] = field(default_factory=dict)
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise DistillError(f"--device must be cpu, cuda, cuda:N or auto, got {name!r}")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise DistillError(f"--device {name}: CUDA is not available on this machine")
-    return name
-
-
 def _check_numbers(config: LMDistillConfig, settings: dict[str, Any]) -> None:
     checks = [
         ("--seeds", settings["seeds"], 1),
@@ -888,7 +855,7 @@ def _teacher(
         def write(tmp: Path) -> None:
             teacher.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            _write_json(
+            write_json(
                 tmp / TEACHER_RECORD,
                 {"fingerprint": fingerprint, "settings": teacher_settings, "summary": summary},
             )
@@ -943,7 +910,7 @@ def _one_run(
     progress: Progress | None,
 ) -> dict[str, Any]:
     settings = setup.settings
-    run_dir = setup.out / "runs" / _slug(objective.id) / f"seed-{seed}"
+    run_dir = setup.out / "runs" / run_slug(objective.id) / f"seed-{seed}"
     result_path = run_dir / "result.json"
     run_settings = {
         "objective": objective.id,
@@ -1027,32 +994,16 @@ def _one_run(
 
         _save_folder(run_dir / "model", write)
         shutil.rmtree(run_dir / ".hf", ignore_errors=True)
-        _write_json(result_path, record)  # last: its presence means the run finished
+        write_json(result_path, record)  # last: its presence means the run finished
     _barrier()
     return record
 
 
 def summarize_lm(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per objective (first-seen order): mean and sample sd of perplexity, means of the rest."""
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault(run["objective"], []).append(run)
-    rows = []
-    for objective, group in groups.items():
-        ppl = [r["perplexity"] for r in group]
-        rows.append(
-            {
-                "objective": objective,
-                "n": len(group),
-                "perplexity_mean": statistics.fmean(ppl),
-                "perplexity_sd": statistics.stdev(ppl) if len(ppl) > 1 else 0.0,
-                **{
-                    f"{k}_mean": statistics.fmean(r[k] for r in group)
-                    for k in ("token_kl", "agreement", "tokens_per_s", "peak_rss_mb", "seconds")
-                },
-            }
-        )
-    return rows
+    return summarize_runs(
+        runs, "perplexity", ("token_kl", "agreement", "tokens_per_s", "peak_rss_mb", "seconds")
+    )
 
 
 def _setup(config: LMDistillConfig, settings: dict[str, Any], out: Path, device: str) -> _Setup:
@@ -1135,14 +1086,14 @@ def run_lm_distill(
     """
     settings = config.resolved()
     _check_numbers(config, settings)
-    device = _device(config.device)
+    device = resolve_device(config.device)
     out = Path(config.out)
     main = _rank() == 0
     started = time.perf_counter()
     with _quiet_transformers(), single_thread():
         setup = _setup(config, settings, out, device)  # reads only: bad input fails here first
         if main:
-            _prepare_out(out)
+            prepare_out(out, job="lm")
         teacher, teacher_info = _teacher(config, setup, progress)
         setup.teacher_info = teacher_info
         teacher_metrics = evaluate_causal_lm(teacher, setup.eval_blocks)
@@ -1197,7 +1148,7 @@ def run_lm_distill(
     if main:
         _plots(out, runs, report)
         atomic_write_bytes(out / "report.md", markdown_lm_report(report).encode())
-        _write_json(out / "report.json", report)  # last: its presence means the job finished
+        write_json(out / "report.json", report)  # last: its presence means the job finished
     _barrier()
     return report
 

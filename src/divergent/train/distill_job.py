@@ -85,8 +85,13 @@ __all__ = [
     "DistillConfig",
     "DistillError",
     "parse_objectives",
+    "prepare_out",
+    "resolve_device",
     "run_distill",
+    "run_slug",
     "summarize",
+    "summarize_runs",
+    "write_json",
 ]
 
 BASELINE = "ce"
@@ -174,15 +179,33 @@ def parse_objectives(ids: Sequence[str]) -> tuple[str, ...]:
     return tuple(unique)
 
 
-def _slug(objective_id: str) -> str:
+def run_slug(objective_id: str) -> str:
+    """The folder name of an objective's runs (``kd:js`` → ``kd-js``)."""
     return re.sub(r"[^a-z0-9_.-]", "-", objective_id.lower())
 
 
-def _write_json(path: Path, payload: Any) -> None:
+def write_json(path: Path, payload: Any) -> None:
+    """Write ``payload`` as indented JSON, atomically (a reader sees the old or the new file)."""
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
 
 
-def _prepare_out(out: Path) -> None:
+def _report_task(report: Path) -> tuple[str, Any] | None:
+    """``(job, task)`` of the job that wrote ``report`` (job ``"lm"`` or ``"classifier"``, task
+    as stored); None when it is unreadable."""
+    try:
+        task = json.loads(report.read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return ("lm" if task == "lm" else "classifier"), task
+
+
+def prepare_out(out: Path, *, job: str) -> None:
+    """Create ``out`` and check it is writable and holds no report of another job.
+
+    ``job`` is ``"classifier"`` or ``"lm"``: a ``report.json`` that another job (or nothing
+    readable) wrote there is refused with a one-line :class:`DistillError`, so a run never
+    overwrites the other job's results.
+    """
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{uuid.uuid4().hex}"
@@ -191,6 +214,16 @@ def _prepare_out(out: Path) -> None:
     except OSError as err:
         reason = err.strerror or type(err).__name__
         raise DistillError(f"--out {out}: not a writable folder ({reason})") from None
+    report = out / "report.json"
+    if report.exists():
+        found = _report_task(report)
+        if found is None:
+            raise DistillError(f"--out {out} holds an unreadable report.json; use another --out")
+        if found[0] != job:
+            raise DistillError(
+                f"--out {out} holds the report of another job (task {found[1]!r}); "
+                "use another --out"
+            )
 
 
 def _load_task(config: DistillConfig) -> ClassificationTask:
@@ -200,7 +233,8 @@ def _load_task(config: DistillConfig) -> ClassificationTask:
     return make_task(features, labels, name=Path(config.data).name)
 
 
-def _device(name: str) -> str:
+def resolve_device(name: str) -> str:
+    """``--device``: cpu, cuda, cuda:N or auto (cuda when available), checked."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
@@ -326,7 +360,7 @@ def _one_run(
     device: str,
     progress: Progress | None,
 ) -> dict[str, Any]:
-    run_dir = out / "runs" / _slug(objective) / f"seed-{seed}"
+    run_dir = out / "runs" / run_slug(objective) / f"seed-{seed}"
     result_path = run_dir / "result.json"
     settings = _run_settings(config, task, objective, seed, teacher_id)
     if config.resume and result_path.exists():
@@ -386,31 +420,36 @@ def _one_run(
         "warnings": {"count": len(caught), "distinct": distinct[:3]},
     }
     save_checkpoint(run_dir / "test_logits.ckpt", {"logits": logits})
-    _write_json(result_path, record)
+    write_json(result_path, record)
     return record
 
 
-def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per objective (in first-seen order): mean and sample sd of accuracy, means of the rest."""
+def summarize_runs(
+    runs: Sequence[dict[str, Any]], primary: str, means: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Per objective (in first-seen order): ``n``, mean and sample sd of ``primary``, and the
+    means of ``means`` (keys ``<name>_mean`` / ``<name>_sd``)."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault(run["objective"], []).append(run)
     rows = []
     for objective, group in groups.items():
-        acc = [r["accuracy"] for r in group]
+        values = [r[primary] for r in group]
         rows.append(
             {
                 "objective": objective,
                 "n": len(group),
-                "accuracy_mean": statistics.fmean(acc),
-                "accuracy_sd": statistics.stdev(acc) if len(acc) > 1 else 0.0,
-                **{
-                    f"{k}_mean": statistics.fmean(r[k] for r in group)
-                    for k in ("ece", "nll", "fidelity", "seconds")
-                },
+                f"{primary}_mean": statistics.fmean(values),
+                f"{primary}_sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+                **{f"{k}_mean": statistics.fmean(r[k] for r in group) for k in means},
             }
         )
     return rows
+
+
+def summarize(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per objective (in first-seen order): mean and sample sd of accuracy, means of the rest."""
+    return summarize_runs(runs, "accuracy", ("ece", "nll", "fidelity", "seconds"))
 
 
 def run_distill(
@@ -438,13 +477,13 @@ def run_distill(
             f"--teacher-epochs must be an integer >= 1, got {config.teacher_epochs!r}"
         )
     objectives = config.selected
-    device = _device(config.device)
+    device = resolve_device(config.device)
     out = Path(config.out)
     try:
         task = _load_task(config)
     except DataError as err:
         raise DistillError(str(err)) from None
-    _prepare_out(out)
+    prepare_out(out, job="classifier")
     started = time.perf_counter()
     with single_thread():
         teacher, teacher_record = _teacher(config, task, out, device, progress)
@@ -514,7 +553,7 @@ def run_distill(
     }
     _plots(out, task, teacher_test_logits, runs, report)
     atomic_write_bytes(out / "report.md", markdown_report(report).encode())
-    _write_json(out / "report.json", report)  # last: its presence means the job finished
+    write_json(out / "report.json", report)  # last: its presence means the job finished
     return report
 
 
@@ -611,7 +650,7 @@ def _plots(
     seed0 = {r["objective"]: r for r in runs if r["seed"] == 0}
     panels = [("teacher", teacher_logits)]
     for objective in names:
-        logits_path = out / "runs" / _slug(objective) / "seed-0" / "test_logits.ckpt"
+        logits_path = out / "runs" / run_slug(objective) / "seed-0" / "test_logits.ckpt"
         if objective in seed0 and logits_path.exists():
             panels.append((objective, load_checkpoint(logits_path)["logits"]))
     cols = min(4, len(panels))
