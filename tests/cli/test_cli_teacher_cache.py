@@ -115,10 +115,16 @@ def test_bad_options_are_one_line_errors(tmp_path, folders) -> None:
         (["--seq-len", "1"], "--seq-len must be >= 2"),
         (["--seq-len", "100000"], "longer than the whole text"),
         (["--logprobs-dtype", "int8"], "--logprobs-dtype must be one of"),
+        (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or auto"),
     ):
         result = invoke(*base, *extra)
         assert result.exit_code == 2 and pattern in result.output, (extra, result.output)
         assert result.output.count("\n") == 1
+    assert not (tmp_path / "o").exists()  # nothing written by any of them
+    if not torch.cuda.is_available():  # refused before the cache folder is created
+        result = invoke(*base, "--device", "cuda")
+        assert result.exit_code == 2 and "CUDA is not available" in result.output
+        assert result.output.count("\n") == 1 and not (tmp_path / "o").exists()
     (tmp_path / "o").mkdir(exist_ok=True)
     (tmp_path / "o" / "manifest.json").write_text(json.dumps({"format": "something else"}))
     result = invoke(*base, "--k", "4", "--seq-len", "16")

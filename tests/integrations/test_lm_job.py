@@ -202,6 +202,8 @@ def test_parse_objectives():
     "objective, fragment",
     [
         ("kd:helinger", "did you mean 'kd:hellinger'"),
+        ("kd:notadivergence", "unknown objective 'kd:notadivergence' for --task lm"),
+        ("kd:notadivergence", "gkd:<lmbda>[:<beta>]"),  # the lm ids, not the classifier's
         ("dkd", "'dkd' is for --task classifier"),
         ("nope", "unknown objective 'nope' for --task lm"),
         ("gkd:1.5", "lmbda (the on-policy fraction) must be a number in [0, 1], got '1.5'"),

@@ -24,6 +24,7 @@ from divergent.integrations.teacher_cache_hf import (
     write_teacher_cache,
 )
 from divergent.teacher.cache import TeacherCacheError
+from divergent.train.distill_job import DistillError, resolve_device
 from divergent.train.text_corpus import token_blocks
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
@@ -146,6 +147,10 @@ def teacher_cache_command(
         raise _fail(f"--temperature must be > 0, got {temperature}")
     if out.exists() and not out.is_dir():
         raise _fail(f"--out {out} exists and is not a directory")
+    try:  # before anything is written: --device cuda on a machine without CUDA
+        device = resolve_device(device)
+    except DistillError as err:
+        raise _fail(str(err)) from None
     try:
         text = data.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -155,7 +160,7 @@ def teacher_cache_command(
     try:
         blocks = token_blocks(tokenizer, [text], seq_len)
     except ValueError as err:
-        raise _fail(f"--data {data}: {err}") from None
+        raise _fail(f"--data {data}: {str(err).replace('block_size', '--seq-len')}") from None
     started = time.perf_counter()
     try:
         summary = write_teacher_cache(

@@ -60,6 +60,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
 import json
 import math
@@ -89,7 +90,7 @@ from transformers import (
 
 from divergent._files import atomic_write_bytes, fsync_dir
 from divergent._threads import single_thread
-from divergent.categorical import get_divergence
+from divergent.categorical import get_divergence, list_divergences
 from divergent.functional import divergence
 from divergent.integrations.lm_defaults import DEFAULT_LM_OBJECTIVES, QUICK_LM_OBJECTIVES
 from divergent.integrations.transformers import DistillationTrainer
@@ -245,12 +246,14 @@ def _parse_one(objective_id: str) -> LMObjective:
         name = objective_id.split(":", 1)[1] if ":" in objective_id else "kl"
         try:
             get_divergence(name)
-        except ValueError:
-            try:  # the registry's one-line did-you-mean message
-                make_objective(objective_id)
-            except ValueError as err:
-                raise DistillError(str(err).splitlines()[0]) from None
-            raise DistillError(f"unknown objective {objective_id!r}") from None
+        except ValueError as err:
+            close = difflib.get_close_matches(name, [d.name for d in list_divergences()], n=1)
+            hint = f"did you mean 'kd:{close[0]}'? " if close else ""
+            raise DistillError(
+                f"unknown objective {objective_id!r} for --task lm ({str(err).split('.')[0]}); "
+                f"{hint}use ce, kd:<divergence> (any name of `divergent list`) or "
+                "gkd:<lmbda>[:<beta>] (e.g. gkd:0.5)"
+            ) from None
         return LMObjective(objective_id, "kd", name)
     if objective_id.startswith("gkd:"):
         parts = objective_id.split(":")
