@@ -77,6 +77,17 @@ def test_table_report_and_resume(tmp_path):
     assert again.exit_code == 0, again.output
     assert "teacher (cached)" in again.stdout
     assert json.loads((out / "report.json").read_text())["runs"] == report["runs"]
+    assert report["earlier_runs_not_in_report"] == []
+
+    # another objective into the same folder, no --resume: the kd:js run stays on disk and
+    # the report (and the terminal) say where, instead of dropping it from view
+    other = _run(*TINY, "--objectives", "kd:tv", "--out", str(out))
+    assert other.exit_code == 0, other.output
+    later = json.loads((out / "report.json").read_text())
+    assert [(r["objective"], r["seed"]) for r in later["runs"]] == [("ce", 0), ("kd:tv", 0)]
+    assert later["earlier_runs_not_in_report"] == ["runs/kd-js/seed-0"]
+    assert "note: 1 finished run(s) of an earlier invocation" in other.stdout
+    assert (out / "runs" / "kd-js" / "seed-0" / "result.json").is_file()
 
 
 @pytest.mark.parametrize(

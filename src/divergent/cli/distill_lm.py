@@ -81,6 +81,15 @@ def _distill_lm(config: LMDistillConfig) -> None:
                 highlight=False,
                 soft_wrap=True,
             )
+    earlier = report.get("earlier_runs_not_in_report") or []
+    if earlier:
+        console.print(
+            f"note: {len(earlier)} finished run(s) of an earlier invocation are kept in {out} but "
+            f"not in this report ({', '.join(earlier[:4])}{' ...' if len(earlier) > 4 else ''});"
+            " rerun with their objectives and --resume to include them",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(
         f"report: {out / 'report.md'}   json: {out / 'report.json'}   plots: {out / 'plots'}"
         f"   ({report['seconds']:.0f} s)",

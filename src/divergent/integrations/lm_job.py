@@ -1146,6 +1146,7 @@ def run_lm_distill(
         "settings": {**settings, "world_size": _world_size(), "device": device},
         "runs": [{k: v for k, v in r.items() if k not in ("history", "settings")} for r in runs],
         "summary": summarize_lm(runs),
+        "earlier_runs_not_in_report": _earlier_runs(out, runs),
         "seconds": time.perf_counter() - started,
     }
     if main:
@@ -1154,6 +1155,22 @@ def run_lm_distill(
         write_json(out / "report.json", report)  # last: its presence means the job finished
     _barrier()
     return report
+
+
+def _earlier_runs(out: Path, runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Finished runs in ``out/runs`` that this invocation did not (re)run: an earlier job's
+    other objectives or seeds. They stay on disk; the report lists where, so nothing a user ran
+    silently drops out of view (``--resume`` with those objectives includes them)."""
+    current = {(r["objective"], r["seed"]) for r in runs}
+    found = []
+    for path in sorted((out / "runs").glob("*/seed-*/result.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if (record.get("objective"), record.get("seed")) not in current:
+            found.append(str(path.relative_to(out).parent))
+    return found
 
 
 def markdown_lm_report(report: dict[str, Any]) -> str:
