@@ -40,7 +40,6 @@ import gc
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from _memory import measure_peak_rss
 
 import divergent
 from divergent.categorical import kernels
@@ -224,14 +224,6 @@ def kernel_only(name: str, teacher: torch.Tensor, student: torch.Tensor) -> Call
 # ------------------------------------------------------------------------------------------
 # memory: one case in a fresh process
 # ------------------------------------------------------------------------------------------
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def measure_memory_here(case: str, n: int, v: int, dtype: torch.dtype, h: int = 0) -> dict:
     """Run ``case`` once after a warm-up; peak RSS above the pre-call RSS, minus the gradients."""
     if case.startswith("fused") or case.startswith("materialised"):
@@ -246,20 +238,7 @@ def measure_memory_here(case: str, n: int, v: int, dtype: torch.dtype, h: int = 
         case_runner(case, teacher[:64].clone(), student[:64].detach().clone().requires_grad_())()
         run = case_runner(case, teacher, student)
         grads_of = [teacher, student]
-    gc.collect()
-    base = _rss_kib("VmRSS")
-    method = "clear_refs"
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        method = "ru_maxrss"
-    run()
-    peak = (
-        _rss_kib("VmHWM")
-        if method == "clear_refs"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    )
+    base, peak, method = measure_peak_rss(run)
     grads = sum(
         t.grad.numel() * t.grad.element_size()
         for t in grads_of

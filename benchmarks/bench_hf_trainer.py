@@ -33,10 +33,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -44,16 +42,10 @@ import tempfile
 import time
 import warnings
 
+from _memory import measure_peak_rss
+
 CASES = ("divergent", "divergent-materialised", "trl-distillation", "trl-gkd")
 REFERENCE = "trl-distillation"
-
-
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
 
 
 def _models(vocab: int, hidden: int, positions: int):
@@ -202,20 +194,7 @@ def run_case(
         return float(loss)
 
     loss = step()  # warm-up: optimiser state, gradients, lazy initialisations
-    gc.collect()
-    base = _rss_kib("VmRSS")
-    method = "clear_refs"
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        method = "ru_maxrss"
-    step()
-    peak = (
-        _rss_kib("VmHWM")
-        if method == "clear_refs"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    )
+    base, peak, method = measure_peak_rss(step)
     times = []
     for _ in range(steps):
         start = time.perf_counter()

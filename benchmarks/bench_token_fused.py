@@ -32,7 +32,6 @@ import gc
 import json
 import math
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from _memory import measure_peak_rss
 
 from divergent.objectives.token import fused_token_distillation_loss, token_distillation_loss
 
@@ -115,14 +115,6 @@ def runner(case: str, st: dict) -> Callable[[], Any]:
     raise ValueError(case)
 
 
-def _rss_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(field)
-
-
 def measure_memory_here(case: str, shape: dict) -> dict:
     """Run ``case`` once after a warm-up; peak RSS above the pre-call RSS, minus the gradients."""
     # warm-up on one full sequence: every chunk shape of the measured call is compiled already
@@ -131,20 +123,7 @@ def measure_memory_here(case: str, shape: dict) -> dict:
     del warm
     state = setup(**shape)
     run = runner(case, state)
-    gc.collect()
-    base = _rss_kib("VmRSS")
-    method = "clear_refs"
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-    except OSError:
-        method = "ru_maxrss"
-    run()
-    peak = (
-        _rss_kib("VmHWM")
-        if method == "clear_refs"
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    )
+    base, peak, method = measure_peak_rss(run)
     grads = sum(t.grad.numel() * t.grad.element_size() for t in state["params"])
     return {"case": case, "extra": (peak - base) * 1024 - grads, "method": method}
 
