@@ -9,7 +9,8 @@ import sys
 import warnings
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
+from _hf_tiny import tiny_gpt2
+from transformers import GPT2LMHeadModel, TrainingArguments
 
 from divergent.integrations.transformers import DistillationTrainer
 
@@ -17,22 +18,7 @@ GLOBAL_BATCH = 8
 
 
 def gpt2(layers: int, seed: int, init: float) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        n_layer=layers,
-        n_embd=32,
-        n_head=2,
-        vocab_size=96,
-        n_positions=64,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=0,
-        initializer_range=init,
-    )
-    return GPT2LMHeadModel(config)
+    return tiny_gpt2(seed=seed, vocab=96, n_layer=layers, init=init)
 
 
 def examples() -> list[dict]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
+from _hf_tiny import tiny_gpt2
+from transformers import GPT2LMHeadModel, TrainingArguments
 
 from divergent.integrations.teacher_cache_hf import (
     TeacherCacheWriteInterrupted,
@@ -23,22 +24,7 @@ K = 6
 
 
 def gpt2(seed: int, vocab: int = VOCAB, init: float = 0.3) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        n_layer=1,
-        n_embd=32,
-        n_head=2,
-        vocab_size=vocab,
-        n_positions=32,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=0,
-        initializer_range=init,
-    )
-    return GPT2LMHeadModel(config)
+    return tiny_gpt2(seed=seed, vocab=vocab, n_positions=32, init=init)
 
 
 def examples(n: int = 7, seed: int = 0) -> list[dict]:

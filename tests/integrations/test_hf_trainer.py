@@ -8,11 +8,10 @@ import copy
 
 import pytest
 import torch
+from _hf_tiny import tiny_gpt2
 from transformers import (
     Gemma2Config,
     Gemma2ForCausalLM,
-    GPT2Config,
-    GPT2LMHeadModel,
     GPT2Model,
     LlamaConfig,
     LlamaForCausalLM,
@@ -29,22 +28,7 @@ VOCAB = 96
 
 
 def gpt2(n_layer: int = 1, n_embd: int = 32, vocab: int = VOCAB, seed: int = 0, init=0.02):
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        n_layer=n_layer,
-        n_embd=n_embd,
-        n_head=2,
-        vocab_size=vocab,
-        n_positions=64,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        bos_token_id=0,
-        eos_token_id=1,
-        pad_token_id=0,
-        initializer_range=init,
-    )
-    return GPT2LMHeadModel(config)
+    return tiny_gpt2(seed=seed, vocab=vocab, n_layer=n_layer, n_embd=n_embd, init=init)
 
 
 def llama(hidden: int = 32, layers: int = 1, seed: int = 0):
