@@ -33,11 +33,13 @@ __all__ = [
     "check_log_probs",
     "check_reduction_options",
     "check_same_shape",
+    "check_token_log_probs",
     "check_token_mask",
     "finish_sequences",
     "result_dtype",
     "sequence_mean",
     "sequence_sum",
+    "zero_padding",
 ]
 
 
@@ -103,6 +105,41 @@ def check_token_mask(mask: Any, shape: torch.Size, device: torch.device) -> Tens
             f"{tuple(mask.shape)}"
         )
     return mask.to(device)
+
+
+def check_token_log_probs(
+    mask: Any, *, min_dim: int = 2, allow_neg_inf: tuple[str, ...] = (), **log_probs: Any
+) -> tuple[Tensor | None, list[Tensor]]:
+    """The token ``mask`` and the per-token log-probability tensors of a sequence objective.
+
+    The first of ``log_probs`` (by keyword order) sets the shape and device: it is a float
+    tensor with at least ``min_dim`` axes, the others must match it
+    (:func:`check_same_shape`), ``mask`` is checked against that token shape
+    (:func:`check_token_mask`) and every tensor against the log-probability contract on the
+    kept tokens (:func:`check_log_probs`; −inf is allowed for the names in ``allow_neg_inf``,
+    e.g. a reference policy that may give a sampled token no mass).
+
+    Returns:
+        ``(mask, [tensors in keyword order])``.
+    """
+    (first_name, first), *others = log_probs.items()
+    first = check_float_tensor(first, first_name, min_dim=min_dim)
+    tensors = [first, *check_same_shape(first, first_name, **dict(others))]
+    tmask = check_token_mask(mask, first.shape, first.device)
+    for name, x in zip(log_probs, tensors):
+        check_log_probs(x, name, min_dim=min_dim, keep=tmask, allow_neg_inf=name in allow_neg_inf)
+    return tmask, tensors
+
+
+def zero_padding(mask: Tensor | None, *tensors: Tensor) -> list[Tensor]:
+    """``tensors`` with the entries where ``mask`` is False replaced by 0.
+
+    Padding may hold anything (NaN, −inf); a harmless 0 there keeps ratios and KL estimators
+    finite before the masked sums drop those entries. ``mask=None`` returns the tensors as given.
+    """
+    if mask is None:
+        return list(tensors)
+    return [torch.where(mask, x, torch.zeros_like(x)) for x in tensors]
 
 
 def check_group_tensor(x: Any, name: str, shape: torch.Size, *, dtype: str = "float") -> Tensor:

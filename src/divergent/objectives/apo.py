@@ -53,16 +53,15 @@ import math
 import torch
 from torch import Tensor
 
-from divergent._validation import check_float_tensor, check_positive_scalar
+from divergent._validation import check_positive_scalar
 from divergent.objectives._sequence_rows import (
     check_group_tensor,
-    check_log_probs,
     check_reduction_options,
-    check_same_shape,
-    check_token_mask,
+    check_token_log_probs,
     finish_sequences,
     result_dtype,
     sequence_mean,
+    zero_padding,
 )
 from divergent.rl.policy_kl import policy_kl
 
@@ -235,14 +234,9 @@ def apo_loss(
     References:
         Hong et al., APO, arXiv 2506.21655 (2025); Shao et al. (GRPO), arXiv 2402.03300.
     """
-    logps = check_float_tensor(logps, "logps", min_dim=2)
-    old_logps, ref_logps = check_same_shape(
-        logps, "logps", old_logps=old_logps, ref_logps=ref_logps
+    tmask, (logps, old_logps, ref_logps) = check_token_log_probs(
+        mask, logps=logps, old_logps=old_logps, ref_logps=ref_logps, allow_neg_inf=("ref_logps",)
     )
-    tmask = check_token_mask(mask, logps.shape, logps.device)
-    check_log_probs(logps, "logps", keep=tmask)
-    check_log_probs(old_logps, "old_logps", keep=tmask)
-    check_log_probs(ref_logps, "ref_logps", keep=tmask, allow_neg_inf=True)
     group_shape = logps.shape[:-1]
     advantages = check_group_tensor(advantages, "advantages", group_shape)
     correct = _check_correct(correct)
@@ -267,11 +261,7 @@ def apo_loss(
             else tmask.sum(-1).to(dtype)
         )
         adv = adv * stcr_advantage_scale(correct, lengths, base=stcr_base).to(dtype)
-    if tmask is not None:  # padding: harmless zeros so ratios and estimators stay finite
-        zeros = torch.zeros_like(logps)
-        logps = torch.where(tmask, logps, zeros)
-        old_logps = torch.where(tmask, old_logps, zeros)
-        ref_logps = torch.where(tmask, ref_logps, zeros)
+    logps, old_logps, ref_logps = zero_padding(tmask, logps, old_logps, ref_logps)
     ratio = torch.exp(logps - old_logps.detach())
     a = adv.unsqueeze(-1)
     surrogate = torch.minimum(ratio * a, ratio.clamp(1.0 - eps, 1.0 + eps) * a)

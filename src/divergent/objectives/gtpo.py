@@ -51,12 +51,13 @@ from torch import Tensor
 from divergent._validation import check_float_tensor, check_positive_scalar
 from divergent.objectives._sequence_rows import (
     check_group_tensor,
-    check_log_probs,
     check_reduction_options,
+    check_token_log_probs,
     check_token_mask,
     finish_sequences,
     result_dtype,
     sequence_mean,
+    zero_padding,
 )
 
 __all__ = [
@@ -281,9 +282,7 @@ def gtpo_loss(
     References:
         Simoni et al., GTPO, arXiv 2508.03772 (2025).
     """
-    logps = check_float_tensor(logps, "logps", min_dim=2)
-    tmask = check_token_mask(mask, logps.shape, logps.device)
-    check_log_probs(logps, "logps", keep=tmask)
+    tmask, (logps,) = check_token_log_probs(mask, logps=logps)
     token_ids = _check_token_ids(token_ids)
     if token_ids.shape != logps.shape:
         raise ValueError(
@@ -311,9 +310,7 @@ def gtpo_loss(
         adv = gtpo_entropy_shaping(
             adv, mean_entropy, threshold=entropy_threshold, scale=entropy_scale
         )
-    logps = logps.to(dtype)
-    if tmask is not None:
-        logps = torch.where(tmask, logps, torch.zeros_like(logps))
+    (logps,) = zero_padding(tmask, logps.to(dtype))
     ratio = torch.exp(logps - logps.detach())  # 1, with the gradient of log π
     per_token = -conflict.weights.to(dtype) * adv.unsqueeze(-1) * ratio
     per_sequence = sequence_mean(per_token, tmask)

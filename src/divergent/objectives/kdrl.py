@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
+from divergent.objectives._sequence_rows import zero_padding
 from divergent.objectives.policy_gradient import (
     _check_mask,
     aggregate_token_loss,
@@ -141,13 +142,12 @@ def kdrl_loss(
     kd = None
     if beta > 0:
         kd = policy_kl(
-            torch.where(kd_where, logps, torch.zeros_like(logps)),
-            torch.where(kd_where, teacher_logps, torch.zeros_like(teacher_logps)),
+            *zero_padding(kd_where, logps, teacher_logps),
             kind=kd_estimator,
             reduction="none",
             clamp_log_ratio=clamp_log_ratio,
         )
-        kd = torch.where(kd_where, kd, torch.zeros_like(kd))
+        (kd,) = zero_padding(kd_where, kd)
         if kd_in == "reward":
             if not isinstance(advantages, Tensor) or advantages.shape not in ((B,), (B, T)):
                 raise ValueError(

@@ -64,6 +64,7 @@ from divergent._validation import (
     mass_tolerance,
     row_label,
 )
+from divergent.objectives._sequence_rows import zero_padding
 from divergent.rl.policy_kl import policy_kl
 
 __all__ = [
@@ -531,10 +532,8 @@ def grpo_loss(
     adv = adv.to(dtype)
     kl = None
     if beta > 0:
-        ref = ref_logps.to(dtype)
         # padding may hold anything: evaluate the estimator on 0 there (masked out below)
-        safe_logps = torch.where(keep, logps, torch.zeros_like(logps))
-        safe_ref = torch.where(keep, ref, torch.zeros_like(ref))
+        safe_logps, safe_ref = zero_padding(keep, logps, ref_logps.to(dtype))
         kl = policy_kl(
             safe_logps,
             safe_ref,

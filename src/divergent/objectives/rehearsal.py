@@ -56,6 +56,7 @@ from torch import Tensor
 
 from divergent._validation import check_normalizer, check_positive_scalar
 from divergent.categorical.fdiv import resolve_divergence
+from divergent.objectives._sequence_rows import zero_padding
 from divergent.rl.policy_kl import reference_sample_kl
 
 __all__ = ["near_perfect_mask", "rehearsal_estimate", "rehearsal_loss"]
@@ -177,15 +178,13 @@ def rehearsal_loss(
     if clamp_log_ratio is not None:
         log_u = log_u.clamp(-clamp_log_ratio, clamp_log_ratio)
     keep = None if mask is None else mask.to(torch.bool)
-    if keep is not None:  # padding may hold anything: evaluate at u = 1 there
-        log_u = torch.where(keep, log_u, torch.zeros_like(log_u))
+    (log_u,) = zero_padding(keep, log_u)  # padding may hold anything: evaluate at u = 1 there
     values = rehearsal_estimate(log_u, spec, **params).to(dtype)
     return _reduce(values, keep, reduction, normalizer)
 
 
 def _reduce(values: Tensor, keep: Tensor | None, reduction: str, normalizer: Any) -> Tensor:
-    if keep is not None:
-        values = torch.where(keep, values, torch.zeros_like(values))
+    (values,) = zero_padding(keep, values)
     if reduction == "none":
         return values
     if reduction == "sum":

@@ -38,16 +38,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from divergent._validation import check_float_tensor, check_positive_scalar
+from divergent._validation import check_positive_scalar
 from divergent.objectives._sequence_rows import (
     check_group_tensor,
-    check_log_probs,
     check_reduction_options,
-    check_same_shape,
-    check_token_mask,
+    check_token_log_probs,
     finish_sequences,
     result_dtype,
     sequence_sum,
+    zero_padding,
 )
 from divergent.rl.policy_kl import policy_kl
 
@@ -245,11 +244,9 @@ def salsa_loss(
         Chegini et al., SALSA, arXiv 2411.01798 (2024); Ziegler et al., arXiv 1909.08593;
         Ahmadian et al. (RLOO), arXiv 2402.14740.
     """
-    logps = check_float_tensor(logps, "logps", min_dim=1)
-    (soup_logps,) = check_same_shape(logps, "logps", soup_logps=soup_logps)
-    tmask = check_token_mask(mask, logps.shape, logps.device)
-    check_log_probs(logps, "logps", min_dim=1, keep=tmask)
-    check_log_probs(soup_logps, "soup_logps", min_dim=1, keep=tmask, allow_neg_inf=True)
+    tmask, (logps, soup_logps) = check_token_log_probs(
+        mask, min_dim=1, logps=logps, soup_logps=soup_logps, allow_neg_inf=("soup_logps",)
+    )
     rewards = check_group_tensor(rewards, "rewards", logps.shape[:-1])
     beta = check_positive_scalar(beta, "beta", allow_zero=True)
     if kl_in not in KL_PLACEMENTS:
@@ -260,12 +257,7 @@ def salsa_loss(
     dtype = result_dtype(logps, soup_logps, rewards)
     logps, soup_logps, rewards = logps.to(dtype), soup_logps.to(dtype), rewards.to(dtype)
     # masked tokens: a harmless 0 − 0 so the estimator stays finite there
-    if tmask is not None:
-        zeros = torch.zeros_like(logps)
-        logps_k = torch.where(tmask, logps, zeros)
-        soup_k = torch.where(tmask, soup_logps, zeros)
-    else:
-        logps_k, soup_k = logps, soup_logps
+    logps_k, soup_k = zero_padding(tmask, logps, soup_logps)
     per_token_kl = policy_kl(logps_k, soup_k, kind=kl_estimator, reduction="none")
     kl_sum = sequence_sum(per_token_kl, tmask)
     score = sequence_sum(logps, tmask)
