@@ -56,10 +56,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar, compute_dtype, row_options
+from divergent._validation import check_positive_scalar, compute_dtype
 from divergent.categorical import get_divergence, list_divergences
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.registry import Divergence
+from divergent.rl.policy_kl import reduce_samples, sample_options
 
 __all__ = [
     "PREFERENCE_LOSS_TYPES",
@@ -209,6 +210,20 @@ def _check_lengths(lengths: Any, name: str, shape: torch.Size) -> Tensor | None:
     return lengths
 
 
+def _score(
+    policy_logps: Tensor,
+    ref_logps: Tensor,
+    lengths: Tensor | None,
+    dtype: torch.dtype,
+    divergence: Any,
+    params: dict[str, Any],
+) -> Tensor:
+    """ψ(log π − log π_ref) in ``dtype``, divided by the completion ``lengths`` when given."""
+    log_u = policy_logps.to(dtype) - ref_logps.to(dtype)
+    score = f_dpo_score(log_u, divergence=divergence, **params)
+    return score if lengths is None else score / lengths.to(dtype)
+
+
 def f_dpo_loss(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
@@ -310,19 +325,12 @@ def f_dpo_loss(
         )
     n_w = _check_lengths(chosen_lengths, "chosen_lengths", pc.shape)
     n_l = _check_lengths(rejected_lengths, "rejected_lengths", pc.shape)
-    opts = row_options(
-        leading_shape=pc.shape, device=pc.device, mask=mask, reduction=reduction,
-        normalizer=normalizer,
-    )  # fmt: skip
+    opts = sample_options(pc, mask, reduction, normalizer)
     params = _merge_params(divergence_params, params)
     dtype = compute_dtype(pc, pr, rc, rr)
-    score_w = f_dpo_score(pc.to(dtype) - rc.to(dtype), divergence=divergence, **params)
-    score_l = f_dpo_score(pr.to(dtype) - rr.to(dtype), divergence=divergence, **params)
-    if n_w is not None:
-        score_w = score_w / n_w.to(dtype)
-    if n_l is not None:
-        score_l = score_l / n_l.to(dtype)
-    delta = (score_w - score_l).reshape(-1)
+    score_w = _score(pc, rc, n_w, dtype, divergence, params)
+    score_l = _score(pr, rr, n_l, dtype, divergence, params)
+    delta = score_w - score_l
     if loss_type == "sigmoid":
         rows = -F.logsigmoid(beta * delta)
         if label_smoothing:
@@ -331,9 +339,7 @@ def f_dpo_loss(
         rows = torch.relu(1.0 - beta * delta)
     else:
         rows = (delta - 1.0 / (2.0 * beta)) ** 2
-    if opts.keep is not None:
-        rows = rows[opts.keep]
-    return opts.finish(rows)
+    return reduce_samples(rows, opts)
 
 
 def sft_f_divergence_loss(
@@ -400,16 +406,7 @@ def sft_f_divergence_loss(
     lp, ref = _check_logps({"policy_logps": policy_logps, "ref_logps": ref_logps})
     beta = check_positive_scalar(beta, "beta", what="the implicit-reward scale β")
     n = _check_lengths(lengths, "lengths", lp.shape)
-    opts = row_options(
-        leading_shape=lp.shape, device=lp.device, mask=mask, reduction=reduction,
-        normalizer=normalizer,
-    )  # fmt: skip
+    opts = sample_options(lp, mask, reduction, normalizer)
     params = _merge_params(divergence_params, params)
     dtype = compute_dtype(lp, ref)
-    score = f_dpo_score(lp.to(dtype) - ref.to(dtype), divergence=divergence, **params)
-    if n is not None:
-        score = score / n.to(dtype)
-    rows = (-beta * score).reshape(-1)
-    if opts.keep is not None:
-        rows = rows[opts.keep]
-    return opts.finish(rows)
+    return reduce_samples(-beta * _score(lp, ref, n, dtype, divergence, params), opts)

@@ -131,7 +131,12 @@ def _estimator(kind: str, log_r: Tensor) -> Tensor:
     return _exp_minus_one_minus(log_r)  # r − 1 − log r with r = e^{log r}
 
 
-def _options(logp: Tensor, mask: Any, reduction: Any, normalizer: Any) -> RowOptions:
+def sample_options(logp: Tensor, mask: Any, reduction: Any, normalizer: Any) -> RowOptions:
+    """The row options of per-sample values of ``logp``'s shape (every entry is a row).
+
+    Shared with the preference losses (:mod:`divergent.objectives.preference`), whose rows are
+    the preference pairs.
+    """
     return row_options(
         leading_shape=logp.shape,
         device=logp.device,
@@ -189,8 +194,8 @@ def _check_values(
             raise ValueError(f"{what} at entry {pos}{hint}")
 
 
-def _reduce(values: Tensor, opts: RowOptions) -> Tensor:
-    """Per-sample values to the caller's result through the shared row options."""
+def reduce_samples(values: Tensor, opts: RowOptions) -> Tensor:
+    """Per-sample values (of the full shape) to the caller's result through the row options."""
     rows = values.reshape(-1)
     if opts.keep is not None:
         rows = rows[opts.keep]
@@ -278,7 +283,7 @@ def policy_kl(
     logp, ref_logp = _check_logps(logp, ref_logp, ("logp", "ref_logp"))
     kind = _check_kind(kind, "kind")
     gradient = _check_kind(gradient, "gradient", allow_none=True)
-    opts = _options(logp, mask, reduction, normalizer)
+    opts = sample_options(logp, mask, reduction, normalizer)
     clamp = _check_clamp(clamp_log_ratio)
     if importance_weight is not None:
         if not isinstance(importance_weight, Tensor) or not torch.is_floating_point(
@@ -308,7 +313,7 @@ def policy_kl(
         w = importance_weight.to(value.dtype)
         # a zero weight (the sample is impossible under π) contributes 0, also next to +inf
         value = torch.where(w == 0, torch.zeros_like(value), w * value)
-    return _reduce(value, opts)
+    return reduce_samples(value, opts)
 
 
 def kl_penalty_reward(
@@ -411,11 +416,11 @@ def reference_sample_kl(
         in Reinforcement Learning with Verifiable Reward" (DPH-RL), arXiv 2509.07430.
     """
     logp, ref_logp = _check_logps(logp, ref_logp, ("logp", "ref_logp"))
-    opts = _options(logp, mask, reduction, normalizer)
+    opts = sample_options(logp, mask, reduction, normalizer)
     clamp = _check_clamp(clamp_log_ratio)
     if not is_traced(logp, ref_logp):
         _check_values(logp, ref_logp, opts.keep, "ref_logp")
     log_u = logp - ref_logp
     if clamp is not None:
         log_u = log_u.clamp(-clamp, clamp)
-    return _reduce(_exp_minus_one_minus(log_u), opts)
+    return reduce_samples(_exp_minus_one_minus(log_u), opts)
