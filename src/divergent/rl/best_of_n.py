@@ -82,6 +82,13 @@ def _base_and_rewards(base: Any, rewards: Any, inputs: str) -> tuple[Tensor, Ten
     return log_base, rewards.to(torch.float64)
 
 
+def _kl_to_base(log_policy: Tensor, base: Any, rewards: Any, inputs: str, reduction: str) -> Tensor:
+    """KL(π‖π₀) in float64 of a policy derived from ``base``, in the base's result dtype."""
+    log_base, _ = _base_and_rewards(base, rewards, inputs)
+    value = kl(log_policy.double(), log_base, inputs="log_probs", reduction=reduction)
+    return value.to(_result_dtype(base))
+
+
 def _check_n(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"`n` (number of samples) must be an integer >= 1, got {n!r}")
@@ -262,9 +269,7 @@ def best_of_n_kl(
     """
     check_reduction(reduction)
     log_bon = best_of_n_log_probs(base, rewards, n, inputs=inputs, tie_break=tie_break)
-    log_base, _ = _base_and_rewards(base, rewards, inputs)
-    value = kl(log_bon.double(), log_base, inputs="log_probs", reduction=reduction)
-    return value.to(_result_dtype(base))
+    return _kl_to_base(log_bon, base, rewards, inputs, reduction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -349,9 +354,8 @@ def tilted_kl(
         Yang et al. (2024), arXiv 2404.01730.
     """
     check_reduction(reduction)
-    log_t = tilted_log_probs(base, rewards, beta, inputs=inputs).double()
-    log_base, _ = _base_and_rewards(base, rewards, inputs)
-    return kl(log_t, log_base, inputs="log_probs", reduction=reduction).to(_result_dtype(base))
+    log_t = tilted_log_probs(base, rewards, beta, inputs=inputs)
+    return _kl_to_base(log_t, base, rewards, inputs, reduction)
 
 
 def tilted_max_kl(base: Tensor, rewards: Tensor, *, inputs: str = "logits") -> Tensor:
