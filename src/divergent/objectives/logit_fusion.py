@@ -44,13 +44,17 @@ through it).
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import torch
 from torch import Tensor
 
 from divergent._validation import check_float_tensor, compute_dtype
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
 
 __all__ = [
     "FUSION_MODES",
@@ -396,15 +400,20 @@ def dynamic_logit_fusion_weights(
         return alpha, value_stack.gather(-1, chosen).squeeze(-1)
 
 
+class _GridSearch(TypedDict, total=False):
+    """The search options of :func:`dynamic_logit_fusion_weights`, which holds their defaults."""
+
+    alpha_range: tuple[float, float]
+    grid_size: int
+    refine_steps: int
+    mode: str
+
+
 def dynamic_logit_fusion(
     large_logits: Tensor,
     small_logits: Tensor,
     expert_logits: Tensor,
-    *,
-    alpha_range: tuple[float, float] = (0.0, 2.0),
-    grid_size: int = 15,
-    refine_steps: int = 2,
-    mode: str = "joint",
+    **search: Unpack[_GridSearch],
 ) -> LogitFusion:
     r"""One decoding step of Dynamic Logit Fusion: the weights and the fused distribution.
 
@@ -425,13 +434,13 @@ def dynamic_logit_fusion(
         Fan et al. (2024), arXiv 2406.15480.
     """
     alpha, objective = dynamic_logit_fusion_weights(
-        large_logits,
-        small_logits,
-        expert_logits,
-        alpha_range=alpha_range,
-        grid_size=grid_size,
-        refine_steps=refine_steps,
-        mode=mode,
+        large_logits, small_logits, expert_logits, **search
     )
     fused = fused_logits(large_logits, small_logits, expert_logits, alpha)
     return LogitFusion(alpha, torch.log_softmax(fused, dim=-1), objective)
+
+
+# ``help`` and ``inspect.signature`` show the search options with their defaults, as written out
+dynamic_logit_fusion.__signature__ = inspect.signature(  # type: ignore[attr-defined]
+    dynamic_logit_fusion_weights
+).replace(return_annotation="LogitFusion")
