@@ -16,12 +16,13 @@ naming the side and the row, see :func:`row_label`).
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict, TypeVar
 
 import torch
 from torch import Tensor
@@ -254,6 +255,93 @@ class RowOptions:
             normalizer=self.normalizer,
             count=count,
         )
+
+
+class RowKeywords(TypedDict, total=False):
+    """The row options as keywords, typed for ``**row_options: Unpack[RowKeywords]``.
+
+    Defaults and shown annotations: :data:`ROW_KEYWORD_DEFAULTS`; :func:`row_keywords` spells
+    them out in an entry point's signature, :func:`split_row_keywords` takes them out of its
+    ``**kwargs`` and :func:`row_options` validates them.
+    """
+
+    temperature: float
+    mask: Tensor | None
+    reduction: str
+    normalizer: float | Tensor | None
+    inputs: str
+    engine: str | None
+
+
+#: each row keyword's default and its annotation as the entry points' signatures show it
+ROW_KEYWORD_DEFAULTS: dict[str, tuple[Any, str]] = {
+    "temperature": (1.0, "float"),
+    "mask": (None, "Tensor | None"),
+    "reduction": ("mean", "str"),
+    "normalizer": (None, "float | Tensor | None"),
+    "inputs": ("logits", "str"),
+    "engine": (None, "str | None"),
+}
+
+#: the row keywords of every row-wise entry point
+ROW_KEYWORDS: tuple[str, ...] = ("temperature", "mask", "reduction", "normalizer")
+#: ... and of those reading ``inputs="logits"|"log_probs"|"probs"``
+ROW_INPUT_KEYWORDS: tuple[str, ...] = (*ROW_KEYWORDS, "inputs")
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def row_keywords(*order: str) -> Callable[[_F], _F]:
+    """Spell the row keywords an entry point takes through ``**kwargs`` out in its signature.
+
+    ``order`` names every keyword-only parameter of the shown signature, in order: row
+    keywords (:data:`ROW_KEYWORD_DEFAULTS`), shown with their defaults and annotations, and
+    the function's own keyword-only parameters. The variadic keyword parameter, its last one,
+    is dropped when it is ``**options: Unpack[RowKeywords]`` (row keywords only) and kept
+    after them otherwise
+    (e.g. a divergence's ``**params``, from which the function splits the row keywords with
+    :func:`split_row_keywords`). ``inspect.signature`` and ``help`` then show the function as
+    if the keywords were written out.
+    """
+
+    def spell(function: _F) -> _F:
+        signature = inspect.signature(function)
+        *params, variadic = signature.parameters.values()
+        assert variadic.kind is variadic.VAR_KEYWORD, "the row keywords come through **kwargs"
+        own = {prm.name: prm for prm in params if prm.kind is prm.KEYWORD_ONLY}
+        assert set(own) <= set(order), f"{sorted(set(own) - set(order))} missing from the order"
+        shown = [
+            own[name]
+            if name in own
+            else inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=ROW_KEYWORD_DEFAULTS[name][0],
+                annotation=ROW_KEYWORD_DEFAULTS[name][1],
+            )
+            for name in order
+        ]
+        head = [prm for prm in params if prm.kind is not prm.KEYWORD_ONLY]
+        kept = [] if "RowKeywords" in str(variadic.annotation) else [variadic]
+        function.__signature__ = signature.replace(parameters=[*head, *shown, *kept])  # type: ignore[attr-defined]
+        return function
+
+    return spell
+
+
+def split_row_keywords(
+    kwargs: Mapping[str, Any], names: Sequence[str], *, function: str | None = None
+) -> tuple[RowKeywords, dict[str, Any]]:
+    """The row keywords ``names`` among an entry point's ``kwargs``, and the other entries.
+
+    With ``function`` (the entry point's name) nothing else may remain: another keyword is a
+    ``TypeError`` as for a function that spells its keywords out.
+    """
+    row: RowKeywords = {k: v for k, v in kwargs.items() if k in names}  # type: ignore[assignment]
+    rest = {k: v for k, v in kwargs.items() if k not in names}
+    if function is not None and rest:
+        raise TypeError(f"{function}() got an unexpected keyword argument {next(iter(rest))!r}")
+    return row, rest
 
 
 def row_options(

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    ROW_INPUT_KEYWORDS,
     check_chunk_size,
     check_input_rows,
     check_pair,
@@ -34,7 +35,9 @@ from divergent._validation import (
     explain_nan_rows,
     is_traced,
     nan_rows_of,
+    row_keywords,
     row_options,
+    split_row_keywords,
     to_log_probs,
 )
 from divergent.categorical import (
@@ -100,18 +103,13 @@ def row_values(
     return torch.where(bad, math.nan, rows)
 
 
+@row_keywords(*ROW_INPUT_KEYWORDS, "check_nan", "engine")
 def divergence(
     name: DivergenceLike | Callable[[Tensor], Tensor],
     p: Tensor,
     q: Tensor,
     *,
-    temperature: float = 1.0,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
-    inputs: str = "logits",
     check_nan: bool = False,
-    engine: str | None = None,
     **params: Any,
 ) -> Tensor:
     r"""D(P‖Q) between the categorical distributions given by ``p`` (target) and ``q`` (model).
@@ -162,19 +160,7 @@ def divergence(
         >>> divergent.divergence("js", p, q, beta=0.5) <= torch.log(torch.tensor(2.0))
         tensor(True)
     """
-    return _divergence(
-        name,
-        p,
-        q,
-        temperature=temperature,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        inputs=inputs,
-        check_nan=check_nan,
-        engine=engine,
-        **params,
-    )
+    return _divergence(name, p, q, check_nan=check_nan, **params)
 
 
 def _divergence(
@@ -182,30 +168,18 @@ def _divergence(
     p: Tensor,
     q: Tensor,
     *,
-    temperature: float,
-    mask: Tensor | None,
-    reduction: str,
-    normalizer: float | Tensor | None,
-    inputs: str,
     check_nan: bool,
-    engine: str | None,
     chunk_size: int | None = None,
     compile: bool | str | None = None,
     **params: Any,
 ) -> Tensor:
+    """:func:`divergence` (and :func:`chunked_divergence`): ``params`` holds the row keywords
+    (:data:`ROW_INPUT_KEYWORDS` and ``engine``) and the divergence's parameters."""
+    row, params = split_row_keywords(params, (*ROW_INPUT_KEYWORDS, "engine"))
     spec = resolve_divergence(name)
     bound = spec.bind(params)
     p, q = check_pair(p, q)
-    opts = row_options(
-        leading_shape=p.shape[:-1],
-        device=p.device,
-        temperature=temperature,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        inputs=inputs,
-        engine=engine,
-    )
+    opts = row_options(leading_shape=p.shape[:-1], device=p.device, **row)
     n_classes = p.shape[-1]
     p2, q2 = p.reshape(-1, n_classes), q.reshape(-1, n_classes)
     inspect_values = not is_traced(p, q)
@@ -238,16 +212,12 @@ def _divergence(
     return opts.finish(rows)
 
 
+@row_keywords(*ROW_INPUT_KEYWORDS, "check_nan", "chunk_size", "compile")
 def chunked_divergence(
     name: DivergenceLike | Callable[[Tensor], Tensor],
     p: Tensor,
     q: Tensor,
     *,
-    temperature: float = 1.0,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
-    inputs: str = "logits",
     check_nan: bool = False,
     chunk_size: int | None = None,
     compile: bool | str | None = None,
@@ -297,11 +267,6 @@ def chunked_divergence(
         name,
         p,
         q,
-        temperature=temperature,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        inputs=inputs,
         check_nan=check_nan,
         engine="chunked",
         chunk_size=chunk_size,

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import divergent
-from divergent import functional
+from divergent import _validation, functional
 from divergent.categorical import get_divergence, list_divergences
 
 SHORTCUTS = [d.name for d in list_divergences() if hasattr(functional, d.name)]
@@ -142,3 +142,77 @@ def _inside(prm) -> float:  # type: ignore[no-untyped-def]
             continue
         return value
     raise AssertionError(f"no test value for {prm.name}")
+
+
+# ------------------------------------------------------------------------------------------
+# the row keywords spelled out by `row_keywords` (the entry points take them via **kwargs)
+# ------------------------------------------------------------------------------------------
+_ROW = [("temperature", 1.0), ("mask", None), ("reduction", "mean"), ("normalizer", None)]
+_KW = inspect.Parameter.KEYWORD_ONLY
+_PK = inspect.Parameter.POSITIONAL_OR_KEYWORD
+_VAR = inspect.Parameter.VAR_KEYWORD
+_EMPTY = inspect.Parameter.empty
+
+# written out as the functions showed them when each spelled its keywords out itself
+ENTRY_SIGNATURES = {
+    "divergence": [("name", _PK, _EMPTY), ("p", _PK, _EMPTY), ("q", _PK, _EMPTY)]
+    + [(n, _KW, d) for n, d in [*_ROW, ("inputs", "logits"), ("check_nan", False)]]
+    + [("engine", _KW, None), ("params", _VAR, _EMPTY)],
+    "chunked_divergence": [("name", _PK, _EMPTY), ("p", _PK, _EMPTY), ("q", _PK, _EMPTY)]
+    + [(n, _KW, d) for n, d in [*_ROW, ("inputs", "logits"), ("check_nan", False)]]
+    + [("chunk_size", _KW, None), ("compile", _KW, None), ("params", _VAR, _EMPTY)],
+    "uld_distance": [("p", _PK, _EMPTY), ("q", _PK, _EMPTY)]
+    + [(n, _KW, d) for n, d in [*_ROW, ("inputs", "logits"), ("check_nan", False)]],
+    "vocab_parallel_divergence": [("name", _PK, _EMPTY), ("p", _PK, _EMPTY), ("q", _PK, _EMPTY)]
+    + [(n, _KW, d) for n, d in [("group", None), *_ROW, ("check_nan", False)]]
+    + [("chunk_size", _KW, None), ("params", _VAR, _EMPTY)],
+    "sparse_divergence": [("name", _PK, _EMPTY)]
+    + [(n, _PK, _EMPTY) for n in ("teacher_topk_ids", "teacher_topk_logprobs", "student_logits")]
+    + [(n, _KW, d) for n, d in [("tail", "bucket"), *_ROW, ("chunk_size", None)]]
+    + [("check_inputs", _KW, True), ("params", _VAR, _EMPTY)],
+    "fused_linear_divergence": [("name", _PK, _EMPTY)]
+    + [(n, _KW, _EMPTY) for n in ("student_hidden", "student_weight")]
+    + [(n, _KW, _EMPTY) for n in ("teacher_hidden", "teacher_weight")]
+    + [(n, _KW, d) for n, d in [("student_bias", None), ("teacher_bias", None), _ROW[0]]]
+    + [("softcap", _KW, None), ("logit_scale", _KW, None)]
+    + [(n, _KW, d) for n, d in [*_ROW[1:], ("chunk_size", None), ("vocab", "strict")]]
+    + [("compile", _KW, None), ("params", _VAR, _EMPTY)],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ENTRY_SIGNATURES))
+def test_entry_point_signature_spells_out_the_row_keywords(name: str) -> None:
+    sig = inspect.signature(getattr(divergent, name))
+    got = [(prm.name, prm.kind, prm.default) for prm in sig.parameters.values()]
+    assert got == ENTRY_SIGNATURES[name]
+    annotations = {prm.name: prm.annotation for prm in sig.parameters.values()}
+    for row_name, shown in {
+        "temperature": "float",
+        "mask": "Tensor | None",
+        "reduction": "str",
+        "normalizer": "float | Tensor | None",
+        "inputs": "str",
+        "engine": "str | None",
+    }.items():
+        if row_name in annotations:
+            assert annotations[row_name] == shown, row_name
+
+
+def test_shown_defaults_are_the_defaults_row_options_applies() -> None:
+    """A keyword left out gets the default the signature shows (row_options applies it)."""
+    validated = inspect.signature(_validation.row_options).parameters
+    for name, (default, _) in _validation.ROW_KEYWORD_DEFAULTS.items():
+        assert validated[name].default == default, name
+
+
+def test_an_unknown_keyword_is_still_a_type_error() -> None:
+    p = torch.zeros(2, 3)
+    with pytest.raises(TypeError, match=r"uld_distance.*unexpected keyword argument 'engine'"):
+        divergent.uld_distance(p, p, engine="chunked")
+    with pytest.raises(TypeError, match="multiple values for keyword argument 'engine'"):
+        divergent.chunked_divergence("kl", p, p, engine="reference")
+    # a row keyword an entry point does not take is read as a divergence parameter, as before
+    with pytest.raises(ValueError, match="inputs"):
+        divergent.sparse_divergence(
+            "kl", torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 1), p, inputs="probs"
+        )

@@ -31,11 +31,14 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    ROW_KEYWORDS,
     check_chunk_size,
     check_float_tensor,
     check_positive_scalar,
+    row_keywords,
     row_label,
     row_options,
+    split_row_keywords,
 )
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.kernels import kernel_for
@@ -285,6 +288,23 @@ class _FusedLinearFunction(torch.autograd.Function):
         return saved_grads_backward(ctx, grad_out)
 
 
+@row_keywords(
+    "student_hidden",
+    "student_weight",
+    "teacher_hidden",
+    "teacher_weight",
+    "student_bias",
+    "teacher_bias",
+    "temperature",
+    "softcap",
+    "logit_scale",
+    "mask",
+    "reduction",
+    "normalizer",
+    "chunk_size",
+    "vocab",
+    "compile",
+)
 def fused_linear_divergence(
     name: DivergenceLike | Callable[[Tensor], Tensor],
     *,
@@ -294,12 +314,8 @@ def fused_linear_divergence(
     teacher_weight: Tensor,
     student_bias: Tensor | None = None,
     teacher_bias: Tensor | None = None,
-    temperature: float = 1.0,
     softcap: float | None = None,
     logit_scale: float | None = None,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
     chunk_size: int | None = None,
     vocab: str = "strict",
     compile: bool | str | None = None,
@@ -368,6 +384,7 @@ def fused_linear_divergence(
         for logit soft-capping; Hsu et al. 2024, Liger-Kernel (arXiv:2410.10989) for fused
         linear losses.
     """
+    row, params = split_row_keywords(params, ROW_KEYWORDS)
     spec = resolve_divergence(name)
     bound = spec.bind(params)
     hs = check_float_tensor(student_hidden, "student_hidden", min_dim=1)
@@ -411,14 +428,7 @@ def fused_linear_divergence(
         )
     if min(v_s, v_t) == 0:
         raise ValueError("the heads have an empty vocabulary (0 rows)")
-    opts = row_options(
-        leading_shape=hs.shape[:-1],
-        device=hs.device,
-        temperature=temperature,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-    )
+    opts = row_options(leading_shape=hs.shape[:-1], device=hs.device, **row)
     cap = check_positive_scalar(
         softcap, "softcap", allow_none=True, what="the tanh cap c in c·tanh(z/c)"
     )

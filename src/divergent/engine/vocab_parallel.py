@@ -40,11 +40,14 @@ import torch.distributed as dist
 from torch import Tensor
 
 from divergent._validation import (
+    ROW_KEYWORDS,
     RowOptions,
     check_chunk_size,
     check_pair,
+    row_keywords,
     row_label,
     row_options,
+    split_row_keywords,
 )
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.kernels import LSE, MAX, SUM, generator_kernel, kernel_for
@@ -288,16 +291,13 @@ class _VocabParallelFunction(ForwardGradsFunction):
         return job.finish(values)
 
 
+@row_keywords("group", *ROW_KEYWORDS, "check_nan", "chunk_size")
 def vocab_parallel_divergence(
     name: DivergenceLike | Callable[[Tensor], Tensor],
     p: Tensor,
     q: Tensor,
     *,
     group: Any = None,
-    temperature: float = 1.0,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
     check_nan: bool = False,
     chunk_size: int | None = None,
     **params: Any,
@@ -341,17 +341,11 @@ def vocab_parallel_divergence(
             "(torch.distributed.init_process_group); for unsharded logits use "
             "divergent.divergence"
         )
+    row, params = split_row_keywords(params, ROW_KEYWORDS)
     spec = resolve_divergence(name)
     bound = spec.bind(params)
     p, q = check_pair(p, q)
-    opts = row_options(
-        leading_shape=p.shape[:-1],
-        device=p.device,
-        temperature=temperature,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-    )
+    opts = row_options(leading_shape=p.shape[:-1], device=p.device, **row)
     check_chunk_size(chunk_size)
     n_local = p.shape[-1]
     a2, b2 = p.reshape(-1, n_local), q.reshape(-1, n_local)

@@ -27,13 +27,16 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    ROW_KEYWORDS,
     check_chunk_size,
     check_temperature,
     check_tensor,
     compute_dtype,
     mass_tolerance,
+    row_keywords,
     row_label,
     row_options,
+    split_row_keywords,
 )
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.registry import DivergenceLike
@@ -364,6 +367,7 @@ def topk_logprobs(
 # --------------------------------------------------------------------------------------------
 # the public function
 # --------------------------------------------------------------------------------------------
+@row_keywords("tail", *ROW_KEYWORDS, "chunk_size", "check_inputs")
 def sparse_divergence(
     name: DivergenceLike | Callable[[Tensor], Tensor],
     teacher_topk_ids: Tensor,
@@ -371,10 +375,6 @@ def sparse_divergence(
     student_logits: Tensor,
     *,
     tail: str = "bucket",
-    temperature: float = 1.0,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
     chunk_size: int | None = None,
     check_inputs: bool = True,
     **params: Any,
@@ -507,6 +507,7 @@ def sparse_divergence(
         Anshumann et al. 2025, "Sparse Logit Sampling: Accelerating Knowledge Distillation in
         LLMs", ACL 2025, arXiv:2503.16870 (bias of top-k teacher caches).
     """
+    row, params = split_row_keywords(params, ROW_KEYWORDS)
     spec = resolve_divergence(name)
     bound = spec.bind(params)
     if tail not in TAILS:
@@ -548,14 +549,7 @@ def sparse_divergence(
                 f"`{t_name}` is on {t.device} but `student_logits` is on {student.device}"
             )
     check_chunk_size(chunk_size)
-    opts = row_options(
-        leading_shape=student.shape[:-1],
-        device=student.device,
-        temperature=temperature,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-    )
+    opts = row_options(leading_shape=student.shape[:-1], device=student.device, **row)
     leading, temperature = opts.leading, opts.temperature
 
     dtype = compute_dtype(student, logprobs)

@@ -12,18 +12,27 @@ temperature are a ``ValueError`` naming the side and the row; ``inputs="probs"``
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
 from divergent._validation import (
+    ROW_INPUT_KEYWORDS,
+    RowKeywords,
     check_float_tensor,
     check_input_rows,
     compute_dtype,
     explain_nan_rows,
     is_traced,
+    row_keywords,
     row_options,
+    split_row_keywords,
     to_log_probs,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["uld_distance"]
 
@@ -36,16 +45,13 @@ def _sorted_probs(
     return torch.sort(probs, dim=-1, descending=True).values
 
 
+@row_keywords(*ROW_INPUT_KEYWORDS, "check_nan")
 def uld_distance(
     p: Tensor,
     q: Tensor,
     *,
-    temperature: float = 1.0,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
-    inputs: str = "logits",
     check_nan: bool = False,
+    **options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""Universal Logit Distillation distance: L1 between descending-sorted probabilities.
 
@@ -102,15 +108,8 @@ def uld_distance(
         )
     if p.device != q.device:
         raise ValueError(f"`p` is on {p.device} but `q` is on {q.device}")
-    opts = row_options(
-        leading_shape=p.shape[:-1],
-        device=p.device,
-        temperature=temperature,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        inputs=inputs,
-    )
+    row, _ = split_row_keywords(options, ROW_INPUT_KEYWORDS, function="uld_distance")
+    opts = row_options(leading_shape=p.shape[:-1], device=p.device, **row)
     p2, q2 = p.reshape(-1, p.shape[-1]), q.reshape(-1, q.shape[-1])
     sides = [("p", p2), ("q", q2)]
     inspect_values = not is_traced(p, q)
