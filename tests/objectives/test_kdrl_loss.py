@@ -153,3 +153,14 @@ def test_bad_input():
         reward_guided_kd_mask(torch.zeros(5), group_size=2, level="group")
     with pytest.raises(ValueError, match="level"):
         reward_guided_kd_mask(torch.zeros(4), level="prompt")
+
+
+@pytest.mark.parametrize("name", ["logps", "old_logps", "teacher_logps", "advantages"])
+def test_integer_input_names_the_argument_and_dtype(name):
+    logps, old, teacher, adv, mask = _batch(5)
+    args = {"logps": logps, "old_logps": old, "teacher_logps": teacher, "advantages": adv}
+    args[name] = torch.zeros_like(args[name], dtype=torch.long)
+    with pytest.raises(
+        ValueError, match=rf"`{name}` must be a floating-point tensor.*torch\.int64"
+    ):
+        kdrl_loss(**args, mask=mask)

@@ -313,3 +313,28 @@ def test_user_generator_needs_an_analytic_derivative() -> None:
     no_derivative = lambda t: (t - 1.0) ** 2 / (t + 1.0)  # noqa: E731 (a generator callable)
     with pytest.raises(ValueError, match="no analytic derivative"):
         f_dpo_loss(pc, pr, rc, rr, divergence=no_derivative)
+
+
+@pytest.mark.parametrize("position", range(4))
+def test_integer_log_probabilities_name_the_argument_and_dtype(position: int) -> None:
+    names = [
+        "policy_chosen_logps",
+        "policy_rejected_logps",
+        "ref_chosen_logps",
+        "ref_rejected_logps",
+    ]
+    args = list(_batch(8, torch.float32, batch=3))
+    args[position] = torch.zeros(3, dtype=torch.long)
+    with pytest.raises(ValueError, match=rf"`{names[position]}` must be a float.*torch\.int64"):
+        f_dpo_loss(*args)
+
+
+def test_integer_inputs_of_the_score_and_sft_name_the_dtype() -> None:
+    lp = torch.full((3,), -1.0)
+    ints = torch.zeros(3, dtype=torch.int32)
+    with pytest.raises(ValueError, match=r"`log_ratio` must be a float tensor.*torch\.int32"):
+        f_dpo_score(ints)
+    with pytest.raises(ValueError, match=r"`policy_logps` must be a float.*torch\.int32"):
+        sft_f_divergence_loss(ints, lp)
+    with pytest.raises(ValueError, match=r"`ref_logps` must be a float.*got list"):
+        sft_f_divergence_loss(lp, [-1.0, -1.0, -1.0])

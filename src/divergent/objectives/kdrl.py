@@ -39,6 +39,7 @@ from torch import Tensor
 from divergent._validation import check_positive_scalar
 from divergent.objectives._sequence_rows import zero_padding
 from divergent.objectives.policy_gradient import (
+    _check_logps,
     _check_mask,
     aggregate_token_loss,
     policy_gradient_loss,
@@ -114,18 +115,8 @@ def kdrl_loss(
     if kd_estimator not in ("k1", "k2", "k3"):
         raise ValueError(f"`kd_estimator` must be one of ('k1', 'k2', 'k3'), got {kd_estimator!r}")
     beta = check_positive_scalar(kd_coef, "kd_coef", allow_zero=True, what="the KD coefficient")
-    if not isinstance(logps, Tensor) or logps.dim() != 2:
-        got = tuple(logps.shape) if isinstance(logps, Tensor) else type(logps).__name__
-        raise ValueError(f"`logps` must be a (batch, tokens) tensor, got {got}")
-    if not isinstance(teacher_logps, Tensor) or teacher_logps.shape != logps.shape:
-        got = (
-            tuple(teacher_logps.shape)
-            if isinstance(teacher_logps, Tensor)
-            else type(teacher_logps).__name__
-        )
-        raise ValueError(
-            f"`teacher_logps` must have the shape of `logps` {tuple(logps.shape)}, got {got}"
-        )
+    logps = _check_logps(logps, "logps")
+    teacher_logps = _check_logps(teacher_logps, "teacher_logps", logps.shape)
     B, T = logps.shape
     keep = _check_mask(mask, logps.shape, logps.device)
     if kd_mask is None:

@@ -142,7 +142,7 @@ def f_dpo_score(log_ratio: Tensor, *, divergence: Any = "reverse_kl", **params: 
     """
     spec, bound = _resolve(divergence, params)
     if not isinstance(log_ratio, Tensor) or not log_ratio.dtype.is_floating_point:
-        raise ValueError(f"`log_ratio` must be a float tensor, got {type(log_ratio).__name__}")
+        raise ValueError(f"`log_ratio` must be a float tensor, got {_kind(log_ratio)}")
     x = log_ratio.to(compute_dtype(log_ratio))
     registered = spec.name in f_divergences_for_preferences() and spec is get_divergence(spec.name)
     named = _named_score(spec.name, bound) if registered else None
@@ -159,6 +159,11 @@ def f_dpo_score(log_ratio: Tensor, *, divergence: Any = "reverse_kl", **params: 
     return gen.f(t) - t * gen.f_prime(t) + at_one
 
 
+def _kind(value: Any) -> str:
+    """What a refused argument is: the dtype of a tensor, else the type's name."""
+    return f"a tensor of dtype {value.dtype}" if isinstance(value, Tensor) else type(value).__name__
+
+
 def _check_logps(values: dict[str, Any]) -> tuple[Tensor, ...]:
     tensors = []
     shape = None
@@ -166,8 +171,7 @@ def _check_logps(values: dict[str, Any]) -> tuple[Tensor, ...]:
     for name, value in values.items():
         if not isinstance(value, Tensor) or not value.dtype.is_floating_point:
             raise ValueError(
-                f"`{name}` must be a float tensor of sequence log-probabilities, "
-                f"got {type(value).__name__}"
+                f"`{name}` must be a float tensor of sequence log-probabilities, got {_kind(value)}"
             )
         if shape is None:
             shape = value.shape
