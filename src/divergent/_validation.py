@@ -1,11 +1,13 @@
 """Validation and normalisation of the inputs shared by every divergence entry point.
 
 Validation happens once, at the edge, with messages that name the argument, the value and
-what is allowed (scikit-learn style). The one path for the row options: :func:`row_options`
+what is allowed (scikit-learn style). The one path for the row options: the entry points take
+them as one typed bundle (:class:`RowKeywords`, spelled out in their signatures by
+:func:`row_keywords`, split off by :func:`split_row_keywords`), :func:`row_options`
 validates ``temperature, mask, reduction, normalizer, inputs, engine`` into a
 :class:`RowOptions` and :func:`finish_rows` reduces (or scatters back) the kept rows' values;
 every row-wise entry point (functional, the three engines, sparse teachers, ULD, policy KL)
-uses both. One check per concept: :func:`check_positive_scalar`, :func:`check_float_tensor`.
+uses both. :func:`input_rows` wraps a row computation in the input contract below. One check per concept: :func:`check_positive_scalar`, :func:`check_float_tensor`.
 
 The input contract (DESIGN.md, "Errors"): :func:`check_distribution_rows` (probs / log-probs
 normalised), :func:`warn_if_probabilities` (probabilities passed as logits),
@@ -459,6 +461,68 @@ def check_input_rows(
     return kept
 
 
+@dataclass(frozen=True)
+class InputRows:
+    """The sides of a row-wise entry point as ``(N, C)`` rows, the input contract applied.
+
+    Made by :func:`input_rows`, which ran :func:`check_input_rows` (when ``eager``); its
+    :meth:`finish` runs :func:`explain_nan_rows` on the values and reduces them.
+
+    Attributes:
+        sides: ``(name, (N, C) rows)`` of each side (all rows, kept or not).
+        opts: the validated row options.
+        kept: flat indices of the kept rows (None: all rows, or not ``eager``).
+        eager: the values may be inspected (not compiled, not under a ``torch.func``
+            transform): the checks ran and :meth:`finish` explains NaN / +inf rows.
+    """
+
+    sides: tuple[tuple[str, Tensor], ...]
+    opts: RowOptions
+    kept: Tensor | None
+    eager: bool
+
+    def kept_sides(self) -> tuple[Tensor, ...]:
+        """The kept rows of each side, ``(kept, C)``."""
+        keep = self.opts.keep
+        return tuple(x if keep is None else x[keep] for _, x in self.sides)
+
+    def finish(self, values: Tensor) -> Tensor:
+        """Explain the kept rows' NaN / +inf ``values`` (see :func:`explain_nan_rows`), reduce."""
+        if self.eager:
+            explain_nan_rows(
+                values,
+                self.sides,
+                rows=self.kept,
+                leading=self.opts.leading,
+                inputs=self.opts.inputs,
+                temperature=self.opts.temperature,
+            )
+        return self.opts.finish(values)
+
+
+def input_rows(
+    sides: Sequence[tuple[str, Tensor]],
+    opts: RowOptions,
+    *,
+    check_nan: bool,
+    stacklevel: int,
+) -> InputRows:
+    """Flatten each ``(name, (..., C))`` side to rows and apply :func:`check_input_rows`.
+
+    The one sequence of the input contract around a row-wise computation: these checks
+    first, then (:meth:`InputRows.finish`) :func:`explain_nan_rows` on the values and the
+    reduction. Inside ``torch.compile`` or a ``torch.func`` transform the data-dependent
+    checks are skipped (``eager`` False). ``stacklevel`` as for :func:`check_input_rows`,
+    counted from the caller.
+    """
+    eager = not is_traced(*(x for _, x in sides))
+    rows = tuple((name, x.reshape(-1, x.shape[-1])) for name, x in sides)
+    kept = None
+    if eager:
+        kept = check_input_rows(rows, opts, check_nan=check_nan, stacklevel=stacklevel + 1)
+    return InputRows(sides=rows, opts=opts, kept=kept, eager=eager)
+
+
 def check_no_nan(
     x: Tensor,
     name: str,
@@ -676,25 +740,27 @@ def explain_nan_rows(
     values = values.detach()
     if bool(torch.isfinite(values).all()):
         return
-    nan = torch.isnan(values)
-    pos = nan.nonzero().squeeze(1)
-    if pos.numel() > 0:
-        _explain_nan(pos, sides, rows=rows, leading=leading, inputs=inputs, temperature=temperature)
-    pos = torch.isposinf(values).nonzero().squeeze(1)
-    if pos.numel() > 0:
-        _explain_infinite(pos, sides, rows=rows, leading=leading, temperature=temperature)
+
+    def flat_rows(bad: Tensor) -> Tensor:  # flat indices of the rows whose value is bad
+        pos = bad.nonzero().squeeze(1)
+        return pos if rows is None else rows.index_select(0, pos)
+
+    flat = flat_rows(torch.isnan(values))
+    if flat.numel() > 0:
+        _explain_nan(flat, sides, leading, inputs, temperature)
+    flat = flat_rows(torch.isposinf(values))
+    if flat.numel() > 0:
+        _explain_infinite(flat, sides, leading, temperature)
 
 
 def _explain_nan(
-    pos: Tensor,
+    flat: Tensor,
     sides: Sequence[tuple[str, Tensor]],
-    *,
-    rows: Tensor | None,
     leading: Sequence[int],
     inputs: str,
     temperature: float,
 ) -> None:
-    flat = pos if rows is None else rows.index_select(0, pos)
+    """NaN values at the rows ``flat``: fine where an input row holds NaN, else a ValueError."""
     picked = [(name, x.detach().index_select(0, flat)) for name, x in sides]
     caused = torch.zeros(flat.shape[0], dtype=torch.bool, device=flat.device)
     for _, xs in picked:
@@ -726,14 +792,12 @@ def _explain_nan(
 
 
 def _explain_infinite(
-    pos: Tensor,
+    flat: Tensor,
     sides: Sequence[tuple[str, Tensor]],
-    *,
-    rows: Tensor | None,
     leading: Sequence[int],
     temperature: float,
 ) -> None:
-    flat = pos if rows is None else rows.index_select(0, pos)
+    """+inf values at the rows ``flat``: a ValueError where a side's span overflows the dtype."""
     for name, x in sides:
         limit = torch.finfo(compute_dtype(x)).max
         if x.dtype == torch.float64:

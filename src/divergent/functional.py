@@ -29,11 +29,9 @@ from torch import Tensor
 from divergent._validation import (
     ROW_INPUT_KEYWORDS,
     check_chunk_size,
-    check_input_rows,
     check_pair,
     compute_dtype,
-    explain_nan_rows,
-    is_traced,
+    input_rows,
     nan_rows_of,
     row_keywords,
     row_options,
@@ -180,17 +178,10 @@ def _divergence(
     bound = spec.bind(params)
     p, q = check_pair(p, q)
     opts = row_options(leading_shape=p.shape[:-1], device=p.device, **row)
-    n_classes = p.shape[-1]
-    p2, q2 = p.reshape(-1, n_classes), q.reshape(-1, n_classes)
-    inspect_values = not is_traced(p, q)
-    sides = [("p", p2), ("q", q2)]
-    if inspect_values:
-        kept = check_input_rows(sides, opts, check_nan=check_nan, stacklevel=4)
+    checked = input_rows([("p", p), ("q", q)], opts, check_nan=check_nan, stacklevel=4)
     if use_engine(opts.engine, p, q, opts.inputs):
         return engine_divergence(spec, bound, p, q, opts, chunk_size=chunk_size, compile=compile)
-    p_rows, q_rows = p2, q2
-    if opts.keep is not None:
-        p_rows, q_rows = p_rows[opts.keep], q_rows[opts.keep]
+    p_rows, q_rows = checked.kept_sides()
     rows = row_values(
         spec,
         bound,
@@ -198,18 +189,9 @@ def _divergence(
         q_rows,
         inputs=opts.inputs,
         temperature=opts.temperature,
-        eager=inspect_values,
+        eager=checked.eager,
     )
-    if inspect_values:
-        explain_nan_rows(
-            rows,
-            sides,
-            rows=kept,
-            leading=opts.leading,
-            inputs=opts.inputs,
-            temperature=opts.temperature,
-        )
-    return opts.finish(rows)
+    return checked.finish(rows)
 
 
 @row_keywords(*ROW_INPUT_KEYWORDS, "check_nan", "chunk_size", "compile")

@@ -3,8 +3,8 @@ r"""Universal Logit Distillation: L1 between descending-sorted probabilities (cr
 :func:`uld_distance` shares the row options of every row-wise entry point (``temperature``,
 ``mask``, ``reduction``, ``normalizer``, ``inputs``: :func:`divergent._validation.row_options`
 and :meth:`~divergent._validation.RowOptions.finish`) and the input contract of
-:func:`divergent.divergence`, through the same checks (``check_input_rows``, then
-``explain_nan_rows``): NaN in a kept row gives NaN for that row (``check_nan=True`` raises
+:func:`divergent.divergence`, through the same checks (``input_rows``: ``check_input_rows``,
+then ``explain_nan_rows``): NaN in a kept row gives NaN for that row (``check_nan=True`` raises
 instead); a +inf logit, a kept row without mass or logits that overflow at the given
 temperature are a ``ValueError`` naming the side and the row; ``inputs="probs"`` /
 ``"log_probs"`` rows must be normalised (nothing is renormalised silently).
@@ -21,10 +21,8 @@ from divergent._validation import (
     ROW_INPUT_KEYWORDS,
     RowKeywords,
     check_float_tensor,
-    check_input_rows,
     compute_dtype,
-    explain_nan_rows,
-    is_traced,
+    input_rows,
     row_keywords,
     row_options,
     split_row_keywords,
@@ -110,26 +108,13 @@ def uld_distance(
         raise ValueError(f"`p` is on {p.device} but `q` is on {q.device}")
     row, _ = split_row_keywords(options, ROW_INPUT_KEYWORDS, function="uld_distance")
     opts = row_options(leading_shape=p.shape[:-1], device=p.device, **row)
-    p2, q2 = p.reshape(-1, p.shape[-1]), q.reshape(-1, q.shape[-1])
-    sides = [("p", p2), ("q", q2)]
-    inspect_values = not is_traced(p, q)
-    if inspect_values:
-        kept = check_input_rows(sides, opts, check_nan=check_nan, stacklevel=3)
-    p_rows, q_rows = (p2, q2) if opts.keep is None else (p2[opts.keep], q2[opts.keep])
+    checked = input_rows([("p", p), ("q", q)], opts, check_nan=check_nan, stacklevel=3)
+    p_rows, q_rows = checked.kept_sides()
     dtype = compute_dtype(p, q)
     pp = _sorted_probs(p_rows, opts.inputs, opts.temperature, dtype, "p")
     qq = _sorted_probs(q_rows, opts.inputs, opts.temperature, dtype, "q")
     vocab = max(pp.shape[-1], qq.shape[-1])
     pp = torch.nn.functional.pad(pp, (0, vocab - pp.shape[-1]))
     qq = torch.nn.functional.pad(qq, (0, vocab - qq.shape[-1]))
-    rows = (pp - qq).abs().sum(-1)
-    if inspect_values:  # a NaN row not caused by a NaN input: +inf, no mass or overflow
-        explain_nan_rows(
-            rows,
-            sides,
-            rows=kept,
-            leading=opts.leading,
-            inputs=opts.inputs,
-            temperature=opts.temperature,
-        )
-    return opts.finish(rows)
+    # a NaN row not caused by a NaN input (+inf, no mass or overflow) is a ValueError
+    return checked.finish((pp - qq).abs().sum(-1))
