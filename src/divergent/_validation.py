@@ -7,7 +7,8 @@ them as one typed bundle (:class:`RowKeywords`, spelled out in their signatures 
 validates ``temperature, mask, reduction, normalizer, inputs, engine`` into a
 :class:`RowOptions` and :func:`finish_rows` reduces (or scatters back) the kept rows' values;
 every row-wise entry point (functional, the three engines, sparse teachers, ULD, policy KL)
-uses both. :func:`input_rows` wraps a row computation in the input contract below. One check per concept: :func:`check_positive_scalar`, :func:`check_float_tensor`.
+uses both. :func:`input_rows` wraps a row computation in the input contract
+below. One check per concept: :func:`check_positive_scalar`, :func:`check_float_tensor`.
 
 The input contract (DESIGN.md, "Errors"): :func:`check_distribution_rows` (probs / log-probs
 normalised), :func:`warn_if_probabilities` (probabilities passed as logits),
