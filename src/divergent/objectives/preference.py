@@ -56,7 +56,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar, compute_dtype
+from divergent._validation import (
+    check_positive_scalar,
+    compute_dtype,
+    row_keywords,
+    split_row_keywords,
+)
 from divergent.categorical import get_divergence, list_divergences
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.registry import Divergence
@@ -71,6 +76,10 @@ __all__ = [
 ]
 
 PREFERENCE_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "hinge", "ipo")
+
+# the row keywords of the preference losses (one row per pair / demonstration), taken from
+# their **params and shown in their signatures (mask=None, reduction="mean", normalizer=None)
+_PAIR_ROWS = ("mask", "reduction", "normalizer")
 
 # a log-probability above this (rounding of a sum of log_softmax values) is refused
 _LOGP_TOLERANCE = 1e-5
@@ -228,6 +237,16 @@ def _score(
     return score if lengths is None else score / lengths.to(dtype)
 
 
+@row_keywords(
+    "divergence",
+    "beta",
+    "loss_type",
+    "label_smoothing",
+    "chosen_lengths",
+    "rejected_lengths",
+    *_PAIR_ROWS,
+    "divergence_params",
+)
 def f_dpo_loss(
     policy_chosen_logps: Tensor,
     policy_rejected_logps: Tensor,
@@ -240,9 +259,6 @@ def f_dpo_loss(
     label_smoothing: float = 0.0,
     chosen_lengths: Tensor | None = None,
     rejected_lengths: Tensor | None = None,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
     divergence_params: Mapping[str, Any] | None = None,
     **params: Any,
 ) -> Tensor:
@@ -329,7 +345,8 @@ def f_dpo_loss(
         )
     n_w = _check_lengths(chosen_lengths, "chosen_lengths", pc.shape)
     n_l = _check_lengths(rejected_lengths, "rejected_lengths", pc.shape)
-    opts = sample_options(pc, mask, reduction, normalizer)
+    row, params = split_row_keywords(params, _PAIR_ROWS)
+    opts = sample_options(pc, **row)
     params = _merge_params(divergence_params, params)
     dtype = compute_dtype(pc, pr, rc, rr)
     score_w = _score(pc, rc, n_w, dtype, divergence, params)
@@ -346,6 +363,7 @@ def f_dpo_loss(
     return reduce_samples(rows, opts)
 
 
+@row_keywords("divergence", "beta", "lengths", *_PAIR_ROWS, "divergence_params")
 def sft_f_divergence_loss(
     policy_logps: Tensor,
     ref_logps: Tensor,
@@ -353,9 +371,6 @@ def sft_f_divergence_loss(
     divergence: Any = "reverse_kl",
     beta: float = 1.0,
     lengths: Tensor | None = None,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
     divergence_params: Mapping[str, Any] | None = None,
     **params: Any,
 ) -> Tensor:
@@ -410,7 +425,8 @@ def sft_f_divergence_loss(
     lp, ref = _check_logps({"policy_logps": policy_logps, "ref_logps": ref_logps})
     beta = check_positive_scalar(beta, "beta", what="the implicit-reward scale β")
     n = _check_lengths(lengths, "lengths", lp.shape)
-    opts = sample_options(lp, mask, reduction, normalizer)
+    row, params = split_row_keywords(params, _PAIR_ROWS)
+    opts = sample_options(lp, **row)
     params = _merge_params(divergence_params, params)
     dtype = compute_dtype(lp, ref)
     return reduce_samples(-beta * _score(lp, ref, n, dtype, divergence, params), opts)

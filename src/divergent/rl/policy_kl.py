@@ -42,12 +42,13 @@ Two placements of the penalty:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from divergent._validation import (
+    RowKeywords,
     RowOptions,
     check_positive_scalar,
     is_traced,
@@ -55,6 +56,9 @@ from divergent._validation import (
     row_label,
     row_options,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
 
 __all__ = ["kl_penalty_reward", "policy_kl", "reference_sample_kl"]
 
@@ -131,19 +135,13 @@ def _estimator(kind: str, log_r: Tensor) -> Tensor:
     return _exp_minus_one_minus(log_r)  # r − 1 − log r with r = e^{log r}
 
 
-def sample_options(logp: Tensor, mask: Any, reduction: Any, normalizer: Any) -> RowOptions:
+def sample_options(logp: Tensor, **row: Unpack[RowKeywords]) -> RowOptions:
     """The row options of per-sample values of ``logp``'s shape (every entry is a row).
 
     Shared with the preference losses (:mod:`divergent.objectives.preference`), whose rows are
     the preference pairs.
     """
-    return row_options(
-        leading_shape=logp.shape,
-        device=logp.device,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-    )
+    return row_options(leading_shape=logp.shape, device=logp.device, **row)
 
 
 def _check_values(
@@ -283,7 +281,7 @@ def policy_kl(
     logp, ref_logp = _check_logps(logp, ref_logp, ("logp", "ref_logp"))
     kind = _check_kind(kind, "kind")
     gradient = _check_kind(gradient, "gradient", allow_none=True)
-    opts = sample_options(logp, mask, reduction, normalizer)
+    opts = sample_options(logp, mask=mask, reduction=reduction, normalizer=normalizer)
     clamp = _check_clamp(clamp_log_ratio)
     if importance_weight is not None:
         if not isinstance(importance_weight, Tensor) or not torch.is_floating_point(
@@ -416,7 +414,7 @@ def reference_sample_kl(
         in Reinforcement Learning with Verifiable Reward" (DPH-RL), arXiv 2509.07430.
     """
     logp, ref_logp = _check_logps(logp, ref_logp, ("logp", "ref_logp"))
-    opts = sample_options(logp, mask, reduction, normalizer)
+    opts = sample_options(logp, mask=mask, reduction=reduction, normalizer=normalizer)
     clamp = _check_clamp(clamp_log_ratio)
     if not is_traced(logp, ref_logp):
         _check_values(logp, ref_logp, opts.keep, "ref_logp")
