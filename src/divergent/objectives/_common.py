@@ -4,16 +4,17 @@ Every objective takes ``(student_logits, teacher_logits, labels=None, ...)`` wit
 axis last and any leading shape, plus the shared row options ``mask`` (bool, leading shape,
 True = keep), ``reduction`` (``"none" | "sum" | "mean"``) and ``normalizer``. Rows whose label
 equals ``ignore_index`` are dropped like masked rows. The helpers here validate those once
-and reduce per-row values in one place (:func:`divergent._validation.finish_rows`).
+and reduce per-row values in one place (:meth:`Rows.finish`, on
+:func:`divergent._validation.finish_rows`).
 """
 
 from __future__ import annotations
 
 import inspect
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypedDict, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -33,16 +34,20 @@ __all__ = [
     "LossInputs",
     "Objective",
     "RowArgs",
+    "RowKeywords",
     "Rows",
     "add_cross_entropy",
     "check_weight",
     "check_weights",
     "cross_entropy_rows",
-    "finish",
+    "kd_scale",
     "prepare",
-    "prepare_rows",
     "prepare_student",
+    "row_keywords",
+    "split_row_keywords",
 ]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class LossInputs(NamedTuple):
@@ -54,12 +59,87 @@ class LossInputs(NamedTuple):
 
 
 class RowArgs(NamedTuple):
-    """The shared row options of an objective call, as given (validated by :func:`prepare`)."""
+    """The shared row options of an objective call, as given (validated by :func:`prepare`);
+    the defaults are every objective's defaults."""
 
-    mask: Any
-    reduction: Any
-    normalizer: Any
-    ignore_index: Any
+    mask: Any = None
+    reduction: Any = "mean"
+    normalizer: Any = None
+    ignore_index: Any = -100
+
+    @classmethod
+    def of(cls, options: RowArgs | Mapping[str, Any]) -> RowArgs:
+        """``options`` as :class:`RowArgs`: a mapping of :class:`RowKeywords` (the caller's
+        ``**row_options``; defaults filled in, an unknown name a ``TypeError``) or RowArgs."""
+        if isinstance(options, RowArgs):
+            return options
+        unknown = sorted(set(options) - set(cls._fields))
+        if unknown:
+            raise TypeError(
+                f"got an unexpected keyword argument {unknown[0]!r} (the row options are "
+                f"{', '.join(_ROW_KEYWORDS)})"
+            )
+        return cls(**options)
+
+
+class RowKeywords(TypedDict, total=False):
+    """The row options every objective takes as keywords, typed for ``**row_options:
+    Unpack[RowKeywords]`` (defaults: :class:`RowArgs`; :func:`row_keywords` shows them in the
+    function's signature).
+
+    Attributes:
+        ignore_index: label value whose rows are dropped like masked rows (None: none).
+        mask: bool of the leading shape, True = keep the row.
+        reduction: ``"none"`` | ``"sum"`` | ``"mean"``.
+        normalizer: the mean's denominator when given (a float or a 0-d tensor).
+    """
+
+    ignore_index: int | None
+    mask: Tensor | None
+    reduction: str
+    normalizer: float | Tensor | None
+
+
+#: the row keywords in the order the objectives' signatures show them, with annotations
+_ROW_KEYWORDS: dict[str, str] = {
+    "ignore_index": "int | None",
+    "mask": "Tensor | None",
+    "reduction": "str",
+    "normalizer": "float | Tensor | None",
+}
+
+
+def row_keywords(function: _F) -> _F:
+    """Spell the shared row keywords (:class:`RowKeywords`) out in ``function``'s signature.
+
+    ``function`` takes them through its variadic keyword parameter, its last one: as
+    ``**row_options: Unpack[RowKeywords]`` (dropped from the shown signature), or mixed into
+    another ``**kwargs`` (e.g. ``**divergence_params``, kept after them; the function splits
+    them off with :func:`split_row_keywords`). ``inspect.signature``, ``help`` and the
+    :class:`Objective` constructors then show ``ignore_index, mask, reduction, normalizer``
+    as keyword-only parameters with their defaults, as if written out.
+    """
+    signature = inspect.signature(function)
+    *own, variadic = signature.parameters.values()
+    assert variadic.kind is variadic.VAR_KEYWORD, "the row keywords come through **kwargs"
+    row = [
+        inspect.Parameter(
+            name,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=RowArgs._field_defaults[name],
+            annotation=annotation,
+        )
+        for name, annotation in _ROW_KEYWORDS.items()
+    ]
+    kept = [] if variadic.name == "row_options" else [variadic]
+    function.__signature__ = signature.replace(parameters=[*own, *row, *kept])  # type: ignore[attr-defined]
+    return function
+
+
+def split_row_keywords(options: Mapping[str, Any]) -> tuple[RowArgs, dict[str, Any]]:
+    """The row options among ``options`` (a function's ``**kwargs``) and the other entries."""
+    row = {k: v for k, v in options.items() if k in RowArgs._fields}
+    return RowArgs(**row), {k: v for k, v in options.items() if k not in RowArgs._fields}
 
 
 @dataclass(frozen=True)
@@ -89,6 +169,48 @@ class Rows:
     @property
     def n_classes(self) -> int:
         return self.student.shape[-1]
+
+    @classmethod
+    def select(
+        cls,
+        student_logits: Any,
+        teacher_logits: Any,
+        labels: Any,
+        row_args: RowArgs | Mapping[str, Any],
+        objective: str,
+        need_labels: bool = False,
+        *,
+        min_classes: int = 1,
+    ) -> Rows:
+        """The kept rows of an objective with a teacher: :func:`prepare` with the row options
+        bundled in ``row_args`` (a :class:`RowArgs`, or the caller's ``**row_options``: see
+        :meth:`RowArgs.of`)."""
+        return prepare(
+            student_logits,
+            teacher_logits,
+            labels,
+            **RowArgs.of(row_args)._asdict(),
+            need_labels=need_labels,
+            min_classes=min_classes,
+            objective=objective,
+        )
+
+    def finish(self, rows: Tensor, ce_weight: float = 0.0) -> Tensor:
+        """Add ``ce_weight·CE(student, y)`` to the per-row values of the kept rows (when the
+        weight is > 0) and reduce them as :attr:`reduction` says."""
+        rows = add_cross_entropy(rows, self, ce_weight)
+        return finish_rows(
+            rows,
+            keep=self.keep,
+            leading=self.leading,
+            reduction=self.reduction,
+            normalizer=self.normalizer,
+        )
+
+    def logits(self) -> tuple[Tensor, Tensor]:
+        """The student's and the teacher's logits of the kept rows in the compute dtype."""
+        assert self.teacher is not None, "the objective has no teacher"
+        return self.student.to(self.dtype), self.teacher.to(self.dtype)
 
 
 def check_weight(value: Any, name: str) -> float:
@@ -223,31 +345,15 @@ def prepare(
     )
 
 
-def prepare_rows(
-    student_logits: Any,
-    teacher_logits: Any,
-    labels: Any,
-    row_args: RowArgs,
-    objective: str,
-    need_labels: bool = False,
-    *,
-    min_classes: int = 1,
-) -> Rows:
-    """:func:`prepare` with the row options bundled in ``row_args`` (a teacher is needed)."""
-    return prepare(
-        student_logits,
-        teacher_logits,
-        labels,
-        **row_args._asdict(),
-        need_labels=need_labels,
-        min_classes=min_classes,
-        objective=objective,
-    )
-
-
 def prepare_student(student_logits: Any, labels: Any, **kwargs: Any) -> Rows:
     """:func:`prepare` for an objective without a teacher (cross-entropy)."""
     return prepare(student_logits, None, labels, need_teacher=False, **kwargs)
+
+
+def kd_scale(kd_weight: float, temperature: float, scale_by_temperature_squared: bool) -> float:
+    """The divergence term's factor: ``kd_weight·T²`` (Hinton's gradient-scale correction), or
+    ``kd_weight`` without the T² flag."""
+    return kd_weight * (temperature**2 if scale_by_temperature_squared else 1.0)
 
 
 def cross_entropy_rows(student_rows: Tensor, labels: Tensor, dtype: torch.dtype) -> Tensor:
@@ -261,15 +367,6 @@ def add_cross_entropy(rows: Tensor, r: Rows, ce_weight: float) -> Tensor:
         assert r.labels is not None
         rows = rows + ce_weight * cross_entropy_rows(r.student, r.labels, r.dtype)
     return rows
-
-
-def finish(rows: Tensor, r: Rows, ce_weight: float = 0.0) -> Tensor:
-    """Add ``ce_weight·CE(student, y)`` to the per-row values of the kept rows (when the weight
-    is > 0) and reduce them as ``r.reduction`` says."""
-    rows = add_cross_entropy(rows, r, ce_weight)
-    return finish_rows(
-        rows, keep=r.keep, leading=r.leading, reduction=r.reduction, normalizer=r.normalizer
-    )
 
 
 class Objective(nn.Module):

@@ -26,7 +26,7 @@ learned bound network can supply them.
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -40,13 +40,12 @@ from divergent._validation import (
     check_tensor,
     finish_rows,
 )
-from divergent.objectives._common import (
-    Objective,
-    RowArgs,
-    check_weights,
-    finish,
-    prepare_rows,
-)
+from divergent.objectives._common import LossInputs, Objective, Rows, check_weights, row_keywords
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
+
+    from divergent.objectives._common import RowKeywords
 
 __all__ = [
     "DACKLLoss",
@@ -165,6 +164,7 @@ def clip_teacher_log_probs(
     return _clip_rows(rows, lo, hi).reshape(t.shape)
 
 
+@row_keywords
 def dackl_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -175,10 +175,7 @@ def dackl_loss(
     temperature: float = 1.0,
     ce_weight: float = 0.0,
     kd_weight: float = 1.0,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""DAC-KL: KL from the clipped teacher to the student, plus an optional SFT term.
 
@@ -216,17 +213,11 @@ def dackl_loss(
     lower, upper = _check_level(lower, "lower"), _check_level(upper, "upper")
     tau = check_temperature(temperature)
     ce_w, kd_w = check_weights(ce_weight=ce_weight, kd_weight=kd_weight)
-    r = prepare_rows(
-        student_logits,
-        teacher_logits,
-        labels,
-        RowArgs(mask, reduction, normalizer, ignore_index),
-        "dackl with ce_weight > 0",
-        ce_w > 0,
-    )
-    assert r.teacher is not None
-    log_q = (r.student.to(r.dtype) / tau).log_softmax(-1)
-    log_t = (r.teacher.to(r.dtype) / tau).log_softmax(-1)
+    inputs = LossInputs(student_logits, teacher_logits, labels)
+    r = Rows.select(*inputs, row_options, "dackl with ce_weight > 0", ce_w > 0)
+    s, t = r.logits()
+    log_q = (s / tau).log_softmax(-1)
+    log_t = (t / tau).log_softmax(-1)
     lo = _levels(lower, r.leading, r.keep, log_t)
     hi = _levels(upper, r.leading, r.keep, log_t)
     if bool((lo > hi).any()):
@@ -236,7 +227,7 @@ def dackl_loss(
     # where p = 0 the term is 0 (0·log 0); mask before multiplying so -inf never meets 0
     terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
     rows = kd_w * tau * tau * terms.sum(-1)
-    return finish(rows, r, ce_w)
+    return r.finish(rows, ce_w)
 
 
 def span_loss(

@@ -24,14 +24,19 @@ official code subtracts 1000 from it).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
-from divergent.objectives._common import Objective, RowArgs, check_weights, finish, prepare_rows
+from divergent.objectives._common import Objective, Rows, check_weights, kd_scale, row_keywords
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
+
+    from divergent.objectives._common import RowKeywords
 
 __all__ = ["DKDLoss", "dkd_loss", "dkd_terms"]
 
@@ -70,6 +75,7 @@ def _check_dkd(
     return (alpha, beta, temperature, *check_weights(ce_weight=ce_weight, kd_weight=kd_weight))
 
 
+@row_keywords
 def dkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -81,10 +87,7 @@ def dkd_loss(
     ce_weight: float = 1.0,
     kd_weight: float = 1.0,
     scale_by_temperature_squared: bool = True,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""Decoupled KD: :math:`w_\mathrm{ce}\mathrm{CE} + w_\mathrm{kd}T^2(\alpha\,\mathrm{TCKD}
     + \beta\,\mathrm{NCKD})`.
@@ -129,13 +132,11 @@ def dkd_loss(
     alpha, beta, temperature, ce_weight, kd_weight = _check_dkd(
         alpha, beta, temperature, ce_weight, kd_weight
     )
-    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
-    r = prepare_rows(student_logits, teacher_logits, labels, row_args, "dkd", True, min_classes=2)
-    assert r.teacher is not None and r.labels is not None
-    tckd, nckd = dkd_terms(r.student.to(r.dtype), r.teacher.to(r.dtype), r.labels, temperature)
-    scale = kd_weight * (temperature**2 if scale_by_temperature_squared else 1.0)
-    rows = scale * (alpha * tckd + beta * nckd)
-    return finish(rows, r, ce_weight)
+    r = Rows.select(student_logits, teacher_logits, labels, row_options, "dkd", True, min_classes=2)
+    assert r.labels is not None
+    tckd, nckd = dkd_terms(*r.logits(), r.labels, temperature)
+    scale = kd_scale(kd_weight, temperature, scale_by_temperature_squared)
+    return r.finish(scale * (alpha * tckd + beta * nckd), ce_weight)
 
 
 class DKDLoss(Objective):

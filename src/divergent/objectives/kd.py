@@ -25,7 +25,7 @@ evaluated by :func:`divergent.functional.divergence` (the chunked engine).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import Tensor
 
@@ -33,15 +33,22 @@ from divergent._validation import check_positive_scalar
 from divergent.categorical import DivergenceLike, resolve_divergence
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import (
+    LossInputs,
     Objective,
     RowArgs,
     Rows,
     check_weights,
     cross_entropy_rows,
-    finish,
-    prepare_rows,
+    kd_scale,
     prepare_student,
+    row_keywords,
+    split_row_keywords,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
+
+    from divergent.objectives._common import RowKeywords
 
 __all__ = [
     "CrossEntropyLoss",
@@ -66,15 +73,12 @@ class _KDOptions(NamedTuple):
     kd_weight: float
 
 
+@row_keywords
 def cross_entropy_loss(
     student_logits: Tensor,
     teacher_logits: Tensor | None = None,
     labels: Tensor | None = None,
-    *,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""Hard-label cross-entropy :math:`-\log\mathrm{softmax}(s)_y` (the no-teacher baseline).
 
@@ -96,18 +100,12 @@ def cross_entropy_loss(
         >>> cross_entropy_loss(s, None, torch.tensor([0, 1]))
         tensor(0.3606)
     """
+    row_args = RowArgs.of(row_options)._asdict()
     r = prepare_student(
-        student_logits,
-        labels,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        ignore_index=ignore_index,
-        need_labels=True,
-        objective="cross-entropy",
+        student_logits, labels, **row_args, need_labels=True, objective="cross-entropy"
     )
     assert r.labels is not None
-    return finish(cross_entropy_rows(r.student, r.labels, r.dtype), r)
+    return r.finish(cross_entropy_rows(r.student, r.labels, r.dtype))
 
 
 def _kd_rows(
@@ -118,7 +116,7 @@ def _kd_rows(
     divergence_params: dict[str, Any],
 ) -> Tensor:
     """Per-row ``kd_weight·(T²)·D(div_teacher‖div_student)`` (the CE term is added by
-    :func:`finish`)."""
+    :meth:`~divergent.objectives._common.Rows.finish`)."""
     if options.kd_weight == 0:
         return r.student.new_zeros(r.student.shape[0], dtype=r.dtype)
     return options.kd_scale * _divergence(
@@ -139,7 +137,7 @@ def _check_kd_options(
     scale_by_temperature_squared: Any,
 ) -> _KDOptions:
     """The checked options; the caller checks the divergence and its parameters
-    (``resolve_divergence(divergence).bind(params)``)."""
+    (:func:`_split_kd_keywords`)."""
     temperature = check_positive_scalar(temperature, "temperature")
     if not isinstance(scale_by_temperature_squared, bool):
         raise ValueError(
@@ -147,8 +145,8 @@ def _check_kd_options(
             f"{scale_by_temperature_squared!r}"
         )
     ce_weight, kd_weight = check_weights(ce_weight=ce_weight, kd_weight=kd_weight)
-    kd_scale = kd_weight * (temperature**2 if scale_by_temperature_squared else 1.0)
-    return _KDOptions(divergence, temperature, kd_scale, ce_weight, kd_weight)
+    scale = kd_scale(kd_weight, temperature, scale_by_temperature_squared)
+    return _KDOptions(divergence, temperature, scale, ce_weight, kd_weight)
 
 
 def _check_kd_module(
@@ -170,6 +168,32 @@ def _check_kd_module(
     check_positive_scalar(eps, "eps", allow_zero=True)
 
 
+def _split_kd_keywords(divergence: Any, keywords: dict[str, Any]) -> tuple[RowArgs, dict[str, Any]]:
+    """The row options and the divergence parameters among a KD loss's ``**keywords``; unknown
+    or bad divergence parameters fail here."""
+    row_args, divergence_params = split_row_keywords(keywords)
+    resolve_divergence(divergence).bind(divergence_params)
+    return row_args, divergence_params
+
+
+def _kd(
+    inputs: LossInputs,
+    row_args: RowArgs,
+    options: _KDOptions,
+    divergence_params: dict[str, Any],
+    sides: Callable[[Rows], tuple[Tensor, Tensor]],
+    objective: str,
+    min_classes: int = 1,
+) -> Tensor:
+    """The KD head of :func:`kd_loss` and :func:`lskd_loss`: select the rows, then
+    ``kd_weight·(T²)·D(teacher‖student)`` of the logits ``sides(rows)`` gives (each loss's
+    transform), plus the CE term on the raw student logits, reduced."""
+    r = Rows.select(*inputs, row_args, objective, options.ce_weight > 0, min_classes=min_classes)
+    rows = _kd_rows(r, *sides(r), options, divergence_params)
+    return r.finish(rows, options.ce_weight)
+
+
+@row_keywords
 def kd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -181,10 +205,6 @@ def kd_loss(
     ce_weight: float = 0.1,
     kd_weight: float = 0.9,
     teacher_temperature: float | None = None,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
     **divergence_params: Any,
 ) -> Tensor:
     r"""Hinton KD with any divergence: :math:`w_\mathrm{ce}\mathrm{CE}(s,y) +
@@ -242,26 +262,21 @@ def kd_loss(
         0.5/0.5). Logit smoothing as a separate knob: Ramesh, Sengupta & Chakraborty, "On the
         generalization vs fidelity paradox in knowledge distillation", Findings of ACL 2025.
     """
-    resolve_divergence(divergence).bind(divergence_params)  # unknown or bad parameters fail
+    row_args, divergence_params = _split_kd_keywords(divergence, divergence_params)
     options = _check_kd_options(
         divergence, temperature, ce_weight, kd_weight, scale_by_temperature_squared
     )
-    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
-    r = prepare_rows(
-        student_logits,
-        teacher_logits,
-        labels,
-        row_args,
-        "kd with ce_weight > 0",
-        options.ce_weight > 0,
-    )
-    assert r.teacher is not None
-    div_teacher = r.teacher
-    if teacher_temperature is not None:  # softmax((t·T/τ_t)/T) = softmax(t/τ_t)
+
+    def sides(r: Rows) -> tuple[Tensor, Tensor]:
+        assert r.teacher is not None
+        if teacher_temperature is None:
+            return r.teacher, r.student
+        # softmax((t·T/τ_t)/T) = softmax(t/τ_t)
         tau = check_positive_scalar(teacher_temperature, "teacher_temperature")
-        div_teacher = r.teacher.to(r.dtype) * (options.temperature / tau)
-    rows = _kd_rows(r, div_teacher, r.student, options, divergence_params)
-    return finish(rows, r, options.ce_weight)
+        return r.teacher.to(r.dtype) * (options.temperature / tau), r.student
+
+    inputs = LossInputs(student_logits, teacher_logits, labels)
+    return _kd(inputs, row_args, options, divergence_params, sides, "kd with ce_weight > 0")
 
 
 def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
@@ -282,6 +297,7 @@ def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
     return (logits - mean) / (logits.std(dim=-1, keepdim=True) + eps)
 
 
+@row_keywords
 def lskd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -293,10 +309,6 @@ def lskd_loss(
     ce_weight: float = 0.1,
     kd_weight: float = 9.0,
     eps: float = 1e-7,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
     **divergence_params: Any,
 ) -> Tensor:
     r"""KD on standardised logits (LS-KD): :func:`kd_loss` with
@@ -332,23 +344,17 @@ def lskd_loss(
         Sun, Ren, Li, Wang & Cao, "Logit standardization in knowledge distillation", CVPR 2024
         (code: github.com/sunshangquan/logit-standardization-KD).
     """
-    resolve_divergence(divergence).bind(divergence_params)  # unknown or bad parameters fail
+    row_args, divergence_params = _split_kd_keywords(divergence, divergence_params)
     options = _check_kd_options(
         divergence, temperature, ce_weight, kd_weight, scale_by_temperature_squared
     )
-    r = prepare_rows(
-        student_logits,
-        teacher_logits,
-        labels,
-        RowArgs(mask, reduction, normalizer, ignore_index),
-        "lskd",
-        options.ce_weight > 0,
-        min_classes=2,
-    )
-    assert r.teacher is not None
-    z_t = standardize_logits(r.teacher.to(r.dtype), eps)
-    z_s = standardize_logits(r.student.to(r.dtype), eps)
-    return finish(_kd_rows(r, z_t, z_s, options, divergence_params), r, options.ce_weight)
+
+    def sides(r: Rows) -> tuple[Tensor, Tensor]:
+        student, teacher = r.logits()
+        return standardize_logits(teacher, eps), standardize_logits(student, eps)
+
+    inputs = LossInputs(student_logits, teacher_logits, labels)
+    return _kd(inputs, row_args, options, divergence_params, sides, "lskd", min_classes=2)
 
 
 class CrossEntropyLoss(Objective):

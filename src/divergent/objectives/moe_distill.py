@@ -20,6 +20,8 @@ KL (plain DPO) and the teacher's log-probabilities as the reference.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor
 
@@ -31,14 +33,13 @@ from divergent._validation import (
     check_temperature,
     reduce_rows,
 )
-from divergent.objectives._common import (
-    Objective,
-    RowArgs,
-    check_weights,
-    finish,
-    prepare_rows,
-)
+from divergent.objectives._common import LossInputs, Objective, Rows, check_weights, row_keywords
 from divergent.objectives.preference import f_dpo_loss
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
+
+    from divergent.objectives._common import RowKeywords
 
 __all__ = [
     "PREFERENCE_LOSS_TYPES",
@@ -52,6 +53,7 @@ __all__ = [
 PREFERENCE_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "kto_pair")
 
 
+@row_keywords
 def mimic_distillation_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -60,10 +62,7 @@ def mimic_distillation_loss(
     align_weight: float = 1.0,
     ce_weight: float = 1.0,
     temperature: float = 1.0,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""LLaVA-MoD's mimic-distillation loss per token,
 
@@ -97,19 +96,13 @@ def mimic_distillation_loss(
     """
     align_w, ce_w = check_weights(align_weight=align_weight, ce_weight=ce_weight)
     tau = check_temperature(temperature)
-    r = prepare_rows(
-        student_logits,
-        teacher_logits,
-        labels,
-        RowArgs(mask, reduction, normalizer, ignore_index),
-        "mimic_distillation_loss with ce_weight > 0",
-        ce_w > 0,
-    )
-    assert r.teacher is not None
-    log_q = (r.student.to(r.dtype) / tau).log_softmax(-1)
-    p = (r.teacher.to(r.dtype) / tau).softmax(-1)
+    inputs = LossInputs(student_logits, teacher_logits, labels)
+    r = Rows.select(*inputs, row_options, "mimic_distillation_loss with ce_weight > 0", ce_w > 0)
+    s, t = r.logits()
+    log_q = (s / tau).log_softmax(-1)
+    p = (t / tau).softmax(-1)
     terms = torch.where(p > 0, p * log_q, torch.zeros_like(p))
-    return finish(-align_w * terms.sum(-1), r, ce_w)
+    return r.finish(-align_w * terms.sum(-1), ce_w)
 
 
 def load_balancing_loss(router_logits: Tensor, top_k: int, *, mask: Tensor | None = None) -> Tensor:

@@ -21,13 +21,18 @@ final logits; :class:`OFALoss` does this for feature vectors with ``branch_dims`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from divergent._validation import check_positive_scalar
-from divergent.objectives._common import Objective, RowArgs, check_weights, finish, prepare_rows
+from divergent.objectives._common import Objective, Rows, check_weights, row_keywords
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
+
+    from divergent.objectives._common import RowKeywords
 
 __all__ = ["OFALoss", "ofa_loss", "ofa_rows"]
 
@@ -53,6 +58,7 @@ def _check_ofa(
     return (eps, temperature, *check_weights(ce_weight=ce_weight, kd_weight=kd_weight))
 
 
+@row_keywords
 def ofa_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -62,10 +68,7 @@ def ofa_loss(
     temperature: float = 1.0,
     ce_weight: float = 1.0,
     kd_weight: float = 1.0,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""OFA objective in logit space: :math:`w_\mathrm{ce}\mathrm{CE}(s, y) +
     w_\mathrm{kd}\mathcal L_\mathrm{OFA}(s, t, y)` (module docstring; no T² factor, as the
@@ -95,13 +98,9 @@ def ofa_loss(
         code ``Hao840/OFAKD``, ``distillers/ofa.py`` and ``train.py``.
     """
     eps, temperature, ce_weight, kd_weight = _check_ofa(eps, temperature, ce_weight, kd_weight)
-    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
-    r = prepare_rows(student_logits, teacher_logits, labels, row_args, "ofa", need_labels=True)
-    assert r.teacher is not None and r.labels is not None
-    rows = kd_weight * ofa_rows(
-        r.student.to(r.dtype), r.teacher.to(r.dtype), r.labels, eps, temperature
-    )
-    return finish(rows, r, ce_weight)
+    r = Rows.select(student_logits, teacher_logits, labels, row_options, "ofa", need_labels=True)
+    assert r.labels is not None
+    return r.finish(kd_weight * ofa_rows(*r.logits(), r.labels, eps, temperature), ce_weight)
 
 
 class OFALoss(Objective):

@@ -38,7 +38,7 @@ forward KL, which softens it; the weights carry no gradient. All KL terms are ev
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -49,12 +49,18 @@ from divergent.objectives._common import (
     LossInputs,
     Objective,
     RowArgs,
+    Rows,
     check_weight,
     check_weights,
-    finish,
-    prepare_rows,
+    kd_scale,
+    row_keywords,
 )
 from divergent.objectives.kd import DivergenceArg, kd_loss
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
+
+    from divergent.objectives._common import RowKeywords
 
 __all__ = [
     "BDKDLoss",
@@ -188,7 +194,7 @@ def _bdkd(
     opts: _BDKDOptions,
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`bdkd_loss` and the reverse-KL weights of the kept rows (None without KD term)."""
-    r = prepare_rows(
+    r = Rows.select(
         student_logits,
         teacher_logits,
         labels,
@@ -196,8 +202,7 @@ def _bdkd(
         "bdkd with ce_weight > 0",
         opts.ce_weight > 0,
     )
-    assert r.teacher is not None
-    s, t = r.student.to(r.dtype), r.teacher.to(r.dtype)
+    s, t = r.logits()
     rows = s.new_zeros(s.shape[0])
     w = None
     if opts.kd_weight > 0:
@@ -205,11 +210,12 @@ def _bdkd(
         w = bdkd_reverse_weights(s, t, temperature=temperature, sharpness=opts.sharpness)
         forward = _divergence("kl", t, s, temperature=temperature, reduction="none")
         reverse = _divergence("reverse_kl", t, s, temperature=temperature, reduction="none")
-        t_squared = temperature**2 if opts.scale_by_temperature_squared else 1.0
-        rows = opts.kd_weight * t_squared * ((1 - w) * forward + w * reverse)
-    return finish(rows, r, opts.ce_weight), w
+        scale = kd_scale(opts.kd_weight, temperature, opts.scale_by_temperature_squared)
+        rows = scale * ((1 - w) * forward + w * reverse)
+    return r.finish(rows, opts.ce_weight), w
 
 
+@row_keywords
 def bdkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -220,10 +226,7 @@ def bdkd_loss(
     kd_weight: float = 1.0,
     sharpness: float | None = None,
     scale_by_temperature_squared: bool = True,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""BD-KD student loss: CE plus a per-sample mix of forward and reverse KL
     (module docstring).
@@ -257,8 +260,7 @@ def bdkd_loss(
         teacher's regulariser); no official code was found.
     """
     opts = _check_bdkd(temperature, ce_weight, kd_weight, sharpness, scale_by_temperature_squared)
-    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
-    return _bdkd(student_logits, teacher_logits, labels, row_args, opts)[0]
+    return _bdkd(student_logits, teacher_logits, labels, RowArgs.of(row_options), opts)[0]
 
 
 def _bdkd_online(
@@ -288,6 +290,7 @@ def _bdkd_online(
     return OnlineLosses(student=student, teacher=teacher), weights
 
 
+@row_keywords
 def bdkd_online_losses(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -299,10 +302,7 @@ def bdkd_online_losses(
     teacher_kd_weight: float | None = None,
     sharpness: float | None = None,
     scale_by_temperature_squared: bool = True,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> OnlineLosses:
     r"""Both losses of an online BD-KD step: the student's balanced loss (towards the
     detached teacher) and the teacher's CE + reverse-KL regulariser
@@ -320,10 +320,8 @@ def bdkd_online_losses(
         True
     """
     opts = _check_bdkd(temperature, ce_weight, kd_weight, sharpness, scale_by_temperature_squared)
-    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
-    return _bdkd_online(student_logits, teacher_logits, labels, row_args, opts, teacher_kd_weight)[
-        0
-    ]
+    inputs = LossInputs(student_logits, teacher_logits, labels)
+    return _bdkd_online(*inputs, RowArgs.of(row_options), opts, teacher_kd_weight)[0]
 
 
 class BDKDLoss(Objective):

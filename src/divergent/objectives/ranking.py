@@ -19,13 +19,18 @@ The tail log-sum-exps are one reverse ``logcumsumexp`` (O(C log C) with the sort
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
-from divergent.objectives._common import Objective, RowArgs, check_weight, finish, prepare_rows
+from divergent.objectives._common import Objective, Rows, check_weight, row_keywords
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
+
+    from divergent.objectives._common import RowKeywords
 
 __all__ = ["PLDLoss", "pld_loss", "pld_rows"]
 
@@ -56,6 +61,7 @@ def _check_pld(teacher_temperature: Any, kd_weight: Any, **_other: Any) -> tuple
     return teacher_temperature, check_weight(kd_weight, "kd_weight")
 
 
+@row_keywords
 def pld_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -63,10 +69,7 @@ def pld_loss(
     *,
     teacher_temperature: float = 1.0,
     kd_weight: float = 1.0,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""Plackett–Luce distillation loss (module docstring).
 
@@ -93,13 +96,8 @@ def pld_loss(
         confidence-weighted ListMLE; no official code found).
     """
     teacher_temperature, kd_weight = _check_pld(teacher_temperature, kd_weight)
-    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
-    r = prepare_rows(student_logits, teacher_logits, labels, row_args, "pld")
-    assert r.teacher is not None
-    rows = kd_weight * pld_rows(
-        r.student.to(r.dtype), r.teacher.to(r.dtype), r.labels, teacher_temperature
-    )
-    return finish(rows, r)
+    r = Rows.select(student_logits, teacher_logits, labels, row_options, "pld")
+    return r.finish(kd_weight * pld_rows(*r.logits(), r.labels, teacher_temperature))
 
 
 class PLDLoss(Objective):

@@ -22,12 +22,17 @@ is added equally to every kept row, so the mean over rows is the loss above.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
-from divergent.objectives._common import Objective, RowArgs, check_weights, finish, prepare_rows
+from divergent.objectives._common import LossInputs, Objective, Rows, check_weights, row_keywords
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
+
+    from divergent.objectives._common import RowKeywords
 
 __all__ = ["DISTLoss", "dist_loss", "pearson_correlation"]
 
@@ -59,6 +64,7 @@ def _check_dist(
     return beta, gamma, temperature, ce_weight, kd_weight, eps
 
 
+@row_keywords
 def dist_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -70,10 +76,7 @@ def dist_loss(
     ce_weight: float = 1.0,
     kd_weight: float = 2.0,
     eps: float = 1e-8,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""DIST: :math:`w_\mathrm{ce}\mathrm{CE} + w_\mathrm{kd}\tau^2(\beta\mathcal L_\mathrm{inter}
     + \gamma\mathcal L_\mathrm{intra})` (see the module docstring).
@@ -106,24 +109,17 @@ def dist_loss(
     beta, gamma, temperature, ce_weight, kd_weight, eps = _check_dist(
         beta, gamma, temperature, ce_weight, kd_weight, eps
     )
-    r = prepare_rows(
-        student_logits,
-        teacher_logits,
-        labels,
-        RowArgs(mask, reduction, normalizer, ignore_index),
-        "dist with ce_weight > 0",
-        ce_weight > 0,
-        min_classes=2,
-    )
-    assert r.teacher is not None
-    rows = r.student.new_zeros(r.student.shape[0], dtype=r.dtype)
+    inputs = LossInputs(student_logits, teacher_logits, labels)
+    r = Rows.select(*inputs, row_options, "dist with ce_weight > 0", ce_weight > 0, min_classes=2)
+    s, t = r.logits()
+    rows = s.new_zeros(s.shape[0])
     if kd_weight > 0 and rows.shape[0] > 0:
-        y_s = (r.student.to(r.dtype) / temperature).softmax(-1)
-        y_t = (r.teacher.to(r.dtype) / temperature).softmax(-1)
+        y_s = (s / temperature).softmax(-1)
+        y_t = (t / temperature).softmax(-1)
         inter = 1 - pearson_correlation(y_s, y_t, dim=-1, eps=eps)
         intra = 1 - pearson_correlation(y_s, y_t, dim=0, eps=eps).mean()
         rows = kd_weight * temperature**2 * (beta * inter + gamma * intra)
-    return finish(rows, r, ce_weight)
+    return r.finish(rows, ce_weight)
 
 
 class DISTLoss(Objective):

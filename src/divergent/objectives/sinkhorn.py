@@ -27,15 +27,20 @@ row makes every row NaN).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
-from divergent.objectives._common import Objective, RowArgs, check_weights, finish, prepare_rows
+from divergent.objectives._common import LossInputs, Objective, Rows, check_weights, row_keywords
 from divergent.transport import sinkhorn
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
+
+    from divergent.objectives._common import RowKeywords
 
 __all__ = ["SinKDLoss", "batch_sinkhorn_distance", "sinkd_loss"]
 
@@ -86,6 +91,7 @@ def _check_sinkd(
     return (temperature, eps, *weights)
 
 
+@row_keywords
 def sinkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -98,10 +104,7 @@ def sinkd_loss(
     sinkhorn_weight: float = 0.002,
     max_iter: int = 1000,
     tol: float | None = 1e-4,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""SinKD: :math:`w_\mathrm{ce}\mathrm{CE} + w_\mathrm{kd}\mathrm{KL}(p^t\|p^s) +
     w_\mathrm{sink}\,B\langle\Pi_\varepsilon, C\rangle` (module docstring).
@@ -137,12 +140,9 @@ def sinkd_loss(
     temperature, eps, ce_weight, kd_weight, sinkhorn_weight = _check_sinkd(
         temperature, eps, ce_weight, kd_weight, sinkhorn_weight, max_iter
     )
-    row_args = RowArgs(mask, reduction, normalizer, ignore_index)
-    r = prepare_rows(
-        student_logits, teacher_logits, labels, row_args, "sinkd with ce_weight > 0", ce_weight > 0
-    )
-    assert r.teacher is not None
-    s, t = r.student.to(r.dtype), r.teacher.to(r.dtype)
+    inputs = LossInputs(student_logits, teacher_logits, labels)
+    r = Rows.select(*inputs, row_options, "sinkd with ce_weight > 0", ce_weight > 0)
+    s, t = r.logits()
     rows = s.new_zeros(s.shape[0])
     if kd_weight > 0:
         rows = kd_weight * _divergence("kl", t, s, temperature=temperature, reduction="none")
@@ -154,7 +154,7 @@ def sinkd_loss(
         else:
             batch_term = batch_sinkhorn_distance(p_s, p_t, eps=eps, max_iter=max_iter, tol=tol)
         rows = rows + sinkhorn_weight * batch_term
-    return finish(rows, r, ce_weight)
+    return r.finish(rows, ce_weight)
 
 
 class SinKDLoss(Objective):

@@ -33,19 +33,17 @@ divides the sum over tokens by the batch size; here ``"mean"`` averages over kep
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
 from divergent._validation import check_temperature
-from divergent.objectives._common import (
-    Objective,
-    RowArgs,
-    Rows,
-    check_weights,
-    finish,
-    prepare_rows,
-)
+from divergent.objectives._common import Objective, Rows, check_weights, row_keywords
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
+
+    from divergent.objectives._common import RowKeywords
 
 __all__ = ["ViewAlignmentLoss", "math_puma_loss", "view_alignment_loss", "z_normalize_logits"]
 
@@ -70,8 +68,7 @@ def _check_fraction(value: Any, name: str) -> float:
 
 
 def _mix_rows(r: Rows, alpha: float, tau: float, z_normalize: bool) -> Tensor:
-    assert r.teacher is not None
-    act, ref = r.student.to(r.dtype), r.teacher.to(r.dtype)
+    act, ref = r.logits()
     if z_normalize:
         act, ref = z_normalize_logits(act), z_normalize_logits(ref)
     log_p = (act / tau).log_softmax(-1)  # active view
@@ -81,6 +78,7 @@ def _mix_rows(r: Rows, alpha: float, tau: float, z_normalize: bool) -> Tensor:
     return tau * tau * (alpha * kl_act_ref + (1.0 - alpha) * kl_ref_act)
 
 
+@row_keywords
 def view_alignment_loss(
     active_logits: Tensor,
     reference_logits: Tensor,
@@ -89,10 +87,7 @@ def view_alignment_loss(
     alpha: float = 0.5,
     temperature: float = 1.0,
     z_normalize: bool = True,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""Math-PUMA's mixed KL between two views' next-token distributions,
     :math:`T^2[\alpha\,\mathrm{KL}(p_\mathrm{act}\|q_\mathrm{ref}) +
@@ -126,16 +121,11 @@ def view_alignment_loss(
     """
     alpha = _check_fraction(alpha, "alpha")
     tau = check_temperature(temperature)
-    r = prepare_rows(
-        active_logits,
-        reference_logits,
-        labels,
-        RowArgs(mask, reduction, normalizer, ignore_index),
-        "view_alignment_loss",
-    )
-    return finish(_mix_rows(r, alpha, tau, bool(z_normalize)), r)
+    r = Rows.select(active_logits, reference_logits, labels, row_options, "view_alignment_loss")
+    return r.finish(_mix_rows(r, alpha, tau, bool(z_normalize)))
 
 
+@row_keywords
 def math_puma_loss(
     active_logits: Tensor,
     reference_logits: Tensor,
@@ -145,10 +135,7 @@ def math_puma_loss(
     alpha: float = 0.5,
     temperature: float = 1.0,
     z_normalize: bool = True,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
+    **row_options: Unpack[RowKeywords],
 ) -> Tensor:
     r"""Math-PUMA's stage-2 loss :math:`\lambda\,T^2\,\mathrm{KL}_\mathrm{mix} +
     (1-\lambda)\,\mathrm{CE}(s_\mathrm{act}, y)` per token.
@@ -175,16 +162,8 @@ def math_puma_loss(
     alpha = _check_fraction(alpha, "alpha")
     tau = check_temperature(temperature)
     (ce_weight,) = check_weights(ce_weight=1.0 - lam)
-    r = prepare_rows(
-        active_logits,
-        reference_logits,
-        labels,
-        RowArgs(mask, reduction, normalizer, ignore_index),
-        "math_puma_loss",
-        True,
-    )
-    rows = lam * _mix_rows(r, alpha, tau, bool(z_normalize))
-    return finish(rows, r, ce_weight)
+    r = Rows.select(active_logits, reference_logits, labels, row_options, "math_puma_loss", True)
+    return r.finish(lam * _mix_rows(r, alpha, tau, bool(z_normalize)), ce_weight)
 
 
 class ViewAlignmentLoss(Objective):
