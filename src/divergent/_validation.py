@@ -111,6 +111,12 @@ def check_tensor(x: Any, name: str) -> Tensor:
     return x
 
 
+def check_same_device(x: Tensor, name: str, other: Tensor, other_name: str) -> None:
+    """A ``ValueError`` naming both arguments and their devices when they differ."""
+    if x.device != other.device:
+        raise ValueError(f"`{name}` is on {x.device} but `{other_name}` is on {other.device}")
+
+
 def check_pair(p: Any, q: Any, p_name: str = "p", q_name: str = "q") -> tuple[Tensor, Tensor]:
     p, q = check_tensor(p, p_name), check_tensor(q, q_name)
     if p.shape != q.shape:
@@ -124,8 +130,7 @@ def check_pair(p: Any, q: Any, p_name: str = "p", q_name: str = "q") -> tuple[Te
             f"`{p_name}` and `{q_name}` must have the same shape, got {tuple(p.shape)} and "
             f"{tuple(q.shape)} (class axis last, same leading shape)"
         )
-    if p.device != q.device:
-        raise ValueError(f"`{p_name}` is on {p.device} but `{q_name}` is on {q.device}")
+    check_same_device(p, p_name, q, q_name)
     return p, q
 
 

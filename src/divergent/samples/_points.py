@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_positive_scalar, check_same_device
 
 __all__ = [
     "IntervalEstimate",
@@ -114,8 +114,7 @@ def check_same_dim(x: Tensor, y: Tensor, x_name: str = "x", y_name: str = "y") -
             f"`{x_name}` and `{y_name}` must have the same dimension (columns), got "
             f"{x.shape[1]} and {y.shape[1]}"
         )
-    if x.device != y.device:
-        raise ValueError(f"`{x_name}` is on {x.device} but `{y_name}` is on {y.device}")
+    check_same_device(x, x_name, y, y_name)
 
 
 def check_int(value: Any, name: str, low: int, high: int | None = None, what: str = "") -> int:

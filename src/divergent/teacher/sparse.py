@@ -29,6 +29,7 @@ from torch import Tensor
 from divergent._validation import (
     ROW_KEYWORDS,
     check_chunk_size,
+    check_same_device,
     check_temperature,
     check_tensor,
     compute_dtype,
@@ -544,10 +545,7 @@ def sparse_divergence(
             "`student_logits`; need k <= V"
         )
     for t_name, t in (("teacher_topk_ids", ids), ("teacher_topk_logprobs", logprobs)):
-        if t.device != student.device:
-            raise ValueError(
-                f"`{t_name}` is on {t.device} but `student_logits` is on {student.device}"
-            )
+        check_same_device(t, t_name, student, "student_logits")
     check_chunk_size(chunk_size)
     opts = row_options(leading_shape=student.shape[:-1], device=student.device, **row)
     leading, temperature = opts.leading, opts.temperature

@@ -16,7 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from divergent._validation import check_float_tensor, check_positive_scalar, compute_dtype
+from divergent._validation import (
+    check_float_tensor,
+    check_positive_scalar,
+    check_same_device,
+    compute_dtype,
+)
 
 __all__ = [
     "CHECK_EVERY",
@@ -82,8 +87,7 @@ def marginals(a: Any, b: Any, cost: Tensor) -> tuple[Tensor, Tensor]:
                 f"`{name}` has {w.shape[-1]} entries on its last axis but the cost has {size} "
                 f"{axis} (shape {tuple(w.shape)}); they must match"
             )
-        if w.device != cost.device:
-            raise ValueError(f"`{name}` is on {w.device} but `cost` is on {cost.device}")
+        check_same_device(w, name, cost, "cost")
     return a, b
 
 

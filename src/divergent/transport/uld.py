@@ -21,6 +21,7 @@ from divergent._validation import (
     ROW_INPUT_KEYWORDS,
     RowKeywords,
     check_float_tensor,
+    check_same_device,
     compute_dtype,
     input_rows,
     row_keywords,
@@ -104,8 +105,7 @@ def uld_distance(
             f"`p` and `q` must share their leading shape (vocabulary sizes may differ), got "
             f"{tuple(p.shape)} and {tuple(q.shape)}"
         )
-    if p.device != q.device:
-        raise ValueError(f"`p` is on {p.device} but `q` is on {q.device}")
+    check_same_device(p, "p", q, "q")
     row, _ = split_row_keywords(options, ROW_INPUT_KEYWORDS, function="uld_distance")
     opts = row_options(leading_shape=p.shape[:-1], device=p.device, **row)
     checked = input_rows([("p", p), ("q", q)], opts, check_nan=check_nan, stacklevel=3)
