@@ -12,7 +12,7 @@ r"""The balanced Sinkhorn solver behind :mod:`divergent.transport.sinkhorn` (not
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -21,7 +21,14 @@ from torch.autograd.function import once_differentiable
 
 from divergent.transport._common import CHECK_EVERY, f_update, g_update, log_plan
 
-__all__ = ["Problems", "SinkhornFunction", "solve", "symmetric_gauge", "transport_adjoint"]
+__all__ = [
+    "Problems",
+    "Schedule",
+    "SinkhornFunction",
+    "solve",
+    "symmetric_gauge",
+    "transport_adjoint",
+]
 
 # absorption threshold |log u| for the scaling-form inner iterations, per dtype
 _TAU = {torch.float32: 20.0, torch.float64: 50.0}
@@ -178,68 +185,63 @@ def run_blocks(
     return f, g, n_iter, errors
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How a batch of balanced problems is solved: the target ε, its annealing, when to stop.
+
+    Attributes:
+        eps: the target regularisation ε > 0.
+        max_iter: updates per problem at ``eps``.
+        tol: a problem stops when its L1 marginal error is <= ``tol``.
+        scaling: ε-annealing factor in (0, 1): ε runs from ``eps_start`` down to ``eps``.
+        eps_start: the first ε of the annealing (None: chosen by :func:`solve`).
+        symmetric: the self problems OT_ε(α, α) (``b`` is ``a``, one potential f = g).
+    """
+
+    eps: float
+    max_iter: int
+    tol: float
+    scaling: float
+    eps_start: float | None = None
+    symmetric: bool = False
+
+
 def solve(
-    cost: Tensor,
-    a: Tensor,
-    b: Tensor,
-    eps: float,
-    *,
-    max_iter: int,
-    tol: float,
-    scaling: float,
-    eps_start: float | None,
-    symmetric: bool = False,
+    cost: Tensor, a: Tensor, b: Tensor, schedule: Schedule
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Potentials (f, g), iteration counts and marginal errors for a (B, n, m) batch.
 
     On CPU the batch is solved in chunks whose kernels fit in cache (the iterations are
     memory-bound); on GPU in one piece.
     """
-    if eps_start is None:
+    if schedule.eps_start is None:
         # ε-scaling pays off only at small ε (measured: ~10 % fewer updates at ε = range/1000,
         # none at range/40), so by default it runs only when the cost range exceeds 100 ε
         span = float(cost.amax() - cost.amin())
-        eps_start = span if span > _AUTO_ANNEAL_RATIO * eps else eps
+        eps = schedule.eps
+        schedule = replace(schedule, eps_start=span if span > _AUTO_ANNEAL_RATIO * eps else eps)
     batch, n, m = cost.shape
     if cost.device.type == "cpu":
         chunk = max(1, _CPU_CHUNK_BYTES // (n * m * cost.element_size()))
     else:
         chunk = batch
-    outs = [
-        solve_chunk(
-            cost[s : s + chunk],
-            a[s : s + chunk],
-            b[s : s + chunk],
-            eps,
-            max_iter=max_iter,
-            tol=tol,
-            scaling=scaling,
-            eps_start=eps_start,
-            symmetric=symmetric,
-        )
-        for s in range(0, batch, chunk)
-    ]
+    chunks = (slice(s, s + chunk) for s in range(0, batch, chunk))
+    outs = [solve_chunk(cost[c], a[c], b[c], schedule) for c in chunks]
     return tuple(torch.cat(parts) for parts in zip(*outs))  # type: ignore[return-value]
 
 
 def solve_chunk(
-    cost: Tensor,
-    a: Tensor,
-    b: Tensor,
-    eps: float,
-    *,
-    max_iter: int,
-    tol: float,
-    scaling: float,
-    eps_start: float,
-    symmetric: bool = False,
+    cost: Tensor, a: Tensor, b: Tensor, schedule: Schedule
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Potentials, iteration counts and marginal errors of one chunk: ε-scaling stages of a
-    few updates each (from ``eps_start`` down to ``eps``), then the run at ``eps``.
+    few updates each (from ``schedule.eps_start``, set, down to ``eps``), then the run at
+    ``eps``.
 
     ``symmetric``: the self problem OT_ε(α, α) (``b`` is ``a``), with one potential f = g
     updated by :func:`run_symmetric`; otherwise alternating updates (:func:`run_blocks`).
     """
+    eps, tol, symmetric = schedule.eps, schedule.tol, schedule.symmetric
+    assert schedule.eps_start is not None, "solve() sets the first ε"
     if symmetric:
         b = a
     log_a, log_b = torch.log(a), torch.log(b)
@@ -253,11 +255,11 @@ def solve_chunk(
             return f_new, f_new, n_iter, err
         return run_blocks(pb, f, g, e, tol=tol, max_iter=iters, check=check)
 
-    e = eps_start
+    e = schedule.eps_start
     while e > eps * 1.0001:  # ε-scaling: a few updates per stage
         f, g, _, _ = run(e, _STAGE_ITERS, False)
-        e *= scaling
-    f, g, n_iter, err = run(eps, max_iter, True)
+        e *= schedule.scaling
+    f, g, n_iter, err = run(eps, schedule.max_iter, True)
     # zero-mass entries: potentials consistent with the final opposite side (these define the
     # one-sided derivatives of the value w.r.t. a zero weight)
     if symmetric:
@@ -422,29 +424,15 @@ class SinkhornFunction(torch.autograd.Function):
         a: Tensor,
         b: Tensor,
         cost: Tensor,
-        eps: float,
-        max_iter: int,
-        tol: float,
-        scaling: float,
-        eps_start: float | None,
+        schedule: Schedule,
         want_plan: bool,
-        symmetric: bool,
     ) -> tuple[Tensor, ...]:
         # renormalise (the masses were checked to be 1 up to rounding)
         a_n = a / a.sum(-1, keepdim=True)
         b_n = b / b.sum(-1, keepdim=True)
-        f, g, n_iter, err = solve(
-            cost,
-            a_n,
-            b_n,
-            eps,
-            max_iter=max_iter,
-            tol=tol,
-            scaling=scaling,
-            eps_start=eps_start,
-            symmetric=symmetric,
-        )
+        f, g, n_iter, err = solve(cost, a_n, b_n, schedule)
         f, g = symmetric_gauge(f, g, a_n, b_n)
+        eps = schedule.eps
         plan = torch.exp(log_plan(cost, torch.log(a_n), torch.log(b_n), f, g, eps))
         transport = (plan * cost).sum((-2, -1))
         # primal value of the entropic objective: ⟨T, C⟩ + ε KL(T‖a⊗b) = Σ T_ij (f_i + g_j)
@@ -487,11 +475,6 @@ class SinkhornFunction(torch.autograd.Function):
             grad_a if need_a else None,
             grad_b if need_b else None,
             grad_cost if need_c else None,
-            None,
-            None,
-            None,
-            None,
-            None,
             None,
             None,
         )

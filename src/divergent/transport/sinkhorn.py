@@ -64,7 +64,7 @@ from divergent.transport._common import (
     marginals,
     pairwise_cost,
 )
-from divergent.transport._sinkhorn_solver import SinkhornFunction
+from divergent.transport._sinkhorn_solver import Schedule, SinkhornFunction
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_divergence", "sinkhorn_solve"]
 
@@ -181,8 +181,9 @@ def _sinkhorn_impl(
     check_histogram(b, "b")
     a_f, b_f, c_f, batch, tol = flatten_problems(a, b, cost, tol)
     numel = a_f.shape[0]
+    schedule = Schedule(eps, max_iter, tol, scaling, eps_start, symmetric)
     transport, entropic, f, g, plan, n_iter, err = SinkhornFunction.apply(
-        a_f, b_f, c_f, eps, max_iter, tol, scaling, eps_start, return_plan, symmetric
+        a_f, b_f, c_f, schedule, return_plan
     )
     converged = err <= tol
     if warn and not bool(converged.all()):
