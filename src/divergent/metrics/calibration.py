@@ -156,13 +156,26 @@ def _check_probs_labels(probs: Any, labels: Any) -> tuple[Tensor, Tensor]:
             f"`labels` must have shape ({n},) to match `probs` {tuple(probs.shape)}, got "
             f"{tuple(labels.shape)}"
         )
-    labels = labels.to(probs.device, torch.long)
+    return probs, _labels_in_range(labels, n_classes, probs.device)
+
+
+def _labels_in_range(labels: Tensor, n_classes: int, device: torch.device) -> Tensor:
+    """``labels`` as int64 on ``device``, checked to be class indices ``0..n_classes-1``."""
+    labels = labels.to(device, torch.long)
     out = (labels < 0) | (labels >= n_classes)
     if bool(out.any()):
         raise ValueError(
             f"`labels` has a value out of range: {int(labels[out][0])} (allowed 0..{n_classes - 1})"
         )
-    return probs, labels
+    return labels
+
+
+def _check_binned(probs: Any, labels: Any, n_bins: Any, convention: Any) -> tuple[Tensor, Tensor]:
+    """The checked ``probs, labels`` of a binned estimator (``n_bins`` and ``convention``
+    checked too)."""
+    _check_n_bins(n_bins)
+    _check_convention(convention)
+    return _check_probs_labels(probs, labels)
 
 
 def _bin_index(conf: Tensor, n_bins: int, convention: str) -> tuple[Tensor, Tensor, int]:
@@ -215,9 +228,7 @@ def calibration_bins(
         >>> bins.count.tolist(), bins.accuracy.tolist()
         ([0.0, 4.0, 0.0], [0.0, 0.75, 0.0])
     """
-    _check_n_bins(n_bins)
-    _check_convention(convention)
-    probs, labels = _check_probs_labels(probs, labels)
+    probs, labels = _check_binned(probs, labels, n_bins, convention)
     conf, correct = _top_label(probs, labels)
     n = conf.shape[0]
     if binning == "equal_width":
@@ -345,9 +356,7 @@ def classwise_calibration_error(
         probabilities with Dirichlet calibration", NeurIPS 2019.
     """
     _check_norm(norm)
-    _check_n_bins(n_bins)
-    _check_convention(convention)
-    probs, labels = _check_probs_labels(probs, labels)
+    probs, labels = _check_binned(probs, labels, n_bins, convention)
     n, n_classes = probs.shape
     index, _, slots = _bin_index(probs, n_bins, convention)
     flat = (index + slots * torch.arange(n_classes, device=probs.device)).reshape(-1)
@@ -384,14 +393,7 @@ def _check_logits_labels(logits: Any, labels: Any) -> tuple[Tensor, Tensor]:
         raise ValueError(
             f"`labels` must be an integer tensor of shape ({logits.shape[0]},), got {got}"
         )
-    labels = labels.to(logits.device, torch.long)
-    out = (labels < 0) | (labels >= logits.shape[1])
-    if bool(out.any()):
-        raise ValueError(
-            f"`labels` has a value out of range: {int(labels[out][0])} (allowed "
-            f"0..{logits.shape[1] - 1})"
-        )
-    return logits, labels
+    return logits, _labels_in_range(labels, logits.shape[1], logits.device)
 
 
 @torch.no_grad()
