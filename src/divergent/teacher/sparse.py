@@ -96,56 +96,60 @@ def validate_topk(
     lse = torch.logsumexp(masked, dim=-1)
     too_much = lse > math.log1p(tol)
     no_mass = valid.any(-1) & (lse == _NEG_INF)
-    flags = torch.stack(
-        [bad_id.any(), dup.any(), nan.any(), positive.any(), too_much.any(), no_mass.any()]
-    ).tolist()  # one device sync for all checks
+    # (bad entries or rows, the message for the first bad row r, named `at`), in check order
+    checks: list[tuple[Tensor, Callable[[int, str], str]]] = [
+        (
+            bad_id,
+            lambda r, at: (
+                f"`{ids_name}` has id {int(ids[r][bad_id[r]][0])} in {at}, outside the "
+                f"vocabulary [0, {vocab_size}); ids must lie in [0, {vocab_size}) or be "
+                f"{PAD_ID} for an unused slot"
+            ),
+        ),
+        (
+            dup,
+            lambda r, at: (
+                f"`{ids_name}` repeats id {int(sorted_ids[r, 1:][dup[r]][0])} in {at}; "
+                f"top-k ids must be distinct within a row (mark unused slots with {PAD_ID})"
+            ),
+        ),
+        (nan, lambda r, at: f"`{logprobs_name}` contains NaN in {at}"),
+        (
+            positive,
+            lambda r, at: (
+                f"`{logprobs_name}` has log-probability "
+                f"{float(lp64[r][positive[r]][0])!r} > 0 in {at}; log-probs of the full teacher "
+                f"distribution must be <= 0 (tolerance {tol:g} for {logprobs.dtype}); pass "
+                "log-probs, not logits"
+            ),
+        ),
+        (
+            too_much,
+            lambda r, at: (
+                f"`{logprobs_name}` sums to probability {float(lse[r].exp()):.6g} > 1 "
+                f"in {at} (tolerance {tol:g} for {logprobs.dtype}); they must be log-probs of "
+                "the full teacher distribution at the top-k ids (log_softmax over the whole "
+                "vocabulary, then top-k)"
+            ),
+        ),
+        (
+            no_mass,
+            lambda r, at: (
+                f"`{logprobs_name}` is -inf at every top-k id in {at}; the top-k "
+                "entries of a distribution carry positive mass (mark unused slots with id -1 "
+                "instead)"
+            ),
+        ),
+    ]
+    flags = torch.stack([bad.any() for bad, _ in checks]).tolist()  # one device sync for all
     if not any(flags):
         return
     leading = leading if leading is not None else torch.Size([ids.shape[0]])
-
-    def where_(bad_rows: Tensor) -> tuple[int, str]:
-        r = int(bad_rows.nonzero()[0, 0])
-        flat = int(row_numbers[r]) if row_numbers is not None else r
-        return r, f"row {row_label(flat, leading)}"
-
-    if flags[0]:
-        r, label = where_(bad_id.any(-1))
-        value = int(ids[r][bad_id[r]][0])
-        raise ValueError(
-            f"`{ids_name}` has id {value} in {label}, outside the vocabulary [0, {vocab_size}); "
-            f"ids must lie in [0, {vocab_size}) or be {PAD_ID} for an unused slot"
-        )
-    if flags[1]:
-        r, label = where_(dup.any(-1))
-        value = int(sorted_ids[r, 1:][dup[r]][0])
-        raise ValueError(
-            f"`{ids_name}` repeats id {value} in {label}; top-k ids must be distinct within a "
-            f"row (mark unused slots with {PAD_ID})"
-        )
-    if flags[2]:
-        _, label = where_(nan.any(-1))
-        raise ValueError(f"`{logprobs_name}` contains NaN in {label}")
-    if flags[3]:
-        r, label = where_(positive.any(-1))
-        value = float(lp64[r][positive[r]][0])
-        raise ValueError(
-            f"`{logprobs_name}` has log-probability {value!r} > 0 in {label}; log-probs of "
-            f"the full teacher distribution must be <= 0 (tolerance {tol:g} for "
-            f"{logprobs.dtype}); pass log-probs, not logits"
-        )
-    if flags[4]:
-        r, label = where_(too_much)
-        value = float(lse[r].exp())
-        raise ValueError(
-            f"`{logprobs_name}` sums to probability {value:.6g} > 1 in {label} (tolerance "
-            f"{tol:g} for {logprobs.dtype}); they must be log-probs of the full teacher "
-            "distribution at the top-k ids (log_softmax over the whole vocabulary, then top-k)"
-        )
-    _, label = where_(no_mass)
-    raise ValueError(
-        f"`{logprobs_name}` is -inf at every top-k id in {label}; the top-k entries of a "
-        "distribution carry positive mass (mark unused slots with id -1 instead)"
-    )
+    for (bad, message), hit in zip(checks, flags):
+        if hit:
+            r = int((bad.any(-1) if bad.dim() > 1 else bad).nonzero()[0, 0])
+            flat = int(row_numbers[r]) if row_numbers is not None else r
+            raise ValueError(message(r, f"row {row_label(flat, leading)}"))
 
 
 # --------------------------------------------------------------------------------------------
