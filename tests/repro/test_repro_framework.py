@@ -296,3 +296,54 @@ def test_every_paper_declares_a_verdict_function() -> None:
     for rep in all_reproductions():
         if rep.id in own:
             assert rep.verdict is not None and rep.verdict.__module__ == rep.experiment.__module__
+
+
+def test_the_experiment_reads_the_sizes_of_its_mode(tmp_path: Path) -> None:
+    rid = f"zz_sizes_{uuid.uuid4().hex[:8]}"
+    seen: list[dict] = []
+
+    @reproduction(
+        rid,
+        title="sizes",
+        paper="none",
+        claim="reads its sizes.",
+        verdict=_value_verdict,
+        sizes={"quick": {"n_seeds": 3, "grid": [1, 2]}, "full": {"n_seeds": 12, "grid": [1, 2, 4]}},
+    )
+    def sized(ctx: ReproContext) -> Outcome:
+        seen.append({"n_seeds": ctx.size.n_seeds, "grid": ctx.size.grid, "all": dict(ctx.size)})
+        return Outcome(metrics={"value": 2})
+
+    try:
+        run_reproduction(rid, quick=True, out_dir=tmp_path)
+        run_reproduction(rid, quick=False, out_dir=tmp_path)
+    finally:
+        framework._REGISTRY.pop(rid, None)
+    assert seen == [
+        {"n_seeds": 3, "grid": [1, 2], "all": {"n_seeds": 3, "grid": [1, 2]}},
+        {"n_seeds": 12, "grid": [1, 2, 4], "all": {"n_seeds": 12, "grid": [1, 2, 4]}},
+    ]
+
+
+def test_an_undeclared_size_names_the_declared_ones() -> None:
+    size = framework.RunSize({"steps": 5, "n_seeds": 2})
+    assert size.steps == 5 and len(size) == 2
+    with pytest.raises(AttributeError, match=r"no run size `epochs` \(declared: n_seeds, steps\)"):
+        _ = size.epochs
+    with pytest.raises(AttributeError, match=r"declared: none"):
+        _ = framework.RunSize().n_seeds
+
+
+@pytest.mark.parametrize(
+    ("sizes", "match"),
+    [
+        ({"quick": {"n": 1}}, "must map exactly"),
+        ({"quick": {"n": 1}, "full": {"n": 2}, "medium": {"n": 1}}, "must map exactly"),
+        ({"quick": {"n": 1}, "full": {"m": 2}}, "same values"),
+        ({"quick": 3, "full": {"n": 2}}, "must be mappings"),
+    ],
+)
+def test_bad_sizes_are_refused_at_registration(sizes: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        reproduction("zz_bad_sizes", title="t", paper="p", claim="c.", sizes=sizes)
+    assert "zz_bad_sizes" not in framework._REGISTRY

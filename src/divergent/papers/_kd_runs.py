@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from divergent.papers._stats import paired_ci, plot_methods
+from divergent.papers._stats import compare_methods, plot_methods
 from divergent.repro import ReproContext
 from divergent.train.small_distill import distill, student_scores, train_teacher
 from divergent.train.small_models import load_split, mlp
@@ -93,16 +93,11 @@ def paired_runs(
             scores = student_scores(logits, split.x_test, split.y_test, t_test).as_dict()
             for s in SCORES:
                 per[name][s].append(scores[s])
-    paired = {
-        f"{a}_minus_{b}": {s: paired_ci(per[a][s], per[b][s]) for s in SCORES} for a, b in pairs
-    }
     metrics: dict[str, Any] = {
         "n_seeds": n_seeds,
         "student_rows": student_rows,
         "teacher_accuracy_mean": float(np.mean(teacher_acc)),
-        "per_seed": per,
-        "mean": {o: {s: float(np.mean(v)) for s, v in per[o].items()} for o in objectives},
-        "paired": paired,
+        **compare_methods(per, pairs),
     }
     plot_methods(
         ctx,

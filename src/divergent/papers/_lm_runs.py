@@ -2,52 +2,33 @@
 
 The embedded corpus (Python's ``pydoc_data.topics``, split by document) encoded character by
 character (a 96-symbol vocabulary keeps one training step at a few milliseconds on one core),
-a dense teacher transformer trained with cross-entropy, and the sizes every LM reproduction
-uses. See :mod:`divergent.train.tiny_lm`.
+a dense teacher transformer trained with cross-entropy. The run sizes are in
+``catalog.toml``. See :mod:`divergent.train.tiny_lm`.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divergent.repro import ReproContext
-from divergent.train.tiny_lm import CharCorpus, TinyCausalLM, char_corpus, train_lm
+from divergent.train.tiny_lm import CharCorpus, TinyCausalLM, char_corpus, evaluate_lm, train_lm
 
 __all__ = [
     "BATCH",
     "LENGTH",
-    "LMSizes",
     "ce_step",
     "corpus",
-    "sizes",
     "train_teacher",
     "word_spans",
 ]
 
 LENGTH = 32  # characters per training window (the models' context)
 BATCH = 32  # windows per step
-
-
-@dataclass(frozen=True)
-class LMSizes:
-    """Steps of one run (quick or full)."""
-
-    teacher_steps: int
-    student_steps: int
-    n_seeds: int
-    eval_windows: int
-
-
-def sizes(quick: bool, *, n_seeds_full: int = 6) -> LMSizes:
-    """Quick: indicative (seconds); full: minutes on one core."""
-    if quick:
-        return LMSizes(teacher_steps=50, student_steps=30, n_seeds=3, eval_windows=60)
-    return LMSizes(teacher_steps=1500, student_steps=500, n_seeds=n_seeds_full, eval_windows=1800)
 
 
 @functools.lru_cache(maxsize=1)
@@ -81,6 +62,24 @@ def train_teacher(ctx: ReproContext, steps: int, *, seed_offset: int = 0) -> Tin
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
+
+
+def trained_teacher(ctx: ReproContext) -> tuple[TinyCausalLM, dict[str, float]]:
+    """:func:`train_teacher` for ``ctx.size.teacher_steps`` and its held-out ``nll`` (nats per
+    character) and ``accuracy`` on ``ctx.size.eval_windows`` windows."""
+    ctx.progress("teacher", 0.0)
+    teacher = train_teacher(ctx, ctx.size.teacher_steps)
+    e = evaluate_lm(teacher, corpus().heldout, length=LENGTH, max_windows=ctx.size.eval_windows)
+    return teacher, {"nll": float(np.log(e.perplexity)), "accuracy": e.accuracy}
+
+
+def heldout_scores(student: nn.Module, teacher: nn.Module, ctx: ReproContext) -> dict[str, float]:
+    """A student's held-out ``nll`` (nats per character), ``token_kl`` (teacher ‖ student) and
+    ``accuracy`` on ``ctx.size.eval_windows`` windows."""
+    e = evaluate_lm(
+        student, corpus().heldout, length=LENGTH, teacher=teacher, max_windows=ctx.size.eval_windows
+    )
+    return {"nll": float(np.log(e.perplexity)), "token_kl": e.token_kl, "accuracy": e.accuracy}
 
 
 def word_spans(targets: Tensor) -> Tensor:

@@ -15,10 +15,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from divergent.repro import ReproContext, Verdict
 
 __all__ = [
     "better_than",
+    "compare_methods",
     "format_ci",
     "interval",
     "mean_ci",
@@ -92,6 +95,34 @@ def paired_ci(
             f"{len(baseline)} values"
         )
     return mean_ci([m - b for m, b in zip(method, baseline, strict=True)], level)
+
+
+def compare_methods(
+    per: Mapping[str, Mapping[str, Sequence[float]]], pairs: Sequence[tuple[str, str]]
+) -> dict[str, Any]:
+    """Per-seed scores of each method, their means and paired intervals between methods.
+
+    Args:
+        per: ``per[method][score]`` = the score on each seed (seeds in the same order).
+        pairs: ``(a, b)`` pairs compared as ``a − b`` (:func:`paired_ci`) on every score.
+
+    Returns:
+        ``{"per_seed": per, "mean": {method: {score: mean}}, "paired": {"a_minus_b": {score:
+        interval}}}`` (the metrics blocks of the distillation reproductions).
+
+    Example:
+        >>> per = {"kd": {"acc": [1.0, 0.5]}, "ce": {"acc": [0.5, 0.5]}}
+        >>> out = compare_methods(per, [("kd", "ce")])
+        >>> out["mean"]["kd"]["acc"], out["paired"]["kd_minus_ce"]["acc"]["mean"]
+        (0.75, 0.25)
+    """
+    return {
+        "per_seed": per,
+        "mean": {m: {s: float(np.mean(v)) for s, v in scores.items()} for m, scores in per.items()},
+        "paired": {
+            f"{a}_minus_{b}": {s: paired_ci(per[a][s], per[b][s]) for s in per[a]} for a, b in pairs
+        },
+    }
 
 
 def better_than(low: float, high: float, margin: float) -> Verdict:

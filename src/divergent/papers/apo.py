@@ -36,8 +36,9 @@ import torch
 
 from divergent.objectives.apo import apo_loss
 from divergent.objectives.policy_gradient import group_normalized_advantages
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, mean_ci
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.toy import SequenceSpace, TabularPolicy, exact_kl
 
 MARGIN = 0.02  # accuracy units
@@ -153,32 +154,19 @@ def _summaries(final: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
-@reproduction(
-    "apo",
-    title="APO: difficulty-adaptive KL (DADS) and STCR on GRPO with a k3 KL",
-    paper="Hong et al. 2025, APO: Enhancing Reasoning Ability of MLLMs via Asymmetric Policy "
-    "Optimization, arXiv 2506.21655",
-    claim=(
-        "Down-weighting the KL of successful rollouts on hard prompts (DADS) lets GRPO with a "
-        "k3 KL reach a higher accuracy on hard prompts than the uniform KL weight."
-    ),
-    verdict=verdict,
-    tags=("alignment", "toy"),
-)
+@reproduction("apo", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 3 if ctx.quick else 12
-    steps = 25 if ctx.quick else 120
     per: dict[str, dict[str, list[float]]] = {v: {} for v in VARIANTS}
     curves: dict[str, list[list[float]]] = {v: [] for v in VARIANTS}
     initial: dict[str, float] = {}
-    for s in range(n_seeds):
-        ctx.progress("seed", s / n_seeds)
+    for s in range(ctx.size.n_seeds):
+        ctx.progress("seed", s / ctx.size.n_seeds)
         task = _Task(ctx.seed + s)
         if s == 0:
             start = [TabularPolicy.from_log_probs(task.space, lp) for lp in task.ref_log_probs]
             initial = _summaries(_exact(task, start))
         for v in VARIANTS:
-            run = _run(v, task, ctx.seed + s, steps)
+            run = _run(v, task, ctx.seed + s, ctx.size.steps)
             for k, value in _summaries(run["final"]).items():
                 per[v].setdefault(k, []).append(value)
             curves[v].append(run["hard_curve"])
@@ -188,8 +176,8 @@ def experiment(ctx: ReproContext) -> Outcome:
         return mean_ci([x - y for x, y in zip(per[a][key], per[b][key])])
 
     metrics: dict[str, Any] = {
-        "n_seeds": n_seeds,
-        "steps": steps,
+        "n_seeds": ctx.size.n_seeds,
+        "steps": ctx.size.steps,
         "hard_accuracy_gap": gap("dads", "grpo", "hard_accuracy"),
         "apo_hard_accuracy_gap": gap("apo", "grpo", "hard_accuracy"),
         "easy_kl_gap": gap("dads", "grpo", "easy_kl"),
@@ -208,7 +196,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"easy-prompt KL GRPO {m['grpo']['easy_kl']:.3f} vs DADS {m['dads']['easy_kl']:.3f}; "
         f"wrong-answer length, STCR − GRPO {format_ci(metrics['stcr_wrong_length_gap'])} "
         f"(official base), {format_ci(metrics['stcr_base_e_wrong_length_gap'])} (base e) "
-        f"({n_seeds} seeds, {steps} steps, β = {KL_COEF})"
+        f"({ctx.size.n_seeds} seeds, {ctx.size.steps} steps, β = {KL_COEF})"
     )
     return Outcome(metrics=metrics, summary=summary)
 

@@ -41,7 +41,8 @@ import torch
 
 from divergent.analysis.memoryless_sequences import composition_level_base
 from divergent.functional import kl
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.papers._catalog import reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.rl.best_of_n import (
     best_of_n_kl,
     best_of_n_kl_bound,
@@ -104,33 +105,17 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     return Verdict.from_bool(all(checks(metrics).values()))
 
 
-@reproduction(
-    "asymptotics",
-    title="Best-of-N vs the KL-constrained optimum: exact KL and the asymptotic equivalence",
-    paper=(
-        "Yang, Salamatian, Sun, Suresh, Beirami 2024, Asymptotics of Language Model Alignment, "
-        "arXiv 2404.01730; Beirami et al. 2024, arXiv 2401.01879"
-    ),
-    claim=(
-        "log N − (N−1)/N upper-bounds the exact KL of best-of-N to its base, tight only when "
-        "atoms are small, and best-of-N's reward–KL trade-off approaches that of the tilted "
-        "policy π0·e^{r/β}/Z as N grows."
-    ),
-    verdict=verdict,
-    tags=("alignment", "best-of-n"),
-    quick_matches_full=True,
-)
+@reproduction("asymptotics", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
     # one random stream per part, so quick and full draw the same bases where they overlap
     rng = ctx.numpy_rng(0)
     ns = [2, 4, 8, 16, 32, 64]
-    ks = [4, 16, 64, 256, 1024, 4096] if ctx.quick else [4, 16, 64, 256, 1024, 4096, 16384]
     bounds = [best_of_n_kl_bound(n) for n in ns]
 
     # ---- A. exact KL vs the bound ------------------------------------------------------------
     ctx.progress("A: exact best-of-N KL vs log N − (N−1)/N", 0.0)
     kl_by_k: dict[str, list[float]] = {}
-    for k in ks:
+    for k in ctx.size.ks:
         probs = torch.from_numpy(rng.dirichlet(np.ones(k)))
         rewards = torch.from_numpy(rng.standard_normal(k))
         kl_by_k[str(k)] = [float(best_of_n_kl(probs, rewards, n, inputs="probs")) for n in ns]
@@ -149,7 +134,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     every_kl = [v for vals in kl_by_k.values() for v in vals] + kl_ties_random + kl_ties_first
     every_bound = bounds * (len(kl_by_k) + 2)
     max_excess = max(v - b for v, b in zip(every_kl, every_bound))
-    largest, smallest = str(ks[-1]), str(ks[0])
+    largest, smallest = str(ctx.size.ks[-1]), str(ctx.size.ks[0])
 
     # ---- B. reward vs KL on one base: best-of-N points and the tilted curve ------------------
     ctx.progress("B: reward–KL curves (best-of-N vs tilted)", 0.35)
@@ -159,7 +144,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     rewards_b = torch.from_numpy(rng.standard_normal(k_b))
     log_b = probs_b.log()
     r0 = float(expected_reward(log_b, rewards_b))
-    betas = np.logspace(-2.5, 1.5, 25 if ctx.quick else 60)
+    betas = np.logspace(-2.5, 1.5, ctx.size.n_betas)
     curve_kl, curve_reward = [], []
     for beta in betas:
         lt = tilted_log_probs(probs_b, rewards_b, float(beta), inputs="probs")
@@ -189,8 +174,6 @@ def experiment(ctx: ReproContext) -> Outcome:
     delta = 0.25
     token_probs = rng.dirichlet(np.full(alphabet, 2.0))
     token_rewards = rng.standard_normal(alphabet)
-    # the claim is about m → ∞; m = 96 costs ~1 s (157k compositions), so quick goes there too
-    ms = [1, 2, 4, 8, 16, 32, 64, 96] if ctx.quick else [1, 2, 4, 8, 16, 32, 64, 96, 128, 192]
     seq: dict[str, list[float]] = {
         "m": [],
         "n": [],
@@ -203,8 +186,8 @@ def experiment(ctx: ReproContext) -> Outcome:
         "rel_kl_to_tilted": [],
         "rel_reward_gap": [],
     }
-    for i, m in enumerate(ms):
-        ctx.progress(f"C: m = {m}", 0.6 + 0.35 * i / len(ms))
+    for i, m in enumerate(ctx.size.ms):
+        ctx.progress(f"C: m = {m}", 0.6 + 0.35 * i / len(ctx.size.ms))
         log_seq, reward_seq = composition_level_base(token_probs, token_rewards, m)
         n = math.ceil(math.exp(m * delta))
         lb = best_of_n_log_probs(log_seq, reward_seq, n, inputs="log_probs")
@@ -302,9 +285,10 @@ def experiment(ctx: ReproContext) -> Outcome:
     parts = checks(metrics)
     summary = (
         f"bound {'holds' if parts['bound_holds'] else 'VIOLATED'} (max excess "
-        f"{max_excess:.1e}); rel. gap at N=64: K={ks[-1]} {rel_gap_by_k[largest][-1]:.1%}, "
+        f"{max_excess:.1e}); rel. gap at N=64: K={ctx.size.ks[-1]} "
+        f"{rel_gap_by_k[largest][-1]:.1%}, "
         f"K=4 {rel_gap_by_k[smallest][-1]:.1%}, ties {rel_gap_ties[-1]:.1%}; "
-        f"tilted ≥ BoN at equal KL: {parts['tilted_dominates']}; m={ms[-1]}: "
+        f"tilted ≥ BoN at equal KL: {parts['tilted_dominates']}; m={ctx.size.ms[-1]}: "
         f"KL(BoN‖tilted)/KL = {seq['rel_kl_to_tilted'][-1]:.3f}, "
         f"reward gap {seq['rel_reward_gap'][-1]:.3f}"
         + "".join(f"; {k} fails" for k, ok in parts.items() if not ok)

@@ -30,8 +30,9 @@ import torch
 
 from divergent.metrics.calibration import expected_calibration_error
 from divergent.objectives.online import bdkd_online_losses, mutual_kd_losses
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.small_models import load_split, mlp
 
 TEMPERATURE = 4.0
@@ -76,31 +77,21 @@ def _online(method: str, x, y, generator: torch.Generator, n_classes: int, epoch
     return teacher, student
 
 
-@reproduction(
-    "bdkd",
-    title="BD-KD: entropy-guided forward/reverse KL balance in online distillation",
-    paper="Amara et al., BD-KD: Balancing the Divergences for Online Knowledge Distillation, "
-    "arXiv 2212.12965",
-    claim=(
-        "Balancing forward and reverse KL per sample in the student's online distillation "
-        "loss gives a more accurate and better calibrated student than mutual learning with KL."
-    ),
-    verdict=verdict,
-    tags=("distillation", "online", "calibration"),
-)
+@reproduction("bdkd", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 3 if ctx.quick else 12
     split = load_split("digits", seed=ctx.seed)
     acc: dict[str, list[float]] = {m: [] for m in METHODS}
     ece: dict[str, list[float]] = {m: [] for m in METHODS}
     teacher_acc: dict[str, list[float]] = {m: [] for m in METHODS}
-    for k in range(n_seeds):
+    for k in range(ctx.size.n_seeds):
         rows = torch.randperm(split.x_train.shape[0], generator=ctx.generator(50 + k))
         x, y = split.x_train[rows[:STUDENT_ROWS]], split.y_train[rows[:STUDENT_ROWS]]
         for j, method in enumerate(METHODS):
-            ctx.progress(f"seed {k + 1}/{n_seeds}: {method}", (2 * k + j) / (2 * n_seeds))
+            ctx.progress(
+                f"seed {k + 1}/{ctx.size.n_seeds}: {method}", (2 * k + j) / (2 * ctx.size.n_seeds)
+            )
             teacher, student = _online(
-                method, x, y, ctx.generator(600 + k), split.n_classes, 40 if ctx.quick else 150
+                method, x, y, ctx.generator(600 + k), split.n_classes, ctx.size.epochs
             )
             with torch.no_grad():
                 logits = student(split.x_test)
@@ -111,7 +102,7 @@ def experiment(ctx: ReproContext) -> Outcome:
             )
             teacher_acc[method].append(float((t_logits.argmax(-1) == split.y_test).double().mean()))
     metrics: dict[str, Any] = {
-        "n_seeds": n_seeds,
+        "n_seeds": ctx.size.n_seeds,
         "temperature": TEMPERATURE,
         "student_accuracy": acc,
         "student_ece": ece,
@@ -128,13 +119,13 @@ def experiment(ctx: ReproContext) -> Outcome:
         "student",
         {f"{m}\naccuracy": acc[m] for m in METHODS} | {f"{m}\nECE": ece[m] for m in METHODS},
         ylabel="student accuracy / ECE",
-        title=f"online KD on digits, {STUDENT_ROWS} rows, {n_seeds} seeds",
+        title=f"online KD on digits, {STUDENT_ROWS} rows, {ctx.size.n_seeds} seeds",
     )
     a, e, mean = metrics["accuracy_gain"], metrics["ece_reduction"], metrics["means"]
     summary = (
         f"student accuracy DML {mean['accuracy']['dml']:.3f} / BD-KD "
         f"{mean['accuracy']['bdkd']:.3f}, ECE {mean['ece']['dml']:.3f} / "
         f"{mean['ece']['bdkd']:.3f}; accuracy gain {format_ci(a)}, "
-        f"ECE reduction {format_ci(e)} (95 % CI, {n_seeds} seeds)"
+        f"ECE reduction {format_ci(e)} (95 % CI, {ctx.size.n_seeds} seeds)"
     )
     return Outcome(metrics=metrics, summary=summary)

@@ -58,7 +58,8 @@ import numpy as np
 import torch
 
 from divergent.objectives.information_bottleneck import cs_ib_terms
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.papers._catalog import reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.samples.kernel import cauchy_schwarz_mutual_information
 from divergent.train.regression import (
     BottleneckRegressor,
@@ -182,29 +183,12 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     return Verdict.combine([Verdict(c["rmse_no_worse"]), Verdict(c["more_compressed"])])
 
 
-@reproduction(
-    "csib",
-    title="Cauchy–Schwarz information bottleneck vs MSE for regression (diabetes)",
-    paper=(
-        "Yu, Yu, Løkse, Jenssen, Príncipe 2024, Cauchy–Schwarz Divergence Information "
-        "Bottleneck for Regression, ICLR 2024, arXiv 2404.17951"
-    ),
-    claim=(
-        "Training a regressor with the CS-IB loss (conditional CS divergence + β·I_CS(x;t)) "
-        "gives held-out RMSE no worse than the same network trained with MSE and a more "
-        "compressed representation (lower I_CS(x;t))."
-    ),
-    verdict=verdict,
-    tags=("information-bottleneck", "cauchy-schwarz"),
-)
+@reproduction("csib", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
     from sklearn.datasets import load_diabetes
 
     x_np, y_np = load_diabetes(return_X_y=True)
-    n_splits = 3 if ctx.quick else 20
-    epochs = 40 if ctx.quick else 200
     betas = [0.0, BETA, 1.0] if ctx.quick else [0.0, 1e-3, BETA, 1e-1, 1.0]
-    plane_splits = 1 if ctx.quick else 2
     methods: list[tuple[str, str, float, str]] = [
         ("mse", "mse", 0.0, "squared_sum"),
         ("csib", "csib", BETA, "squared_sum"),
@@ -215,8 +199,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     per: dict[str, list[dict]] = {key: [] for key, *_ in methods}
     plane: dict[float, list[dict]] = {b: [] for b in betas}
     plane_mse: list[dict] = []
-    for s in range(n_splits):
-        ctx.progress(f"split {s + 1}/{n_splits}", s / n_splits)
+    for s in range(ctx.size.n_splits):
+        ctx.progress(f"split {s + 1}/{ctx.size.n_splits}", s / ctx.size.n_splits)
         idx = _split(len(y_np), ctx.numpy_rng(100 + s))
         x, y, y_scale = _standardise(x_np, y_np, idx)
         tr, va = torch.from_numpy(idx[0]), torch.from_numpy(idx[1])
@@ -233,17 +217,17 @@ def experiment(ctx: ReproContext) -> Outcome:
                 tr,
                 va,
                 _loss(method, beta, den),
-                epochs=epochs,
+                epochs=ctx.size.epochs,
                 seed=ctx.seed + s,
                 lr=LR,
             )
             res = _evaluate(net, x, y, idx[2], y_scale)
             per[key].append(res)
-            if s < plane_splits and key == "csib":
+            if s < ctx.size.plane_splits and key == "csib":
                 plane[BETA].append(res)
-            if s < plane_splits and key == "mse":
+            if s < ctx.size.plane_splits and key == "mse":
                 plane_mse.append(res)
-        if s < plane_splits:
+        if s < ctx.size.plane_splits:
             for beta in betas:
                 if beta == BETA:
                     continue
@@ -254,7 +238,7 @@ def experiment(ctx: ReproContext) -> Outcome:
                     tr,
                     va,
                     _loss("csib", beta),
-                    epochs=epochs,
+                    epochs=ctx.size.epochs,
                     seed=ctx.seed + s,
                     lr=LR,
                 )
@@ -311,7 +295,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     ax.plot([mse_point["i_xt"]], [mse_point["i_yt"]], "s", color="tab:red", label="MSE")
     ax.set_xlabel("I_CS(x; t)  [nats, test split]")
     ax.set_ylabel("I_CS(y; t)  [nats, test split]")
-    ax.set_title(f"Information plane (mean of {plane_splits} split(s))")
+    ax.set_title(f"Information plane (mean of {ctx.size.plane_splits} split(s))")
     ax.legend(fontsize=8)
     ax = axes[1]
     ax.plot(
@@ -342,7 +326,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         ax.plot([m["i_xt"], c["i_xt"]], [m["rmse"], c["rmse"]], "-", color="gray", lw=0.6)
     ax.set_xlabel("I_CS(x; t) on the test split")
     ax.set_ylabel("test RMSE")
-    ax.set_title(f"Paired splits (n = {n_splits}), β = {BETA:.4g}")
+    ax.set_title(f"Paired splits (n = {ctx.size.n_splits}), β = {BETA:.4g}")
     ax.legend(fontsize=8)
     ax = axes[1]
     for key, color in (("mse", "tab:red"), ("csib", "tab:blue"), ("vib", "tab:green")):
@@ -355,13 +339,13 @@ def experiment(ctx: ReproContext) -> Outcome:
         )
     ax.set_xlabel("FGSM ε (standardised inputs)")
     ax.set_ylabel("test RMSE under attack")
-    ax.set_title(f"FGSM robustness (mean of {n_splits} splits)")
+    ax.set_title(f"FGSM robustness (mean of {ctx.size.n_splits} splits)")
     ax.legend(fontsize=8)
     ctx.savefig(fig, "paired_splits")
 
     metrics = {
-        "n_splits": n_splits,
-        "epochs": epochs,
+        "n_splits": ctx.size.n_splits,
+        "epochs": ctx.size.epochs,
         "beta": BETA,
         "beta_official_code_convention": BETA_CODE,
         "vib_beta": VIB_BETA,
@@ -391,7 +375,8 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"(VIB {vb['i_xt_mean']:.3f}); paired diff {cd['mean']:+.4f}, CI [{cd['low']:+.4f}, "
         f"{cd['high']:+.4f}] (needs < 0; not held above {cd['needed']:+.4f}): "
         f"{parts['more_compressed']}; FGSM ε=0.3 RMSE CS-IB {cs['fgsm_rmse_mean'][3]:.2f} vs MSE "
-        f"{ms['fgsm_rmse_mean'][3]:.2f} vs VIB {vb['fgsm_rmse_mean'][3]:.2f}; {n_splits} splits, "
+        f"{ms['fgsm_rmse_mean'][3]:.2f} vs VIB {vb['fgsm_rmse_mean'][3]:.2f}; {ctx.size.n_splits} "
+        "splits, "
         f"β = {BETA:.5f} (= official 0.01 × ln 2). Criterion restated after the first run "
         "(confidence intervals with margins)"
     )

@@ -34,26 +34,31 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from divergent.objectives.dackl import dackl_loss, span_loss
+from divergent.papers._catalog import reproduction
 from divergent.papers._lm_runs import (
     BATCH,
     LENGTH,
     ce_step,
     corpus,
-    sizes,
-    train_teacher,
+    heldout_scores,
+    trained_teacher,
     word_spans,
 )
-from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.papers._stats import (
+    better_than,
+    compare_methods,
+    format_ci,
+    interval,
+    plot_methods,
+)
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.tiny_lm import (
     TinyCausalLM,
     correct_and_regenerate,
-    evaluate_lm,
     generate,
     sample_windows,
     train_lm,
@@ -115,30 +120,14 @@ def _loss(
     return loss
 
 
-@reproduction(
-    "dackl",
-    title="DAC-KL (clipped-teacher KL, span loss, SCRG) vs plain KD",
-    paper="Liu et al. 2024, Multi-Granularity Semantic Revision for LLM Distillation, "
-    "arXiv 2407.10068",
-    claim=(
-        "Distilling with DAC-KL (a clipped teacher distribution, a span-level loss and "
-        "sequence correction and re-generation) gives a student with lower held-out "
-        "perplexity than plain token-level KD."
-    ),
-    verdict=verdict,
-    tags=("distillation", "lm"),
-)
+@reproduction("dackl", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    size = sizes(ctx.quick, n_seeds_full=5)
     c = corpus()
-    methods = ("kd", "dackl") if ctx.quick else ("ce", "kd", "dackl_clip", "dackl")
-    ctx.progress("teacher", 0.0)
-    teacher = train_teacher(ctx, size.teacher_steps)
-    t_eval = evaluate_lm(teacher, c.heldout, length=LENGTH, max_windows=size.eval_windows)
-    per: dict[str, dict[str, list[float]]] = {m: {s: [] for s in SCORES} for m in methods}
-    for k in range(size.n_seeds):
-        for j, name in enumerate(methods):
-            ctx.progress(f"seed {k + 1}/{size.n_seeds}: {name}", (k + j / 4) / size.n_seeds)
+    teacher, teacher_scores = trained_teacher(ctx)
+    per: dict[str, dict[str, list[float]]] = {m: {s: [] for s in SCORES} for m in ctx.size.methods}
+    for k in range(ctx.size.n_seeds):
+        for j, name in enumerate(ctx.size.methods):
+            ctx.progress(f"seed {k + 1}/{ctx.size.n_seeds}: {name}", (k + j / 4) / ctx.size.n_seeds)
             student = TinyCausalLM(
                 c.vocab.size,
                 d_model=32,
@@ -151,54 +140,45 @@ def experiment(ctx: ReproContext) -> Outcome:
                 student,
                 _loss(name, teacher, ctx.generator(400 + k)),
                 c.train,
-                steps=size.student_steps,
+                steps=ctx.size.student_steps,
                 batch_size=BATCH,
                 length=LENGTH,
                 generator=ctx.generator(300 + k),  # the same windows for every method
                 lr=3e-3,
             )
-            e = evaluate_lm(
-                student, c.heldout, length=LENGTH, teacher=teacher, max_windows=size.eval_windows
-            )
-            per[name]["nll"].append(float(np.log(e.perplexity)))
-            per[name]["token_kl"].append(e.token_kl)
-            per[name]["accuracy"].append(e.accuracy)
-    paired = {
-        f"kd_minus_{m}": {s: paired_ci(per["kd"][s], per[m][s]) for s in SCORES}
-        for m in methods
-        if m != "kd"
-    }
-    mean = {m: {s: float(np.mean(v)) for s, v in per[m].items()} for m in methods}
+            for score, value in heldout_scores(student, teacher, ctx).items():
+                per[name][score].append(value)
     metrics: dict[str, Any] = {
-        "n_seeds": size.n_seeds,
-        "student_steps": size.student_steps,
-        "teacher_steps": size.teacher_steps,
-        "teacher": {"nll": float(np.log(t_eval.perplexity)), "accuracy": t_eval.accuracy},
+        "n_seeds": ctx.size.n_seeds,
+        "student_steps": ctx.size.student_steps,
+        "teacher_steps": ctx.size.teacher_steps,
+        "teacher": teacher_scores,
         "quantiles": [LOWER_QUANTILE, UPPER_QUANTILE],
-        "per_seed": per,
-        "mean": mean,
-        "paired": paired,
+        **compare_methods(per, [("kd", m) for m in ctx.size.methods if m != "kd"]),
     }
+    mean, paired = metrics["mean"], metrics["paired"]
     plot_methods(
         ctx,
         "heldout_nll",
-        {m: per[m]["nll"] for m in methods},
+        {m: per[m]["nll"] for m in ctx.size.methods},
         ylabel="held-out NLL (nats / char)",
-        title=f"char LM students, {size.n_seeds} seeds, {size.student_steps} steps",
+        title=f"char LM students, {ctx.size.n_seeds} seeds, {ctx.size.student_steps} steps",
     )
     plot_methods(
         ctx,
         "token_kl",
-        {m: per[m]["token_kl"] for m in methods},
+        {m: per[m]["token_kl"] for m in ctx.size.methods},
         ylabel="token KL(teacher ‖ student)",
         title="held-out token KL to the teacher",
     )
     d = paired["kd_minus_dackl"]
-    others = "".join(f", {m} {mean[m]['nll']:.3f}" for m in methods if m not in ("kd", "dackl"))
+    others = "".join(
+        f", {m} {mean[m]['nll']:.3f}" for m in ctx.size.methods if m not in ("kd", "dackl")
+    )
     summary = (
         f"held-out NLL (nats/char): teacher {metrics['teacher']['nll']:.3f}, KD "
         f"{mean['kd']['nll']:.3f}, DAC-KL {mean['dackl']['nll']:.3f}{others}; "
         f"NLL(KD) − NLL(DAC-KL) {format_ci(d['nll'])}; token KL(KD) − KL(DAC-KL) "
-        f"{format_ci(d['token_kl'])} (95 % CI, {size.n_seeds} seeds)"
+        f"{format_ci(d['token_kl'])} (95 % CI, {ctx.size.n_seeds} seeds)"
     )
     return Outcome(metrics=metrics, summary=summary)

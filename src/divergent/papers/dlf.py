@@ -37,8 +37,9 @@ from typing import Any
 import torch
 
 from divergent.objectives.logit_fusion import dynamic_logit_fusion, fused_logits
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import format_ci, interval, mean_ci, number
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.toy import (
     SequenceSpace,
     TabularPolicy,
@@ -119,28 +120,12 @@ def _one_seed(space: SequenceSpace, g: torch.Generator) -> dict[str, Any]:
         }
 
 
-@reproduction(
-    "dlf",
-    title="Dynamic Logit Fusion: small-expert offsets on a large base, exact on a toy LM",
-    paper=(
-        "Fan, Lu, Wei, Tian, Qu, Chen, Cheng 2024, On Giant's Shoulders: Effortless Weak to "
-        "Strong by Dynamic Logits Fusion, NeurIPS 2024, arXiv 2406.15480"
-    ),
-    claim=(
-        "Decoding a large base model with a small tuned expert's logit offsets, weighted per "
-        "step by the two-sided KL-matching rule, recovers most of the reward gain of directly "
-        "tuning the large model."
-    ),
-    verdict=verdict,
-    tags=("alignment", "decoding", "weak-to-strong"),
-)
+@reproduction("dlf", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    vocab, length = (4, 5) if ctx.quick else (5, 5)
-    n_seeds = 6 if ctx.quick else 16
-    space = SequenceSpace(vocab, length)
+    space = SequenceSpace(ctx.size.vocab, ctx.size.length)
     per_seed: list[dict[str, Any]] = []
-    for seed in range(n_seeds):
-        ctx.progress(f"seed {seed}", seed / n_seeds)
+    for seed in range(ctx.size.n_seeds):
+        ctx.progress(f"seed {seed}", seed / ctx.size.n_seeds)
         per_seed.append(_one_seed(space, ctx.generator(seed)))
 
     def column(key: str) -> list[float]:
@@ -159,7 +144,7 @@ def experiment(ctx: ReproContext) -> Outcome:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
-    x = range(n_seeds)
+    x = range(ctx.size.n_seeds)
     ax.bar([i - 0.2 for i in x], column("recovered_dlf"), 0.4, label="dynamic logit fusion")
     ax.bar([i + 0.2 for i in x], column("recovered_static"), 0.4, label="static α = 1")
     ax.axhline(1.0, color="k", lw=1)
@@ -172,21 +157,21 @@ def experiment(ctx: ReproContext) -> Outcome:
     ax.hist([a for row in per_seed for a in row["alphas"]], bins=40, color="tab:blue")
     ax.set_xlabel("per-prefix α*")
     ax.set_ylabel("prefixes")
-    ax.set_title(f"Solved weights ({space.num_prefixes} prefixes × {n_seeds} seeds)")
+    ax.set_title(f"Solved weights ({space.num_prefixes} prefixes × {ctx.size.n_seeds} seeds)")
     ctx.savefig(fig, "dlf_recovered")
 
     for row in per_seed:
         row.pop("alphas")
     metrics = {
-        "vocab_size": vocab,
-        "length": length,
-        "n_seeds": n_seeds,
+        "vocab_size": ctx.size.vocab,
+        "length": ctx.size.length,
+        "n_seeds": ctx.size.n_seeds,
         "beta": BETA,
         "recovered_dlf": rec_dlf,
         "recovered_static": rec_static,
         "dlf_minus_static": dlf_minus_static,
         "mean": {
-            key: sum(column(key)) / n_seeds
+            key: sum(column(key)) / ctx.size.n_seeds
             for key in per_seed[0]
             if key not in ("recovered_dlf", "recovered_static")
         },
@@ -196,7 +181,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     mean = metrics["mean"]
     summary = (
         f"gain recovered: DLF {format_ci(rec_dlf)}, static α=1 {format_ci(rec_static)} "
-        f"(95 % CI, {n_seeds} seeds, V={vocab}, L={length}); reward base "
+        f"(95 % CI, {ctx.size.n_seeds} seeds, V={ctx.size.vocab}, L={ctx.size.length}); reward "
+        "base "
         f"{mean['reward_base']:+.3f}, tuned {mean['reward_tuned']:+.3f}, DLF "
         f"{mean['reward_dlf']:+.3f}; KL(tuned‖DLF) {mean['kl_tuned_to_dlf']:.3f} vs "
         f"KL(tuned‖base) {mean['kl_tuned_to_base']:.3f}; mean α* {mean['alpha_mean']:.2f}"

@@ -42,8 +42,9 @@ import torch
 
 from divergent.objectives.policy_gradient import group_normalized_advantages, grpo_loss
 from divergent.objectives.rehearsal import near_perfect_mask, rehearsal_loss
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, mean_ci, no_worse_than
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.toy import SequenceSpace
 
 MARGIN = 0.01
@@ -148,35 +149,23 @@ def _train(method, ref_lp, correct, features, steps, g_split, g_train) -> dict[s
     return out
 
 
-@reproduction(
-    "dphrl",
-    title="DPH-RL: mass-covering rehearsal keeps pass@k",
-    paper="Li et al. 2025, The Choice of Divergence: A Neglected Key to Mitigating Diversity "
-    "Collapse in RLVR (DPH-RL), ICLR 2026, arXiv 2509.07430",
-    claim=(
-        "Rehearsing a mass-covering divergence (forward KL or JS) to the initial policy on its "
-        "own samples keeps pass@64 at the base model's level, while a reverse-KL penalty lets "
-        "it fall below."
-    ),
-    verdict=verdict,
-    tags=("alignment", "rl"),
-)
+@reproduction("dphrl", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 3 if ctx.quick else 8
-    steps = 150 if ctx.quick else 400
     per: dict[str, list[dict[str, Any]]] = {m: [] for m in ("base", *METHODS)}
-    for s in range(n_seeds):
+    for s in range(ctx.size.n_seeds):
         ref_lp, correct, features = _bandit(ctx.generator(10 * s))
         per["base"].append(_exact_metrics(ref_lp, correct))
         for j, method in enumerate(METHODS):
-            ctx.progress(f"seed {s} {method}", (s * len(METHODS) + j) / (n_seeds * len(METHODS)))
+            ctx.progress(
+                f"seed {s} {method}", (s * len(METHODS) + j) / (ctx.size.n_seeds * len(METHODS))
+            )
             per[method].append(
                 _train(
                     method,
                     ref_lp,
                     correct,
                     features,
-                    steps,
+                    ctx.size.steps,
                     ctx.generator(10 * s + 1),
                     ctx.generator(10 * s + 2),
                 )
@@ -201,13 +190,13 @@ def experiment(ctx: ReproContext) -> Outcome:
     }
     keys = [f"pass{k}_{part}" for part in ("all", "train", "heldout") for k in KS]
     keys += ["coverage_all", "coverage_train", "coverage_heldout"]
-    mean = {m: {k: sum(col(m, k)) / n_seeds for k in keys} for m in per}
+    mean = {m: {k: sum(col(m, k)) / ctx.size.n_seeds for k in keys} for m in per}
     metrics = {
         "per_seed": per,
         "mean": mean,
         "paired_pass64": paired,
-        "n_seeds": n_seeds,
-        "steps": steps,
+        "n_seeds": ctx.size.n_seeds,
+        "steps": ctx.size.steps,
     }
 
     import matplotlib
@@ -226,21 +215,21 @@ def experiment(ctx: ReproContext) -> Outcome:
                 label=f"pass@{k}",
             )
         ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
-        ax.set_title(f"{part} problems (exact, mean of {n_seeds} seeds)", fontsize=9)
+        ax.set_title(f"{part} problems (exact, mean of {ctx.size.n_seeds} seeds)", fontsize=9)
         ax.set_ylim(0, 1.02)
     axes[0].legend(fontsize=8)
     ctx.savefig(fig, "pass_at_k")
 
     summary = (
         "pass@1 / pass@64 / correct answers covered, all problems (mean of "
-        f"{n_seeds} seeds): "
+        f"{ctx.size.n_seeds} seeds): "
         + "; ".join(
             f"{m} {mean[m]['pass1_all']:.3f} / {mean[m]['pass64_all']:.3f} / "
             f"{mean[m]['coverage_all']:.2f}"
             for m in names
         )
         + f"; near-perfect (rehearsed) training problems per seed "
-        f"{sum(r['n_near_perfect'] for r in per['dph_f']) / n_seeds:.1f} of {N_TRAIN}"
+        f"{sum(r['n_near_perfect'] for r in per['dph_f']) / ctx.size.n_seeds:.1f} of {N_TRAIN}"
         + f"; pass@64 DPH-F − base {format_ci(paired['dph_f_minus_base'])}, DPH-JS − base "
         f"{format_ci(paired['dph_js_minus_base'])}, base − RKL "
         f"{format_ci(paired['base_minus_rkl'])}, base − GRPO "

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from divergent.objectives.robustness import dro_cross_entropy
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import (
     better_than,
     format_ci,
@@ -41,7 +42,7 @@ from divergent.papers._stats import (
     paired_ci,
     plot_methods,
 )
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.adversarial import pgd
 from divergent.train.small_models import fit, load_split, mlp
 
@@ -66,28 +67,17 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     )
 
 
-@reproduction(
-    "driat",
-    title="KL-regularised DRO instance weights for adversarial training (DONE)",
-    paper="Sow, Lin, Wang & Liang, Doubly Robust Instance-Reweighted Adversarial Training, "
-    "ICLR 2024",
-    claim=(
-        "Weighting adversarial losses by softmax(loss / r), the KL-regularised DRO solution, "
-        "raises the worst class's robust accuracy over standard adversarial training without "
-        "lowering the average robust accuracy by more than 2 points."
-    ),
-    verdict=verdict,
-    tags=("adversarial", "dro"),
-)
+@reproduction("driat", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 3 if ctx.quick else 12
     split = load_split("digits", seed=ctx.seed)
     robust: dict[str, list[float]] = {m: [] for m in METHODS}
     worst: dict[str, list[float]] = {m: [] for m in METHODS}
     clean: dict[str, list[float]] = {m: [] for m in METHODS}
-    for k in range(n_seeds):
+    for k in range(ctx.size.n_seeds):
         for j, method in enumerate(METHODS):
-            ctx.progress(f"seed {k + 1}/{n_seeds}: {method}", (2 * k + j) / (2 * n_seeds))
+            ctx.progress(
+                f"seed {k + 1}/{ctx.size.n_seeds}: {method}", (2 * k + j) / (2 * ctx.size.n_seeds)
+            )
             g = ctx.generator(5000 + k)  # same init and data order for both methods
             net = mlp(64, [128], split.n_classes, generator=g)
 
@@ -123,7 +113,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         return paired_ci(values["dro_at"], values["standard_at"])
 
     metrics: dict[str, Any] = {
-        "n_seeds": n_seeds,
+        "n_seeds": ctx.size.n_seeds,
         "epsilon": EPSILON,
         "dro_temperature": DRO_TEMPERATURE,
         "robust_accuracy": robust,
@@ -146,7 +136,7 @@ def experiment(ctx: ReproContext) -> Outcome:
             for m in METHODS
         },
         ylabel=f"PGD-{EVAL_PGD_STEPS} robust accuracy (ε = {EPSILON})",
-        title=f"DRO weights softmax(ℓ/{DRO_TEMPERATURE}) vs standard AT ({n_seeds} seeds)",
+        title=f"DRO weights softmax(ℓ/{DRO_TEMPERATURE}) vs standard AT ({ctx.size.n_seeds} seeds)",
     )
     mw, ma = metrics["worst_class_diff"], metrics["average_diff"]
     means = metrics["means"]
@@ -154,7 +144,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"robust accuracy standard/DRO: average {means['robust']['standard_at']:.3f}/"
         f"{means['robust']['dro_at']:.3f}, worst class {means['worst_class']['standard_at']:.3f}/"
         f"{means['worst_class']['dro_at']:.3f}; DRO − standard worst class {format_ci(mw)}, "
-        f"average {format_ci(ma)} (95 % CI, {n_seeds} seeds)"
+        f"average {format_ci(ma)} (95 % CI, {ctx.size.n_seeds} seeds)"
         + (
             "; the average is significantly lower (the verdict allows 2 points), so the "
             "paper's better-average claim is not reproduced"

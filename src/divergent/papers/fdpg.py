@@ -47,7 +47,8 @@ from typing import Any
 import torch
 
 from divergent.objectives.fdpg import f_dpg_loss
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.papers._catalog import reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.toy import SequenceSpace, TabularPolicy, exact_divergence, exact_entropy
 
 BETWEEN_HELD = 0.8
@@ -162,30 +163,18 @@ def _seed_run(
     return out
 
 
-@reproduction(
-    "fdpg",
-    title="f-DPG: Jensen-Shannon between forward and reverse KL",
-    paper="Go et al. 2023, Aligning Language Models with Preferences through f-divergence "
-    "Minimization (f-DPG), ICML 2023, arXiv 2302.08215",
-    claim=(
-        "Fitting a policy that cannot represent the target by f-DPG, Jensen-Shannon lands "
-        "between forward KL (mode-covering: most entropy, least precision) and reverse KL "
-        "(mode-seeking: least entropy, most precision)."
-    ),
-    verdict=verdict,
-    tags=("alignment",),
-)
+@reproduction("fdpg", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
     space = SequenceSpace(vocab_size=5, length=3)
-    n_seeds = 3 if ctx.quick else 10
-    steps = 400 if ctx.quick else 1500
     runs = []
-    for s in range(n_seeds):
-        ctx.progress(f"seed {s}", s / n_seeds)
-        runs.append(_seed_run(space, ctx.generator(1000 * s), steps, sampled=not ctx.quick))
+    for s in range(ctx.size.n_seeds):
+        ctx.progress(f"seed {s}", s / ctx.size.n_seeds)
+        runs.append(
+            _seed_run(space, ctx.generator(1000 * s), ctx.size.steps, sampled=ctx.size.sampled)
+        )
     mean = {
         k: {
-            m: sum(r[k][m] for r in runs) / n_seeds
+            m: sum(r[k][m] for r in runs) / ctx.size.n_seeds
             for m in ("precision", "entropy", "modes_covered")
         }
         for k in DIVERGENCES
@@ -193,10 +182,10 @@ def experiment(ctx: ReproContext) -> Outcome:
     metrics = {
         "per_seed": runs,
         "mean": mean,
-        "fraction_between": sum(r["between"] for r in runs) / n_seeds,
+        "fraction_between": sum(r["between"] for r in runs) / ctx.size.n_seeds,
         "entropy_gap_fkl_minus_rkl": mean["kl"]["entropy"] - mean["reverse_kl"]["entropy"],
-        "n_seeds": n_seeds,
-        "steps": steps,
+        "n_seeds": ctx.size.n_seeds,
+        "steps": ctx.size.steps,
         # reported, not judged: seeds where the RKL fit ends in a worse local optimum of the
         # reverse KL than the JS fit (the JS solution is a better RKL solution)
         "rkl_worse_local_optimum_seeds": sum(
@@ -232,9 +221,9 @@ def experiment(ctx: ReproContext) -> Outcome:
     ctx.savefig(fig, "entropy_precision")
 
     sampled_note = ""
-    if not ctx.quick:
-        js_exact = sum(r["js"]["js"] for r in runs) / n_seeds
-        js_sampled = sum(r["js_sampled"]["js"] for r in runs) / n_seeds
+    if ctx.size.sampled:
+        js_exact = sum(r["js"]["js"] for r in runs) / ctx.size.n_seeds
+        js_sampled = sum(r["js_sampled"]["js"] for r in runs) / ctx.size.n_seeds
         metrics["js_fit_exact_vs_sampled"] = {"exact": js_exact, "sampled": js_sampled}
         sampled_note = (
             f"; on-policy sampled JS f-DPG (64 samples/step, leave-one-out baseline, estimated "
@@ -242,7 +231,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         )
     summary = (
         "mean over "
-        + str(n_seeds)
+        + str(ctx.size.n_seeds)
         + " seeds (entropy nats / precision π(S) / modes of 5): "
         + "; ".join(
             f"{LABELS[k]} {mean[k]['entropy']:.3f} / {mean[k]['precision']:.3f} / "
@@ -251,6 +240,6 @@ def experiment(ctx: ReproContext) -> Outcome:
         )
         + f"; JS between FKL and RKL on {metrics['fraction_between']:.0%} of seeds; the RKL "
         f"fit is stuck in a worse reverse-KL optimum than the JS fit on "
-        f"{metrics['rkl_worse_local_optimum_seeds']} of {n_seeds} seeds" + sampled_note
+        f"{metrics['rkl_worse_local_optimum_seeds']} of {ctx.size.n_seeds} seeds" + sampled_note
     )
     return Outcome(metrics=metrics, summary=summary)

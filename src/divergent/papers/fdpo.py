@@ -51,8 +51,9 @@ import numpy as np
 import torch
 
 from divergent.objectives.preference import f_dpo_loss
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import format_ci, interval, mean_ci, number
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.toy import (
     SequenceSpace,
     TabularPolicy,
@@ -270,34 +271,26 @@ def _population_curves(log_ref: torch.Tensor, r: torch.Tensor) -> dict[str, Any]
     return curves
 
 
-@reproduction(
-    "fdpo",
-    title="f-DPO: forward KL / JS keep more entropy than reverse KL at comparable reward",
-    paper=(
-        "Wang, Jiang, Yang, Liu, Chen 2024, Beyond Reverse KL: Generalizing Direct Preference "
-        "Optimization with Diverse Divergence Constraints, ICLR, arXiv 2309.16240"
-    ),
-    claim=(
-        "Trained with f-DPO on the same Bradley-Terry preference data, forward-KL and JS "
-        "constraints keep more policy entropy than the reverse KL of DPO at a comparable "
-        "expected reward."
-    ),
-    verdict=verdict,
-    tags=("alignment", "preference", "exact"),
-)
+@reproduction("fdpo", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 3 if ctx.quick else 8
-    n_pairs = 600 if ctx.quick else 4000
-    adam_steps = 100 if ctx.quick else 600
-    lbfgs_iters = 30 if ctx.quick else 400
     g = ctx.generator(0)
     space = SequenceSpace(VOCAB, LENGTH)
     ref = TabularPolicy.random(space, scale=1.0, generator=g)
     r = random_reward(space, generator=g)
     runs = []
-    for i in range(n_seeds):
-        ctx.progress(f"data seed {i + 1}/{n_seeds}", i / n_seeds)
-        runs.append(_seed_run(space, ref, r, ctx.seed + 1 + i, n_pairs, adam_steps, lbfgs_iters))
+    for i in range(ctx.size.n_seeds):
+        ctx.progress(f"data seed {i + 1}/{ctx.size.n_seeds}", i / ctx.size.n_seeds)
+        runs.append(
+            _seed_run(
+                space,
+                ref,
+                r,
+                ctx.seed + 1 + i,
+                ctx.size.n_pairs,
+                ctx.size.adam_steps,
+                ctx.size.lbfgs_iters,
+            )
+        )
     log_ref = ref.log_probs().detach()
     entropy_gap = {d: mean_ci([run["gap"][d] for run in runs]) for d in ("js", "kl")}
     same_beta = {
@@ -310,8 +303,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     population = _population_curves(log_ref, r)
     population_gap, _, _ = _matched_gaps(population)
     metrics = {
-        "n_seeds": n_seeds,
-        "n_pairs": n_pairs,
+        "n_seeds": ctx.size.n_seeds,
+        "n_pairs": ctx.size.n_pairs,
         "betas": list(BETAS),
         "divergences": list(DIVERGENCES),
         "ref_entropy": float(exact_entropy(log_ref)),
@@ -328,7 +321,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     _plots(ctx, runs, metrics)
     v = verdict(metrics)
     summary = (
-        f"entropy gap at matched reward (95 % CI over {n_seeds} data seeds, {n_pairs} BT pairs "
+        f"entropy gap at matched reward (95 % CI over {ctx.size.n_seeds} data seeds, "
+        f"{ctx.size.n_pairs} BT pairs "
         f"each): JS − RKL {format_ci(entropy_gap['js'])} nats, FKL − RKL "
         f"{format_ci(entropy_gap['kl'])} nats (margin {GAP_MARGIN}); common reward intervals ≥ "
         f"{metrics['overlap_frac_min']:.2f} of RKL's range; at equal β, FKL − RKL reward "

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from divergent.objectives.kd import cross_entropy_loss, kd_loss
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, mean_ci, plot_methods
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.small_distill import distill, student_scores, train_teacher
 from divergent.train.small_models import load_split, mlp
 
@@ -45,25 +46,14 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     return better_than(*interval(d), MARGIN)
 
 
-@reproduction(
-    "genfid",
-    title="Generalisation vs fidelity: KD helps small students most",
-    paper="Ramesh, Sengupta & Chakraborty, On the Generalization vs Fidelity Paradox in "
-    "Knowledge Distillation, arXiv 2505.15442",
-    claim="Knowledge distillation improves the accuracy of small students more than that of "
-    "large students.",
-    verdict=verdict,
-    tags=("distillation", "fidelity"),
-)
+@reproduction("genfid", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 2 if ctx.quick else 12  # quick: 16 students per seed are the cost
-    epochs = 40 if ctx.quick else 150
     split = load_split("digits", seed=ctx.seed)
     keys = ("accuracy", "agreement", "teacher_kl")
     scores = {w: {o: {s: [] for s in keys} for o in OBJECTIVES} for w in WIDTHS}
     teacher_acc = []
-    for k in range(n_seeds):
-        ctx.progress(f"seed {k + 1}/{n_seeds}", k / n_seeds)
+    for k in range(ctx.size.n_seeds):
+        ctx.progress(f"seed {k + 1}/{ctx.size.n_seeds}", k / ctx.size.n_seeds)
         g = ctx.generator(30 + k)
         teacher = train_teacher(split, hidden=(256,), generator=g)
         rows = torch.randperm(split.x_train.shape[0], generator=g)[:STUDENT_ROWS]
@@ -75,7 +65,7 @@ def experiment(ctx: ReproContext) -> Outcome:
             for name, objective in OBJECTIVES.items():
                 gs = ctx.generator(1000 * w + k)
                 student = mlp(64, [w], split.n_classes, generator=gs)
-                distill(student, objective, x, y, t_train, epochs=epochs, generator=gs)
+                distill(student, objective, x, y, t_train, epochs=ctx.size.epochs, generator=gs)
                 sc = student_scores(student, split.x_test, split.y_test, t_test).as_dict()
                 for s in keys:
                     scores[w][name][s].append(sc[s])
@@ -85,7 +75,7 @@ def experiment(ctx: ReproContext) -> Outcome:
 
     small, large = WIDTHS[0], WIDTHS[-1]
     metrics: dict[str, Any] = {
-        "n_seeds": n_seeds,
+        "n_seeds": ctx.size.n_seeds,
         "widths": WIDTHS,
         "teacher_accuracy_mean": float(np.mean(teacher_acc)),
         "scores": {str(w): scores[w] for w in WIDTHS},
@@ -101,7 +91,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         "gain",
         {f"w={w}": gains(w, "accuracy") for w in WIDTHS},
         ylabel="KD − CE test accuracy",
-        title=f"KD gain by student width ({n_seeds} seeds)",
+        title=f"KD gain by student width ({ctx.size.n_seeds} seeds)",
     )
     acc_g, agr_g = metrics["accuracy_gain"], metrics["agreement_gain"]
     d = metrics["gain_smallest_minus_largest"]
@@ -111,6 +101,6 @@ def experiment(ctx: ReproContext) -> Outcome:
     )
     summary = (
         f"KD − CE accuracy by width {per_width}; gain(w={small}) − gain(w={large}) "
-        f"{format_ci(d)} (95 % CI, {n_seeds} seeds)"
+        f"{format_ci(d)} (95 % CI, {ctx.size.n_seeds} seeds)"
     )
     return Outcome(metrics=metrics, summary=summary)

@@ -39,8 +39,9 @@ import torch
 
 from divergent.objectives.gtpo import gtpo_loss
 from divergent.objectives.policy_gradient import group_normalized_advantages, grpo_loss
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, mean_ci
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.toy import SequenceSpace, TabularPolicy, exact_expected_reward
 
 MARGIN = 0.02  # expected-reward units (reward in {0, 1})
@@ -115,32 +116,19 @@ def _run(method: str, seed: int, steps: int) -> dict[str, list[float]]:
     return curve
 
 
-@reproduction(
-    "gtpo",
-    title="GTPO: conflict-token protection in KL-free GRPO",
-    paper="Simoni et al. 2025, GTPO: Trajectory-Based Policy Optimization in Large Language "
-    "Models, arXiv 2508.03772",
-    claim=(
-        "Protecting tokens shared by positive and negative completions from negative updates "
-        "makes KL-free GRPO reach a higher expected reward on a format-and-answer task."
-    ),
-    verdict=verdict,
-    tags=("alignment", "toy"),
-)
+@reproduction("gtpo", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 4 if ctx.quick else 16
-    steps = 40 if ctx.quick else 150
     curves: dict[str, list[dict[str, list[float]]]] = {m: [] for m in METHODS}
-    for s in range(n_seeds):
-        ctx.progress("seed", s / n_seeds)
+    for s in range(ctx.size.n_seeds):
+        ctx.progress("seed", s / ctx.size.n_seeds)
         for m in METHODS:
-            curves[m].append(_run(m, ctx.seed + s, steps))
+            curves[m].append(_run(m, ctx.seed + s, ctx.size.steps))
     final = {m: {k: [c[k][-1] for c in curves[m]] for k in curves[m][0]} for m in METHODS}
     min_format = {m: [min(c["format"]) for c in curves[m]] for m in METHODS}
     gap = [a - b for a, b in zip(final["gtpo_conflict"]["reward"], final["grpo"]["reward"])]
     metrics: dict[str, Any] = {
-        "n_seeds": n_seeds,
-        "steps": steps,
+        "n_seeds": ctx.size.n_seeds,
+        "steps": ctx.size.steps,
         "reward_gap": mean_ci(gap),
         "format_gap": mean_ci(
             [a - b for a, b in zip(final["gtpo_conflict"]["format"], final["grpo"]["format"])]
@@ -162,7 +150,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"{format_ci(metrics['reward_gap'])}; format probability GRPO {f['grpo']['format']:.3f} "
         f"vs conflict {f['gtpo_conflict']['format']:.3f}; entropy GRPO "
         f"{f['grpo']['entropy']:.2f} vs conflict {f['gtpo_conflict']['entropy']:.2f} nats "
-        f"({n_seeds} seeds, {steps} steps)"
+        f"({ctx.size.n_seeds} seeds, {ctx.size.steps} steps)"
     )
     return Outcome(metrics=metrics, summary=summary)
 

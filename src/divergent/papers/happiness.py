@@ -37,8 +37,9 @@ from divergent.objectives.attribution import (
     gradient_x_input,
     importance_distribution,
 )
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.small_models import evaluate, fit, load_split, mlp
 
 DATASETS = {"wine": 20, "breast_cancer": 30}  # data set → training rows
@@ -74,25 +75,16 @@ def _kendall_tau(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(kendalltau(a.numpy(), b.numpy()).statistic)
 
 
-@reproduction(
-    "happiness",
-    title="Factor-consistency KL toward domain-knowledge importance (happiness computing)",
-    paper="Wu, Li, Tao, Xing & Yuan, Primary and Secondary Factor Consistency as Domain "
-    "Knowledge to Guide Happiness Computing in Online Assessment, arXiv 2402.12398",
-    claim=(
-        "Adding a KL penalty between a domain-knowledge factor-importance distribution and "
-        "the model's attribution importance improves accuracy when few examples are labelled."
-    ),
-    verdict=verdict,
-    tags=("attribution", "domain-knowledge"),
-)
+@reproduction("happiness", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 3 if ctx.quick else 20
     acc: dict[str, dict[str, list[float]]] = {d: {m: [] for m in METHODS} for d in DATASETS}
     tau: dict[str, dict[str, list[float]]] = {d: {m: [] for m in METHODS} for d in DATASETS}
     for i, (name, n_train) in enumerate(DATASETS.items()):
-        for k in range(n_seeds):
-            ctx.progress(f"{name}: seed {k + 1}/{n_seeds}", (i * n_seeds + k) / (2 * n_seeds))
+        for k in range(ctx.size.n_seeds):
+            ctx.progress(
+                f"{name}: seed {k + 1}/{ctx.size.n_seeds}",
+                (i * ctx.size.n_seeds + k) / (2 * ctx.size.n_seeds),
+            )
             split = load_split(name, seed=ctx.seed + k, scaling="standard", test_fraction=0.5)
             order = torch.randperm(split.x_test.shape[0], generator=ctx.generator(300 + k))
             half = order.numel() // 2
@@ -119,7 +111,7 @@ def experiment(ctx: ReproContext) -> Outcome:
                 )
     gain = {d: paired_ci(acc[d]["ce_plus_kl"], acc[d]["ce"]) for d in DATASETS}
     metrics: dict[str, Any] = {
-        "n_seeds": n_seeds,
+        "n_seeds": ctx.size.n_seeds,
         "training_rows": DATASETS,
         "penalty_weight": PENALTY_WEIGHT,
         "margin": MARGIN,
@@ -135,7 +127,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         "accuracy",
         {f"{d}\n{m.replace('_', ' ')}": acc[d][m] for d in DATASETS for m in METHODS},
         ylabel="evaluation accuracy",
-        title=f"CE vs CE + KL(P_DK‖P_model), {n_seeds} seeds",
+        title=f"CE vs CE + KL(P_DK‖P_model), {ctx.size.n_seeds} seeds",
     )
     parts = [
         f"{d}: CE {metrics['accuracy_mean'][d]['ce']:.3f} → +KL "
@@ -145,4 +137,6 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"{metrics['importance_kendall_tau_mean'][d]['ce_plus_kl']:.2f}"
         for d in DATASETS
     ]
-    return Outcome(metrics=metrics, summary="; ".join(parts) + f" (95 % CI, {n_seeds} seeds)")
+    return Outcome(
+        metrics=metrics, summary="; ".join(parts) + f" (95 % CI, {ctx.size.n_seeds} seeds)"
+    )

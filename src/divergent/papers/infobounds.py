@@ -75,7 +75,8 @@ from divergent.analysis.information_bounds import (
     max_gradient_norm,
     paired_mdc,
 )
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.papers._catalog import reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.noisy_mlp import NoisyMLP, fit_noisy_mlp
 
 DIM = 8
@@ -284,37 +285,23 @@ def one_run(noise_std: float, seed: int) -> dict[str, Any]:
     }
 
 
-@reproduction(
-    "infobounds",
-    title="Layer-wise KL and W1 generalisation bounds with noise injection (binary Gaussians)",
-    paper=(
-        "He & Goldfeld 2024, Information-Theoretic Generalization Bounds for Deep Neural "
-        "Networks, arXiv 2404.03176"
-    ),
-    claim=(
-        "In a noise-injected MLP on binary Gaussian data the train-vs-test KL of the "
-        "representations is non-increasing in depth and contracts faster with more noise, the "
-        "Lipschitz-weighted W1 term is smallest at an interior layer, and both bounds lie above "
-        "the observed generalisation gap."
-    ),
-    verdict=verdict,
-    tags=("generalization", "gaussian", "optimal-transport"),
-)
+@reproduction("infobounds", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_runs = 6 if ctx.quick else 60
     settings = []
-    total = n_runs * len(NOISE_LEVELS)
+    total = ctx.size.n_runs * len(NOISE_LEVELS)
     for i, s in enumerate(NOISE_LEVELS):
         runs = []
-        for r in range(n_runs):
-            ctx.progress(f"noise {s}: run {r + 1}/{n_runs}", (i * n_runs + r) / total)
+        for r in range(ctx.size.n_runs):
+            ctx.progress(
+                f"noise {s}: run {r + 1}/{ctx.size.n_runs}", (i * ctx.size.n_runs + r) / total
+            )
             runs.append(one_run(s, ctx.seed + 10_000 * (i + 1) + r))
         settings.append({"noise_std": s, "runs": runs})
     metrics: dict[str, Any] = {
         "widths": list(WIDTHS),
         "mu_norm": MU_NORM,
         "n_train": 2 * N_PER_CLASS,
-        "runs_per_noise_level": n_runs,
+        "runs_per_noise_level": ctx.size.n_runs,
         "settings": settings,
     }
     c = checks(metrics)

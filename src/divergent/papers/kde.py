@@ -50,7 +50,8 @@ from divergent.analysis.kde_regimes import (
     gaussian_kde_regimes,
     kde_participation_ratio,
 )
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.papers._catalog import reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.samples.kde import kde_bandwidth, kde_log_density
 
 Y2_RATIO_MIN = 2.0  # Y₂(h_KL) ≥ 2 Y₂(h_CLT): at most half the effective points of h_CLT
@@ -83,45 +84,30 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     )
 
 
-@reproduction(
-    "kde",
-    title="KL-optimal KDE bandwidth in large dimensions: below the CLT regime",
-    paper=("Biroli & Mézard 2024, Kernel Density Estimators in Large Dimensions, arXiv 2408.05807"),
-    claim=(
-        "For Gaussian data with n = e^{αd}, the bandwidth that minimises KL(ρ‖ρ̂_h) lies below "
-        "the CLT threshold, in the regime where a few data points dominate the estimate at a "
-        "typical point."
-    ),
-    verdict=verdict,
-    tags=("kde", "high-dimension"),
-)
+@reproduction("kde", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    if ctx.quick:
-        dims, alphas, reps, n_test, n_grid = [16, 24], [0.15, 0.3], 2, 400, 28
-    else:
-        dims, alphas, reps, n_test, n_grid = [16, 24, 32], [0.15, 0.2, 0.25, 0.3], 4, 1000, 40
-    grid = np.exp(np.linspace(math.log(H_GRID[0]), math.log(H_GRID[1]), n_grid))
+    grid = np.exp(np.linspace(math.log(H_GRID[0]), math.log(H_GRID[1]), ctx.size.n_grid))
     rows: list[dict] = []
     curves: dict[str, dict] = {}
-    total = len(dims) * len(alphas)
-    for ci, (d, alpha) in enumerate((d, a) for d in dims for a in alphas):
+    total = len(ctx.size.dims) * len(ctx.size.alphas)
+    for ci, (d, alpha) in enumerate((d, a) for d in ctx.size.dims for a in ctx.size.alphas):
         n = math.ceil(math.exp(alpha * d))
         ctx.progress(f"d = {d}, α = {alpha}, n = {n}", ci / total)
         theory = gaussian_kde_regimes(alpha)
         entropy = 0.5 * d * math.log(2 * math.pi * math.e)
         rng = ctx.numpy_rng(1000 * d + round(1000 * alpha))
-        mean_lp = np.zeros(n_grid)
-        y2_curve = np.zeros(n_grid)
+        mean_lp = np.zeros(ctx.size.n_grid)
+        y2_curve = np.zeros(ctx.size.n_grid)
         data_sets, tests = [], []
         h_silverman, h_scott = [], []
-        for _ in range(reps):
+        for _ in range(ctx.size.reps):
             data = rng.standard_normal((n, d))
-            test = rng.standard_normal((n_test, d))
+            test = rng.standard_normal((ctx.size.n_test, d))
             with torch.no_grad():
                 lp = kde_log_density(test, data, grid)  # (H, n_test)
                 y2 = kde_participation_ratio(test, data, grid)
-            mean_lp += lp.mean(1).numpy() / reps
-            y2_curve += y2.mean(1).numpy() / reps
+            mean_lp += lp.mean(1).numpy() / ctx.size.reps
+            y2_curve += y2.mean(1).numpy() / ctx.size.reps
             data_sets.append(data)
             tests.append(test)
             h_silverman.append(kde_bandwidth(data, "silverman"))
@@ -188,11 +174,13 @@ def experiment(ctx: ReproContext) -> Outcome:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(dims), 2, figsize=(11, 3.4 * len(dims)), squeeze=False)
-    colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(alphas)))
-    for i, d in enumerate(dims):
+    fig, axes = plt.subplots(
+        len(ctx.size.dims), 2, figsize=(11, 3.4 * len(ctx.size.dims)), squeeze=False
+    )
+    colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(ctx.size.alphas)))
+    for i, d in enumerate(ctx.size.dims):
         ax_kl, ax_y2 = axes[i]
-        for c, alpha in zip(colors, alphas):
+        for c, alpha in zip(colors, ctx.size.alphas):
             cur = curves[f"d{d}_a{alpha}"]
             row = next(r for r in rows if r["d"] == d and r["alpha"] == alpha)
             ax_kl.plot(grid, cur["kl_per_dim"], "-", color=c, label=f"α={alpha} (n={row['n']})")
@@ -216,13 +204,13 @@ def experiment(ctx: ReproContext) -> Outcome:
     ctx.savefig(fig, "kl_and_participation")
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
-    a_fine = np.linspace(min(alphas) * 0.8, max(alphas) * 1.1, 60)
+    a_fine = np.linspace(min(ctx.size.alphas) * 0.8, max(ctx.size.alphas) * 1.1, 60)
     th = [gaussian_kde_regimes(float(a)) for a in a_fine]
     ax = axes[0]
     ax.plot(a_fine, [t.h_clt for t in th], "k--", label="h_CLT (derived)")
     ax.plot(a_fine, [t.h_g for t in th], "k-.", label="h_G (derived)")
     ax.plot(a_fine, [t.h_kl for t in th], "k:", label="h_KL (derived, d→∞)")
-    for d, m in zip(dims, ("o", "s", "^")):
+    for d, m in zip(ctx.size.dims, ("o", "s", "^")):
         rs = [r for r in rows if r["d"] == d]
         ax.plot([r["alpha"] for r in rs], [r["h_kl"] for r in rs], m + "-", label=f"h_KL, d={d}")
         ax.plot(
@@ -239,7 +227,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     ax.legend(fontsize=6, ncol=2)
     ax = axes[1]
     ax.plot(a_fine, [t.participation_at_h_kl for t in th], "k:", label="derived, d→∞ (1 − m)")
-    for d, m in zip(dims, ("o", "s", "^")):
+    for d, m in zip(ctx.size.dims, ("o", "s", "^")):
         rs = [r for r in rows if r["d"] == d]
         line = ax.plot(
             [r["alpha"] for r in rs],
@@ -265,8 +253,8 @@ def experiment(ctx: ReproContext) -> Outcome:
         "rows": rows,
         "grid": grid.tolist(),
         "curves": curves,
-        "reps": reps,
-        "n_test": n_test,
+        "reps": ctx.size.reps,
+        "n_test": ctx.size.n_test,
         "thresholds": {"participation_ratio_min": Y2_RATIO_MIN},
         "note": "h_CLT, h_G and the d→∞ h_KL are derived in divergent.analysis.kde_regimes "
         "(random-energy-model analysis), not the paper's formulas",
@@ -275,7 +263,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     max_ratio = max(r["h_kl"] / r["derived_h_clt"] for r in rows)
     passing = sum(bool(config_passes(r)) for r in rows)
     summary = (
-        f"{len(rows)} configs (d ∈ {dims}, α ∈ {alphas}): h_KL/h_CLT ≤ {max_ratio:.2f}; "
+        f"{len(rows)} configs (d ∈ {ctx.size.dims}, α ∈ {ctx.size.alphas}): h_KL/h_CLT ≤ "
+        f"{max_ratio:.2f}; "
         f"Y₂(h_KL) {min(r['participation_at_h_kl'] for r in rows):.2f}…"
         f"{max(r['participation_at_h_kl'] for r in rows):.2f} vs Y₂(h_CLT) "
         f"{min(r['participation_at_h_clt'] for r in rows):.2f}…"

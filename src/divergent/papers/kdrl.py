@@ -42,8 +42,9 @@ import torch
 
 from divergent.objectives.kdrl import kdrl_loss, reward_guided_kd_mask
 from divergent.objectives.policy_gradient import group_normalized_advantages
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, mean_ci
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.toy import SequenceSpace, TabularPolicy, batch_token_log_probs
 
 GRADIENT_TOLERANCE = 1e-9
@@ -150,35 +151,29 @@ def _train(method: str, space, rewards, teacher_lp, student_lp, steps, g) -> lis
     return curve
 
 
-@reproduction(
-    "kdrl",
-    title="KDRL: GRPO plus reverse-KL distillation to a teacher",
-    paper="Xu et al. 2025, KDRL: Post-Training Reasoning LLMs via Unified Knowledge "
-    "Distillation and Reinforcement Learning, arXiv 2506.02208",
-    claim=(
-        "Adding a k2 (reverse-KL-gradient) distillation term towards a teacher to GRPO reaches a "
-        "higher expected reward than GRPO alone and than distillation alone when the student "
-        "rarely samples a correct response."
-    ),
-    verdict=verdict,
-    tags=("alignment", "distillation"),
-)
+@reproduction("kdrl", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
     space = SequenceSpace(vocab_size=7, length=2)
-    n_seeds = 3 if ctx.quick else 10
-    steps = 120 if ctx.quick else 300
     grad_err = _gradient_identity_error()
     finals: dict[str, list[float]] = {m: [] for m in METHODS}
     curves: dict[str, list[list[float]]] = {m: [] for m in METHODS}
     teacher_reward, student_reward = [], []
-    for s in range(n_seeds):
+    for s in range(ctx.size.n_seeds):
         rewards, teacher_lp, student_lp = _problem(space, ctx.generator(100 * s))
         teacher_reward.append(float((teacher_lp.exp() * rewards).sum()))
         student_reward.append(float((student_lp.exp() * rewards).sum()))
         for j, method in enumerate(METHODS):
-            ctx.progress(f"seed {s} {method}", (s * len(METHODS) + j) / (n_seeds * len(METHODS)))
+            ctx.progress(
+                f"seed {s} {method}", (s * len(METHODS) + j) / (ctx.size.n_seeds * len(METHODS))
+            )
             curve = _train(
-                method, space, rewards, teacher_lp, student_lp, steps, ctx.generator(100 * s + 1)
+                method,
+                space,
+                rewards,
+                teacher_lp,
+                student_lp,
+                ctx.size.steps,
+                ctx.generator(100 * s + 1),
             )  # same sampling seed for every method
             curves[method].append(curve)
             finals[method].append(curve[-1])
@@ -186,20 +181,20 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"kdrl_k2_minus_{b}": mean_ci([a - c for a, c in zip(finals["kdrl_k2"], finals[b])])
         for b in ("grpo", "kd", "kdrl_k3")
     }
-    mean_final = {m: sum(v) / n_seeds for m, v in finals.items()}
-    auc = {m: [sum(c) / steps for c in curves[m]] for m in METHODS}
+    mean_final = {m: sum(v) / ctx.size.n_seeds for m, v in finals.items()}
+    auc = {m: [sum(c) / ctx.size.steps for c in curves[m]] for m in METHODS}
     auc_paired = mean_ci([a - b for a, b in zip(auc["kdrl_k2"], auc["grpo"])])
     metrics = {
         "gradient_identity_max_error": grad_err,
         "final_reward": finals,
         "mean_final_reward": mean_final,
         "paired": paired,
-        "mean_reward_over_run": {m: sum(v) / n_seeds for m, v in auc.items()},
+        "mean_reward_over_run": {m: sum(v) / ctx.size.n_seeds for m, v in auc.items()},
         "post_hoc_auc_kdrl_k2_minus_grpo": auc_paired,
-        "teacher_reward": sum(teacher_reward) / n_seeds,
-        "initial_reward": sum(student_reward) / n_seeds,
-        "n_seeds": n_seeds,
-        "steps": steps,
+        "teacher_reward": sum(teacher_reward) / ctx.size.n_seeds,
+        "initial_reward": sum(student_reward) / ctx.size.n_seeds,
+        "n_seeds": ctx.size.n_seeds,
+        "steps": ctx.size.steps,
     }
 
     import matplotlib
@@ -209,17 +204,20 @@ def experiment(ctx: ReproContext) -> Outcome:
 
     fig, ax = plt.subplots(figsize=(5.6, 3.8))
     for m in METHODS:
-        mean_curve = [sum(c[i] for c in curves[m]) / n_seeds for i in range(steps)]
-        ax.plot(range(1, steps + 1), mean_curve, label=m)
+        mean_curve = [
+            sum(c[i] for c in curves[m]) / ctx.size.n_seeds for i in range(ctx.size.steps)
+        ]
+        ax.plot(range(1, ctx.size.steps + 1), mean_curve, label=m)
     ax.axhline(metrics["teacher_reward"], color="k", ls=":", lw=0.8, label="teacher")
     ax.set_xlabel("step")
     ax.set_ylabel("exact expected reward π(C)")
-    ax.set_title(f"KDRL on a 49-response toy (mean of {n_seeds} seeds)", fontsize=9)
+    ax.set_title(f"KDRL on a 49-response toy (mean of {ctx.size.n_seeds} seeds)", fontsize=9)
     ax.legend(fontsize=7)
     ctx.savefig(fig, "reward_curves")
 
     summary = (
-        f"gradient identities max error {grad_err:.1e}; final exact reward (mean of {n_seeds} "
+        f"gradient identities max error {grad_err:.1e}; final exact reward (mean of "
+        f"{ctx.size.n_seeds} "
         f"seeds, start {metrics['initial_reward']:.3f}, teacher {metrics['teacher_reward']:.2f}"
         "): "
         + ", ".join(f"{m} {v:.3f}" for m, v in mean_final.items())

@@ -36,8 +36,9 @@ from typing import Any
 
 import torch
 
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import number
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.toy import (
     SequenceSpace,
     TabularPolicy,
@@ -227,39 +228,20 @@ def _instance(seed: int, adam_steps: int, lbfgs_rounds: int) -> dict[str, Any]:
     return out
 
 
-@reproduction(
-    "klrl",
-    title="RL with KL penalties is Bayesian inference: collapse vs the tilted posterior",
-    paper=(
-        "Korbak, Perez, Buckley 2022, RL with KL penalties is better viewed as Bayesian "
-        "inference, arXiv 2205.11275"
-    ),
-    claim=(
-        "Plain reward maximisation collapses the policy onto a single sequence (entropy to "
-        "about 0, KL to the reference up to that Dirac's value) while KL-regularised RL and "
-        "forward-KL distributional policy gradient converge to the tilted posterior "
-        "π0·exp(r/β)/Z, with J_β + β·KL(π‖π*) = β·log Z at every step."
-    ),
-    verdict=verdict,
-    tags=("alignment", "rl", "exact"),
-    quick_matches_full=False,
-)
+@reproduction("klrl", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_instances = 1 if ctx.quick else 6
-    adam_steps = 300 if ctx.quick else 600
-    lbfgs_rounds = 4 if ctx.quick else 40
     runs = []
-    for i in range(n_instances):
-        ctx.progress(f"instance {i + 1}/{n_instances}", i / n_instances)
-        runs.append(_instance(ctx.seed + 1000 * i, adam_steps, lbfgs_rounds))
+    for i in range(ctx.size.n_instances):
+        ctx.progress(f"instance {i + 1}/{ctx.size.n_instances}", i / ctx.size.n_instances)
+        runs.append(_instance(ctx.seed + 1000 * i, ctx.size.adam_steps, ctx.size.lbfgs_rounds))
     target_kls = [run["klrl"][str(b)]["kl_to_target"] for run in runs for b in BETAS]
     target_kls += [run["dpg"]["kl_to_target"] for run in runs]
     identity = [run["klrl"][str(b)]["identity_gap"] for run in runs for b in BETAS]
     identity += [run["dpg"]["identity_gap"] for run in runs]
     metrics = {
-        "n_instances": n_instances,
-        "adam_steps": adam_steps,
-        "lbfgs_iterations": 25 * lbfgs_rounds,
+        "n_instances": ctx.size.n_instances,
+        "adam_steps": ctx.size.adam_steps,
+        "lbfgs_iterations": 25 * ctx.size.lbfgs_rounds,
         "vocab_size": VOCAB,
         "length": LENGTH,
         "betas": list(BETAS),
@@ -302,10 +284,12 @@ def experiment(ctx: ReproContext) -> Outcome:
             for b in BETAS
         )
         + f", DPG {max(run['dpg']['kl_to_target'] for run in runs):.1e}; "
-        f"({n_instances} random (π0, r) instances, "
-        f"{adam_steps} Adam steps + {25 * lbfgs_rounds} L-BFGS iterations, 256 sequences; "
+        f"({ctx.size.n_instances} random (π0, r) instances, "
+        f"{ctx.size.adam_steps} Adam steps + {25 * ctx.size.lbfgs_rounds} L-BFGS iterations, 256 "
+        "sequences; "
         f"plain RL's mode is the reward argmax in "
-        f"{sum(run['rl_mode_is_argmax'] for run in runs)}/{n_instances}; verdict: {v.value})"
+        f"{sum(run['rl_mode_is_argmax'] for run in runs)}/{ctx.size.n_instances}; verdict: "
+        f"{v.value})"
     )
     return Outcome(metrics=metrics, summary=summary)
 

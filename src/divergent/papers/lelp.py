@@ -38,8 +38,9 @@ from divergent.objectives.lelp import (
     lelp_targets,
     subclass_to_class_logits,
 )
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
 
 BINARY = (0, 0, 0, 0, 0, 1, 1, 1, 1, 1)  # digits 0–4 → class 0, 5–9 → class 1
@@ -57,26 +58,13 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     return better_than(*interval(d), MARGIN)
 
 
-@reproduction(
-    "lelp",
-    title="LELP: pseudo-subclasses from teacher embeddings for few-class distillation",
-    paper="Loo, Iliopoulos, Hu & Vee, Linear Projections of Teacher Embeddings for Few-Class "
-    "Distillation, arXiv 2409.20449",
-    claim=(
-        "On a binary task, training the student on pseudo-subclasses split from the teacher's "
-        "projected embeddings beats standard logit distillation."
-    ),
-    verdict=verdict,
-    tags=("distillation", "few-class"),
-)
+@reproduction("lelp", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 3 if ctx.quick else 12
-    epochs = 60 if ctx.quick else 150
     split = load_split("digits", seed=ctx.seed, label_map=BINARY)
     acc: dict[str, list[float]] = {m: [] for m in METHODS}
     teacher_acc = []
-    for k in range(n_seeds):
-        ctx.progress(f"seed {k + 1}/{n_seeds}", k / n_seeds)
+    for k in range(ctx.size.n_seeds):
+        ctx.progress(f"seed {k + 1}/{ctx.size.n_seeds}", k / ctx.size.n_seeds)
         g = ctx.generator(400 + k)
         teacher = mlp(64, [128, 32], 2, generator=g)
         fit(
@@ -111,14 +99,23 @@ def experiment(ctx: ReproContext) -> Outcome:
             gs = ctx.generator(800 + k)
             outputs = 2 * N_SUBCLASSES if method == "lelp" else 2
             student = mlp(64, [STUDENT_HIDDEN], outputs, generator=gs)
-            fit(student, losses[method], x, y, epochs=epochs, batch_size=32, lr=3e-3, generator=gs)
+            fit(
+                student,
+                losses[method],
+                x,
+                y,
+                epochs=ctx.size.epochs,
+                batch_size=32,
+                lr=3e-3,
+                generator=gs,
+            )
             logits = evaluate(student, split.x_test, split.y_test).logits
             if method == "lelp":
                 logits = subclass_to_class_logits(logits, N_SUBCLASSES)
             acc[method].append(float((logits.argmax(-1) == split.y_test).double().mean()))
 
     metrics: dict[str, Any] = {
-        "n_seeds": n_seeds,
+        "n_seeds": ctx.size.n_seeds,
         "n_subclasses": N_SUBCLASSES,
         "student_rows": STUDENT_ROWS,
         "margin": MARGIN,
@@ -134,12 +131,12 @@ def experiment(ctx: ReproContext) -> Outcome:
         "accuracy",
         {m.upper(): v for m, v in acc.items()},
         ylabel="binary test accuracy",
-        title=f"digits 0–4 vs 5–9, {STUDENT_ROWS} student rows, {n_seeds} seeds",
+        title=f"digits 0–4 vs 5–9, {STUDENT_ROWS} student rows, {ctx.size.n_seeds} seeds",
     )
     mean, d_kd, d_ce = metrics["accuracy_mean"], metrics["lelp_minus_kd"], metrics["lelp_minus_ce"]
     summary = (
         f"teacher {metrics['teacher_accuracy_mean']:.3f}; students CE {mean['ce']:.3f}, KD "
         f"{mean['kd']:.3f}, LELP {mean['lelp']:.3f}; LELP − KD {format_ci(d_kd)}, "
-        f"LELP − CE {format_ci(d_ce)} (95 % CI, {n_seeds} seeds)"
+        f"LELP − CE {format_ci(d_ce)} (95 % CI, {ctx.size.n_seeds} seeds)"
     )
     return Outcome(metrics=metrics, summary=summary)

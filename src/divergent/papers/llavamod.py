@@ -36,7 +36,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,10 +46,17 @@ from divergent.objectives.moe_distill import (
     preference_distillation_loss,
     sequence_log_probs,
 )
-from divergent.papers._lm_runs import BATCH, LENGTH, corpus, sizes, train_teacher
-from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
-from divergent.train.tiny_lm import TinyCausalLM, evaluate_lm, generate, train_lm
+from divergent.papers._catalog import reproduction
+from divergent.papers._lm_runs import BATCH, LENGTH, corpus, heldout_scores, trained_teacher
+from divergent.papers._stats import (
+    better_than,
+    compare_methods,
+    format_ci,
+    interval,
+    plot_methods,
+)
+from divergent.repro import Outcome, ReproContext, Verdict
+from divergent.train.tiny_lm import TinyCausalLM, generate, train_lm
 
 KL_MARGIN = 0.01  # nats per character: smallest KL gain over CE that part (a) needs
 NLL_MARGIN = 0.005  # nats per character: smallest NLL gain over mimic that part (b) needs
@@ -135,38 +141,23 @@ def _stage2(
     return loss
 
 
-@reproduction(
-    "llavamod",
-    title="LLaVA-MoD: MoE student, mimic then preference distillation",
-    paper="Shu et al. 2025, LLaVA-MoD, arXiv 2408.15881 (ICLR 2025)",
-    claim=(
-        "A tiny mixture-of-experts student trained by mimic distillation and then by "
-        "preference distillation with the teacher as reference ends closer to the dense "
-        "teacher than the same student trained with cross-entropy, and the preference stage "
-        "improves over mimic distillation alone."
-    ),
-    verdict=verdict,
-    tags=("distillation", "lm", "preference"),
-)
+@reproduction("llavamod", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    size = sizes(ctx.quick, n_seeds_full=5)
-    n1, n2 = (12, 6) if ctx.quick else (400, 100)
     c = corpus()
-    ctx.progress("teacher", 0.0)
-    teacher = train_teacher(ctx, size.teacher_steps)
-    t_eval = evaluate_lm(teacher, c.heldout, length=LENGTH, max_windows=size.eval_windows)
+    teacher, teacher_scores = trained_teacher(ctx)
     methods = ("ce", "mimic", "mimic_pref")
     per: dict[str, dict[str, list[float]]] = {m: {s: [] for s in SCORES} for m in methods}
-    for k in range(size.n_seeds):
+    for k in range(ctx.size.n_seeds):
         for j, name in enumerate(methods):
-            ctx.progress(f"seed {k + 1}/{size.n_seeds}: {name}", (k + j / 3) / size.n_seeds)
+            ctx.progress(f"seed {k + 1}/{ctx.size.n_seeds}: {name}", (k + j / 3) / ctx.size.n_seeds)
             student = _student(ctx.seed + 200 + k)
             windows = ctx.generator(300 + k)  # the same windows for every method
             train_lm(
                 student,
                 _stage1("ce" if name == "ce" else "mimic", teacher),
                 c.train,
-                steps=n1 + (0 if name == "mimic_pref" else n2),
+                steps=ctx.size.stage1_steps
+                + (0 if name == "mimic_pref" else ctx.size.stage2_steps),
                 batch_size=BATCH,
                 length=LENGTH,
                 generator=windows,
@@ -177,38 +168,28 @@ def experiment(ctx: ReproContext) -> Outcome:
                     student,
                     _stage2(teacher, ctx.generator(600 + k)),
                     c.train,
-                    steps=n2,
+                    steps=ctx.size.stage2_steps,
                     batch_size=BATCH,
                     length=LENGTH,
                     generator=windows,
                     lr=3e-3 * STAGE2_LR_FACTOR,
                 )
-            e = evaluate_lm(
-                student, c.heldout, length=LENGTH, teacher=teacher, max_windows=size.eval_windows
-            )
-            per[name]["token_kl"].append(e.token_kl)
-            per[name]["nll"].append(float(np.log(e.perplexity)))
-            per[name]["accuracy"].append(e.accuracy)
-    paired = {
-        f"{a}_minus_mimic_pref": {s: paired_ci(per[a][s], per["mimic_pref"][s]) for s in SCORES}
-        for a in ("ce", "mimic")
-    }
-    mean = {m: {s: float(np.mean(v)) for s, v in per[m].items()} for m in methods}
+            for score, value in heldout_scores(student, teacher, ctx).items():
+                per[name][score].append(value)
     metrics: dict[str, Any] = {
-        "n_seeds": size.n_seeds,
-        "stage1_steps": n1,
-        "stage2_steps": n2,
-        "teacher": {"nll": float(np.log(t_eval.perplexity)), "accuracy": t_eval.accuracy},
-        "per_seed": per,
-        "mean": mean,
-        "paired": paired,
+        "n_seeds": ctx.size.n_seeds,
+        "stage1_steps": ctx.size.stage1_steps,
+        "stage2_steps": ctx.size.stage2_steps,
+        "teacher": teacher_scores,
+        **compare_methods(per, [("ce", "mimic_pref"), ("mimic", "mimic_pref")]),
     }
+    mean, paired = metrics["mean"], metrics["paired"]
     plot_methods(
         ctx,
         "token_kl",
         {m: per[m]["token_kl"] for m in methods},
         ylabel="held-out token KL(teacher ‖ student)",
-        title=f"MoE students, {size.n_seeds} seeds",
+        title=f"MoE students, {ctx.size.n_seeds} seeds",
     )
     plot_methods(
         ctx,
@@ -224,6 +205,6 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"(KL(CE) − KL(mimic+pref) {format_ci(a['token_kl'])}); held-out NLL: teacher "
         f"{metrics['teacher']['nll']:.3f}, CE {mean['ce']['nll']:.3f}, mimic "
         f"{mean['mimic']['nll']:.3f}, mimic+pref {mean['mimic_pref']['nll']:.3f} "
-        f"(NLL(mimic) − NLL(mimic+pref) {format_ci(b['nll'])}) (95 % CI, {size.n_seeds} seeds)"
+        f"(NLL(mimic) − NLL(mimic+pref) {format_ci(b['nll'])}) (95 % CI, {ctx.size.n_seeds} seeds)"
     )
     return Outcome(metrics=metrics, summary=summary)

@@ -37,9 +37,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divergent.objectives.view_alignment import math_puma_loss
-from divergent.papers._lm_runs import BATCH, LENGTH, corpus, sizes
-from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.papers._catalog import reproduction
+from divergent.papers._lm_runs import BATCH, LENGTH, corpus
+from divergent.papers._stats import (
+    better_than,
+    compare_methods,
+    format_ci,
+    interval,
+    plot_methods,
+)
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.tiny_lm import TinyCausalLM, evaluate_lm, train_lm
 
 MARGIN = 0.005  # accuracy: the smallest narrowing of the gap the claim needs (half a point)
@@ -90,28 +97,15 @@ def _loss(
     return loss
 
 
-@reproduction(
-    "mathpuma",
-    title="Math-PUMA: view KL narrows the accuracy gap between two views",
-    paper="Zhuang, Huang, Zhang & Zeng 2025, Math-PUMA, arXiv 2408.08640 (AAAI 2025)",
-    claim=(
-        "Adding Math-PUMA's KL between the next-token distributions of a degraded view and a "
-        "clean view of the same text narrows the next-token accuracy gap between the views."
-    ),
-    verdict=verdict,
-    tags=("alignment", "lm"),
-)
+@reproduction("mathpuma", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    size = sizes(ctx.quick)
-    steps = 40 if ctx.quick else 600
     c = corpus()
     lower = _lowercase_map()
-    methods = ("ce", "puma") if ctx.quick else ("ce", "puma", "puma_l05")
     heldout_active = degrade(c.heldout, ctx.generator(900), lower)
-    per: dict[str, dict[str, list[float]]] = {m: {s: [] for s in SCORES} for m in methods}
-    for k in range(size.n_seeds):
-        for j, name in enumerate(methods):
-            ctx.progress(f"seed {k + 1}/{size.n_seeds}: {name}", (k + j / 3) / size.n_seeds)
+    per: dict[str, dict[str, list[float]]] = {m: {s: [] for s in SCORES} for m in ctx.size.methods}
+    for k in range(ctx.size.n_seeds):
+        for j, name in enumerate(ctx.size.methods):
+            ctx.progress(f"seed {k + 1}/{ctx.size.n_seeds}: {name}", (k + j / 3) / ctx.size.n_seeds)
             model = TinyCausalLM(
                 c.vocab.size,
                 d_model=32,
@@ -124,51 +118,44 @@ def experiment(ctx: ReproContext) -> Outcome:
                 model,
                 _loss(name, ctx.generator(500 + k), lower),
                 c.train,
-                steps=steps,
+                steps=ctx.size.steps,
                 batch_size=BATCH,
                 length=LENGTH,
                 generator=ctx.generator(300 + k),
                 lr=3e-3,
             )
-            ref = evaluate_lm(model, c.heldout, length=LENGTH, max_windows=size.eval_windows)
+            ref = evaluate_lm(model, c.heldout, length=LENGTH, max_windows=ctx.size.eval_windows)
             act = evaluate_lm(
                 model,
                 c.heldout,
                 length=LENGTH,
                 inputs=heldout_active,
-                max_windows=size.eval_windows,
+                max_windows=ctx.size.eval_windows,
             )
             per[name]["accuracy_reference"].append(ref.accuracy)
             per[name]["accuracy_active"].append(act.accuracy)
             per[name]["gap"].append(ref.accuracy - act.accuracy)
             per[name]["nll_reference"].append(float(np.log(ref.perplexity)))
             per[name]["nll_active"].append(float(np.log(act.perplexity)))
-    paired = {
-        f"ce_minus_{m}": {s: paired_ci(per["ce"][s], per[m][s]) for s in SCORES}
-        for m in methods
-        if m != "ce"
-    }
-    mean = {m: {s: float(np.mean(v)) for s, v in per[m].items()} for m in methods}
     metrics: dict[str, Any] = {
-        "n_seeds": size.n_seeds,
-        "steps": steps,
+        "n_seeds": ctx.size.n_seeds,
+        "steps": ctx.size.steps,
         "noise": NOISE,
         "kl_weight": KL_WEIGHT,
-        "per_seed": per,
-        "mean": mean,
-        "paired": paired,
+        **compare_methods(per, [("ce", m) for m in ctx.size.methods if m != "ce"]),
     }
+    mean, paired = metrics["mean"], metrics["paired"]
     plot_methods(
         ctx,
         "gap",
-        {m: per[m]["gap"] for m in methods},
+        {m: per[m]["gap"] for m in ctx.size.methods},
         ylabel="accuracy(reference) − accuracy(active)",
-        title=f"view gap, held-out, {size.n_seeds} seeds",
+        title=f"view gap, held-out, {ctx.size.n_seeds} seeds",
     )
     plot_methods(
         ctx,
         "accuracy_active",
-        {m: per[m]["accuracy_active"] for m in methods},
+        {m: per[m]["accuracy_active"] for m in ctx.size.methods},
         ylabel="next-char accuracy, degraded view",
         title="active (degraded) view",
     )
@@ -178,6 +165,6 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"{mean['puma']['gap']:.3f}; narrowing {format_ci(d['gap'])}; active-view accuracy "
         f"CE {mean['ce']['accuracy_active']:.3f} vs PUMA {mean['puma']['accuracy_active']:.3f}, "
         f"reference-view CE {mean['ce']['accuracy_reference']:.3f} vs PUMA "
-        f"{mean['puma']['accuracy_reference']:.3f} (95 % CI, {size.n_seeds} seeds)"
+        f"{mean['puma']['accuracy_reference']:.3f} (95 % CI, {ctx.size.n_seeds} seeds)"
     )
     return Outcome(metrics=metrics, summary=summary)

@@ -38,7 +38,8 @@ from typing import Any
 import torch
 
 from divergent.functional import js, kl, reverse_kl
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.papers._catalog import reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.grid_gaussian import fit_grid_gaussians
 
 MODE_MEANS = (-6.0, 0.0, 6.0)
@@ -83,26 +84,13 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     return Verdict.from_bool(seeks and covers and between_fwd and between_rev)
 
 
-@reproduction(
-    "mode_demo",
-    title="Mode seeking (reverse KL) vs mode covering (forward KL), JS in between",
-    paper="shared claim of f-distill (arXiv 2502.15681), SinKD, DPH-RL and BD-KD",
-    claim=(
-        "Fitting a unimodal model to a multimodal target, reverse KL concentrates on one "
-        "mode, forward KL covers all modes, and JS lies between."
-    ),
-    verdict=verdict,
-    tags=("distillation", "mode-seeking"),
-    quick_matches_full=True,
-)
+@reproduction("mode_demo", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_init = 4 if ctx.quick else 12
-    steps = 600 if ctx.quick else 2000
     grid = torch.linspace(-12.0, 12.0, 241, dtype=torch.float64)
     target_row = _target_logits(grid)
     g = ctx.generator()
-    init_mean = torch.rand(n_init, generator=g, dtype=torch.float64) * 18.0 - 9.0
-    init_log_scale = torch.empty(n_init, dtype=torch.float64).uniform_(
+    init_mean = torch.rand(ctx.size.n_init, generator=g, dtype=torch.float64) * 18.0 - 9.0
+    init_log_scale = torch.empty(ctx.size.n_init, dtype=torch.float64).uniform_(
         math.log(0.5), math.log(4.0), generator=g
     )
     windows = torch.stack([(grid - m).abs() <= WINDOW for m in MODE_MEANS]).double()  # (3, G)
@@ -119,9 +107,9 @@ def experiment(ctx: ReproContext) -> Outcome:
             lambda t, m, name=name: _loss_rows(name, t, m),
             init_mean,
             init_log_scale,
-            steps=steps,
+            steps=ctx.size.steps,
         )
-        target = target_row.expand(n_init, -1)
+        target = target_row.expand(ctx.size.n_init, -1)
         probs = torch.softmax(fit.logits, dim=-1)
         mode_mass = probs @ windows.T  # (n_init, 3)
         covered = (mode_mass >= COVER_MASS).sum(-1)
@@ -154,16 +142,16 @@ def experiment(ctx: ReproContext) -> Outcome:
 
     rkl = fits["reverse_kl"]
     broad = [i for i, c in enumerate(rkl["modes_covered"]) if c > 1]
-    share_broad = len(broad) / n_init
+    share_broad = len(broad) / ctx.size.n_init
     broad_scale = sum(rkl["scale"][i] for i in broad) / len(broad) if broad else math.nan
-    coverage = {n: sum(fits[n]["modes_covered"]) / n_init for n in OBJECTIVES}
+    coverage = {n: sum(fits[n]["modes_covered"]) / ctx.size.n_init for n in OBJECTIVES}
 
     ctx.progress("plots", 0.98)
-    _plot(ctx, grid, target_row, curves, coverage, best, n_init)
+    _plot(ctx, grid, target_row, curves, coverage, best, ctx.size.n_init)
 
     metrics = {
-        "n_init": n_init,
-        "steps": steps,
+        "n_init": ctx.size.n_init,
+        "steps": ctx.size.steps,
         "best": best,
         "loss_change_last_10pct": change,
         "modes_covered_mean_over_starts": coverage,
@@ -180,7 +168,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     }
     b = best
     summary = (
-        f"best of {n_init} starts: reverse KL covers {b['reverse_kl']['modes_covered']} mode(s) "
+        f"best of {ctx.size.n_init} starts: reverse KL covers {b['reverse_kl']['modes_covered']} "
+        "mode(s) "
         f"(σ {b['reverse_kl']['scale']:.2f}), JS {b['js']['modes_covered']}, forward KL "
         f"{b['forward_kl']['modes_covered']} (σ {b['forward_kl']['scale']:.2f}); forward KL of the "
         f"best fits r/JS/f = {b['reverse_kl']['forward_kl']:.2f}/{b['js']['forward_kl']:.2f}/"

@@ -45,7 +45,8 @@ from divergent.objectives.nash import (
     nash_mirror_prox,
     regularized_nash_equilibrium,
 )
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.papers._catalog import reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 
 R2_HELD = 0.98
 R2_FAILS = 0.9
@@ -143,31 +144,15 @@ def _run_game(name: str, pref: torch.Tensor, ref: torch.Tensor, beta: float) -> 
     }
 
 
-@reproduction(
-    "nashmp",
-    title="Nash Mirror Prox: last-iterate linear convergence to the regularised Nash equilibrium",
-    paper="Tiapkin et al. 2025, Accelerating Nash Learning from Human Feedback via Mirror Prox, "
-    "arXiv 2505.19731",
-    claim=(
-        "Nash Mirror Prox converges in its last iterate linearly (geometrically in the number "
-        "of preference queries) to the beta-regularised Nash equilibrium of a preference game, "
-        "faster than Nash-MD."
-    ),
-    verdict=verdict,
-    tags=("alignment", "preference"),
-    quick_matches_full=False,
-)
+@reproduction("nashmp", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
     g = ctx.generator()
     games: list[tuple[str, torch.Tensor, float]] = []
-    betas = (0.1,) if ctx.quick else (0.1, 0.01)
-    for beta in betas:
+    for beta in ctx.size.betas:
         games.append(("rps", _rps(), beta))
-    sizes = (10,) if ctx.quick else (10, 50)
-    n_seeds = 1 if ctx.quick else 3
-    for k in sizes:
-        for beta in betas:
-            for s in range(n_seeds):
+    for k in ctx.size.game_sizes:
+        for beta in ctx.size.betas:
+            for s in range(ctx.size.n_seeds):
                 games.append((f"random{k}_s{s}", _random_game(k, g), beta))
     rows = []
     for i, (name, pref, beta) in enumerate(games):

@@ -31,9 +31,10 @@ from torch import Tensor, nn
 
 from divergent.objectives.kd import cross_entropy_loss, kd_loss
 from divergent.objectives.ofa import ofa_loss
+from divergent.papers._catalog import reproduction
 from divergent.papers._kd_runs import paired_runs
 from divergent.papers._stats import better_than, format_ci, interval
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.small_models import DigitsCNN, reset_parameters
 
 MARGIN = 0.01
@@ -77,24 +78,13 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     return better_than(*interval(d), MARGIN)
 
 
-@reproduction(
-    "ofakd",
-    title="OFA-KD: CNN teacher to MLP student with logit-space projectors",
-    paper="Hao et al., One-for-All: Bridge the Gap Between Heterogeneous Architectures in "
-    "Knowledge Distillation, NeurIPS 2023",
-    claim=(
-        "Distilling a CNN teacher into an MLP student through logit-space stage projectors "
-        "and the target-enhanced OFA loss beats standard KD."
-    ),
-    verdict=verdict,
-    tags=("distillation", "heterogeneous"),
-)
+@reproduction("ofakd", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
     runs = paired_runs(
         ctx,
         OBJECTIVES,
-        n_seeds=2 if ctx.quick else 12,
-        epochs=40 if ctx.quick else 150,
+        n_seeds=ctx.size.n_seeds,
+        epochs=ctx.size.epochs,
         pairs=[("ofa", "kd"), ("ofa", "ce"), ("kd", "ce")],
         teacher_factory=lambda g: DigitsCNN(10, channels=8, embed_dim=64, generator=g),
         student_factory=lambda name, g: MultiExitMLP(10, g, exits=name == "ofa"),

@@ -27,9 +27,10 @@ from typing import Any
 
 from divergent.objectives.kd import cross_entropy_loss, kd_loss
 from divergent.objectives.ranking import pld_loss
+from divergent.papers._catalog import reproduction
 from divergent.papers._kd_runs import paired_runs
 from divergent.papers._stats import better_than, format_ci, interval
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 
 MARGIN = 0.01
 OBJECTIVES = {"ce": cross_entropy_loss, "kd": kd_loss, "pld": pld_loss}
@@ -41,24 +42,14 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     return better_than(*interval(d), MARGIN)
 
 
-@reproduction(
-    "pld",
-    title="Plackett-Luce distillation vs Hinton KD",
-    paper="Plackett-Luce Distillation (PLD), arXiv 2506.12542",
-    claim=(
-        "A teacher-confidence-weighted Plackett-Luce ranking loss distils a student to higher "
-        "accuracy than Hinton KD."
-    ),
-    verdict=verdict,
-    tags=("distillation",),
-)
+@reproduction("pld", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
     runs = paired_runs(
         ctx,
         OBJECTIVES,
-        n_seeds=3 if ctx.quick else 12,
+        n_seeds=ctx.size.n_seeds,
         pairs=[("pld", "kd"), ("pld", "ce")],
-        epochs=40 if ctx.quick else 150,
+        epochs=ctx.size.epochs,
     )
     d = runs.metrics["paired"]["pld_minus_kd"]["accuracy"]
     d_ce = runs.metrics["paired"]["pld_minus_ce"]["accuracy"]

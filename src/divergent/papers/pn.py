@@ -52,7 +52,8 @@ from divergent.analysis.mle_risk import (
     pn_criterion,
 )
 from divergent.functional import kl, tv
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.papers._catalog import reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 
 GRID_POINTS = 201
 BAYES_ERROR = 0.48  # ε₀: required Bayes error (0.5 = indistinguishable)
@@ -152,33 +153,14 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     )
 
 
-@reproduction(
-    "pn",
-    title="MLE risk to the information projection vs its expansion; the p-n criterion",
-    paper=(
-        "Sheena 2021, MLE convergence speed to information projection of exponential family: "
-        "criterion for model dimension and sample size, arXiv 2105.08947"
-    ),
-    claim=(
-        "For a misspecified exponential family the expected KL between the information "
-        "projection and the plug-in MLE is tr(G⁻¹Σ)/(2n) + O(n⁻²), not dim/(2n), and the "
-        "p-n criterion built on the expansion accepts only (p, n) whose MLE meets the "
-        "Bayes-error requirement."
-    ),
-    verdict=verdict,
-    tags=("exponential-family", "asymptotics"),
-)
+@reproduction("pn", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    if ctx.quick:
-        dims, ns, reps = [1, 2, 4, 6], [50, 200, 800, 3200], 400
-    else:
-        dims, ns, reps = list(range(1, 9)), [25, 50, 100, 200, 400, 800, 1600, 3200], 2000
     x, g = _grid_and_target()
     g_t = torch.from_numpy(g)
     cells: list[dict] = []
     expansions: dict[int, dict] = {}
-    for pi, p in enumerate(dims):
-        ctx.progress(f"p = {p}", pi / len(dims))
+    for pi, p in enumerate(ctx.size.dims):
+        ctx.progress(f"p = {p}", pi / len(ctx.size.dims))
         feats = _features(x, p)
         mean_g, cov_g, k3_g = discrete_feature_cumulants(g_t, feats)
         theta_star, ok = exponential_family_moment_match(feats, mean_g[None, :])
@@ -196,8 +178,8 @@ def experiment(ctx: ReproContext) -> Outcome:
             "kl_g_to_projection": float(kl(g_t.log(), lp_star, inputs="log_probs")),
         }
         rng = ctx.numpy_rng(17 * p)
-        for n in ns:
-            counts = torch.from_numpy(rng.multinomial(n, g, size=reps).astype(np.float64))
+        for n in ctx.size.ns:
+            counts = torch.from_numpy(rng.multinomial(n, g, size=ctx.size.reps).astype(np.float64))
             tbar = counts @ feats / n
             theta_hat, exists = exponential_family_moment_match(feats, tbar)
             lp_hat = torch.log_softmax(theta_hat[exists] @ feats.T, dim=1)
@@ -213,8 +195,8 @@ def experiment(ctx: ReproContext) -> Outcome:
                 {
                     "p": p,
                     "n": n,
-                    "reps": reps,
-                    "mle_failures": reps - m_ok,
+                    "reps": ctx.size.reps,
+                    "mle_failures": ctx.size.reps - m_ok,
                     "risk": risk,
                     "risk_se": se,
                     "one_term": exp.risk(n, 1),
@@ -227,9 +209,9 @@ def experiment(ctx: ReproContext) -> Outcome:
                 }
             )
 
-    n_max = max(ns)
+    n_max = max(ctx.size.ns)
     verdicts = []
-    for n in ns:
+    for n in ctx.size.ns:
         row = [c for c in cells if c["n"] == n]
         acc = [c["p"] for c in row if c["accept"]]
         ok_sim = [c["p"] for c in row if c["bayes_error"] >= BAYES_ERROR]
@@ -251,8 +233,8 @@ def experiment(ctx: ReproContext) -> Outcome:
 
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4))
     ax = axes[0]
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(dims)))
-    for c, p in zip(colors, dims):
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(ctx.size.dims)))
+    for c, p in zip(colors, ctx.size.dims):
         rows = [r for r in cells if r["p"] == p]
         nn = np.array([r["n"] for r in rows], dtype=float)
         ax.errorbar(
@@ -276,13 +258,13 @@ def experiment(ctx: ReproContext) -> Outcome:
     ax.set_title("simulated (●), a + b/n (—), a (⋯), p/2 (×)")
     ax.legend(fontsize=7, ncol=2)
     ax = axes[1]
-    acc = np.zeros((len(dims), len(ns)))
+    acc = np.zeros((len(ctx.size.dims), len(ctx.size.ns)))
     for c in cells:
-        i, j = dims.index(c["p"]), ns.index(c["n"])
+        i, j = ctx.size.dims.index(c["p"]), ctx.size.ns.index(c["n"])
         acc[i, j] = c["bayes_error"]
     im = ax.imshow(acc, origin="lower", aspect="auto", cmap="magma", vmin=0.4, vmax=0.5)
     for c in cells:
-        i, j = dims.index(c["p"]), ns.index(c["n"])
+        i, j = ctx.size.dims.index(c["p"]), ctx.size.ns.index(c["n"])
         ax.text(
             j,
             i,
@@ -292,8 +274,8 @@ def experiment(ctx: ReproContext) -> Outcome:
             color="cyan" if c["accept"] else "white",
             fontsize=9,
         )
-    ax.set_xticks(range(len(ns)), [str(n) for n in ns])
-    ax.set_yticks(range(len(dims)), [str(p) for p in dims])
+    ax.set_xticks(range(len(ctx.size.ns)), [str(n) for n in ctx.size.ns])
+    ax.set_yticks(range(len(ctx.size.dims)), [str(p) for p in ctx.size.dims])
     ax.set_xlabel("n")
     ax.set_ylabel("degree p")
     ax.set_title(f"simulated Bayes error; ✓ = p-n criterion accepts (ε₀ = {BAYES_ERROR})")
@@ -301,9 +283,9 @@ def experiment(ctx: ReproContext) -> Outcome:
     ctx.savefig(fig, "risk_and_criterion")
 
     metrics = {
-        "dims": dims,
-        "ns": ns,
-        "reps": reps,
+        "dims": ctx.size.dims,
+        "ns": ctx.size.ns,
+        "reps": ctx.size.reps,
         "expansions": expansions,
         "cells": cells,
         "verdicts": verdicts,
@@ -321,7 +303,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     last = [c for c in cells if c["n"] == n_max]
     worst = max(abs(c["risk"] - c["two_term"]) / c["risk_se"] for c in last)
     summary = (
-        f"n={n_max}: |sim − (a/n + b/n²)| ≤ {worst:.1f} SE over p ∈ {dims}; p/(2n) rejected for "
+        f"n={n_max}: |sim − (a/n + b/n²)| ≤ {worst:.1f} SE over p ∈ {ctx.size.dims}; p/(2n) "
+        "rejected for "
         f"misspecified p {parts['misspecified_dims']}: {parts['misspec_detected']}; n⁻² term "
         + (
             f"closer in {parts['second_order_helps_fraction']:.0%} of "

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 
 from divergent.objectives.recap import RecapWeighter
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import (
     better_than,
     format_ci,
@@ -53,7 +54,7 @@ from divergent.papers._stats import (
     no_worse_than,
     paired_ci,
 )
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.toy import (
     MLPPolicy,
     SequenceSpace,
@@ -162,24 +163,8 @@ def _post_train(
     return trace
 
 
-@reproduction(
-    "recap",
-    title="RECAP: objective reweighting vs fixed weights against forgetting (toy, exact eval)",
-    paper=(
-        "Phan, Yang, Yao, Zhang, Bi, Tang, Khabsa, Liu, Lei 2025, Beyond Reasoning Gains: "
-        "Mitigating General Capabilities Forgetting in Large Reasoning Models, arXiv 2510.21978"
-    ),
-    claim=(
-        "Reweighting the target RL objective and a replayed general-capability objective from "
-        "their convergence and instability signals forgets less of the general capability "
-        "than fixed uniform weights while improving the target reward as much."
-    ),
-    verdict=verdict,
-    tags=("alignment", "forgetting"),
-)
+@reproduction("recap", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 3 if ctx.quick else 12
-    steps = 150 if ctx.quick else 500
     eval_every = 10
     space = SequenceSpace(4, 5)
     methods = METHODS if ctx.quick else (*METHODS, *(f"fixed_{w}" for w in FIXED_REPLAY_WEIGHTS))
@@ -187,17 +172,19 @@ def experiment(ctx: ReproContext) -> Outcome:
         m: {"forgetting": [], "target_gain": [], "mean_replay_weight": []} for m in methods
     }
     traces0: dict[str, Any] = {}
-    for seed in range(n_seeds):
+    for seed in range(ctx.size.n_seeds):
         g = ctx.generator(seed)
         data = TabularPolicy.random(space, scale=1.0, generator=g)
         target = torch.randint(space.vocab_size, (space.length,), generator=g)
         rewards = target_reward(space, target)
-        ctx.progress(f"seed {seed}: fitting the general capability", seed / n_seeds)
+        ctx.progress(f"seed {seed}: fitting the general capability", seed / ctx.size.n_seeds)
         start = _general_capability(space, data, g)
         sample_seed = int(torch.randint(2**31 - 1, (1,), generator=g))
         for method in methods:
-            ctx.progress(f"seed {seed}: {method}", (seed + 0.2) / n_seeds)
-            trace = _post_train(method, start, data, rewards, steps, sample_seed, eval_every)
+            ctx.progress(f"seed {seed}: {method}", (seed + 0.2) / ctx.size.n_seeds)
+            trace = _post_train(
+                method, start, data, rewards, ctx.size.steps, sample_seed, eval_every
+            )
             per_seed[method]["forgetting"].append(trace["kl_general"][-1] - trace["kl_general"][0])
             per_seed[method]["target_gain"].append(trace["reward"][-1] - trace["reward"][0])
             per_seed[method]["mean_replay_weight"].append(
@@ -246,8 +233,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     ctx.savefig(fig, "recap_curves")
 
     metrics = {
-        "n_seeds": n_seeds,
-        "steps": steps,
+        "n_seeds": ctx.size.n_seeds,
+        "steps": ctx.size.steps,
         "window": WINDOW,
         "per_seed": per_seed,
         "mean": mean,
@@ -264,8 +251,8 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"{format_ci(paired['recap_relative_target_gain_change'])}); mean replay weight RECAP "
         f"{mean['recap']['mean_replay_weight']:.3f}; T=1: reduction "
         f"{format_ci(paired['recap_t1_relative_forgetting_reduction'])}, gain change "
-        f"{format_ci(paired['recap_t1_relative_target_gain_change'])} ({n_seeds} seeds, "
-        f"{steps} steps)"
+        f"{format_ci(paired['recap_t1_relative_target_gain_change'])} ({ctx.size.n_seeds} seeds, "
+        f"{ctx.size.steps} steps)"
         + "".join(
             f"; fixed λ_replay={m.removeprefix('fixed_')}: forgetting "
             f"{mean[m]['forgetting']:.3f}, gain {mean[m]['target_gain']:.3f}"

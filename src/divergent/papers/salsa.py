@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from divergent.objectives.salsa import model_soup, salsa_loss
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, mean_ci
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.toy import (
     MLPPolicy,
     SequencePolicy,
@@ -47,8 +48,8 @@ REWARD_MARGIN = 0.01  # reward units (the reward has unit scale)
 KL_MARGIN = 0.01  # nats
 
 VOCAB, LENGTH, HIDDEN = 4, 3, 32
-N_DEMOS, SFT_STEPS, SFT_LR = 48, 150, 0.02
-BETA, RL_STEPS, RL_LR = 0.1, 200, 0.02
+N_DEMOS, SFT_LR = 48, 0.02  # steps: catalog.toml
+BETA, RL_LR = 0.1, 0.02
 
 
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
@@ -116,30 +117,15 @@ def _instance(seed: int, sft_steps: int, rl_steps: int) -> dict[str, float]:
     return out
 
 
-@reproduction(
-    "salsa",
-    title="SALSA: a weight-soup reference for KL-regularised RL",
-    paper="Chegini et al. 2024, SALSA: Soup-based Alignment Learning for Stronger Adaptation "
-    "in RLHF, arXiv 2411.01798",
-    claim=(
-        "KL-regularised RL against the weight average of two SFT models moves further from the "
-        "SFT model and reaches a higher reward than against a single SFT model at the same KL "
-        "coefficient."
-    ),
-    verdict=verdict,
-    tags=("alignment", "toy"),
-)
+@reproduction("salsa", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 3 if ctx.quick else 12
-    sft_steps = 60 if ctx.quick else SFT_STEPS
-    rl_steps = 60 if ctx.quick else RL_STEPS
     runs = []
-    for s in range(n_seeds):
-        ctx.progress("instance", s / n_seeds)
-        runs.append(_instance(ctx.seed + s, sft_steps, rl_steps))
+    for s in range(ctx.size.n_seeds):
+        ctx.progress("instance", s / ctx.size.n_seeds)
+        runs.append(_instance(ctx.seed + s, ctx.size.sft_steps, ctx.size.rl_steps))
     per = {k: [r[k] for r in runs] for k in runs[0]}
     metrics: dict[str, Any] = {
-        "n_seeds": n_seeds,
+        "n_seeds": ctx.size.n_seeds,
         "reward_gap": mean_ci(
             [a - b for a, b in zip(per["rl_reward_soup_ref"], per["rl_reward_sft1_ref"])]
         ),
@@ -162,8 +148,8 @@ def experiment(ctx: ReproContext) -> Outcome:
             "length": LENGTH,
             "hidden": HIDDEN,
             "n_demos": N_DEMOS,
-            "sft_steps": sft_steps,
-            "rl_steps": rl_steps,
+            "sft_steps": ctx.size.sft_steps,
+            "rl_steps": ctx.size.rl_steps,
             "beta": BETA,
         },
     }
@@ -174,7 +160,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"{mean['rl_reward_sft1_ref']:.3f}, gap {format_ci(metrics['reward_gap'])}; "
         f"KL(π‖SFT₁) {mean['rl_kl_from_sft1_soup_ref']:.3f} vs "
         f"{mean['rl_kl_from_sft1_sft1_ref']:.3f}, gap {format_ci(metrics['kl_from_sft_gap'])} "
-        f"({n_seeds} instances, β = {BETA}); soup − SFT KL to the demonstrations "
+        f"({ctx.size.n_seeds} instances, β = {BETA}); soup − SFT KL to the demonstrations "
         f"{format_ci(metrics['soup_demo_kl_minus_sft_mean'])}"
     )
     return Outcome(metrics=metrics, summary=summary)

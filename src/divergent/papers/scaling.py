@@ -77,7 +77,8 @@ import torch
 
 from divergent.analysis.scaling_law import fit_scaling_law
 from divergent.analysis.synthetic_source import PowerLawSource, krichevsky_trofimov_logits
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.papers._catalog import reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.low_rank_softmax import LowRankFit, train_low_rank_softmax
 
 IDENTITY_TOL = 1e-9
@@ -253,77 +254,67 @@ def _describe(src: PowerLawSource) -> dict[str, object]:
     }
 
 
-@reproduction(
-    "scaling",
-    title="Scaling laws: L∞ is the data entropy, the reducible loss is KL(data‖model)",
-    paper=(
-        "Henighan, Kaplan, Katz, et al. 2020, Scaling Laws for Autoregressive Generative "
-        "Modeling, arXiv 2010.14701"
-    ),
-    claim=(
-        "Cross-entropy = entropy + KL(data‖model), so fitting L(x) = L∞ + (x0/x)^α to loss vs "
-        "model or data size recovers L∞ as the data's entropy and (x0/x)^α as the KL."
-    ),
-    verdict=verdict,
-    tags=("theory", "scaling"),
-)
+@reproduction("scaling", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    if ctx.quick:
-        width = 128  # contexts = symbols of the model-size source
-        ranks = [1, 2, 3, 4, 6, 8]
-        max_chunks = 16
-        data_contexts, data_sizes, data_seeds = 4096, [2**e for e in range(9, 18)], 4
-        heldout_n = 20_000
-        peaked_width, peaked_ranks, peaked_chunks = 64, [1, 2, 3, 4], 40
-    else:
-        width = 512
-        ranks = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]
-        max_chunks = 40
-        data_contexts, data_sizes, data_seeds = 16384, [2**e for e in range(10, 22)], 8
-        heldout_n = 200_000
-        peaked_width, peaked_ranks, peaked_chunks = 256, [1, 2, 3, 4, 6, 8, 12, 16], 80
     seed = ctx.seed
-    size_src = PowerLawSource(width, width, spectrum_exponent=1.0, logit_rms=1.0, seed=seed)
+    size_src = PowerLawSource(
+        ctx.size.width, ctx.size.width, spectrum_exponent=1.0, logit_rms=1.0, seed=seed
+    )
     data_src = PowerLawSource(
-        data_contexts, 16, spectrum_exponent=1.0, logit_rms=1.0, context_exponent=2.0, seed=seed + 1
+        ctx.size.data_contexts,
+        16,
+        spectrum_exponent=1.0,
+        logit_rms=1.0,
+        context_exponent=2.0,
+        seed=seed + 1,
     )
     h_size, h_data = size_src.entropy(), data_src.entropy()
 
     # ---- b. model size -------------------------------------------------------------------
     ctx.progress("rank-r students on the exact population KL", 0.05)
-    size_block, size_runs = _size_sweep(size_src, ranks, max_chunks)
+    size_block, size_runs = _size_sweep(size_src, ctx.size.ranks, ctx.size.max_chunks)
 
     # ---- c. data size ----------------------------------------------------------------------
     ctx.progress("add-½ estimator vs data size (Zipf contexts)", 0.4)
-    data_loss, data_kl, kt_models = _data_sweep(data_src, data_sizes, data_seeds, ctx, 100)
+    data_loss, data_kl, kt_models = _data_sweep(
+        data_src, ctx.size.data_sizes, ctx.size.data_seeds, ctx, 100
+    )
     data_block = {
-        "tokens": data_sizes,
-        "seeds": data_seeds,
-        **_sweep_block([float(d) for d in data_sizes], data_loss, data_kl, h_data),
+        "tokens": ctx.size.data_sizes,
+        "seeds": ctx.size.data_seeds,
+        **_sweep_block([float(d) for d in ctx.size.data_sizes], data_loss, data_kl, h_data),
     }
 
     # ---- controls (not in the verdict; the same criteria shown beside it) -------------------
     ctx.progress("controls: peaked teacher, source inside the class, flat contexts", 0.5)
     peaked_src = PowerLawSource(
-        peaked_width, peaked_width, spectrum_exponent=1.0, logit_rms=3.0, seed=seed
+        ctx.size.peaked_width,
+        ctx.size.peaked_width,
+        spectrum_exponent=1.0,
+        logit_rms=3.0,
+        seed=seed,
     )
-    peaked_block, peaked_runs = _size_sweep(peaked_src, peaked_ranks, peaked_chunks)
-    inside_width = 64 if ctx.quick else 128
-    inside_src = PowerLawSource(inside_width, inside_width, rank=4, seed=seed + 2)
-    inside_ranks = [1, 2, 3, 4, 6] if ctx.quick else [1, 2, 3, 4, 6, 8]
-    inside_block, inside_runs = _size_sweep(inside_src, inside_ranks, max_chunks)
+    peaked_block, peaked_runs = _size_sweep(
+        peaked_src, ctx.size.peaked_ranks, ctx.size.peaked_chunks
+    )
+    inside_src = PowerLawSource(ctx.size.inside_width, ctx.size.inside_width, rank=4, seed=seed + 2)
+    inside_block, inside_runs = _size_sweep(inside_src, ctx.size.inside_ranks, ctx.size.max_chunks)
     flat_src = PowerLawSource(256, 16, seed=seed + 3)
-    flat_loss, flat_kl, _ = _data_sweep(flat_src, data_sizes, data_seeds, ctx, 200)
+    flat_loss, flat_kl, _ = _data_sweep(
+        flat_src, ctx.size.data_sizes, ctx.size.data_seeds, ctx, 200
+    )
     flat_block = {
-        "tokens": data_sizes,
-        **_sweep_block([float(d) for d in data_sizes], flat_loss, flat_kl, flat_src.entropy()),
+        "tokens": ctx.size.data_sizes,
+        **_sweep_block(
+            [float(d) for d in ctx.size.data_sizes], flat_loss, flat_kl, flat_src.entropy()
+        ),
     }
 
     # ---- a. identity and held-out estimates ------------------------------------------------
     ctx.progress("cross-entropy = entropy + KL, exact and held-out", 0.9)
     groups = [
         (size_src, [(f"rank_{r.rank}", r.logits) for r in size_runs], True),
-        (data_src, [(f"kt_D{d}", m) for d, m in zip(data_sizes, kt_models)], True),
+        (data_src, [(f"kt_D{d}", m) for d, m in zip(ctx.size.data_sizes, kt_models)], True),
         (inside_src, [(f"inside_rank_{r.rank}", r.logits) for r in inside_runs], False),
         (peaked_src, [(f"peaked_rank_{r.rank}", r.logits) for r in peaked_runs], False),
     ]
@@ -332,7 +323,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     heldout: dict[str, dict[str, float]] = {}
     for g, (src, models, with_heldout) in enumerate(groups):
         if with_heldout:
-            test_c, test_x = src.sample(heldout_n, ctx.numpy_rng(300 + g))
+            test_c, test_x = src.sample(ctx.size.heldout_n, ctx.numpy_rng(300 + g))
             models = [("true_source", src.logits), *models]
         for name, lq in models:
             ex = src.evaluate(lq)
@@ -355,7 +346,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         "sources": {
             "model_size": _describe(size_src),
             "data_size": _describe(data_src),
-            "heldout_samples_per_source": heldout_n,
+            "heldout_samples_per_source": ctx.size.heldout_n,
         },
         "identity_max_abs_error": max(identity_err),
         "heldout_max_abs_z": max(abs(z) for z in z_scores),

@@ -30,8 +30,9 @@ import torch
 from torch import nn
 
 from divergent.objectives.domain_adaptation import prior_kl_entropy_terms
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
 
 ROTATION_DEGREES = 30.0
@@ -58,20 +59,8 @@ def _rotate(x: torch.Tensor, degrees: float) -> torch.Tensor:
     return torch.as_tensor(out.reshape(-1, 64), dtype=torch.float32).clamp(0.0, 1.0)
 
 
-@reproduction(
-    "sfda",
-    title="Source-free domain adaptation: entropy + KL class-ratio prior",
-    paper="Bateson et al. 2022, Source-Free Domain Adaptation for Image Segmentation, "
-    "arXiv 2108.03152",
-    claim=(
-        "Adapting a source-trained classifier on unlabeled shifted data by entropy plus a KL "
-        "class-ratio prior beats both the unadapted model and entropy minimisation alone."
-    ),
-    verdict=verdict,
-    tags=("domain-adaptation", "prior-kl"),
-)
+@reproduction("sfda", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 3 if ctx.quick else 10
     split = load_split("digits", seed=ctx.seed)
     x_target_train = _rotate(split.x_train, ROTATION_DEGREES)
     x_target_test = _rotate(split.x_test, ROTATION_DEGREES)
@@ -80,8 +69,8 @@ def experiment(ctx: ReproContext) -> Outcome:
     classes_predicted: dict[str, list[int]] = {m: [] for m in METHODS}
     prior_kl: dict[str, list[float]] = {m: [] for m in METHODS}
     source_acc = []
-    for k in range(n_seeds):
-        ctx.progress(f"seed {k + 1}/{n_seeds}", k / n_seeds)
+    for k in range(ctx.size.n_seeds):
+        ctx.progress(f"seed {k + 1}/{ctx.size.n_seeds}", k / ctx.size.n_seeds)
         g = ctx.generator(1000 + k)
         source = mlp(64, [64], split.n_classes, generator=g)
         fit(
@@ -123,7 +112,7 @@ def experiment(ctx: ReproContext) -> Outcome:
             prior_kl[method].append(float(terms.prior_kl))
 
     metrics: dict[str, Any] = {
-        "n_seeds": n_seeds,
+        "n_seeds": ctx.size.n_seeds,
         "rotation_degrees": ROTATION_DEGREES,
         "margin": MARGIN,
         "source_domain_accuracy_mean": float(np.mean(source_acc)),
@@ -139,13 +128,14 @@ def experiment(ctx: ReproContext) -> Outcome:
         "target_accuracy",
         {m.replace("_", " "): v for m, v in acc.items()},
         ylabel="accuracy on rotated test digits",
-        title=f"SFDA on digits rotated {ROTATION_DEGREES:.0f}° ({n_seeds} seeds)",
+        title=f"SFDA on digits rotated {ROTATION_DEGREES:.0f}° ({ctx.size.n_seeds} seeds)",
     )
     mean = metrics["target_accuracy_mean"]
     d1, d2 = metrics["sfda_minus_source"], metrics["sfda_minus_entropy"]
     collapsed = classes_predicted["entropy_only"]
     summary = (
-        f"target accuracy (mean of {n_seeds}): no adaptation {mean['source_only']:.3f}, entropy "
+        f"target accuracy (mean of {ctx.size.n_seeds}): no adaptation {mean['source_only']:.3f}, "
+        "entropy "
         f"only {mean['entropy_only']:.3f} (classes predicted "
         f"{min(collapsed)}–{max(collapsed)}), SFDA {mean['sfda']:.3f}; SFDA − none "
         f"{format_ci(d1)}, SFDA − entropy "

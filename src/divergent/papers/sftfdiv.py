@@ -42,8 +42,9 @@ from typing import Any
 import torch
 
 from divergent.objectives.preference import f_dpo_score, sft_f_divergence_loss
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import number
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.toy import SequenceSpace, TabularPolicy, exact_kl
 
 __all__ = [
@@ -198,32 +199,15 @@ def _instance(seed: int, steps: int) -> dict[str, Any]:
     }
 
 
-@reproduction(
-    "sftfdiv",
-    title="Implicit reward as the bridge: SFT drift and f-divergence SFT",
-    paper=(
-        "Wang, Cheng, Peng, Bao, Li, Guo, Li, Zeng, Zhou, Qiu 2025, Implicit Reward as the "
-        "Bridge: A Unified View of SFT and DPO Connections, NeurIPS, arXiv 2507.00018"
-    ),
-    claim=(
-        "SFT is implicit-reward learning whose reference term is constant in the policy (its "
-        "gradient is exactly the likelihood gradient and the reference cannot change its "
-        "trajectory), so its drift from the reference is unconstrained, and both a lower "
-        "learning rate and an f-divergence SFT loss that keeps the reference (JS, forward KL) "
-        "drift less at the same number of steps."
-    ),
-    verdict=verdict,
-    tags=("alignment", "sft", "exact"),
-)
+@reproduction("sftfdiv", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_instances = 2 if ctx.quick else 8
     steps = STEPS
     runs = []
-    for i in range(n_instances):
-        ctx.progress(f"instance {i + 1}/{n_instances}", i / n_instances)
+    for i in range(ctx.size.n_instances):
+        ctx.progress(f"instance {i + 1}/{ctx.size.n_instances}", i / ctx.size.n_instances)
         runs.append(_instance(ctx.seed + 100 * i, steps))
     metrics = {
-        "n_instances": n_instances,
+        "n_instances": ctx.size.n_instances,
         "steps": steps,
         "learning_rates": list(LEARNING_RATES),
         "bridge_gap": max(run["bridge_gap"] for run in runs),
@@ -247,7 +231,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"(KL(π_E‖π_ref) = {first['kl_expert_ref']:.3f} on instance 0): "
         f"lowest/highest LR ≤ {metrics['lr_drift_ratio_max']:.3f}, JS-SFT/SFT ≤ "
         f"{metrics['fdiv_drift_ratio_by_divergence']['js']:.3f}, FKL-SFT/SFT ≤ "
-        f"{metrics['fdiv_drift_ratio_by_divergence']['kl']:.3f} (worst of {n_instances} "
+        f"{metrics['fdiv_drift_ratio_by_divergence']['kl']:.3f} (worst of {ctx.size.n_instances} "
         f"instances); instance 0: SFT drift {first['sft_drift'][top]:.3f} with fit "
         f"KL(π_E‖π) {first['sft_fit'][top]:.3f}, JS-SFT {first['fsft_drift']['js']:.3f} / "
         f"{first['fsft_fit']['js']:.3f}, FKL-SFT {first['fsft_drift']['kl']:.3f} / "

@@ -31,9 +31,10 @@ from typing import Any
 
 from divergent.objectives.kd import kd_loss
 from divergent.objectives.sinkhorn import sinkd_loss
+from divergent.papers._catalog import reproduction
 from divergent.papers._kd_runs import paired_runs
 from divergent.papers._stats import better_than, format_ci, interval
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 
 MARGIN = 0.01
 BASELINES = ("kl", "reverse_kl", "js")
@@ -66,17 +67,7 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
     return Verdict.combine(parts)
 
 
-@reproduction(
-    "sinkd",
-    title="SinKD: batch-wise Sinkhorn distillation vs KL / reverse KL / JS",
-    paper="Cui et al., Sinkhorn Distance Minimization for Knowledge Distillation, arXiv 2402.17110",
-    claim=(
-        "Adding a batch-wise Sinkhorn distance to distillation gives a more accurate student "
-        "than distilling with KL, reverse KL or JS alone."
-    ),
-    verdict=verdict,
-    tags=("distillation", "optimal-transport"),
-)
+@reproduction("sinkd", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
     with warnings.catch_warnings():
         # 20 iterations stop short of tol at ε = 0.1, as in the official code (said above)
@@ -84,8 +75,8 @@ def experiment(ctx: ReproContext) -> Outcome:
         runs = paired_runs(
             ctx,
             OBJECTIVES,
-            n_seeds=2 if ctx.quick else 12,
-            epochs=20 if ctx.quick else 100,  # the Sinkhorn steps are the cost
+            n_seeds=ctx.size.n_seeds,
+            epochs=ctx.size.epochs,  # the Sinkhorn steps are the cost
             pairs=[("sinkd", b) for b in BASELINES],
         )
     m = runs.metrics

@@ -38,8 +38,9 @@ import numpy as np
 import torch
 
 from divergent.objectives.superhf import superhf_loss
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, mean_ci, number
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.rl.best_of_n import best_of_n_log_probs
 from divergent.toy import (
     SequenceSpace,
@@ -133,33 +134,20 @@ def _instance(seed: int, steps: int) -> dict[str, Any]:
     return {"curves": curves, "common_proxy_gain": common, "gap": float(np.mean(gaps))}
 
 
-@reproduction(
-    "superhf",
-    title="SuperHF: best-of-n filtering + SFT with a KL prior vs RL on a hackable proxy",
-    paper="Mukobi et al. 2023, SuperHF: Supervised Iterative Learning from Human Feedback, "
-    "arXiv 2310.16763",
-    claim=(
-        "Fine-tuning on the best of n samples with a KL prior reaches a higher true reward than "
-        "KL-regularised RL on the same hackable proxy reward at matched proxy reward."
-    ),
-    verdict=verdict,
-    tags=("alignment", "toy"),
-)
+@reproduction("superhf", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 3 if ctx.quick else 10
-    steps = 60 if ctx.quick else 300
     runs = []
-    for s in range(n_seeds):
-        ctx.progress("instance", s / n_seeds)
-        runs.append(_instance(ctx.seed + s, steps))
+    for s in range(ctx.size.n_seeds):
+        ctx.progress("instance", s / ctx.size.n_seeds)
+        runs.append(_instance(ctx.seed + s, ctx.size.steps))
     gaps = [r["gap"] for r in runs]
     finals = {
         m: {k: [r["curves"][m][k][-1] for r in runs] for k in ("proxy", "true", "hack", "kl")}
         for m in ("superhf", "rl")
     }
     metrics = {
-        "n_seeds": n_seeds,
-        "steps": steps,
+        "n_seeds": ctx.size.n_seeds,
+        "steps": ctx.size.steps,
         "matched_true_gap": mean_ci(gaps),
         "per_seed_gap": gaps,
         "common_proxy_gain_min": min(r["common_proxy_gain"] for r in runs),
@@ -181,7 +169,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     f = metrics["final"]
     summary = (
         f"true reward SuperHF − RL at matched proxy {format_ci(metrics['matched_true_gap'])} "
-        f"({n_seeds} instances); final proxy / true / hack fraction: SuperHF "
+        f"({ctx.size.n_seeds} instances); final proxy / true / hack fraction: SuperHF "
         f"{f['superhf']['proxy']:.3f} / {f['superhf']['true']:.3f} / {f['superhf']['hack']:.3f}, "
         f"RL {f['rl']['proxy']:.3f} / {f['rl']['true']:.3f} / {f['rl']['hack']:.3f} "
         f"(start hack {metrics['initial']['hack']:.3f})"

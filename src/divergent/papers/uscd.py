@@ -43,8 +43,9 @@ from divergent.objectives.contrastive_decoding import (
     uncertainty_gate,
     uscd_log_probs,
 )
+from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, mean_ci, paired_ci
-from divergent.repro import Outcome, ReproContext, Verdict, reproduction
+from divergent.repro import Outcome, ReproContext, Verdict
 
 MARGIN = 0.01
 VOCAB = 32
@@ -107,36 +108,20 @@ def _decode(standard: torch.Tensor, lame: torch.Tensor) -> dict[str, torch.Tenso
     }
 
 
-@reproduction(
-    "uscd",
-    title="USCD: uncertainty-gated contrastive decoding vs standard decoding (exact, synthetic)",
-    paper=(
-        "Wang, Ding, Shen, Luo, He, Yu, Tao 2024, Uncertainty-aware Selective Contrastive "
-        "Decoding for code generation, arXiv 2409.05923"
-    ),
-    claim=(
-        "Contrasting the standard prompt's next-token distribution with a lame prompt's only "
-        "at uncertain steps raises accuracy over standard decoding when the lame prompt "
-        "exposes the model's noise mode."
-    ),
-    verdict=verdict,
-    tags=("decoding", "contrastive"),
-)
+@reproduction("uscd", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    n_seeds = 4 if ctx.quick else 12
-    n_steps = 4000 if ctx.quick else 40000
     acc: dict[str, dict[str, list[float]]] = {d: {"greedy": [], "sampled": []} for d in DECODERS}
     gate_rate, entropy_gate_rate = [], []
     # accuracy by noise share for the plot (first seed)
     curve: dict[str, Any] = {}
-    for seed in range(n_seeds):
-        ctx.progress(f"seed {seed}", seed / n_seeds)
+    for seed in range(ctx.size.n_seeds):
+        ctx.progress(f"seed {seed}", seed / ctx.size.n_seeds)
         g = ctx.generator(seed)
-        standard, lame, correct = _steps(n_steps, g)
+        standard, lame, correct = _steps(ctx.size.n_steps, g)
         out = _decode(standard, lame)
         gate_rate.append(float(out["_gate"].double().mean()))
         entropy_gate_rate.append(float(out["_entropy_gate"].double().mean()))
-        rows = torch.arange(n_steps)
+        rows = torch.arange(ctx.size.n_steps)
         for name in DECODERS:
             log_probs = out[name]
             greedy = (log_probs.argmax(-1) == correct).double()
@@ -191,8 +176,8 @@ def experiment(ctx: ReproContext) -> Outcome:
 
     metrics = {
         "vocab_size": VOCAB,
-        "n_seeds": n_seeds,
-        "n_steps_per_seed": n_steps,
+        "n_seeds": ctx.size.n_seeds,
+        "n_steps_per_seed": ctx.size.n_steps,
         "std_threshold": RELEASED_STD_THRESHOLD * math.sqrt(RELEASED_VOCAB / VOCAB),
         "gate_open_rate": mean_ci(gate_rate),
         "entropy_gate_open_rate": mean_ci(entropy_gate_rate),
@@ -211,6 +196,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"standard {mean['standard']['sampled']:.3f}, USCD {mean['uscd']['sampled']:.3f} "
         f"(Δ {format_ci(u['sampled'])}; USCD − always-contrast "
         f"{format_ci(paired['uscd_minus_always_contrast']['sampled'])}); gate open on "
-        f"{metrics['gate_open_rate']['mean']:.0%} of steps ({n_seeds} seeds × {n_steps} steps)"
+        f"{metrics['gate_open_rate']['mean']:.0%} of steps ({ctx.size.n_seeds} seeds × "
+        f"{ctx.size.n_steps} steps)"
     )
     return Outcome(metrics=metrics, summary=summary)

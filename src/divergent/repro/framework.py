@@ -25,6 +25,9 @@ Writing one::
         ...
         return Outcome(metrics={...}, summary="reverse KL covers 1/4 modes, forward 4/4")
 
+A reproduction may declare its run sizes per mode (``sizes={"quick": {"n_seeds": 3},
+"full": {"n_seeds": 12}}``); the experiment reads the sizes of its mode as ``ctx.size.n_seeds``.
+
 The runner executes every experiment on one torch thread (:func:`~divergent._threads.
 single_thread`: the experiments use tiny tensors). A quick run is labelled *indicative*
 unless the reproduction declares ``quick_matches_full=True`` (its quick and full runs are
@@ -39,7 +42,7 @@ import os
 import platform
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -60,6 +63,7 @@ __all__ = [
     "ReproductionResult",
     "ResultsFileError",
     "RunPlan",
+    "RunSize",
     "all_reproductions",
     "atomic_write_json",
     "atomic_write_text",
@@ -84,6 +88,66 @@ def _no_progress(_description: str, _fraction: float | None = None) -> None:
     return None
 
 
+MODES = ("quick", "full")
+
+
+class RunSize(Mapping[str, Any]):
+    """The run sizes of one mode (seeds, steps, grids), read as attributes.
+
+    A read-only mapping of names to values; an unknown name is an ``AttributeError`` that
+    lists the declared ones.
+
+    Example:
+        >>> size = RunSize({"n_seeds": 3, "steps": 25})
+        >>> size.n_seeds, dict(size)
+        (3, {'n_seeds': 3, 'steps': 25})
+    """
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        self._values = dict(values or {})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            known = ", ".join(sorted(self.__dict__.get("_values", {}))) or "none"
+            raise AttributeError(f"no run size `{name}` (declared: {known})") from None
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"RunSize({self._values!r})"
+
+
+def _check_sizes(id: str, sizes: Mapping[str, Mapping[str, Any]] | None) -> dict[str, RunSize]:
+    """``sizes`` as ``{"quick": RunSize, "full": RunSize}`` with the same names in both."""
+    if sizes is None:
+        return {mode: RunSize() for mode in MODES}
+    if not isinstance(sizes, Mapping) or set(sizes) != set(MODES):
+        raise ValueError(
+            f"reproduction `{id}`: sizes must map exactly {list(MODES)} to run sizes, got {sizes!r}"
+        )
+    quick, full = (sizes[mode] for mode in MODES)
+    if not isinstance(quick, Mapping) or not isinstance(full, Mapping):
+        raise ValueError(
+            f"reproduction `{id}`: the quick and full sizes must be mappings of names to "
+            f"values, got {quick!r} and {full!r}"
+        )
+    if set(quick) != set(full):
+        raise ValueError(
+            f"reproduction `{id}`: the quick and full sizes must name the same values, got "
+            f"{sorted(quick)} and {sorted(full)}"
+        )
+    return {mode: RunSize(sizes[mode]) for mode in MODES}
+
+
 @dataclass
 class ReproContext:
     """What a reproduction receives: mode, output folder, seed and a progress callback.
@@ -94,6 +158,7 @@ class ReproContext:
         out_dir: folder for this run's plots and files.
         seed: base random seed; use :meth:`generator` / :meth:`numpy_rng` for randomness.
         progress: ``progress(description, fraction)`` with fraction in [0, 1] or None.
+        size: the run sizes the reproduction declares for this mode (``ctx.size.n_seeds``).
     """
 
     id: str
@@ -102,6 +167,7 @@ class ReproContext:
     seed: int = 0
     progress: ProgressFn = _no_progress
     plots: list[str] = field(default_factory=list)
+    size: RunSize = field(default_factory=RunSize)
 
     def generator(self, offset: int = 0) -> torch.Generator:
         g = torch.Generator()
@@ -180,6 +246,11 @@ class Reproduction:
     verdict: VerdictFn | None = None
     tags: tuple[str, ...] = ()
     quick_matches_full: bool = False
+    sizes: Mapping[str, RunSize] = field(default_factory=lambda: _check_sizes("", None))
+
+    def size(self, quick: bool) -> RunSize:
+        """The run sizes of the quick or the full mode."""
+        return self.sizes["quick" if quick else "full"]
 
 
 @dataclass
@@ -258,6 +329,7 @@ def reproduction(
     verdict: VerdictFn | None = None,
     tags: Sequence[str] = (),
     quick_matches_full: bool = False,
+    sizes: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Callable[[ExperimentFn], ExperimentFn]:
     """Register ``experiment(ctx) -> Outcome`` as the reproduction ``id``.
 
@@ -270,15 +342,18 @@ def reproduction(
         tags: free labels.
         quick_matches_full: the quick run gives the full run's verdict (checked by a test);
             otherwise a quick result is labelled indicative.
+        sizes: ``{"quick": {...}, "full": {...}}``, the run sizes of each mode under the same
+            names; the experiment reads its mode's as ``ctx.size.<name>``.
     """
     if verdict is not None and not callable(verdict):
         raise ValueError(f"reproduction `{id}`: verdict must be a function, got {verdict!r}")
+    mode_sizes = _check_sizes(id, sizes)
 
     def wrap(fn: ExperimentFn) -> ExperimentFn:
         if id in _REGISTRY and _REGISTRY[id].experiment is not fn:
             raise ValueError(f"reproduction id `{id}` is registered twice")
         _REGISTRY[id] = Reproduction(
-            id, title, paper, claim, fn, verdict, tuple(tags), quick_matches_full
+            id, title, paper, claim, fn, verdict, tuple(tags), quick_matches_full, mode_sizes
         )
         return fn
 
@@ -347,7 +422,9 @@ def run_reproduction(
     rep = get_reproduction(id)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    ctx = ReproContext(id=id, quick=quick, out_dir=out, seed=seed, progress=progress)
+    ctx = ReproContext(
+        id=id, quick=quick, out_dir=out, seed=seed, progress=progress, size=rep.size(quick)
+    )
     torch.manual_seed(seed)
     np.random.seed(seed)  # noqa: NPY002  (seed code that still uses the legacy global RNG)
     start = time.perf_counter()
