@@ -819,6 +819,11 @@ def _created_with() -> str:
 # --------------------------------------------------------------------------------------------
 # reader
 # --------------------------------------------------------------------------------------------
+def _manifest_int(key: str, doc: str) -> property:
+    """A read-only integer field ``key`` of a reader's manifest."""
+    return property(lambda reader: int(reader.manifest[key]), doc=doc)
+
+
 class TeacherCacheReader:
     r"""Read a teacher cache written by :class:`TeacherCacheWriter`, verifying every shard.
 
@@ -884,17 +889,9 @@ class TeacherCacheReader:
         self._cached: tuple[int, Tensor, Tensor] | None = None
 
     # -- manifest fields ---------------------------------------------------------------------
-    @property
-    def k(self) -> int:
-        return int(self.manifest["k"])
-
-    @property
-    def vocab_size(self) -> int:
-        return int(self.manifest["vocab_size"])
-
-    @property
-    def num_rows(self) -> int:
-        return int(self.manifest["num_rows"])
+    k = _manifest_int("k", "Teacher entries per row (the k of top-k).")
+    vocab_size = _manifest_int("vocab_size", "The teacher's vocabulary size V.")
+    num_rows = _manifest_int("num_rows", "Rows (token positions) in the cache.")
 
     @property
     def num_shards(self) -> int:
