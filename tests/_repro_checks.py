@@ -1,8 +1,19 @@
 """Shared check of a reproduction's quick run (used by the tests in tests/papers/)."""
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
-from divergent.repro import ReproductionResult, Verdict, get_reproduction, run_reproduction
+import pytest
+
+from divergent.repro import (
+    ReproductionResult,
+    RunSize,
+    Verdict,
+    framework,
+    get_reproduction,
+    run_reproduction,
+)
 
 
 def run_quick(rid: str, tmp_path: Path) -> ReproductionResult:
@@ -26,3 +37,17 @@ def run_quick(rid: str, tmp_path: Path) -> ReproductionResult:
         assert (tmp_path / rel).stat().st_size > 1000  # a real PNG
     assert rep.claim.strip().endswith(".") and rep.claim.count(". ") == 0  # one sentence
     return result
+
+
+def run_resized(
+    rid: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, quick: bool, **sizes: Any
+) -> ReproductionResult:
+    """Run ``rid`` in the given mode with some of that mode's run sizes replaced by ``sizes``
+    (each must be a size the catalogue declares); the registry is restored afterwards."""
+    rep = get_reproduction(rid)
+    mode = "quick" if quick else "full"
+    unknown = set(sizes) - set(rep.sizes[mode])
+    assert not unknown, f"{rid} declares no run sizes {sorted(unknown)}"
+    resized = {**rep.sizes, mode: RunSize({**rep.sizes[mode], **sizes})}
+    monkeypatch.setitem(framework._REGISTRY, rid, dataclasses.replace(rep, sizes=resized))
+    return run_reproduction(rid, quick=quick, out_dir=tmp_path)

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from _repro_checks import run_quick
+from _repro_checks import run_quick, run_resized
 
 from divergent.papers import asymptotics
-from divergent.repro import ReproductionResult, Verdict, run_reproduction
+from divergent.repro import ReproductionResult, Verdict, get_reproduction
 from divergent.rl.best_of_n import best_of_n_kl_bound
 
 NS = [2, 64]
@@ -108,6 +108,14 @@ def test_quick_run(quick: ReproductionResult) -> None:
 
 
 @pytest.mark.slow
-def test_full_run_gives_the_quick_verdict(quick: ReproductionResult, tmp_path: Path) -> None:
-    full = run_reproduction("asymptotics", quick=False, out_dir=tmp_path)
+def test_full_run_gives_the_quick_verdict(
+    quick: ReproductionResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The full sizes (K up to 16384, 60 β) but the sequence lengths m only up to 128, not 192:
+    m = 192 alone is two thirds of the full run's time. The checks read the largest K and the
+    last three m (64, 96, 128: past the quick run's 32, 64, 96)."""
+    ms = get_reproduction("asymptotics").size(quick=False).ms
+    assert ms[-2:] == [128, 192]
+    full = run_resized("asymptotics", tmp_path, monkeypatch, quick=False, ms=ms[:-1])
+    assert full.metrics["C_asymptotics"]["m"][-3:] == [64, 96, 128]
     assert full.status == quick.status, (quick.summary, full.summary)
