@@ -331,7 +331,9 @@ def _value_and_grads(
     return out.detach(), ga, gb
 
 
-def _random_logits(gen: torch.Generator, rows: int, classes: int) -> tuple[Tensor, Tensor]:
+def _random_logits(seed: int | torch.Generator, rows: int, classes: int) -> tuple[Tensor, Tensor]:
+    """Float64 logits of P and Q, rows scaled by 0.3, 1 and 3 in turn (a seed or a generator)."""
+    gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
     scale = torch.tensor([0.3, 1.0, 3.0], dtype=torch.float64).repeat(rows)[:rows, None]
     p = torch.randn(rows, classes, generator=gen, dtype=torch.float64) * scale
     q = torch.randn(rows, classes, generator=gen, dtype=torch.float64) * scale
@@ -354,8 +356,7 @@ def _check_reference(spec: Divergence, params: dict[str, float], ctx: str) -> in
             )
         if bool(torch.isnan(rows).any()):
             _fail(ctx, f"reference: row_fn gives NaN on exact cases: {_fmt(rows)}")
-        gen = torch.Generator().manual_seed(1234)
-        p, q = _random_logits(gen, 6, 7)
+        p, q = _random_logits(1234, 6, 7)
         rand = _rows64(spec, params, p, q)
         if spec.is_f_divergence:
             n += _close(
@@ -526,8 +527,7 @@ def _check_engine(spec: Divergence, params: dict[str, float], ctx: str) -> int:
 
 
 def _check_options(spec: Divergence, params: dict[str, float], ctx: str) -> int:
-    gen = torch.Generator().manual_seed(99)
-    p, q = _random_logits(gen, 5, 6)
+    p, q = _random_logits(99, 5, 6)
     mask = torch.tensor([True, False, True, False, True])
     n = 0
     for path in ("reference", "chunked"):
@@ -537,30 +537,13 @@ def _check_options(spec: Divergence, params: dict[str, float], ctx: str) -> int:
         n += _close(masked[mask], kept, 1e-12, 1e-14, ctx, f"options ({path}): kept rows")
         if bool((masked[~mask] != 0).any()):
             _fail(ctx, f"options ({path}): masked rows are not 0: {_fmt(masked)}")
-        n += _close(
-            _call(spec, params, p, q, path, reduction="sum", mask=mask),
-            kept.sum(),
-            1e-12,
-            1e-14,
-            ctx,
-            f"options ({path}): sum over kept rows",
-        )
-        n += _close(
-            _call(spec, params, p, q, path, reduction="mean", mask=mask),
-            kept.mean(),
-            1e-12,
-            1e-14,
-            ctx,
-            f"options ({path}): mean over kept rows",
-        )
-        n += _close(
-            _call(spec, params, p, q, path, reduction="mean", mask=mask, normalizer=7.0),
-            kept.sum() / 7.0,
-            1e-12,
-            1e-14,
-            ctx,
-            f"options ({path}): mean with normalizer",
-        )
+        for options, want, what in (
+            ({"reduction": "sum"}, kept.sum(), "sum over kept rows"),
+            ({"reduction": "mean"}, kept.mean(), "mean over kept rows"),
+            ({"reduction": "mean", "normalizer": 7.0}, kept.sum() / 7.0, "mean with normalizer"),
+        ):
+            got = _call(spec, params, p, q, path, mask=mask, **options)
+            n += _close(got, want, 1e-12, 1e-14, ctx, f"options ({path}): {what}")
         none = torch.zeros(5, dtype=torch.bool)
         value, ga, gb = _value_and_grads(spec, params, p, q, path, None, mask=none)
         if float(value) != 0.0 or bool(ga.any()) or bool(gb.any()):
@@ -592,8 +575,7 @@ def _check_options(spec: Divergence, params: dict[str, float], ctx: str) -> int:
 
 
 def _check_bf16(spec: Divergence, params: dict[str, float], ctx: str) -> int:
-    gen = torch.Generator().manual_seed(3)
-    p, q = _random_logits(gen, 4, 9)
+    p, q = _random_logits(3, 4, 9)
     pb, qb = p.bfloat16(), q.bfloat16()
     n = 0
     for path in ("reference", "chunked"):
@@ -763,8 +745,7 @@ def check_divergence(
         raise ValueError(f"`checks` has unknown entries {unknown}; allowed: {CHECKS}")
     chosen = [c for c in CHECKS if c in checks]
     bound_cases = [spec.bind(c) for c in (parameter_cases(spec) if cases is None else cases)]
-    gen = torch.Generator().manual_seed(seed + 11)
-    p_rand, q_rand = _random_logits(gen, 6, 7)
+    p_rand, q_rand = _random_logits(seed + 11, 6, 7)
     p_ex, q_ex = _log(_EXACT_P), _log(_EXACT_Q)
     n = 0
     for params in bound_cases:
