@@ -37,6 +37,7 @@ __all__ = [
     "RowKeywords",
     "Rows",
     "add_cross_entropy",
+    "check_ids",
     "check_weight",
     "check_weights",
     "cross_entropy_rows",
@@ -155,6 +156,7 @@ class Rows:
         leading: leading shape of the inputs.
         reduction, normalizer: the validated reduction options.
         dtype: the compute dtype (float32, or float64 if an input is float64).
+        ce_weight: weight of the hard-label cross-entropy that :meth:`finish` adds (0: none).
     """
 
     student: Tensor
@@ -165,6 +167,7 @@ class Rows:
     reduction: str
     normalizer: float | Tensor | None
     dtype: torch.dtype
+    ce_weight: float = 0.0
 
     @property
     def n_classes(self) -> int:
@@ -180,25 +183,27 @@ class Rows:
         objective: str,
         need_labels: bool = False,
         *,
+        ce_weight: float = 0.0,
         min_classes: int = 1,
     ) -> Rows:
         """The kept rows of an objective with a teacher: :func:`prepare` with the row options
         bundled in ``row_args`` (a :class:`RowArgs`, or the caller's ``**row_options``: see
-        :meth:`RowArgs.of`)."""
+        :meth:`RowArgs.of`); labels are needed when ``need_labels`` or ``ce_weight > 0``."""
         return prepare(
             student_logits,
             teacher_logits,
             labels,
             **RowArgs.of(row_args)._asdict(),
             need_labels=need_labels,
+            ce_weight=ce_weight,
             min_classes=min_classes,
             objective=objective,
         )
 
-    def finish(self, rows: Tensor, ce_weight: float = 0.0) -> Tensor:
-        """Add ``ce_weight·CE(student, y)`` to the per-row values of the kept rows (when the
-        weight is > 0) and reduce them as :attr:`reduction` says."""
-        rows = add_cross_entropy(rows, self, ce_weight)
+    def finish(self, rows: Tensor) -> Tensor:
+        """Add ``ce_weight·CE(student, y)`` to the per-row values of the kept rows (when
+        :attr:`ce_weight` is > 0) and reduce them as :attr:`reduction` says."""
+        rows = add_cross_entropy(rows, self, self.ce_weight)
         return finish_rows(
             rows,
             keep=self.keep,
@@ -233,6 +238,20 @@ def check_weights(**weights: Any) -> tuple[float, ...]:
         (1.0, 0.5)
     """
     return tuple(check_weight(value, name) for name, value in weights.items())
+
+
+def check_ids(value: Any, name: str, shape: torch.Size) -> Tensor:
+    """``value`` if it is an integer tensor (ids: tokens, spans) of ``shape``; a ValueError
+    naming ``name`` otherwise."""
+    if (
+        not isinstance(value, Tensor)
+        or torch.is_floating_point(value)
+        or value.dtype == torch.bool
+        or value.shape != shape
+    ):
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"`{name}` must be an integer tensor of shape {tuple(shape)}, got {got}")
+    return value
 
 
 def _check_labels(
@@ -284,6 +303,7 @@ def prepare(
     normalizer: Any = None,
     ignore_index: int | None = -100,
     need_labels: bool = False,
+    ce_weight: float = 0.0,
     min_classes: int = 1,
     need_teacher: bool = True,
     objective: str = "this objective",
@@ -292,7 +312,8 @@ def prepare(
 
     Raises a ``ValueError`` naming the argument for: non-float logits, a class-count (or
     shape) mismatch between teacher and student, labels of the wrong dtype / shape / range,
-    a bad ``mask``, ``reduction`` or ``normalizer``, and missing labels when ``need_labels``.
+    a bad ``mask``, ``reduction`` or ``normalizer``, and missing labels when ``need_labels``
+    or when ``ce_weight`` (the weight of the CE term the rows carry) is > 0.
     """
     check_reduction(reduction)
     normalizer = check_normalizer(normalizer, reduction)
@@ -313,7 +334,9 @@ def prepare(
     keep = None if keep is None else keep.reshape(-1)
     flat_labels: Tensor | None = None
     if labels is None:
-        if need_labels:
+        if need_labels or ce_weight > 0:
+            if not need_labels:
+                objective = f"{objective} with ce_weight > 0"
             raise ValueError(
                 f"{objective} needs `labels` (integer class indices of the leading shape "
                 f"{tuple(leading)}); pass them, or set the cross-entropy weight `ce_weight=0`"
@@ -342,6 +365,7 @@ def prepare(
         reduction=reduction,
         normalizer=normalizer,
         dtype=dtype,
+        ce_weight=ce_weight,
     )
 
 

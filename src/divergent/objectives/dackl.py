@@ -40,7 +40,7 @@ from divergent._validation import (
     check_tensor,
     finish_rows,
 )
-from divergent.objectives._common import LossInputs, Objective, Rows, check_weights, row_keywords
+from divergent.objectives._common import Objective, Rows, check_ids, check_weights, row_keywords
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
@@ -213,8 +213,7 @@ def dackl_loss(
     lower, upper = _check_level(lower, "lower"), _check_level(upper, "upper")
     tau = check_temperature(temperature)
     ce_w, kd_w = check_weights(ce_weight=ce_weight, kd_weight=kd_weight)
-    inputs = LossInputs(student_logits, teacher_logits, labels)
-    r = Rows.select(*inputs, row_options, "dackl with ce_weight > 0", ce_w > 0)
+    r = Rows.select(student_logits, teacher_logits, labels, row_options, "dackl", ce_weight=ce_w)
     s, t = r.logits()
     log_q = (s / tau).log_softmax(-1)
     log_t = (t / tau).log_softmax(-1)
@@ -227,7 +226,7 @@ def dackl_loss(
     # where p = 0 the term is 0 (0·log 0); mask before multiplying so -inf never meets 0
     terms = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p))
     rows = kd_w * tau * tau * terms.sum(-1)
-    return r.finish(rows, ce_w)
+    return r.finish(rows)
 
 
 def span_loss(
@@ -277,16 +276,7 @@ def span_loss(
     check_reduction(reduction)
     normalizer = check_normalizer(normalizer, reduction)
     tau = check_temperature(temperature)
-    if (
-        not isinstance(span_ids, Tensor)
-        or torch.is_floating_point(span_ids)
-        or span_ids.dtype == torch.bool
-        or span_ids.shape != s.shape[:2]
-    ):
-        got = tuple(span_ids.shape) if isinstance(span_ids, Tensor) else type(span_ids).__name__
-        raise ValueError(
-            f"`span_ids` must be an integer tensor of shape {tuple(s.shape[:2])}, got {got}"
-        )
+    check_ids(span_ids, "span_ids", s.shape[:2])
     dtype = torch.float64 if torch.float64 in (s.dtype, t.dtype) else torch.float32
     log_q = (s.to(dtype) / tau).log_softmax(-1)
     log_p = (t.to(dtype) / tau).log_softmax(-1)

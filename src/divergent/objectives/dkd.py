@@ -132,11 +132,20 @@ def dkd_loss(
     alpha, beta, temperature, ce_weight, kd_weight = _check_dkd(
         alpha, beta, temperature, ce_weight, kd_weight
     )
-    r = Rows.select(student_logits, teacher_logits, labels, row_options, "dkd", True, min_classes=2)
+    r = Rows.select(
+        student_logits,
+        teacher_logits,
+        labels,
+        row_options,
+        "dkd",
+        True,
+        ce_weight=ce_weight,
+        min_classes=2,
+    )
     assert r.labels is not None
     tckd, nckd = dkd_terms(*r.logits(), r.labels, temperature)
     scale = kd_scale(kd_weight, temperature, scale_by_temperature_squared)
-    return r.finish(scale * (alpha * tckd + beta * nckd), ce_weight)
+    return r.finish(scale * (alpha * tckd + beta * nckd))
 
 
 class DKDLoss(Objective):

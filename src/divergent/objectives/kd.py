@@ -188,9 +188,9 @@ def _kd(
     """The KD head of :func:`kd_loss` and :func:`lskd_loss`: select the rows, then
     ``kd_weight·(T²)·D(teacher‖student)`` of the logits ``sides(rows)`` gives (each loss's
     transform), plus the CE term on the raw student logits, reduced."""
-    r = Rows.select(*inputs, row_args, objective, options.ce_weight > 0, min_classes=min_classes)
-    rows = _kd_rows(r, *sides(r), options, divergence_params)
-    return r.finish(rows, options.ce_weight)
+    ce_weight = options.ce_weight
+    r = Rows.select(*inputs, row_args, objective, ce_weight=ce_weight, min_classes=min_classes)
+    return r.finish(_kd_rows(r, *sides(r), options, divergence_params))
 
 
 @row_keywords
@@ -276,7 +276,7 @@ def kd_loss(
         return r.teacher.to(r.dtype) * (options.temperature / tau), r.student
 
     inputs = LossInputs(student_logits, teacher_logits, labels)
-    return _kd(inputs, row_args, options, divergence_params, sides, "kd with ce_weight > 0")
+    return _kd(inputs, row_args, options, divergence_params, sides, "kd")
 
 
 def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:

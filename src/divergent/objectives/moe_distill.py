@@ -33,7 +33,7 @@ from divergent._validation import (
     check_temperature,
     reduce_rows,
 )
-from divergent.objectives._common import LossInputs, Objective, Rows, check_weights, row_keywords
+from divergent.objectives._common import Objective, Rows, check_ids, check_weights, row_keywords
 from divergent.objectives.preference import f_dpo_loss
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,13 +96,19 @@ def mimic_distillation_loss(
     """
     align_w, ce_w = check_weights(align_weight=align_weight, ce_weight=ce_weight)
     tau = check_temperature(temperature)
-    inputs = LossInputs(student_logits, teacher_logits, labels)
-    r = Rows.select(*inputs, row_options, "mimic_distillation_loss with ce_weight > 0", ce_w > 0)
+    r = Rows.select(
+        student_logits,
+        teacher_logits,
+        labels,
+        row_options,
+        "mimic_distillation_loss",
+        ce_weight=ce_w,
+    )
     s, t = r.logits()
     log_q = (s / tau).log_softmax(-1)
     p = (t / tau).softmax(-1)
     terms = torch.where(p > 0, p * log_q, torch.zeros_like(p))
-    return r.finish(-align_w * terms.sum(-1), ce_w)
+    return r.finish(-align_w * terms.sum(-1))
 
 
 def load_balancing_loss(router_logits: Tensor, top_k: int, *, mask: Tensor | None = None) -> Tensor:
@@ -170,16 +176,7 @@ def sequence_log_probs(logits: Tensor, labels: Tensor, *, ignore_index: int = -1
         tensor([-1.3863])
     """
     z = check_float_tensor(logits, "logits", dims=3)
-    if (
-        not isinstance(labels, Tensor)
-        or torch.is_floating_point(labels)
-        or labels.dtype == torch.bool
-        or labels.shape != z.shape[:2]
-    ):
-        got = tuple(labels.shape) if isinstance(labels, Tensor) else type(labels).__name__
-        raise ValueError(
-            f"`labels` must be an integer tensor of shape {tuple(z.shape[:2])}, got {got}"
-        )
+    check_ids(labels, "labels", z.shape[:2])
     valid = labels != ignore_index
     if bool(((labels < 0) | (labels >= z.shape[-1]))[valid].any()):
         raise ValueError(

@@ -195,12 +195,7 @@ def _bdkd(
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`bdkd_loss` and the reverse-KL weights of the kept rows (None without KD term)."""
     r = Rows.select(
-        student_logits,
-        teacher_logits,
-        labels,
-        row_args,
-        "bdkd with ce_weight > 0",
-        opts.ce_weight > 0,
+        student_logits, teacher_logits, labels, row_args, "bdkd", ce_weight=opts.ce_weight
     )
     s, t = r.logits()
     rows = s.new_zeros(s.shape[0])
@@ -212,7 +207,7 @@ def _bdkd(
         reverse = _divergence("reverse_kl", t, s, temperature=temperature, reduction="none")
         scale = kd_scale(opts.kd_weight, temperature, opts.scale_by_temperature_squared)
         rows = scale * ((1 - w) * forward + w * reverse)
-    return r.finish(rows, opts.ce_weight), w
+    return r.finish(rows), w
 
 
 @row_keywords

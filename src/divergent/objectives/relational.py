@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
-from divergent.objectives._common import LossInputs, Objective, Rows, check_weights, row_keywords
+from divergent.objectives._common import Objective, Rows, check_weights, row_keywords
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
@@ -109,8 +109,15 @@ def dist_loss(
     beta, gamma, temperature, ce_weight, kd_weight, eps = _check_dist(
         beta, gamma, temperature, ce_weight, kd_weight, eps
     )
-    inputs = LossInputs(student_logits, teacher_logits, labels)
-    r = Rows.select(*inputs, row_options, "dist with ce_weight > 0", ce_weight > 0, min_classes=2)
+    r = Rows.select(
+        student_logits,
+        teacher_logits,
+        labels,
+        row_options,
+        "dist",
+        ce_weight=ce_weight,
+        min_classes=2,
+    )
     s, t = r.logits()
     rows = s.new_zeros(s.shape[0])
     if kd_weight > 0 and rows.shape[0] > 0:
@@ -119,7 +126,7 @@ def dist_loss(
         inter = 1 - pearson_correlation(y_s, y_t, dim=-1, eps=eps)
         intra = 1 - pearson_correlation(y_s, y_t, dim=0, eps=eps).mean()
         rows = kd_weight * temperature**2 * (beta * inter + gamma * intra)
-    return r.finish(rows, ce_weight)
+    return r.finish(rows)
 
 
 class DISTLoss(Objective):

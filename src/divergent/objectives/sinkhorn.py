@@ -34,7 +34,7 @@ from torch import Tensor
 
 from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
-from divergent.objectives._common import LossInputs, Objective, Rows, check_weights, row_keywords
+from divergent.objectives._common import Objective, Rows, check_weights, row_keywords
 from divergent.transport import sinkhorn
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -140,8 +140,9 @@ def sinkd_loss(
     temperature, eps, ce_weight, kd_weight, sinkhorn_weight = _check_sinkd(
         temperature, eps, ce_weight, kd_weight, sinkhorn_weight, max_iter
     )
-    inputs = LossInputs(student_logits, teacher_logits, labels)
-    r = Rows.select(*inputs, row_options, "sinkd with ce_weight > 0", ce_weight > 0)
+    r = Rows.select(
+        student_logits, teacher_logits, labels, row_options, "sinkd", ce_weight=ce_weight
+    )
     s, t = r.logits()
     rows = s.new_zeros(s.shape[0])
     if kd_weight > 0:
@@ -154,7 +155,7 @@ def sinkd_loss(
         else:
             batch_term = batch_sinkhorn_distance(p_s, p_t, eps=eps, max_iter=max_iter, tol=tol)
         rows = rows + sinkhorn_weight * batch_term
-    return r.finish(rows, ce_weight)
+    return r.finish(rows)
 
 
 class SinKDLoss(Objective):

@@ -162,8 +162,16 @@ def math_puma_loss(
     alpha = _check_fraction(alpha, "alpha")
     tau = check_temperature(temperature)
     (ce_weight,) = check_weights(ce_weight=1.0 - lam)
-    r = Rows.select(active_logits, reference_logits, labels, row_options, "math_puma_loss", True)
-    return r.finish(lam * _mix_rows(r, alpha, tau, bool(z_normalize)), ce_weight)
+    r = Rows.select(
+        active_logits,
+        reference_logits,
+        labels,
+        row_options,
+        "math_puma_loss",
+        True,
+        ce_weight=ce_weight,
+    )
+    return r.finish(lam * _mix_rows(r, alpha, tau, bool(z_normalize)))
 
 
 class ViewAlignmentLoss(Objective):
