@@ -27,8 +27,9 @@ denominator :math:`(\sum_i K_{ji})^2` by default, which is what the KDE derivati
 
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -38,6 +39,9 @@ from divergent.samples.kernel import (
     cauchy_schwarz_mutual_information,
     conditional_cauchy_schwarz,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from typing_extensions import Unpack
 
 __all__ = ["CSIBLoss", "CSIBTerms", "cs_ib_loss", "cs_ib_terms"]
 
@@ -70,6 +74,17 @@ def _check_options(beta: Any, denominator: Any, normalized: Any) -> float:
     if not isinstance(normalized, bool):
         raise ValueError(f"`normalized` must be True or False, got {normalized!r}")
     return checked_beta
+
+
+class CSIBOptions(TypedDict, total=False):
+    """The kernel options of :func:`cs_ib_terms` (defaults and meaning there), typed for
+    ``**options: Unpack[CSIBOptions]``."""
+
+    sigma_x: float
+    sigma_y: float
+    sigma_t: float
+    denominator: str
+    normalized: bool
 
 
 def _as_2d(v: Any, name: str) -> Tensor:
@@ -179,39 +194,48 @@ def cs_ib_terms(
     return CSIBTerms(prediction + b * compression, prediction, compression)
 
 
+#: the kernel options of :func:`cs_ib_terms` with their defaults (keyword-only parameters)
+_KERNEL_OPTIONS = inspect.Signature(
+    [p for p in inspect.signature(cs_ib_terms).parameters.values() if p.kind is p.KEYWORD_ONLY]
+)
+
+
+def _kernel_options(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with :func:`cs_ib_terms`' defaults filled in (an unknown name: TypeError)."""
+    bound = _KERNEL_OPTIONS.bind(**options)
+    bound.apply_defaults()
+    return dict(bound.arguments)
+
+
+def _kernel_signature(function: Any) -> Any:
+    """Show ``function``'s parameters but its ``**options`` (a :class:`CSIBOptions`) followed
+    by the kernel options spelled out, with the defaults of :func:`cs_ib_terms`."""
+    signature = inspect.signature(function)
+    *own, _options = signature.parameters.values()
+    parameters = [*own, *_KERNEL_OPTIONS.parameters.values()]
+    function.__signature__ = signature.replace(parameters=parameters)
+    return function
+
+
+@_kernel_signature
 def cs_ib_loss(
     x: Tensor,
     y: Tensor,
     y_hat: Tensor,
     t: Tensor,
     beta: float = 0.01,
-    *,
-    sigma_x: float = 1.0,
-    sigma_y: float = 1.0,
-    sigma_t: float = 1.0,
-    denominator: str = "squared_sum",
-    normalized: bool = True,
+    **options: Unpack[CSIBOptions],
 ) -> Tensor:
     r"""The CS-IB loss :math:`\hat D_\mathrm{CS}(p(y|x)\|q(\hat y|x)) + \beta\,\hat I(x;t)`.
 
-    The ``total`` of :func:`cs_ib_terms` (see there for the estimators, arguments and the
-    choice of conditional-CS denominator); a 0-d tensor in nats, differentiable.
+    The ``total`` of :func:`cs_ib_terms` with the same arguments (see there for the
+    estimators, the kernel options ``sigma_x, sigma_y, sigma_t, denominator, normalized`` and
+    the choice of conditional-CS denominator); a 0-d tensor in nats, differentiable.
 
     References:
         Yu et al., "Cauchy–Schwarz Divergence Information Bottleneck for Regression", ICLR 2024.
     """
-    return cs_ib_terms(
-        x,
-        y,
-        y_hat,
-        t,
-        beta,
-        sigma_x=sigma_x,
-        sigma_y=sigma_y,
-        sigma_t=sigma_t,
-        denominator=denominator,
-        normalized=normalized,
-    ).total
+    return cs_ib_terms(x, y, y_hat, t, beta, **_kernel_options(dict(options))).total
 
 
 class CSIBLoss(nn.Module):
@@ -226,43 +250,31 @@ class CSIBLoss(nn.Module):
         Yu et al., "Cauchy–Schwarz Divergence Information Bottleneck for Regression", ICLR 2024.
     """
 
-    def __init__(
-        self,
-        beta: float = 0.01,
-        *,
-        sigma_x: float = 1.0,
-        sigma_y: float = 1.0,
-        sigma_t: float = 1.0,
-        denominator: str = "squared_sum",
-        normalized: bool = True,
-    ) -> None:
+    @_kernel_signature
+    def __init__(self, beta: float = 0.01, **options: Unpack[CSIBOptions]) -> None:
         super().__init__()
-        self.beta = _check_options(beta, denominator, normalized)
-        for name, s in (("sigma_x", sigma_x), ("sigma_y", sigma_y), ("sigma_t", sigma_t)):
+        kernel = _kernel_options(dict(options))
+        self.beta = _check_options(beta, kernel["denominator"], kernel["normalized"])
+        for name in ("sigma_x", "sigma_y", "sigma_t"):
+            s = kernel[name]
             if (
                 isinstance(s, bool)
                 or not isinstance(s, (int, float))
                 or not (math.isfinite(s) and s > 0)
             ):
                 raise ValueError(f"`{name}` must be a finite number > 0, got {s!r}")
-        self.sigma_x, self.sigma_y, self.sigma_t = float(sigma_x), float(sigma_y), float(sigma_t)
-        self.denominator = denominator
-        self.normalized = normalized
+        self.sigma_x, self.sigma_y, self.sigma_t = (
+            float(kernel["sigma_x"]),
+            float(kernel["sigma_y"]),
+            float(kernel["sigma_t"]),
+        )
+        self.denominator = kernel["denominator"]
+        self.normalized = kernel["normalized"]
         self.last_terms: CSIBTerms | None = None
 
     def forward(self, x: Tensor, y: Tensor, y_hat: Tensor, t: Tensor) -> Tensor:
-        terms = cs_ib_terms(
-            x,
-            y,
-            y_hat,
-            t,
-            self.beta,
-            sigma_x=self.sigma_x,
-            sigma_y=self.sigma_y,
-            sigma_t=self.sigma_t,
-            denominator=self.denominator,
-            normalized=self.normalized,
-        )
+        kernel = {name: getattr(self, name) for name in _KERNEL_OPTIONS.parameters}
+        terms = cs_ib_terms(x, y, y_hat, t, self.beta, **kernel)
         self.last_terms = CSIBTerms(*(v.detach() for v in terms))
         return terms.total
 
