@@ -158,19 +158,34 @@ def check_temperature(temperature: Any) -> float:
     return check_positive_scalar(temperature, "temperature")  # type: ignore[return-value]
 
 
-def check_mask(mask: Any, leading_shape: torch.Size, device: torch.device) -> Tensor | None:
+def check_mask(
+    mask: Any,
+    leading_shape: torch.Size,
+    device: torch.device,
+    *,
+    shape_name: str = "leading shape",
+    meaning: str = "True = keep the row",
+    of: str = "the inputs (all but the class axis)",
+    say_none: bool = False,
+) -> Tensor | None:
+    """``mask``: None (every row kept) or a bool tensor of ``leading_shape``, moved to ``device``.
+
+    The messages name the ``shape_name`` (e.g. ``"token shape"``), what True means
+    (``meaning``), what the shape is ``of``, and with ``say_none`` that None is allowed too.
+    """
     if mask is None:
         return None
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
         got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
+        none = "None or " if say_none else ""
         raise ValueError(
-            f"`mask` must be a bool tensor of the leading shape {tuple(leading_shape)} "
-            f"(True = keep the row), got {got}"
+            f"`mask` must be {none}a bool tensor of the {shape_name} {tuple(leading_shape)} "
+            f"({meaning}), got {got}"
         )
     if mask.shape != leading_shape:
         raise ValueError(
-            f"`mask` must have the leading shape {tuple(leading_shape)} of the inputs (all but "
-            f"the class axis), got {tuple(mask.shape)}"
+            f"`mask` must have the {shape_name} {tuple(leading_shape)} of {of}, got "
+            f"{tuple(mask.shape)}"
         )
     return mask.to(device)
 
