@@ -21,12 +21,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from divergent.papers._stats import compare_methods, plot_methods
-from divergent.repro import ReproContext
+from divergent.papers._stats import (
+    better_than,
+    compare_methods,
+    format_ci,
+    interval,
+    plot_scores,
+)
+from divergent.repro import ReproContext, Verdict
 from divergent.train.small_distill import distill, student_scores, train_teacher
 from divergent.train.small_models import load_split, mlp
 
-__all__ = ["PairedRuns", "paired_runs"]
+__all__ = ["PairedRuns", "accuracy_gain", "gain_summary", "paired_runs"]
 
 SCORES = ("accuracy", "ece", "nll", "agreement", "teacher_kl")
 
@@ -99,11 +105,36 @@ def paired_runs(
         "teacher_accuracy_mean": float(np.mean(teacher_acc)),
         **compare_methods(per, pairs),
     }
-    plot_methods(
-        ctx,
-        "accuracy",
-        {o: per[o]["accuracy"] for o in objectives},
-        ylabel="student test accuracy",
-        title=title or f"digits, {student_rows} student rows, {n_seeds} seeds",
+    default_title = f"digits, {student_rows} student rows, {n_seeds} seeds"
+    plot_scores(
+        ctx, per, {"accuracy": ("accuracy", "student test accuracy", title or default_title)}
     )
     return PairedRuns(metrics=metrics)
+
+
+def accuracy_gain(metrics: Mapping[str, Any], method: str, baseline: str, margin: float) -> Verdict:
+    """:func:`~divergent.papers._stats.better_than` on the paired test-accuracy interval of
+    ``method − baseline`` in the metrics of :func:`paired_runs` (JSON form included)."""
+    d = metrics["paired"][f"{method}_minus_{baseline}"]["accuracy"]
+    return better_than(*interval(d), margin)
+
+
+def gain_summary(
+    metrics: Mapping[str, Any],
+    method: str,
+    label: str,
+    *,
+    teacher: str = "teacher",
+    students: str = "student accuracy",
+) -> str:
+    """One line: teacher and student accuracies (CE, KD, ``method``) and the paired
+    ``method − KD`` and ``method − CE`` intervals over seeds."""
+    mean, paired = metrics["mean"], metrics["paired"]
+    return (
+        f"{teacher} {metrics['teacher_accuracy_mean']:.3f}; {students} CE "
+        f"{mean['ce']['accuracy']:.3f}, KD {mean['kd']['accuracy']:.3f}, {label} "
+        f"{mean[method]['accuracy']:.3f}; {label} − KD "
+        f"{format_ci(paired[f'{method}_minus_kd']['accuracy'])}, "
+        f"{label} − CE {format_ci(paired[f'{method}_minus_ce']['accuracy'])} "
+        f"(95 % CI, {metrics['n_seeds']} seeds)"
+    )

@@ -9,6 +9,7 @@ a dense teacher transformer trained with cross-entropy. The run sizes are in
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,14 +17,25 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divergent.repro import ReproContext
-from divergent.train.tiny_lm import CharCorpus, TinyCausalLM, char_corpus, evaluate_lm, train_lm
+from divergent.train.tiny_lm import (
+    CharCorpus,
+    LMLossFn,
+    TinyCausalLM,
+    char_corpus,
+    evaluate_lm,
+    train_lm,
+)
 
 __all__ = [
     "BATCH",
     "LENGTH",
     "ce_step",
     "corpus",
+    "fit_lm",
+    "heldout_scores",
+    "small_student",
     "train_teacher",
+    "trained_teacher",
     "word_spans",
 ]
 
@@ -42,21 +54,45 @@ def ce_step(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
     return F.cross_entropy(model(x).flatten(0, 1), y.flatten())
 
 
-def train_teacher(ctx: ReproContext, steps: int, *, seed_offset: int = 0) -> TinyCausalLM:
-    """A dense teacher (d = 64, 2 layers, 4 heads) trained with CE on the training documents."""
-    c = corpus()
-    teacher = TinyCausalLM(
-        c.vocab.size, d_model=64, n_layers=2, n_heads=4, context=LENGTH, seed=ctx.seed + 7
-    )
-    train_lm(
-        teacher,
-        ce_step,
-        c.train,
+def fit_lm(
+    model: nn.Module,
+    loss: LMLossFn,
+    *,
+    steps: int,
+    windows: torch.Generator,
+    lr: float = 3e-3,
+    warmup: int = 0,
+) -> list[float]:
+    """:func:`~divergent.train.tiny_lm.train_lm` on the training documents, ``BATCH`` windows
+    of ``LENGTH`` characters a step drawn from ``windows``; returns the losses."""
+    return train_lm(
+        model,
+        loss,
+        corpus().train,
         steps=steps,
         batch_size=BATCH,
         length=LENGTH,
-        generator=ctx.generator(1000 + seed_offset),
-        lr=3e-3,
+        generator=windows,
+        lr=lr,
+        warmup=warmup,
+    )
+
+
+def small_student(seed: int, **shape: Any) -> TinyCausalLM:
+    """A small transformer on the corpus vocabulary: d = 32, one layer, two heads unless
+    ``shape`` (keywords of :class:`~divergent.train.tiny_lm.TinyCausalLM`) says otherwise."""
+    dims = {"d_model": 32, "n_layers": 1, "n_heads": 2, **shape}
+    return TinyCausalLM(corpus().vocab.size, context=LENGTH, seed=seed, **dims)
+
+
+def train_teacher(ctx: ReproContext, steps: int, *, seed_offset: int = 0) -> TinyCausalLM:
+    """A dense teacher (d = 64, 2 layers, 4 heads) trained with CE on the training documents."""
+    teacher = small_student(ctx.seed + 7, d_model=64, n_layers=2, n_heads=4)
+    fit_lm(
+        teacher,
+        ce_step,
+        steps=steps,
+        windows=ctx.generator(1000 + seed_offset),
         warmup=min(100, steps // 10),
     )
     for p in teacher.parameters():

@@ -29,6 +29,7 @@ __all__ = [
     "number",
     "paired_ci",
     "plot_methods",
+    "plot_scores",
 ]
 
 
@@ -194,3 +195,19 @@ def plot_methods(
     pad = 0.1 * (max(highs) - min(lows) + 1e-9)
     ax.set_ylim(min(lows) - pad, max(highs) + pad)
     return ctx.savefig(fig, name)
+
+
+def plot_scores(
+    ctx: ReproContext,
+    per: Mapping[str, Mapping[str, Sequence[float]]],
+    plots: Mapping[str, tuple[str, str, str]],
+) -> list[str]:
+    """One :func:`plot_methods` figure per entry ``name: (score, ylabel, title)`` of the
+    per-seed values ``per[method][score]`` of every method (in the order of ``per``).
+
+    Returns the plots' paths relative to the output folder.
+    """
+    return [
+        plot_methods(ctx, name, {m: s[score] for m, s in per.items()}, ylabel=ylabel, title=title)
+        for name, (score, ylabel, title) in plots.items()
+    ]

@@ -40,11 +40,12 @@ from torch import Tensor, nn
 from divergent.objectives.dackl import dackl_loss, span_loss
 from divergent.papers._catalog import reproduction
 from divergent.papers._lm_runs import (
-    BATCH,
     LENGTH,
     ce_step,
     corpus,
+    fit_lm,
     heldout_scores,
+    small_student,
     trained_teacher,
     word_spans,
 )
@@ -53,15 +54,13 @@ from divergent.papers._stats import (
     compare_methods,
     format_ci,
     interval,
-    plot_methods,
+    plot_scores,
 )
 from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.tiny_lm import (
-    TinyCausalLM,
     correct_and_regenerate,
     generate,
     sample_windows,
-    train_lm,
 )
 
 MARGIN = 0.01  # nats per character: the smallest held-out NLL gain the claim needs
@@ -122,29 +121,17 @@ def _loss(
 
 @reproduction("dackl", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    c = corpus()
     teacher, teacher_scores = trained_teacher(ctx)
     per: dict[str, dict[str, list[float]]] = {m: {s: [] for s in SCORES} for m in ctx.size.methods}
     for k in range(ctx.size.n_seeds):
         for j, name in enumerate(ctx.size.methods):
             ctx.progress(f"seed {k + 1}/{ctx.size.n_seeds}: {name}", (k + j / 4) / ctx.size.n_seeds)
-            student = TinyCausalLM(
-                c.vocab.size,
-                d_model=32,
-                n_layers=1,
-                n_heads=2,
-                context=LENGTH,
-                seed=ctx.seed + 200 + k,
-            )
-            train_lm(
+            student = small_student(ctx.seed + 200 + k)
+            fit_lm(
                 student,
                 _loss(name, teacher, ctx.generator(400 + k)),
-                c.train,
                 steps=ctx.size.student_steps,
-                batch_size=BATCH,
-                length=LENGTH,
-                generator=ctx.generator(300 + k),  # the same windows for every method
-                lr=3e-3,
+                windows=ctx.generator(300 + k),  # the same windows for every method
             )
             for score, value in heldout_scores(student, teacher, ctx).items():
                 per[name][score].append(value)
@@ -157,19 +144,18 @@ def experiment(ctx: ReproContext) -> Outcome:
         **compare_methods(per, [("kd", m) for m in ctx.size.methods if m != "kd"]),
     }
     mean, paired = metrics["mean"], metrics["paired"]
-    plot_methods(
+    students = f"char LM students, {ctx.size.n_seeds} seeds, {ctx.size.student_steps} steps"
+    plot_scores(
         ctx,
-        "heldout_nll",
-        {m: per[m]["nll"] for m in ctx.size.methods},
-        ylabel="held-out NLL (nats / char)",
-        title=f"char LM students, {ctx.size.n_seeds} seeds, {ctx.size.student_steps} steps",
-    )
-    plot_methods(
-        ctx,
-        "token_kl",
-        {m: per[m]["token_kl"] for m in ctx.size.methods},
-        ylabel="token KL(teacher ‖ student)",
-        title="held-out token KL to the teacher",
+        per,
+        {
+            "heldout_nll": ("nll", "held-out NLL (nats / char)", students),
+            "token_kl": (
+                "token_kl",
+                "token KL(teacher ‖ student)",
+                "held-out token KL to the teacher",
+            ),
+        },
     )
     d = paired["kd_minus_dackl"]
     others = "".join(

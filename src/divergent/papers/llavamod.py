@@ -47,16 +47,21 @@ from divergent.objectives.moe_distill import (
     sequence_log_probs,
 )
 from divergent.papers._catalog import reproduction
-from divergent.papers._lm_runs import BATCH, LENGTH, corpus, heldout_scores, trained_teacher
+from divergent.papers._lm_runs import (
+    fit_lm,
+    heldout_scores,
+    small_student,
+    trained_teacher,
+)
 from divergent.papers._stats import (
     better_than,
     compare_methods,
     format_ci,
     interval,
-    plot_methods,
+    plot_scores,
 )
 from divergent.repro import Outcome, ReproContext, Verdict
-from divergent.train.tiny_lm import TinyCausalLM, generate, train_lm
+from divergent.train.tiny_lm import TinyCausalLM, generate
 
 KL_MARGIN = 0.01  # nats per character: smallest KL gain over CE that part (a) needs
 NLL_MARGIN = 0.005  # nats per character: smallest NLL gain over mimic that part (b) needs
@@ -82,17 +87,7 @@ def verdict(metrics: Mapping[str, Any]) -> Verdict:
 
 
 def _student(seed: int) -> TinyCausalLM:
-    return TinyCausalLM(
-        corpus().vocab.size,
-        d_model=32,
-        n_layers=1,
-        n_heads=2,
-        context=LENGTH,
-        d_ff=32,
-        n_experts=4,
-        top_k=2,
-        seed=seed,
-    )
+    return small_student(seed, d_ff=32, n_experts=4, top_k=2)
 
 
 def _aux(routers: list[Tensor]) -> Tensor:
@@ -143,7 +138,6 @@ def _stage2(
 
 @reproduction("llavamod", verdict=verdict)
 def experiment(ctx: ReproContext) -> Outcome:
-    c = corpus()
     teacher, teacher_scores = trained_teacher(ctx)
     methods = ("ce", "mimic", "mimic_pref")
     per: dict[str, dict[str, list[float]]] = {m: {s: [] for s in SCORES} for m in methods}
@@ -152,26 +146,19 @@ def experiment(ctx: ReproContext) -> Outcome:
             ctx.progress(f"seed {k + 1}/{ctx.size.n_seeds}: {name}", (k + j / 3) / ctx.size.n_seeds)
             student = _student(ctx.seed + 200 + k)
             windows = ctx.generator(300 + k)  # the same windows for every method
-            train_lm(
+            fit_lm(
                 student,
                 _stage1("ce" if name == "ce" else "mimic", teacher),
-                c.train,
                 steps=ctx.size.stage1_steps
                 + (0 if name == "mimic_pref" else ctx.size.stage2_steps),
-                batch_size=BATCH,
-                length=LENGTH,
-                generator=windows,
-                lr=3e-3,
+                windows=windows,
             )
             if name == "mimic_pref":
-                train_lm(
+                fit_lm(
                     student,
                     _stage2(teacher, ctx.generator(600 + k)),
-                    c.train,
                     steps=ctx.size.stage2_steps,
-                    batch_size=BATCH,
-                    length=LENGTH,
-                    generator=windows,
+                    windows=windows,
                     lr=3e-3 * STAGE2_LR_FACTOR,
                 )
             for score, value in heldout_scores(student, teacher, ctx).items():
@@ -184,19 +171,21 @@ def experiment(ctx: ReproContext) -> Outcome:
         **compare_methods(per, [("ce", "mimic_pref"), ("mimic", "mimic_pref")]),
     }
     mean, paired = metrics["mean"], metrics["paired"]
-    plot_methods(
+    plot_scores(
         ctx,
-        "token_kl",
-        {m: per[m]["token_kl"] for m in methods},
-        ylabel="held-out token KL(teacher ‖ student)",
-        title=f"MoE students, {ctx.size.n_seeds} seeds",
-    )
-    plot_methods(
-        ctx,
-        "heldout_nll",
-        {m: per[m]["nll"] for m in methods},
-        ylabel="held-out NLL (nats / char)",
-        title=f"teacher NLL {metrics['teacher']['nll']:.3f}",
+        per,
+        {
+            "token_kl": (
+                "token_kl",
+                "held-out token KL(teacher ‖ student)",
+                f"MoE students, {ctx.size.n_seeds} seeds",
+            ),
+            "heldout_nll": (
+                "nll",
+                "held-out NLL (nats / char)",
+                f"teacher NLL {metrics['teacher']['nll']:.3f}",
+            ),
+        },
     )
     a, b = paired["ce_minus_mimic_pref"], paired["mimic_minus_mimic_pref"]
     summary = (

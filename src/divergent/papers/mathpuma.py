@@ -38,16 +38,16 @@ from torch import Tensor, nn
 
 from divergent.objectives.view_alignment import math_puma_loss
 from divergent.papers._catalog import reproduction
-from divergent.papers._lm_runs import BATCH, LENGTH, corpus
+from divergent.papers._lm_runs import LENGTH, corpus, fit_lm, small_student
 from divergent.papers._stats import (
     better_than,
     compare_methods,
     format_ci,
     interval,
-    plot_methods,
+    plot_scores,
 )
 from divergent.repro import Outcome, ReproContext, Verdict
-from divergent.train.tiny_lm import TinyCausalLM, evaluate_lm, train_lm
+from divergent.train.tiny_lm import evaluate_lm
 
 MARGIN = 0.005  # accuracy: the smallest narrowing of the gap the claim needs (half a point)
 NOISE = 0.15  # probability that a character of the active view is replaced by a random one
@@ -106,23 +106,12 @@ def experiment(ctx: ReproContext) -> Outcome:
     for k in range(ctx.size.n_seeds):
         for j, name in enumerate(ctx.size.methods):
             ctx.progress(f"seed {k + 1}/{ctx.size.n_seeds}: {name}", (k + j / 3) / ctx.size.n_seeds)
-            model = TinyCausalLM(
-                c.vocab.size,
-                d_model=32,
-                n_layers=2,
-                n_heads=2,
-                context=LENGTH,
-                seed=ctx.seed + 200 + k,
-            )
-            train_lm(
+            model = small_student(ctx.seed + 200 + k, n_layers=2)
+            fit_lm(
                 model,
                 _loss(name, ctx.generator(500 + k), lower),
-                c.train,
                 steps=ctx.size.steps,
-                batch_size=BATCH,
-                length=LENGTH,
-                generator=ctx.generator(300 + k),
-                lr=3e-3,
+                windows=ctx.generator(300 + k),
             )
             ref = evaluate_lm(model, c.heldout, length=LENGTH, max_windows=ctx.size.eval_windows)
             act = evaluate_lm(
@@ -145,19 +134,21 @@ def experiment(ctx: ReproContext) -> Outcome:
         **compare_methods(per, [("ce", m) for m in ctx.size.methods if m != "ce"]),
     }
     mean, paired = metrics["mean"], metrics["paired"]
-    plot_methods(
+    plot_scores(
         ctx,
-        "gap",
-        {m: per[m]["gap"] for m in ctx.size.methods},
-        ylabel="accuracy(reference) − accuracy(active)",
-        title=f"view gap, held-out, {ctx.size.n_seeds} seeds",
-    )
-    plot_methods(
-        ctx,
-        "accuracy_active",
-        {m: per[m]["accuracy_active"] for m in ctx.size.methods},
-        ylabel="next-char accuracy, degraded view",
-        title="active (degraded) view",
+        per,
+        {
+            "gap": (
+                "gap",
+                "accuracy(reference) − accuracy(active)",
+                f"view gap, held-out, {ctx.size.n_seeds} seeds",
+            ),
+            "accuracy_active": (
+                "accuracy_active",
+                "next-char accuracy, degraded view",
+                "active (degraded) view",
+            ),
+        },
     )
     d = paired["ce_minus_puma"]
     summary = (

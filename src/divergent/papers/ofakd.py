@@ -32,8 +32,7 @@ from torch import Tensor, nn
 from divergent.objectives.kd import cross_entropy_loss, kd_loss
 from divergent.objectives.ofa import ofa_loss
 from divergent.papers._catalog import reproduction
-from divergent.papers._kd_runs import paired_runs
-from divergent.papers._stats import better_than, format_ci, interval
+from divergent.papers._kd_runs import accuracy_gain, gain_summary, paired_runs
 from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.small_models import DigitsCNN, reset_parameters
 
@@ -74,8 +73,7 @@ OBJECTIVES = {"ce": cross_entropy_loss, "kd": kd_loss, "ofa": _ofa_total}
 
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
     """OFA above KD in test accuracy (paired CI over seeds)."""
-    d = metrics["paired"]["ofa_minus_kd"]["accuracy"]
-    return better_than(*interval(d), MARGIN)
+    return accuracy_gain(metrics, "ofa", "kd", MARGIN)
 
 
 @reproduction("ofakd", verdict=verdict)
@@ -90,14 +88,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         student_factory=lambda name, g: MultiExitMLP(10, g, exits=name == "ofa"),
         title="CNN teacher → MLP student",
     )
-    m = runs.metrics
-    d = m["paired"]["ofa_minus_kd"]["accuracy"]
-    d_ce = m["paired"]["ofa_minus_ce"]["accuracy"]
-    mean = m["mean"]
-    summary = (
-        f"CNN teacher {m['teacher_accuracy_mean']:.3f}; MLP student CE "
-        f"{mean['ce']['accuracy']:.3f}, KD {mean['kd']['accuracy']:.3f}, OFA "
-        f"{mean['ofa']['accuracy']:.3f}; OFA − KD {format_ci(d)}, "
-        f"OFA − CE {format_ci(d_ce)} (95 % CI, {m['n_seeds']} seeds)"
+    summary = gain_summary(
+        runs.metrics, "ofa", "OFA", teacher="CNN teacher", students="MLP student"
     )
-    return Outcome(metrics=m, summary=summary)
+    return Outcome(metrics=runs.metrics, summary=summary)

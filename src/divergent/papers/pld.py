@@ -28,8 +28,7 @@ from typing import Any
 from divergent.objectives.kd import cross_entropy_loss, kd_loss
 from divergent.objectives.ranking import pld_loss
 from divergent.papers._catalog import reproduction
-from divergent.papers._kd_runs import paired_runs
-from divergent.papers._stats import better_than, format_ci, interval
+from divergent.papers._kd_runs import accuracy_gain, gain_summary, paired_runs
 from divergent.repro import Outcome, ReproContext, Verdict
 
 MARGIN = 0.01
@@ -38,8 +37,7 @@ OBJECTIVES = {"ce": cross_entropy_loss, "kd": kd_loss, "pld": pld_loss}
 
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
     """PLD above KD in test accuracy (paired CI over seeds)."""
-    d = metrics["paired"]["pld_minus_kd"]["accuracy"]
-    return better_than(*interval(d), MARGIN)
+    return accuracy_gain(metrics, "pld", "kd", MARGIN)
 
 
 @reproduction("pld", verdict=verdict)
@@ -51,13 +49,4 @@ def experiment(ctx: ReproContext) -> Outcome:
         pairs=[("pld", "kd"), ("pld", "ce")],
         epochs=ctx.size.epochs,
     )
-    d = runs.metrics["paired"]["pld_minus_kd"]["accuracy"]
-    d_ce = runs.metrics["paired"]["pld_minus_ce"]["accuracy"]
-    mean = runs.metrics["mean"]
-    summary = (
-        f"teacher {runs.metrics['teacher_accuracy_mean']:.3f}; student accuracy CE "
-        f"{mean['ce']['accuracy']:.3f}, KD {mean['kd']['accuracy']:.3f}, PLD "
-        f"{mean['pld']['accuracy']:.3f}; PLD − KD {format_ci(d)}, "
-        f"PLD − CE {format_ci(d_ce)} (95 % CI, {runs.metrics['n_seeds']} seeds)"
-    )
-    return Outcome(metrics=runs.metrics, summary=summary)
+    return Outcome(metrics=runs.metrics, summary=gain_summary(runs.metrics, "pld", "PLD"))

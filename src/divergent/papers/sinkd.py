@@ -32,8 +32,8 @@ from typing import Any
 from divergent.objectives.kd import kd_loss
 from divergent.objectives.sinkhorn import sinkd_loss
 from divergent.papers._catalog import reproduction
-from divergent.papers._kd_runs import paired_runs
-from divergent.papers._stats import better_than, format_ci, interval
+from divergent.papers._kd_runs import accuracy_gain, paired_runs
+from divergent.papers._stats import format_ci
 from divergent.repro import Outcome, ReproContext, Verdict
 
 MARGIN = 0.01
@@ -60,11 +60,7 @@ OBJECTIVES = {
 
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
     """SinKD above each of the KL / reverse-KL / JS baselines in accuracy (paired CIs)."""
-    parts = []
-    for base in BASELINES:
-        d = metrics["paired"][f"sinkd_minus_{base}"]["accuracy"]
-        parts.append(better_than(*interval(d), MARGIN))
-    return Verdict.combine(parts)
+    return Verdict.combine(accuracy_gain(metrics, "sinkd", b, MARGIN) for b in BASELINES)
 
 
 @reproduction("sinkd", verdict=verdict)
