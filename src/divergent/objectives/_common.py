@@ -32,9 +32,9 @@ from divergent._validation import (
 
 __all__ = [
     "LossInputs",
+    "LossKeywords",
     "Objective",
     "RowArgs",
-    "RowKeywords",
     "Rows",
     "add_cross_entropy",
     "check_ids",
@@ -42,10 +42,9 @@ __all__ = [
     "check_weights",
     "cross_entropy_rows",
     "kd_scale",
+    "loss_keywords",
     "prepare",
     "prepare_student",
-    "row_keywords",
-    "split_row_keywords",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -70,7 +69,7 @@ class RowArgs(NamedTuple):
 
     @classmethod
     def of(cls, options: RowArgs | Mapping[str, Any]) -> RowArgs:
-        """``options`` as :class:`RowArgs`: a mapping of :class:`RowKeywords` (the caller's
+        """``options`` as :class:`RowArgs`: a mapping of :class:`LossKeywords` (the caller's
         ``**row_options``; defaults filled in, an unknown name a ``TypeError``) or RowArgs."""
         if isinstance(options, RowArgs):
             return options
@@ -83,9 +82,9 @@ class RowArgs(NamedTuple):
         return cls(**options)
 
 
-class RowKeywords(TypedDict, total=False):
+class LossKeywords(TypedDict, total=False):
     """The row options every objective takes as keywords, typed for ``**row_options:
-    Unpack[RowKeywords]`` (defaults: :class:`RowArgs`; :func:`row_keywords` shows them in the
+    Unpack[LossKeywords]`` (defaults: :class:`RowArgs`; :func:`loss_keywords` shows them in the
     function's signature).
 
     Attributes:
@@ -110,15 +109,17 @@ _ROW_KEYWORDS: dict[str, str] = {
 }
 
 
-def row_keywords(function: _F) -> _F:
-    """Spell the shared row keywords (:class:`RowKeywords`) out in ``function``'s signature.
+def loss_keywords(function: _F) -> _F:
+    """Spell the shared row keywords (:class:`LossKeywords`) out in ``function``'s signature.
 
     ``function`` takes them through its variadic keyword parameter, its last one: as
-    ``**row_options: Unpack[RowKeywords]`` (dropped from the shown signature), or mixed into
+    ``**row_options: Unpack[LossKeywords]`` (dropped from the shown signature), or mixed into
     another ``**kwargs`` (e.g. ``**divergence_params``, kept after them; the function splits
-    them off with :func:`split_row_keywords`). ``inspect.signature``, ``help`` and the
-    :class:`Objective` constructors then show ``ignore_index, mask, reduction, normalizer``
-    as keyword-only parameters with their defaults, as if written out.
+    them off with :func:`divergent._validation.split_row_keywords`). ``inspect.signature``,
+    ``help`` and the :class:`Objective` constructors then show ``ignore_index, mask,
+    reduction, normalizer`` as keyword-only parameters with their defaults, as if written
+    out. (The divergence entry points' row keywords, with ``temperature``, ``inputs`` and
+    ``engine``, are :class:`divergent._validation.RowKeywords`.)
     """
     signature = inspect.signature(function)
     *own, variadic = signature.parameters.values()
@@ -135,12 +136,6 @@ def row_keywords(function: _F) -> _F:
     kept = [] if variadic.name == "row_options" else [variadic]
     function.__signature__ = signature.replace(parameters=[*own, *row, *kept])  # type: ignore[attr-defined]
     return function
-
-
-def split_row_keywords(options: Mapping[str, Any]) -> tuple[RowArgs, dict[str, Any]]:
-    """The row options among ``options`` (a function's ``**kwargs``) and the other entries."""
-    row = {k: v for k, v in options.items() if k in RowArgs._fields}
-    return RowArgs(**row), {k: v for k, v in options.items() if k not in RowArgs._fields}
 
 
 @dataclass(frozen=True)

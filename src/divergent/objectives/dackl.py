@@ -40,12 +40,12 @@ from divergent._validation import (
     check_tensor,
     finish_rows,
 )
-from divergent.objectives._common import Objective, Rows, check_ids, check_weights, row_keywords
+from divergent.objectives._common import Objective, Rows, check_ids, check_weights, loss_keywords
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
 
-    from divergent.objectives._common import RowKeywords
+    from divergent.objectives._common import LossKeywords
 
 __all__ = [
     "DACKLLoss",
@@ -164,7 +164,7 @@ def clip_teacher_log_probs(
     return _clip_rows(rows, lo, hi).reshape(t.shape)
 
 
-@row_keywords
+@loss_keywords
 def dackl_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -175,7 +175,7 @@ def dackl_loss(
     temperature: float = 1.0,
     ce_weight: float = 0.0,
     kd_weight: float = 1.0,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> Tensor:
     r"""DAC-KL: KL from the clipped teacher to the student, plus an optional SFT term.
 

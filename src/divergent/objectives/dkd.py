@@ -31,12 +31,12 @@ from torch import Tensor
 
 from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
-from divergent.objectives._common import Objective, Rows, check_weights, kd_scale, row_keywords
+from divergent.objectives._common import Objective, Rows, check_weights, kd_scale, loss_keywords
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
 
-    from divergent.objectives._common import RowKeywords
+    from divergent.objectives._common import LossKeywords
 
 __all__ = ["DKDLoss", "dkd_loss", "dkd_terms"]
 
@@ -75,7 +75,7 @@ def _check_dkd(
     return (alpha, beta, temperature, *check_weights(ce_weight=ce_weight, kd_weight=kd_weight))
 
 
-@row_keywords
+@loss_keywords
 def dkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -87,7 +87,7 @@ def dkd_loss(
     ce_weight: float = 1.0,
     kd_weight: float = 1.0,
     scale_by_temperature_squared: bool = True,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> Tensor:
     r"""Decoupled KD: :math:`w_\mathrm{ce}\mathrm{CE} + w_\mathrm{kd}T^2(\alpha\,\mathrm{TCKD}
     + \beta\,\mathrm{NCKD})`.

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_positive_scalar, split_row_keywords
 from divergent.categorical import DivergenceLike, resolve_divergence
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import (
@@ -40,15 +40,14 @@ from divergent.objectives._common import (
     check_weights,
     cross_entropy_rows,
     kd_scale,
+    loss_keywords,
     prepare_student,
-    row_keywords,
-    split_row_keywords,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
 
-    from divergent.objectives._common import RowKeywords
+    from divergent.objectives._common import LossKeywords
 
 __all__ = [
     "CrossEntropyLoss",
@@ -73,12 +72,12 @@ class _KDOptions(NamedTuple):
     kd_weight: float
 
 
-@row_keywords
+@loss_keywords
 def cross_entropy_loss(
     student_logits: Tensor,
     teacher_logits: Tensor | None = None,
     labels: Tensor | None = None,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> Tensor:
     r"""Hard-label cross-entropy :math:`-\log\mathrm{softmax}(s)_y` (the no-teacher baseline).
 
@@ -171,9 +170,9 @@ def _check_kd_module(
 def _split_kd_keywords(divergence: Any, keywords: dict[str, Any]) -> tuple[RowArgs, dict[str, Any]]:
     """The row options and the divergence parameters among a KD loss's ``**keywords``; unknown
     or bad divergence parameters fail here."""
-    row_args, divergence_params = split_row_keywords(keywords)
+    row, divergence_params = split_row_keywords(keywords, RowArgs._fields)
     resolve_divergence(divergence).bind(divergence_params)
-    return row_args, divergence_params
+    return RowArgs(**row), divergence_params
 
 
 def _kd(
@@ -193,7 +192,7 @@ def _kd(
     return r.finish(_kd_rows(r, *sides(r), options, divergence_params))
 
 
-@row_keywords
+@loss_keywords
 def kd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -297,7 +296,7 @@ def standardize_logits(logits: Tensor, eps: float = 1e-7) -> Tensor:
     return (logits - mean) / (logits.std(dim=-1, keepdim=True) + eps)
 
 
-@row_keywords
+@loss_keywords
 def lskd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,

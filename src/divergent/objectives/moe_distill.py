@@ -33,13 +33,13 @@ from divergent._validation import (
     check_temperature,
     reduce_rows,
 )
-from divergent.objectives._common import Objective, Rows, check_ids, check_weights, row_keywords
+from divergent.objectives._common import Objective, Rows, check_ids, check_weights, loss_keywords
 from divergent.objectives.preference import f_dpo_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
 
-    from divergent.objectives._common import RowKeywords
+    from divergent.objectives._common import LossKeywords
 
 __all__ = [
     "PREFERENCE_LOSS_TYPES",
@@ -53,7 +53,7 @@ __all__ = [
 PREFERENCE_LOSS_TYPES: tuple[str, ...] = ("sigmoid", "kto_pair")
 
 
-@row_keywords
+@loss_keywords
 def mimic_distillation_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -62,7 +62,7 @@ def mimic_distillation_loss(
     align_weight: float = 1.0,
     ce_weight: float = 1.0,
     temperature: float = 1.0,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> Tensor:
     r"""LLaVA-MoD's mimic-distillation loss per token,
 

@@ -27,12 +27,12 @@ import torch
 from torch import Tensor, nn
 
 from divergent._validation import check_positive_scalar
-from divergent.objectives._common import Objective, Rows, check_weights, row_keywords
+from divergent.objectives._common import Objective, Rows, check_weights, loss_keywords
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
 
-    from divergent.objectives._common import RowKeywords
+    from divergent.objectives._common import LossKeywords
 
 __all__ = ["OFALoss", "ofa_loss", "ofa_rows"]
 
@@ -58,7 +58,7 @@ def _check_ofa(
     return (eps, temperature, *check_weights(ce_weight=ce_weight, kd_weight=kd_weight))
 
 
-@row_keywords
+@loss_keywords
 def ofa_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -68,7 +68,7 @@ def ofa_loss(
     temperature: float = 1.0,
     ce_weight: float = 1.0,
     kd_weight: float = 1.0,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> Tensor:
     r"""OFA objective in logit space: :math:`w_\mathrm{ce}\mathrm{CE}(s, y) +
     w_\mathrm{kd}\mathcal L_\mathrm{OFA}(s, t, y)` (module docstring; no T² factor, as the

@@ -53,14 +53,14 @@ from divergent.objectives._common import (
     check_weight,
     check_weights,
     kd_scale,
-    row_keywords,
+    loss_keywords,
 )
 from divergent.objectives.kd import DivergenceArg, kd_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
 
-    from divergent.objectives._common import RowKeywords
+    from divergent.objectives._common import LossKeywords
 
 __all__ = [
     "BDKDLoss",
@@ -210,7 +210,7 @@ def _bdkd(
     return r.finish(rows), w
 
 
-@row_keywords
+@loss_keywords
 def bdkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -221,7 +221,7 @@ def bdkd_loss(
     kd_weight: float = 1.0,
     sharpness: float | None = None,
     scale_by_temperature_squared: bool = True,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> Tensor:
     r"""BD-KD student loss: CE plus a per-sample mix of forward and reverse KL
     (module docstring).
@@ -285,7 +285,7 @@ def _bdkd_online(
     return OnlineLosses(student=student, teacher=teacher), weights
 
 
-@row_keywords
+@loss_keywords
 def bdkd_online_losses(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -297,7 +297,7 @@ def bdkd_online_losses(
     teacher_kd_weight: float | None = None,
     sharpness: float | None = None,
     scale_by_temperature_squared: bool = True,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> OnlineLosses:
     r"""Both losses of an online BD-KD step: the student's balanced loss (towards the
     detached teacher) and the teacher's CE + reverse-KL regulariser

@@ -25,12 +25,12 @@ import torch
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
-from divergent.objectives._common import Objective, Rows, check_weight, row_keywords
+from divergent.objectives._common import Objective, Rows, check_weight, loss_keywords
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
 
-    from divergent.objectives._common import RowKeywords
+    from divergent.objectives._common import LossKeywords
 
 __all__ = ["PLDLoss", "pld_loss", "pld_rows"]
 
@@ -61,7 +61,7 @@ def _check_pld(teacher_temperature: Any, kd_weight: Any, **_other: Any) -> tuple
     return teacher_temperature, check_weight(kd_weight, "kd_weight")
 
 
-@row_keywords
+@loss_keywords
 def pld_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -69,7 +69,7 @@ def pld_loss(
     *,
     teacher_temperature: float = 1.0,
     kd_weight: float = 1.0,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> Tensor:
     r"""Plackett–Luce distillation loss (module docstring).
 

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from divergent._validation import check_positive_scalar
-from divergent.objectives._common import Objective, Rows, check_weights, row_keywords
+from divergent.objectives._common import Objective, Rows, check_weights, loss_keywords
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
 
-    from divergent.objectives._common import RowKeywords
+    from divergent.objectives._common import LossKeywords
 
 __all__ = ["DISTLoss", "dist_loss", "pearson_correlation"]
 
@@ -64,7 +64,7 @@ def _check_dist(
     return beta, gamma, temperature, ce_weight, kd_weight, eps
 
 
-@row_keywords
+@loss_keywords
 def dist_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -76,7 +76,7 @@ def dist_loss(
     ce_weight: float = 1.0,
     kd_weight: float = 2.0,
     eps: float = 1e-8,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> Tensor:
     r"""DIST: :math:`w_\mathrm{ce}\mathrm{CE} + w_\mathrm{kd}\tau^2(\beta\mathcal L_\mathrm{inter}
     + \gamma\mathcal L_\mathrm{intra})` (see the module docstring).

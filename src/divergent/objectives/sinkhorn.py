@@ -34,13 +34,13 @@ from torch import Tensor
 
 from divergent._validation import check_positive_scalar
 from divergent.functional import divergence as _divergence
-from divergent.objectives._common import Objective, Rows, check_weights, row_keywords
+from divergent.objectives._common import Objective, Rows, check_weights, loss_keywords
 from divergent.transport import sinkhorn
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
 
-    from divergent.objectives._common import RowKeywords
+    from divergent.objectives._common import LossKeywords
 
 __all__ = ["SinKDLoss", "batch_sinkhorn_distance", "sinkd_loss"]
 
@@ -91,7 +91,7 @@ def _check_sinkd(
     return (temperature, eps, *weights)
 
 
-@row_keywords
+@loss_keywords
 def sinkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -104,7 +104,7 @@ def sinkd_loss(
     sinkhorn_weight: float = 0.002,
     max_iter: int = 1000,
     tol: float | None = 1e-4,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> Tensor:
     r"""SinKD: :math:`w_\mathrm{ce}\mathrm{CE} + w_\mathrm{kd}\mathrm{KL}(p^t\|p^s) +
     w_\mathrm{sink}\,B\langle\Pi_\varepsilon, C\rangle` (module docstring).

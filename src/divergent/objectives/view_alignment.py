@@ -38,12 +38,12 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor
 
 from divergent._validation import check_temperature
-from divergent.objectives._common import Objective, Rows, check_weights, row_keywords
+from divergent.objectives._common import Objective, Rows, check_weights, loss_keywords
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
 
-    from divergent.objectives._common import RowKeywords
+    from divergent.objectives._common import LossKeywords
 
 __all__ = ["ViewAlignmentLoss", "math_puma_loss", "view_alignment_loss", "z_normalize_logits"]
 
@@ -78,7 +78,7 @@ def _mix_rows(r: Rows, alpha: float, tau: float, z_normalize: bool) -> Tensor:
     return tau * tau * (alpha * kl_act_ref + (1.0 - alpha) * kl_ref_act)
 
 
-@row_keywords
+@loss_keywords
 def view_alignment_loss(
     active_logits: Tensor,
     reference_logits: Tensor,
@@ -87,7 +87,7 @@ def view_alignment_loss(
     alpha: float = 0.5,
     temperature: float = 1.0,
     z_normalize: bool = True,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> Tensor:
     r"""Math-PUMA's mixed KL between two views' next-token distributions,
     :math:`T^2[\alpha\,\mathrm{KL}(p_\mathrm{act}\|q_\mathrm{ref}) +
@@ -125,7 +125,7 @@ def view_alignment_loss(
     return r.finish(_mix_rows(r, alpha, tau, bool(z_normalize)))
 
 
-@row_keywords
+@loss_keywords
 def math_puma_loss(
     active_logits: Tensor,
     reference_logits: Tensor,
@@ -135,7 +135,7 @@ def math_puma_loss(
     alpha: float = 0.5,
     temperature: float = 1.0,
     z_normalize: bool = True,
-    **row_options: Unpack[RowKeywords],
+    **row_options: Unpack[LossKeywords],
 ) -> Tensor:
     r"""Math-PUMA's stage-2 loss :math:`\lambda\,T^2\,\mathrm{KL}_\mathrm{mix} +
     (1-\lambda)\,\mathrm{CE}(s_\mathrm{act}, y)` per token.
