@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -10,38 +11,38 @@ import pytest
 import divergent
 from divergent.cli._app import COMMANDS, load_command
 
+# One fresh interpreter for both startup tests (each start costs an import of torch): the
+# root --help first, with what it imported, then a command, with what that imported.
+STARTUP = (
+    "import json, sys\n"
+    "import divergent\n"
+    "from typer.testing import CliRunner\n"
+    "from divergent.cli import app\n"
+    "r = CliRunner().invoke(app, ['--help'])\n"
+    "assert r.exit_code == 0, r.output\n"
+    "assert all(name in r.output for name in ('distill', 'list', 'info', 'reproduce'))\n"
+    "torch_after_help = 'torch' in sys.modules\n"
+    "r = CliRunner().invoke(app, ['info', 'kl'])\n"
+    "assert r.exit_code == 0, r.output\n"
+    "print(json.dumps({'help': torch_after_help, 'command': 'torch' in sys.modules}))\n"
+)
 
-def _run(code: str) -> str:
+
+@pytest.fixture(scope="module")
+def torch_imported() -> dict[str, bool]:
+    """Whether torch was in ``sys.modules`` after ``divergent --help`` and after a command."""
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", STARTUP], capture_output=True, text=True, timeout=120, check=True
     )
-    return done.stdout.strip()
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_help_and_import_do_not_import_torch() -> None:
-    out = _run(
-        "import sys\n"
-        "import divergent\n"
-        "from typer.testing import CliRunner\n"
-        "from divergent.cli import app\n"
-        "r = CliRunner().invoke(app, ['--help'])\n"
-        "assert r.exit_code == 0, r.output\n"
-        "assert all(name in r.output for name in ('distill', 'list', 'info', 'reproduce'))\n"
-        "print('torch' in sys.modules)\n"
-    )
-    assert out == "False"
+def test_help_and_import_do_not_import_torch(torch_imported) -> None:
+    assert torch_imported["help"] is False
 
 
-def test_a_command_loads_the_library() -> None:
-    out = _run(
-        "import sys\n"
-        "from typer.testing import CliRunner\n"
-        "from divergent.cli import app\n"
-        "r = CliRunner().invoke(app, ['info', 'kl'])\n"
-        "assert r.exit_code == 0, r.output\n"
-        "print('torch' in sys.modules)\n"
-    )
-    assert out == "True"
+def test_a_command_loads_the_library(torch_imported) -> None:
+    assert torch_imported["command"] is True
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
