@@ -141,8 +141,14 @@ def test_resume_skips_finished_runs_and_reuses_the_teacher(finished):
     kept = out / "runs" / "ce" / "seed-0" / "result.json"
     kept_text = kept.read_text()
     (out / "runs" / "gkd-0.5" / "seed-0" / "result.json").unlink()  # as if killed in that run
-    seen = []
-    again = run_lm_distill(_config(out, resume=True), on_run=seen.append)
+    seen, told = [], []
+    again = run_lm_distill(
+        _config(out, resume=True),
+        on_run=seen.append,
+        on_resume=lambda kept, to_run: told.append((kept, to_run)),
+    )
+    assert told == [(2, 1)]  # said once, before training: 2 finished runs kept, 1 to train
+    assert [r["objective"] for r in seen] == ["ce", "kd:js", "gkd:0.5"]
     assert again["teacher"]["cached"]
     assert (out / "teacher" / "model.safetensors").read_bytes() == teacher_bytes
     assert kept.read_text() == kept_text  # a finished run is not rewritten
@@ -152,9 +158,14 @@ def test_resume_skips_finished_runs_and_reuses_the_teacher(finished):
     for key in ("perplexity", "token_kl", "agreement"):  # ... to the same numbers
         assert retrained[key] == pytest.approx(before[key], rel=1e-6), key
     assert retrained["sample"] == before["sample"]
+    # every finished run is checked before any training: with ce unfinished, a changed setting
+    # stops the job at kd:js's record before ce is trained again
+    kept.unlink()
     changed = _config(out, resume=True, steps=4)
     with pytest.raises(DistillError, match=r"--resume: .*result.json was written with other"):
-        run_lm_distill(changed)
+        run_lm_distill(changed, on_resume=lambda kept, to_run: pytest.fail("told"))
+    assert not kept.exists()
+    kept.write_text(kept_text)
 
 
 def test_a_cached_teacher_from_other_settings_is_refused_and_kept(finished):

@@ -99,7 +99,9 @@ from divergent.train.distill_job import (
     DistillError,
     prepare_out,
     resolve_device,
-    run_slug,
+    run_folder,
+    run_grid,
+    save_png,
     summarize_runs,
     write_json,
 )
@@ -187,6 +189,7 @@ TINY_SETTINGS: dict[str, Any] = {
 """Settings for tests and doctests: a few documents, vocabulary 300, 1-layer models."""
 
 
+@dataclass(repr=False, eq=False)
 class LMObjective:
     """A parsed ``--task lm`` objective id.
 
@@ -198,28 +201,18 @@ class LMObjective:
         lmbda: the on-policy fraction (0 except ``gkd``).
     """
 
-    def __init__(
-        self,
-        id: str,
-        kind: str,
-        divergence: str | None = None,
-        params: dict[str, float] | None = None,
-        lmbda: float = 0.0,
-    ) -> None:
-        self.id = id
-        self.kind = kind
-        self.divergence = divergence
-        self.params = dict(params or {})
-        self.lmbda = lmbda
+    id: str
+    kind: str
+    divergence: str | None = None
+    params: dict[str, float] | None = None
+    lmbda: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.params = dict(self.params or {})
 
     def describe(self) -> dict[str, Any]:
-        """The objective as JSON (part of each run's settings)."""
-        return {
-            "kind": self.kind,
-            "divergence": self.divergence,
-            "params": self.params,
-            "lmbda": self.lmbda,
-        }
+        """The objective as JSON (part of each run's settings): every attribute but ``id``."""
+        return {k: v for k, v in asdict(self).items() if k != "id"}
 
     def __repr__(self) -> str:
         return f"LMObjective({self.id!r}, {self.describe()})"
@@ -643,18 +636,40 @@ def _training_arguments(
     )
 
 
-def _train(
-    trainer: Trainer, monitor: _Monitor, *, steps: int, batch_size: int, block_size: int
+def _fit(
+    setup: _Setup,
+    make_trainer: Callable[[TrainingArguments, _Monitor], Trainer],
+    folder: Path,
+    *,
+    steps: int,
+    lr: float,
+    seed: int,
+    progress: Progress | None,
+    description: str,
 ) -> dict[str, Any]:
+    """Train for ``steps`` steps with the job's batch size (the Trainer from ``make_trainer``,
+    writing to ``folder``); return its measures: seconds, tokens, tokens per second, peak RSS
+    and the loss history."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    settings = setup.settings
+    monitor = _Monitor(progress, description)
+    args = _training_arguments(
+        folder,
+        steps=steps,
+        batch_size=settings["batch_size"],
+        lr=lr,
+        seed=seed,
+        device=setup.device,
+    )
+    trainer = make_trainer(args, monitor)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     measured = _reset_peak_rss()
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
-    tokens = steps * batch_size * block_size * _world_size()
+    tokens = steps * settings["batch_size"] * settings["block_size"] * _world_size()
     return {
         "seconds": seconds,
         "tokens": tokens,
@@ -823,28 +838,22 @@ def _teacher(
     teacher = GPT2LMHeadModel(
         shape.config(vocab, settings["block_size"], tokenizer.eos_token_id)
     ).to(setup.device)
-    monitor = _Monitor(progress, "teacher")
-    args = _training_arguments(
-        setup.out / "runs" / ".hf-teacher",
+    scratch = setup.out / "runs" / ".hf-teacher"
+    measured = _fit(
+        setup,
+        lambda args, monitor: Trainer(
+            model=teacher, args=args, train_dataset=_Blocks(setup.train_blocks), callbacks=[monitor]
+        ),
+        scratch,
         steps=settings["teacher_steps"],
-        batch_size=settings["batch_size"],
         lr=config.teacher_lr,
         seed=_TEACHER_SEED,
-        device=setup.device,
-    )
-    trainer = Trainer(
-        model=teacher, args=args, train_dataset=_Blocks(setup.train_blocks), callbacks=[monitor]
-    )
-    measured = _train(
-        trainer,
-        monitor,
-        steps=settings["teacher_steps"],
-        batch_size=settings["batch_size"],
-        block_size=settings["block_size"],
+        progress=progress,
+        description="teacher",
     )
     teacher.eval()
     if _rank() == 0:
-        shutil.rmtree(args.output_dir, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     summary = {
         "parameters": sum(p.numel() for p in teacher.parameters()),
         "shape": asdict(shape),
@@ -904,18 +913,12 @@ def _make_trainer(
     )
 
 
-def _one_run(
-    config: LMDistillConfig,
-    setup: _Setup,
-    teacher: nn.Module,
-    objective: LMObjective,
-    seed: int,
-    progress: Progress | None,
+def _run_settings(
+    config: LMDistillConfig, setup: _Setup, objective: LMObjective, seed: int
 ) -> dict[str, Any]:
+    """The settings of one run, stored in its record (``--resume`` compares them)."""
     settings = setup.settings
-    run_dir = setup.out / "runs" / run_slug(objective.id) / f"seed-{seed}"
-    result_path = run_dir / "result.json"
-    run_settings = {
+    return {
         "objective": objective.id,
         "definition": objective.describe(),
         "seed": seed,
@@ -932,44 +935,31 @@ def _one_run(
         "eval_blocks": int(setup.eval_blocks.shape[0]),
         "sample_tokens": config.sample_tokens,
     }
-    if config.resume and result_path.exists():
-        try:
-            saved = json.loads(result_path.read_text())
-        except (OSError, ValueError) as err:
-            raise DistillError(f"--resume: {result_path} is unreadable ({err})") from None
-        if saved.get("settings") != run_settings:
-            before = saved.get("settings", {}) if isinstance(saved.get("settings"), dict) else {}
-            changed = sorted(k for k in run_settings if before.get(k) != run_settings[k])
-            raise DistillError(
-                f"--resume: {result_path} was written with other settings ({', '.join(changed)})"
-                "; use the same settings or another --out"
-            )
-        return saved
 
+
+def _train_run(
+    config: LMDistillConfig,
+    setup: _Setup,
+    teacher: nn.Module,
+    objective: LMObjective,
+    seed: int,
+    run_settings: dict[str, Any],
+    progress: Progress | None,
+) -> dict[str, Any]:
+    """Train one student, measure it, write its model and ``result.json`` (rank 0)."""
+    run_dir = run_folder(setup.out, objective.id, seed)
     student = _student(setup, seed)
-    monitor = _Monitor(progress, f"{objective.id} seed {seed}")
-    args = _training_arguments(
+    measured = _fit(
+        setup,
+        lambda args, monitor: _make_trainer(
+            objective, student, teacher, args, setup.train_blocks, monitor
+        ),
         run_dir / ".hf",
-        steps=settings["steps"],
-        batch_size=settings["batch_size"],
+        steps=setup.settings["steps"],
         lr=config.lr,
         seed=seed,
-        device=setup.device,
-    )
-    trainer = _make_trainer(
-        objective,
-        student,
-        teacher,
-        args,
-        setup.train_blocks,
-        monitor,
-    )
-    measured = _train(
-        trainer,
-        monitor,
-        steps=settings["steps"],
-        batch_size=settings["batch_size"],
-        block_size=settings["block_size"],
+        progress=progress,
+        description=f"{objective.id} seed {seed}",
     )
     student.eval()
     metrics = evaluate_causal_lm(student, setup.eval_blocks, reference=teacher)
@@ -997,7 +987,7 @@ def _one_run(
 
         _save_folder(run_dir / "model", write)
         shutil.rmtree(run_dir / ".hf", ignore_errors=True)
-        write_json(result_path, record)  # last: its presence means the run finished
+        write_json(run_dir / "result.json", record)  # last: its presence means the run finished
     _barrier()
     return record
 
@@ -1071,6 +1061,7 @@ def run_lm_distill(
     *,
     progress: Progress | None = None,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    on_resume: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the language-model job; return the report (also written to ``OUT/report.json``).
 
@@ -1078,6 +1069,8 @@ def run_lm_distill(
         config: the settings.
         progress: a running rich ``Progress`` to show bars in (none by default).
         on_run: called with each finished run's record (e.g. to print a line).
+        on_resume: with ``config.resume``, called before training with the number of finished
+            runs kept and the number of runs to train.
 
     Returns:
         ``{"task": "lm", "teacher": {"perplexity", ...}, "student": {...}, "runs": [{
@@ -1100,24 +1093,28 @@ def run_lm_distill(
         teacher, teacher_info = _teacher(config, setup, progress)
         setup.teacher_info = teacher_info
         teacher_metrics = evaluate_causal_lm(teacher, setup.eval_blocks)
-        runs = []
-        overall = None
-        if progress is not None and main:
-            overall = progress.add_task(
-                "all runs", total=len(settings["objectives"]) * settings["seeds"]
-            )
-        for objective in config.selected:
-            for seed in range(settings["seeds"]):
-                record = _one_run(
-                    config, setup, teacher, objective, seed, progress if main else None
-                )
-                runs.append(record)
-                if on_run is not None and main:
-                    on_run(record)
-                if overall is not None:
-                    progress.advance(overall)
-        if overall is not None:
-            progress.remove_task(overall)
+        selected = {objective.id: objective for objective in config.selected}
+        runs = run_grid(
+            list(selected),
+            settings["seeds"],
+            out,
+            settings=lambda objective_id, seed: _run_settings(
+                config, setup, selected[objective_id], seed
+            ),
+            train=lambda objective_id, seed, run_settings: _train_run(
+                config,
+                setup,
+                teacher,
+                selected[objective_id],
+                seed,
+                run_settings,
+                progress if main else None,
+            ),
+            resume=config.resume,
+            progress=progress if main else None,
+            on_run=on_run if main else None,
+            on_resume=on_resume if main else None,
+        )
         student_parameters = sum(p.numel() for p in _student(setup, 0).parameters())
     report = {
         "task": "lm",
@@ -1222,18 +1219,10 @@ def markdown_lm_report(report: dict[str, Any]) -> str:
 
 def _plots(out: Path, runs: Sequence[dict[str, Any]], report: dict[str, Any]) -> None:
     from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
-
-    def save(fig: Figure, name: str) -> None:
-        FigureCanvasAgg(fig)
-        path = folder / name
-        tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
 
     palette = colormaps["tab10"]
     fig = Figure(figsize=(7, 4.5), layout="constrained")
@@ -1255,7 +1244,7 @@ def _plots(out: Path, runs: Sequence[dict[str, Any]], report: dict[str, Any]) ->
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.set_title("Loss curves")
-    save(fig, "loss_curves.png")
+    save_png(fig, folder / "loss_curves.png")
 
     summary = report["summary"]
     fig = Figure(figsize=(max(6.0, 0.7 * len(names) + 2), 6.0), layout="constrained")
@@ -1275,4 +1264,4 @@ def _plots(out: Path, runs: Sequence[dict[str, Any]], report: dict[str, Any]) ->
     bottom.set_ylabel("token KL(teacher ‖ student)")
     bottom.set_xticks(xs, names, rotation=45, ha="right")
     fig.suptitle("Students by objective (mean over seeds)")
-    save(fig, "perplexity.png")
+    save_png(fig, folder / "perplexity.png")

@@ -48,6 +48,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ from divergent.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from divergent.train.classifier import ClassifierTrainer, evaluate_logits
+from divergent.train.classifier import ClassifierTrainer, FitResult, evaluate_logits
 from divergent.train.data import (
     STUDENT_HIDDEN,
     TEACHER_HIDDEN,
@@ -84,11 +85,15 @@ __all__ = [
     "QUICK_OBJECTIVES",
     "DistillConfig",
     "DistillError",
+    "finished_run",
     "parse_objectives",
     "prepare_out",
     "resolve_device",
     "run_distill",
+    "run_folder",
+    "run_grid",
     "run_slug",
+    "save_png",
     "summarize",
     "summarize_runs",
     "write_json",
@@ -184,6 +189,107 @@ def run_slug(objective_id: str) -> str:
     return re.sub(r"[^a-z0-9_.-]", "-", objective_id.lower())
 
 
+def run_folder(out: Path, objective_id: str, seed: int) -> Path:
+    """``OUT/runs/<objective>/seed-<k>/``: the folder of one run (its ``result.json`` last)."""
+    return out / "runs" / run_slug(objective_id) / f"seed-{seed}"
+
+
+def finished_run(result_path: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The record a finished run wrote to ``result_path`` (what ``--resume`` keeps).
+
+    Returns:
+        The saved record, or ``None`` when the run has not finished (no ``result.json``).
+
+    Raises:
+        DistillError: the file is unreadable, or was written with other ``settings`` (the
+            message names the keys that differ).
+    """
+    if not result_path.exists():
+        return None
+    try:
+        saved = json.loads(result_path.read_text())
+    except (OSError, ValueError) as err:
+        raise DistillError(f"--resume: {result_path} is unreadable ({err})") from None
+    if saved.get("settings") != settings:
+        before = saved.get("settings") if isinstance(saved.get("settings"), dict) else {}
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        raise DistillError(
+            f"--resume: {result_path} was written with other settings ({', '.join(changed)})"
+            "; use the same settings or another --out"
+        )
+    return saved
+
+
+def run_grid(
+    objectives: Sequence[str],
+    seeds: int,
+    out: Path,
+    *,
+    settings: Callable[[str, int], dict[str, Any]],
+    train: Callable[[str, int, dict[str, Any]], dict[str, Any]],
+    resume: bool,
+    progress: Progress | None = None,
+    on_run: Callable[[dict[str, Any]], None] | None = None,
+    on_resume: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every run of a job, objective by objective, seeds ``0 … seeds−1``: the loop both jobs share.
+
+    With ``resume`` the finished runs (:func:`finished_run` of each run's ``result.json``) are
+    read and checked first, so that a run written with other settings stops the job before
+    anything trains, and ``on_resume(kept, to_run)`` is told how many are kept and how many
+    will run; they are kept as they are. Every other run is ``train(objective, seed,
+    settings(objective, seed))``.
+
+    Args:
+        objectives: objective ids, in report order.
+        seeds: runs per objective.
+        out: the job's output folder (runs in :func:`run_folder`).
+        settings: the settings of one run (stored in its record; compared on resume).
+        train: trains one run and returns its record.
+        resume: keep finished runs.
+        progress: a running rich ``Progress``: an "all runs" bar is shown in it.
+        on_run: called with each run's record (kept or trained), in order.
+        on_resume: with ``resume``, called once before training with (kept, to run).
+
+    Returns:
+        The records, in order.
+    """
+    plan = [(objective, seed) for objective in objectives for seed in range(seeds)]
+    kept: dict[tuple[str, int], dict[str, Any]] = {}
+    if resume:
+        for objective, seed in plan:
+            path = run_folder(out, objective, seed) / "result.json"
+            saved = finished_run(path, settings(objective, seed))
+            if saved is not None:
+                kept[objective, seed] = saved
+        if on_resume is not None:
+            on_resume(len(kept), len(plan) - len(kept))
+    overall = progress.add_task("all runs", total=len(plan)) if progress is not None else None
+    runs = []
+    for objective, seed in plan:
+        record = kept.get((objective, seed))
+        if record is None:
+            record = train(objective, seed, settings(objective, seed))
+        runs.append(record)
+        if on_run is not None:
+            on_run(record)
+        if progress is not None and overall is not None:
+            progress.advance(overall)
+    if progress is not None and overall is not None:
+        progress.remove_task(overall)
+    return runs
+
+
+def save_png(fig: Any, path: Path) -> None:
+    """Render a matplotlib ``Figure`` to ``path`` as PNG (110 dpi), atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    os.replace(tmp, path)
+
+
 def write_json(path: Path, payload: Any) -> None:
     """Write ``payload`` as indented JSON, atomically (a reader sees the old or the new file)."""
     atomic_write_bytes(path, (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
@@ -253,14 +359,20 @@ def _metrics(logits: Tensor, labels: Tensor) -> dict[str, float]:
     }
 
 
-def _teacher(
-    config: DistillConfig,
-    task: ClassificationTask,
-    out: Path,
-    device: str,
-    progress: Progress | None,
-) -> tuple[nn.Module, dict[str, Any]]:
+@dataclass(frozen=True)
+class _Job:
+    """What every step of one job works with: its settings, data, folder, device and bars."""
+
+    config: DistillConfig
+    task: ClassificationTask
+    out: Path
+    device: str
+    progress: Progress | None
+
+
+def _teacher(job: _Job) -> tuple[nn.Module, dict[str, Any]]:
     """Load the cached (or given) teacher, or train it once and cache it."""
+    config, task, out, device = job.config, job.task, job.out, job.device
     given = Path(config.teacher) if config.teacher is not None else None
     path = given if given is not None else out / TEACHER_FILE
     if path.exists():
@@ -299,24 +411,17 @@ def _teacher(
     teacher = teacher_mlp(
         task.in_features, task.num_classes, generator=torch.Generator().manual_seed(12345)
     )
-    trainer = ClassifierTrainer(
+    result = _fit(
+        job,
         teacher,
         None,
-        make_objective(BASELINE),
-        (task.x_train, task.y_train),
+        BASELINE,
         epochs=config.teacher_epochs,
-        batch_size=config.batch_size,
         lr=config.teacher_lr,
         seed=12345,
         checkpoint_dir=out / "teacher-run",
-        device=device,
-        progress=progress if progress is not None else False,
         description="teacher",
     )
-    try:
-        result = trainer.fit(resume=config.resume)
-    except CheckpointError as err:
-        raise DistillError(str(err)) from None
     logits, labels = evaluate_logits(teacher, (task.x_test, task.y_test))
     record = {
         "format": _TEACHER_FORMAT,
@@ -333,9 +438,9 @@ def _teacher(
     return teacher.eval(), {**record, "cached": False}
 
 
-def _run_settings(
-    config: DistillConfig, task: ClassificationTask, objective: str, seed: int, teacher_id: str
-) -> dict[str, Any]:
+def _run_settings(job: _Job, teacher_id: str, objective: str, seed: int) -> dict[str, Any]:
+    """The settings of one run, stored in its record (``--resume`` compares them)."""
+    config = job.config
     return {
         "objective": objective,
         "seed": seed,
@@ -343,68 +448,83 @@ def _run_settings(
         "batch_size": config.batch_size,
         "lr": config.lr,
         "student_hidden": list(STUDENT_HIDDEN),
-        "data_fingerprint": task.fingerprint,
+        "data_fingerprint": job.task.fingerprint,
         "teacher": teacher_id,
     }
 
 
-def _one_run(
-    config: DistillConfig,
-    task: ClassificationTask,
+def _fit(
+    job: _Job,
+    model: nn.Module,
+    teacher: nn.Module | None,
+    objective: str,
+    *,
+    epochs: int,
+    lr: float,
+    seed: int,
+    checkpoint_dir: Path,
+    description: str,
+    **options: Any,
+) -> FitResult:
+    """Train ``model`` on the task's training split with the objective (resumed from its
+    checkpoint under ``config.resume``); a damaged checkpoint is a one-line DistillError.
+    ``options`` go to :class:`ClassifierTrainer` (scheduler, evaluation, checkpoint cadence)."""
+    trainer = ClassifierTrainer(
+        model,
+        teacher,
+        make_objective(objective),
+        (job.task.x_train, job.task.y_train),
+        epochs=epochs,
+        batch_size=job.config.batch_size,
+        lr=lr,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        device=job.device,
+        progress=job.progress if job.progress is not None else False,
+        description=description,
+        **options,
+    )
+    try:
+        return trainer.fit(resume=job.config.resume)
+    except CheckpointError as err:
+        raise DistillError(str(err)) from None
+
+
+def _train_run(
+    job: _Job,
     teacher: nn.Module,
     teacher_test_logits: Tensor,
-    teacher_id: str,
     objective: str,
     seed: int,
-    out: Path,
-    device: str,
-    progress: Progress | None,
+    settings: dict[str, Any],
 ) -> dict[str, Any]:
-    run_dir = out / "runs" / run_slug(objective) / f"seed-{seed}"
-    result_path = run_dir / "result.json"
-    settings = _run_settings(config, task, objective, seed, teacher_id)
-    if config.resume and result_path.exists():
-        try:
-            saved = json.loads(result_path.read_text())
-        except (OSError, ValueError) as err:
-            raise DistillError(f"--resume: {result_path} is unreadable ({err})") from None
-        if saved.get("settings") != settings:
-            changed = sorted(k for k in settings if saved.get("settings", {}).get(k) != settings[k])
-            raise DistillError(
-                f"--resume: {result_path} was written with other settings ({', '.join(changed)})"
-                "; use the same settings or another --out"
-            )
-        return saved
+    """Train one student (continuing its checkpoint under ``resume``), measure it, write its
+    ``result.json``; return the record."""
+    config, task = job.config, job.task
+    run_dir = run_folder(job.out, objective, seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     student = student_mlp(
         task.in_features, task.num_classes, generator=torch.Generator().manual_seed(1000 + seed)
     )
     total = math.ceil(task.x_train.shape[0] / config.batch_size) * config.student_epochs
-    trainer = ClassifierTrainer(
-        student,
-        teacher,
-        make_objective(objective),
-        (task.x_train, task.y_train),
-        epochs=config.student_epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        seed=seed,
-        scheduler=lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps),
-        eval_data=(task.x_test, task.y_test),
-        checkpoint_dir=run_dir,
-        checkpoint_every=max(1, total // 4),
-        device=device,
-        progress=progress if progress is not None else False,
-        description=f"{objective} seed {seed}",
-    )
     with warnings.catch_warnings(record=True) as caught:
         # an objective may warn at every step (e.g. a Sinkhorn solve short of its tolerance):
         # count the warnings and keep a few distinct ones instead of flooding the terminal
         warnings.simplefilter("always")
-        try:
-            result = trainer.fit(resume=config.resume)
-        except CheckpointError as err:
-            raise DistillError(str(err)) from None
+        result = _fit(
+            job,
+            student,
+            teacher,
+            objective,
+            epochs=config.student_epochs,
+            lr=config.lr,
+            seed=seed,
+            checkpoint_dir=run_dir,
+            description=f"{objective} seed {seed}",
+            scheduler=lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps),
+            eval_data=(task.x_test, task.y_test),
+            checkpoint_every=max(1, total // 4),
+        )
     distinct = list(dict.fromkeys(f"{w.category.__name__}: {w.message}"[:200] for w in caught))
     logits, labels = evaluate_logits(student, (task.x_test, task.y_test))
     agreement = fidelity(logits, teacher_test_logits)
@@ -420,7 +540,7 @@ def _one_run(
         "warnings": {"count": len(caught), "distinct": distinct[:3]},
     }
     save_checkpoint(run_dir / "test_logits.ckpt", {"logits": logits})
-    write_json(result_path, record)
+    write_json(run_dir / "result.json", record)
     return record
 
 
@@ -457,6 +577,7 @@ def run_distill(
     *,
     progress: Progress | None = None,
     on_run: Callable[[dict[str, Any]], None] | None = None,
+    on_resume: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the job; return the report (also written to ``OUT/report.json``).
 
@@ -464,6 +585,8 @@ def run_distill(
         config: the settings.
         progress: a running rich ``Progress`` to show bars in (none by default).
         on_run: called with each finished run's record (e.g. to print a line).
+        on_resume: with ``config.resume``, called before training with the number of finished
+            runs kept and the number of runs to train (:func:`run_grid`).
 
     Raises:
         DistillError: bad input (see the module docstring); nothing written is lost.
@@ -486,35 +609,22 @@ def run_distill(
     prepare_out(out, job="classifier")
     started = time.perf_counter()
     with single_thread():
-        teacher, teacher_record = _teacher(config, task, out, device, progress)
+        job = _Job(config, task, out, device, progress)
+        teacher, teacher_record = _teacher(job)
         teacher_id = _teacher_id(teacher_record)
         teacher_test_logits, _ = evaluate_logits(teacher, (task.x_test, task.y_test))
         teacher_metrics = _metrics(teacher_test_logits, task.y_test)
-        runs = []
-        overall = None
-        if progress is not None:
-            overall = progress.add_task("all runs", total=len(objectives) * config.seeds)
-        for objective in objectives:
-            for seed in range(config.seeds):
-                record = _one_run(
-                    config,
-                    task,
-                    teacher,
-                    teacher_test_logits,
-                    teacher_id,
-                    objective,
-                    seed,
-                    out,
-                    device,
-                    progress,
-                )
-                runs.append(record)
-                if on_run is not None:
-                    on_run(record)
-                if progress is not None and overall is not None:
-                    progress.advance(overall)
-        if progress is not None and overall is not None:
-            progress.remove_task(overall)
+        runs = run_grid(
+            objectives,
+            config.seeds,
+            out,
+            settings=partial(_run_settings, job, teacher_id),
+            train=partial(_train_run, job, teacher, teacher_test_logits),
+            resume=config.resume,
+            progress=progress,
+            on_run=on_run,
+            on_resume=on_resume,
+        )
     student_params = count_parameters(student_mlp(task.in_features, task.num_classes))
     report = {
         "task": task.name,
@@ -610,18 +720,10 @@ def _plots(
     report: dict[str, Any],
 ) -> None:
     from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     folder = out / "plots"
     folder.mkdir(exist_ok=True)
-
-    def save(fig: Figure, name: str) -> None:
-        FigureCanvasAgg(fig)
-        path = folder / name
-        tmp = path.with_name(f".{name}.{uuid.uuid4().hex}.tmp")
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
 
     summary = report["summary"]
     names = [row["objective"] for row in summary]
@@ -645,12 +747,12 @@ def _plots(
     bottom.set_ylabel("ECE")
     bottom.set_xticks(list(xs), names, rotation=45, ha="right")
     fig.suptitle(f"{report['task']}: students by objective (mean over seeds)")
-    save(fig, "accuracy_ece.png")
+    save_png(fig, folder / "accuracy_ece.png")
 
     seed0 = {r["objective"]: r for r in runs if r["seed"] == 0}
     panels = [("teacher", teacher_logits)]
     for objective in names:
-        logits_path = out / "runs" / run_slug(objective) / "seed-0" / "test_logits.ckpt"
+        logits_path = run_folder(out, objective, 0) / "test_logits.ckpt"
         if objective in seed0 and logits_path.exists():
             panels.append((objective, load_checkpoint(logits_path)["logits"]))
     cols = min(4, len(panels))
@@ -662,7 +764,7 @@ def _plots(
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle("Reliability diagrams (seed 0, test split)")
-    save(fig, "reliability.png")
+    save_png(fig, folder / "reliability.png")
 
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -685,4 +787,4 @@ def _plots(
     ax.set_ylabel("test accuracy (mean over seeds)")
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("Learning curves")
-    save(fig, "learning_curves.png")
+    save_png(fig, folder / "learning_curves.png")
