@@ -4,6 +4,7 @@ teacher, --resume, and bad input (one line on stderr, exit code 2, nothing writt
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -92,6 +93,51 @@ def test_rerun_reuses_the_teacher_and_resume_keeps_the_runs(finished):
     assert (out / "teacher.ckpt").read_bytes() == teacher_bytes
     assert after["teacher"]["cached"] and not before["teacher"]["cached"]
     assert after["runs"] == before["runs"]  # finished runs kept as they were (seconds too)
+
+
+def test_resume_says_how_many_runs_it_skips_and_trains(tmp_path, finished):
+    out = tmp_path / "copy"
+    shutil.copytree(finished[0], out)
+    result = _run("--objectives", "kd:js,dkd,kd", *SMALL, "--out", str(out), "--resume")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"--resume: skipping 6 finished run(s) in {out}; 2 run(s) to train"
+    assert sum(line.startswith("  kd ") for line in lines) == 2  # the two new runs, printed
+    # a finished run written with other settings stops the job before anything trains: with
+    # ce seed 0 unfinished, the check of ce seed 1 fails before seed 0 is trained again
+    unfinished = out / "runs" / "ce" / "seed-0" / "result.json"
+    unfinished.unlink()
+    changed = _run(
+        "--objectives",
+        "kd:js,dkd,kd",
+        "--seeds",
+        "2",
+        "--epochs",
+        "3",
+        "--teacher-epochs",
+        "2",
+        "--out",
+        str(out),
+        "--resume",
+    )
+    _assert_one_line_error(changed, "seed-1/result.json was written with other settings (epochs)")
+    assert changed.stdout == ""
+    assert not unfinished.exists()
+
+
+def test_bad_argument_prints_only_the_error_line(tmp_path):
+    # no progress bar on a pipe: nothing on stdout (rich left a blank line there)
+    result = _run("--seeds", "0", "--out", str(tmp_path / "out"))
+    _assert_one_line_error(result, "--seeds must be an integer >= 1, got 0")
+    assert result.stdout == ""
+
+
+def test_lm_bad_argument_prints_only_the_error_line(tmp_path):
+    pytest.importorskip("transformers")
+    result = _run("--task", "lm", "--steps", "0", "--out", str(tmp_path / "out"))
+    _assert_one_line_error(result, "--steps must be an integer >= 1, got 0")
+    assert result.stdout == ""
+    assert not (tmp_path / "out").exists()
 
 
 def test_without_resume_students_are_retrained_to_the_same_numbers(tmp_path, finished):

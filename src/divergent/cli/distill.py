@@ -8,8 +8,9 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -50,6 +51,8 @@ _LM_ONLY = (
 
 
 def _progress() -> Progress:
+    """Transient progress bars on a terminal; none (disabled) when stdout is a file or a pipe,
+    where rich would only leave a blank line behind (before an error message, say)."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -58,6 +61,47 @@ def _progress() -> Progress:
         console=console,
         transient=True,
         refresh_per_second=4,
+        disable=not console.is_interactive,
+    )
+
+
+def _say(text: str) -> None:
+    """One line on stdout as written (no rich highlighting, no wrapping)."""
+    console.print(text, highlight=False, soft_wrap=True)
+
+
+def _run_job(
+    run: Callable[..., dict[str, Any]],
+    config: Any,
+    out: Path,
+    on_run: Callable[[dict[str, Any]], None],
+) -> dict[str, Any]:
+    """Run a distillation job (``run_distill`` or ``run_lm_distill``) under progress bars and
+    return its report; ``--resume`` says how many finished runs it keeps and how many it trains.
+
+    Every failure is one line on stderr: bad input exits with 2, a diverged training with 1,
+    Ctrl-C with 130 (saying how to resume).
+    """
+
+    def on_resume(kept: int, to_run: int) -> None:
+        _say(f"--resume: skipping {kept} finished run(s) in {out}; {to_run} run(s) to train")
+
+    try:
+        with _progress() as progress:
+            return run(config, progress=progress, on_run=on_run, on_resume=on_resume)
+    except (DistillError, DataError, CheckpointError) as err:
+        raise _fail(str(err)) from None
+    except NonFiniteLossError as err:
+        raise _fail(f"training diverged: {err}", code=1) from None
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted; rerun with --resume --out {out} to continue", 130) from None
+
+
+def _say_files(out: Path, report: dict[str, Any]) -> None:
+    """The last line: where the report, its JSON and the plots are, and the job's time."""
+    _say(
+        f"report: {out / 'report.md'}   json: {out / 'report.json'}   plots: {out / 'plots'}"
+        f"   ({report['seconds']:.0f} s)"
     )
 
 
@@ -198,13 +242,11 @@ def distill_command(
         teacher_epochs=teacher_epochs if teacher_epochs is not None else 20,
     )
 
-    def on_run(record: dict) -> None:
-        console.print(
+    def on_run(record: dict[str, Any]) -> None:
+        _say(
             f"  {record['objective']:<14} seed {record['seed']}  acc {record['accuracy']:.4f}  "
             f"ECE {record['ece']:.4f}  NLL {record['nll']:.4f}  "
-            f"fidelity {record['fidelity']:.4f}  ({record['seconds']:.1f} s)",
-            highlight=False,
-            soft_wrap=True,
+            f"fidelity {record['fidelity']:.4f}  ({record['seconds']:.1f} s)"
         )
         caught = record.get("warnings", {})
         if caught.get("count"):
@@ -215,16 +257,7 @@ def distill_command(
                 soft_wrap=True,
             )
 
-    try:
-        with _progress() as progress:
-            report = run_distill(config, progress=progress, on_run=on_run)
-    except (DistillError, DataError, CheckpointError) as err:
-        raise _fail(str(err)) from None
-    except NonFiniteLossError as err:
-        raise _fail(f"training diverged: {err}", code=1) from None
-    except KeyboardInterrupt:
-        raise _fail(f"interrupted; rerun with --resume --out {out} to continue", 130) from None
-
+    report = _run_job(run_distill, config, out, on_run)
     teacher_row = report["teacher"]
     table = Table(
         title=f"divergent distill: {report['task']} (teacher {teacher_row['parameters']:,} "
@@ -251,12 +284,7 @@ def distill_command(
             f"{row['seconds_mean']:.1f}",
         )
     console.print(table)
-    console.print(
-        f"report: {out / 'report.md'}   json: {out / 'report.json'}   plots: {out / 'plots'}"
-        f"   ({report['seconds']:.0f} s)",
-        highlight=False,
-        soft_wrap=True,
-    )
+    _say_files(out, report)
 
 
 _HF_EXTRA = ("transformers", "tokenizers", "accelerate")

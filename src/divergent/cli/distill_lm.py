@@ -13,10 +13,8 @@ from typing import Any
 from rich.table import Table
 
 from divergent.cli._app import console
-from divergent.cli.distill import _fail, _progress
+from divergent.cli.distill import _run_job, _say, _say_files
 from divergent.integrations.lm_job import LMDistillConfig, run_lm_distill
-from divergent.train.checkpoint import CheckpointError
-from divergent.train.distill_job import DistillError
 
 __all__ = ["distill_lm"]
 
@@ -34,24 +32,15 @@ def _distill_lm(config: LMDistillConfig) -> None:
     """``--task lm``: run :func:`~divergent.integrations.lm_job.run_lm_distill`, print the table."""
     out = Path(config.out)
 
-    def on_run(record: dict) -> None:
-        console.print(
+    def on_run(record: dict[str, Any]) -> None:
+        _say(
             f"  {record['objective']:<14} seed {record['seed']}  perplexity "
             f"{record['perplexity']:.2f}  token KL {record['token_kl']:.4f}  agreement "
             f"{record['agreement']:.4f}  ({record['tokens_per_s']:.0f} tokens/s, "
-            f"{record['seconds']:.1f} s)",
-            highlight=False,
-            soft_wrap=True,
+            f"{record['seconds']:.1f} s)"
         )
 
-    try:
-        with _progress() as progress:
-            report = run_lm_distill(config, progress=progress, on_run=on_run)
-    except (DistillError, CheckpointError) as err:
-        raise _fail(str(err)) from None
-    except KeyboardInterrupt:
-        raise _fail(f"interrupted; rerun with --resume --out {out} to continue", 130) from None
-
+    report = _run_job(run_lm_distill, config, out, on_run)
     teacher_row, settings = report["teacher"], report["settings"]
     table = Table(
         title=f"divergent distill --task lm (teacher {teacher_row['parameters']:,} parameters → "
@@ -76,23 +65,12 @@ def _distill_lm(config: LMDistillConfig) -> None:
     console.print(table)
     for run in report["runs"]:
         if run["seed"] == 0:
-            console.print(
-                f"  sample {run['objective']:<14} {run['sample']!r}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            _say(f"  sample {run['objective']:<14} {run['sample']!r}")
     earlier = report.get("earlier_runs_not_in_report") or []
     if earlier:
-        console.print(
+        _say(
             f"note: {len(earlier)} finished run(s) of an earlier invocation are kept in {out} but "
             f"not in this report ({', '.join(earlier[:4])}{' ...' if len(earlier) > 4 else ''});"
-            " rerun with their objectives and --resume to include them",
-            highlight=False,
-            soft_wrap=True,
+            " rerun with their objectives and --resume to include them"
         )
-    console.print(
-        f"report: {out / 'report.md'}   json: {out / 'report.json'}   plots: {out / 'plots'}"
-        f"   ({report['seconds']:.0f} s)",
-        highlight=False,
-        soft_wrap=True,
-    )
+    _say_files(out, report)
