@@ -114,6 +114,13 @@ def test_evaluation_matches_a_direct_computation() -> None:
     with torch.no_grad():
         lq2 = student((x + 1) % 9).double().log_softmax(-1)
     assert e2.accuracy == pytest.approx((lq2.argmax(-1) == y).double().mean().item())
+    assert e.as_dict() == {
+        "perplexity": e.perplexity,
+        "accuracy": e.accuracy,
+        "token_kl": e.token_kl,
+        "agreement": e.agreement,
+        "n_tokens": 60,
+    }
 
 
 def test_generate_and_correct_and_regenerate() -> None:

@@ -100,6 +100,22 @@ def divergence_for_trl_beta(beta: float) -> tuple[str, dict[str, float]]:
     return "js", {"beta": float(beta)}
 
 
+def _check_divergence_params(
+    divergence: DivergenceArg | None, divergence_params: Any, trl_setting: str
+) -> None:
+    """``divergence_params``: a dict, and only together with ``divergence`` (without it the
+    trainer uses TRL's own ``trl_setting``); a one-line ValueError otherwise."""
+    if divergence_params is not None and not isinstance(divergence_params, dict):
+        raise ValueError(
+            "`divergence_params` must be a dict of the divergence's parameters, got "
+            f"{type(divergence_params).__name__}"
+        )
+    if divergence is None and divergence_params:
+        raise ValueError(
+            f"`divergence_params` needs `divergence`; without it TRL's `{trl_setting}` is used"
+        )
+
+
 def _transform(z: Tensor, scale: float | None, cap: float | None) -> Tensor:
     if scale is not None:
         z = z * scale
@@ -182,15 +198,7 @@ class DivergenceDistillationTrainer(DistillationTrainer):
         chunk_size: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if divergence_params is not None and not isinstance(divergence_params, dict):
-            raise ValueError(
-                "`divergence_params` must be a dict of the divergence's parameters, got "
-                f"{type(divergence_params).__name__}"
-            )
-        if divergence is None and divergence_params:
-            raise ValueError(
-                "`divergence_params` needs `divergence`; without it TRL's `args.beta` is used"
-            )
+        _check_divergence_params(divergence, divergence_params, "args.beta")
         if divergence is not None:
             resolve_divergence(divergence).bind(dict(divergence_params or {}))
         super().__init__(*args, **kwargs)
@@ -363,16 +371,7 @@ class FDivergenceDPOTrainer(DPOTrainer):
         divergence_params: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if divergence_params is not None and not isinstance(divergence_params, dict):
-            raise ValueError(
-                "`divergence_params` must be a dict of the divergence's parameters, got "
-                f"{type(divergence_params).__name__}"
-            )
-        if divergence is None and divergence_params:
-            raise ValueError(
-                "`divergence_params` needs `divergence`; without it TRL's `f_divergence_type` "
-                "is used"
-            )
+        _check_divergence_params(divergence, divergence_params, "f_divergence_type")
         if divergence is not None:  # fail before loading models: not an f-divergence, bad params
             zero = torch.zeros(1)
             f_dpo_loss(
