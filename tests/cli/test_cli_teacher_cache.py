@@ -86,6 +86,20 @@ def test_writes_the_teachers_topk_for_each_block(tmp_path, folders) -> None:
                    "--k", 5, "--seq-len", 16)  # fmt: skip
     assert again.exit_code == 2 and "already complete" in again.output
     assert again.output.count("\n") == 1
+    # a rerun with another setting names it (before loading the model)
+    for flag, value, says in (
+        ("--k", 16, "--k 16 differs from the cache's k=5"),
+        ("--seq-len", 8, "--seq-len 8 differs from the cache's seq_len=16"),
+        ("--temperature", 2, "--temperature 2.0 differs from the cache's temperature=1.0"),
+        ("--logprobs-dtype", "float16", "differs from the cache's logprobs_dtype=float32"),
+    ):
+        settings = {"--k": 5, "--seq-len": 16, flag: value}
+        other = invoke("--teacher", folders["teacher"], "--data", folders["data"], "--out", out,
+                       *[str(x) for item in settings.items() for x in item])  # fmt: skip
+        assert other.exit_code == 2, other.output
+        assert other.stderr.count("\n") == 1 and other.stdout == ""
+        assert says in other.stderr and "use a new --out or the same settings" in other.stderr
+    assert TeacherCacheReader(out).k == 5  # the cache is untouched
 
 
 @pytest.mark.parametrize(

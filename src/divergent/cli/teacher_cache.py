@@ -12,6 +12,7 @@ another writer on ``--out``; Ctrl-C says how many examples were kept (exit code 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -23,7 +24,7 @@ from divergent.integrations.teacher_cache_hf import (
     TeacherCacheWriteInterrupted,
     write_teacher_cache,
 )
-from divergent.teacher.cache import TeacherCacheError
+from divergent.teacher.cache import MANIFEST_NAME, TeacherCacheError
 from divergent.train.distill_job import DistillError, resolve_device
 from divergent.train.text_corpus import token_blocks
 
@@ -102,6 +103,36 @@ def _from_pretrained(folder: Path) -> Any:
         raise _fail(f"cannot load the model in {folder}: {first}") from None
 
 
+def _check_same_settings(out: Path, given: dict[str, Any]) -> None:
+    """Refuse, naming the flag, a setting that differs from the cache already in ``out``.
+
+    ``given`` maps each flag to its value here, in the terms of the manifest: ``--k``,
+    ``--temperature``, ``--logprobs-dtype``, ``--teacher`` and ``--data`` (resolved paths),
+    ``--seq-len``. A cache written with the same settings is resumed (or, when complete, the
+    writer says so); an unreadable manifest is left to the writer's own message.
+    """
+    try:
+        manifest = json.loads((out / MANIFEST_NAME).read_text())
+        teacher = manifest["teacher"]
+        cached = {
+            "--k": ("k", manifest["k"]),
+            "--temperature": ("temperature", teacher["temperature"]),
+            "--logprobs-dtype": ("logprobs_dtype", manifest["logprobs_dtype"]),
+            "--teacher": ("teacher", teacher["id"]),
+            "--data": ("data", teacher["metadata"]["data"]),
+            "--seq-len": ("seq_len", teacher["metadata"]["seq_len"]),
+        }
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    for flag, value in given.items():
+        name, old = cached[flag]
+        if value != old:
+            raise _fail(
+                f"{flag} {value} differs from the cache's {name}={old} in {out}; use a new --out "
+                "or the same settings"
+            )
+
+
 @app.command("teacher-cache")
 def teacher_cache_command(
     teacher: Annotated[
@@ -155,6 +186,17 @@ def teacher_cache_command(
         text = data.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise _fail(f"cannot read --data {data} as UTF-8 text: {err}") from None
+    _check_same_settings(
+        out,
+        {
+            "--k": k,
+            "--temperature": float(temperature),
+            "--logprobs-dtype": logprobs_dtype,
+            "--teacher": str(teacher.resolve()),
+            "--data": str(data.resolve()),
+            "--seq-len": seq_len,
+        },
+    )
     tokenizer = _load_tokenizer(teacher)
     model = _load_teacher(teacher)
     try:
