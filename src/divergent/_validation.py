@@ -3,7 +3,7 @@
 Validation happens once, at the edge, with messages that name the argument, the value and
 what is allowed (scikit-learn style). The one path for the row options: the entry points take
 them as one typed bundle (:class:`RowKeywords`, spelled out in their signatures by
-:func:`row_keywords`, split off by :func:`split_row_keywords`), :func:`row_options`
+:func:`row_keywords`, split off by :func:`split_keywords`), :func:`row_options`
 validates ``temperature, mask, reduction, normalizer, inputs, engine`` into a
 :class:`RowOptions` and :func:`finish_rows` reduces (or scatters back) the kept rows' values;
 every row-wise entry point (functional, the three engines, sparse teachers, ULD, policy KL)
@@ -284,7 +284,7 @@ class RowKeywords(TypedDict, total=False):
     """The row options as keywords, typed for ``**row_options: Unpack[RowKeywords]``.
 
     Defaults and shown annotations: :data:`ROW_KEYWORD_DEFAULTS`; :func:`row_keywords` spells
-    them out in an entry point's signature, :func:`split_row_keywords` takes them out of its
+    them out in an entry point's signature, :func:`split_keywords` takes them out of its
     ``**kwargs`` and :func:`row_options` validates them.
     """
 
@@ -314,57 +314,61 @@ ROW_INPUT_KEYWORDS: tuple[str, ...] = (*ROW_KEYWORDS, "inputs")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-def row_keywords(*order: str) -> Callable[[_F], _F]:
-    """Spell the row keywords an entry point takes through ``**kwargs`` out in its signature.
+#: the row keywords as the entry points' signatures show them (keyword-only, with defaults)
+ROW_PARAMETERS: dict[str, inspect.Parameter] = {
+    name: inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+    for name, (default, annotation) in ROW_KEYWORD_DEFAULTS.items()
+}
 
-    ``order`` names every keyword-only parameter of the shown signature, in order: row
-    keywords (:data:`ROW_KEYWORD_DEFAULTS`), shown with their defaults and annotations, and
-    the function's own keyword-only parameters. The variadic keyword parameter, its last one,
-    is dropped when it is ``**options: Unpack[RowKeywords]`` (row keywords only) and kept
-    after them otherwise
-    (e.g. a divergence's ``**params``, from which the function splits the row keywords with
-    :func:`split_row_keywords`). ``inspect.signature`` and ``help`` then show the function as
+
+def spell_keywords(shown: Mapping[str, inspect.Parameter], *order: str) -> Callable[[_F], _F]:
+    """Spell the keywords a function takes through ``**kwargs`` out in its signature.
+
+    ``order`` names every keyword-only parameter of the shown signature, in order: keywords
+    of ``shown`` (e.g. :data:`ROW_PARAMETERS`, or another function's parameters), shown with
+    their defaults and annotations, and the function's own keyword-only parameters. The
+    variadic keyword parameter, its last one, is dropped when it is a typed bundle
+    (``**options: Unpack[...]``, those keywords only) and kept after them otherwise (e.g. a
+    divergence's ``**params``, from which the function splits the row keywords with
+    :func:`split_keywords`). ``inspect.signature`` and ``help`` then show the function as
     if the keywords were written out.
     """
 
     def spell(function: _F) -> _F:
         signature = inspect.signature(function)
         *params, variadic = signature.parameters.values()
-        assert variadic.kind is variadic.VAR_KEYWORD, "the row keywords come through **kwargs"
+        assert variadic.kind is variadic.VAR_KEYWORD, "the keywords come through **kwargs"
         own = {prm.name: prm for prm in params if prm.kind is prm.KEYWORD_ONLY}
         assert set(own) <= set(order), f"{sorted(set(own) - set(order))} missing from the order"
-        shown = [
-            own[name]
-            if name in own
-            else inspect.Parameter(
-                name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=ROW_KEYWORD_DEFAULTS[name][0],
-                annotation=ROW_KEYWORD_DEFAULTS[name][1],
-            )
-            for name in order
-        ]
+        keywords = [own[name] if name in own else shown[name] for name in order]
         head = [prm for prm in params if prm.kind is not prm.KEYWORD_ONLY]
-        kept = [] if "RowKeywords" in str(variadic.annotation) else [variadic]
-        function.__signature__ = signature.replace(parameters=[*head, *shown, *kept])  # type: ignore[attr-defined]
+        kept = [] if "Unpack[" in str(variadic.annotation) else [variadic]
+        function.__signature__ = signature.replace(parameters=[*head, *keywords, *kept])  # type: ignore[attr-defined]
         return function
 
     return spell
 
 
-def split_row_keywords(
-    kwargs: Mapping[str, Any], names: Sequence[str], *, function: str | None = None
-) -> tuple[RowKeywords, dict[str, Any]]:
-    """The row keywords ``names`` among an entry point's ``kwargs``, and the other entries.
+def row_keywords(*order: str) -> Callable[[_F], _F]:
+    """:func:`spell_keywords` with the row keywords (:data:`ROW_PARAMETERS`)."""
+    return spell_keywords(ROW_PARAMETERS, *order)
 
-    With ``function`` (the entry point's name) nothing else may remain: another keyword is a
+
+def split_keywords(
+    kwargs: Mapping[str, Any], names: Sequence[str], *, function: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The keywords ``names`` (e.g. the row keywords) among a function's ``kwargs``, and the rest.
+
+    With ``function`` (the function's name) nothing else may remain: another keyword is a
     ``TypeError`` as for a function that spells its keywords out.
     """
-    row: RowKeywords = {k: v for k, v in kwargs.items() if k in names}  # type: ignore[assignment]
+    taken = {k: v for k, v in kwargs.items() if k in names}
     rest = {k: v for k, v in kwargs.items() if k not in names}
     if function is not None and rest:
         raise TypeError(f"{function}() got an unexpected keyword argument {next(iter(rest))!r}")
-    return row, rest
+    return taken, rest
 
 
 def row_options(

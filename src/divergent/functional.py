@@ -35,7 +35,7 @@ from divergent._validation import (
     nan_rows_of,
     row_keywords,
     row_options,
-    split_row_keywords,
+    split_keywords,
     to_log_probs,
 )
 from divergent.categorical import (
@@ -173,7 +173,7 @@ def _divergence(
 ) -> Tensor:
     """:func:`divergence` (and :func:`chunked_divergence`): ``params`` holds the row keywords
     (:data:`ROW_INPUT_KEYWORDS` and ``engine``) and the divergence's parameters."""
-    row, params = split_row_keywords(params, (*ROW_INPUT_KEYWORDS, "engine"))
+    row, params = split_keywords(params, (*ROW_INPUT_KEYWORDS, "engine"))
     spec = resolve_divergence(name)
     bound = spec.bind(params)
     p, q = check_pair(p, q)

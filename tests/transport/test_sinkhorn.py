@@ -6,6 +6,7 @@ References: POT ``ot.sinkhorn2`` / ``ot.sinkhorn`` (log-domain), ``scipy.optimiz
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 
@@ -276,3 +277,30 @@ def test_batch_shapes_must_broadcast() -> None:
         divergent.sinkhorn(
             torch.full((2, 4), 0.25), torch.full((3, 3), 1 / 3), torch.rand(4, 3), 0.1
         )
+
+
+def test_sinkhorn_shows_the_solver_keywords_and_refuses_others() -> None:
+    """``sinkhorn`` takes ``sinkhorn_solve``'s options (plus ``objective``), spelled out."""
+    sig = inspect.signature(divergent.sinkhorn)
+    got = [(p.name, p.kind, p.default) for p in sig.parameters.values()]
+    kw = inspect.Parameter.KEYWORD_ONLY
+    pk = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    assert got == [
+        ("a", pk, inspect.Parameter.empty),
+        ("b", pk, inspect.Parameter.empty),
+        ("cost", pk, inspect.Parameter.empty),
+        ("eps", pk, inspect.Parameter.empty),
+        ("max_iter", kw, 1000),
+        ("tol", kw, None),
+        ("scaling", kw, 0.5),
+        ("eps_start", kw, None),
+        ("objective", kw, "transport"),
+        ("return_plan", kw, False),
+        ("warn", kw, True),
+    ]
+    cost = torch.rand(3, 3, dtype=torch.float64)
+    with pytest.raises(TypeError, match=r"sinkhorn\(\) got an unexpected keyword argument 'x'"):
+        divergent.sinkhorn(None, None, cost, 0.1, x=1)
+    value, plan = divergent.sinkhorn(None, None, cost, 0.1, return_plan=True, max_iter=5000)
+    assert plan.shape == (3, 3)
+    assert float(value) == float(divergent.sinkhorn(None, None, cost, 0.1, max_iter=5000))

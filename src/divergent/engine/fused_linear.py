@@ -38,7 +38,7 @@ from divergent._validation import (
     row_keywords,
     row_label,
     row_options,
-    split_row_keywords,
+    split_keywords,
 )
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.kernels import kernel_for
@@ -384,7 +384,7 @@ def fused_linear_divergence(
         for logit soft-capping; Hsu et al. 2024, Liger-Kernel (arXiv:2410.10989) for fused
         linear losses.
     """
-    row, params = split_row_keywords(params, ROW_KEYWORDS)
+    row, params = split_keywords(params, ROW_KEYWORDS)
     spec = resolve_divergence(name)
     bound = spec.bind(params)
     hs = check_float_tensor(student_hidden, "student_hidden", min_dim=1)

@@ -47,7 +47,7 @@ from divergent._validation import (
     row_keywords,
     row_label,
     row_options,
-    split_row_keywords,
+    split_keywords,
 )
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.kernels import LSE, MAX, SUM, generator_kernel, kernel_for
@@ -341,7 +341,7 @@ def vocab_parallel_divergence(
             "(torch.distributed.init_process_group); for unsharded logits use "
             "divergent.divergence"
         )
-    row, params = split_row_keywords(params, ROW_KEYWORDS)
+    row, params = split_keywords(params, ROW_KEYWORDS)
     spec = resolve_divergence(name)
     bound = spec.bind(params)
     p, q = check_pair(p, q)

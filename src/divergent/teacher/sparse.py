@@ -37,7 +37,7 @@ from divergent._validation import (
     row_keywords,
     row_label,
     row_options,
-    split_row_keywords,
+    split_keywords,
 )
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.registry import DivergenceLike
@@ -512,7 +512,7 @@ def sparse_divergence(
         Anshumann et al. 2025, "Sparse Logit Sampling: Accelerating Knowledge Distillation in
         LLMs", ACL 2025, arXiv:2503.16870 (bias of top-k teacher caches).
     """
-    row, params = split_row_keywords(params, ROW_KEYWORDS)
+    row, params = split_keywords(params, ROW_KEYWORDS)
     spec = resolve_divergence(name)
     bound = spec.bind(params)
     if tail not in TAILS:

@@ -47,15 +47,21 @@ most ``tol`` (the row marginal is exact after each f-update); converged problems
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 from torch import Tensor
 
-from divergent._validation import check_float_tensor, check_positive_scalar
+from divergent._validation import (
+    check_float_tensor,
+    check_positive_scalar,
+    spell_keywords,
+    split_keywords,
+)
 from divergent.transport._common import (
     check_cost,
     check_int,
@@ -65,6 +71,9 @@ from divergent.transport._common import (
     pairwise_cost,
 )
 from divergent.transport._sinkhorn_solver import Schedule, SinkhornFunction
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["SinkhornResult", "sinkhorn", "sinkhorn_divergence", "sinkhorn_solve"]
 
@@ -207,19 +216,38 @@ def _sinkhorn_impl(
     )
 
 
+class SolveKeywords(TypedDict, total=False):
+    """The solver options :func:`sinkhorn` passes on to :func:`sinkhorn_solve`."""
+
+    max_iter: int
+    tol: float | None
+    scaling: float
+    eps_start: float | None
+    return_plan: bool
+    warn: bool
+
+
+_SOLVE_KEYWORDS = tuple(SolveKeywords.__optional_keys__)
+
+
+@spell_keywords(
+    inspect.signature(sinkhorn_solve).parameters,
+    "max_iter",
+    "tol",
+    "scaling",
+    "eps_start",
+    "objective",
+    "return_plan",
+    "warn",
+)
 def sinkhorn(
     a: Tensor | None,
     b: Tensor | None,
     cost: Tensor,
     eps: float,
     *,
-    max_iter: int = 1000,
-    tol: float | None = None,
-    scaling: float = 0.5,
-    eps_start: float | None = None,
     objective: str = "transport",
-    return_plan: bool = False,
-    warn: bool = True,
+    **options: Unpack[SolveKeywords],
 ) -> Tensor | tuple[Tensor, Tensor]:
     r"""Entropic optimal transport by log-domain Sinkhorn, batched and differentiable.
 
@@ -290,21 +318,10 @@ def sinkhorn(
         (thesis), ε-scaling; POT ``ot.sinkhorn2`` (Flamary et al. 2021).
     """
     check_objective(objective, _OBJECTIVES)
-    res = sinkhorn_solve(
-        a,
-        b,
-        cost,
-        eps,
-        max_iter=max_iter,
-        tol=tol,
-        scaling=scaling,
-        eps_start=eps_start,
-        return_plan=return_plan,
-        warn=warn,
-    )
+    options, _ = split_keywords(options, _SOLVE_KEYWORDS, function="sinkhorn")
+    res = sinkhorn_solve(a, b, cost, eps, **options)
     value = res.transport if objective == "transport" else res.entropic
-    if return_plan:
-        assert res.plan is not None
+    if res.plan is not None:  # return_plan
         return value, res.plan
     return value
 

@@ -26,7 +26,7 @@ from divergent._validation import (
     input_rows,
     row_keywords,
     row_options,
-    split_row_keywords,
+    split_keywords,
     to_log_probs,
 )
 
@@ -106,7 +106,7 @@ def uld_distance(
             f"{tuple(p.shape)} and {tuple(q.shape)}"
         )
     check_same_device(p, "p", q, "q")
-    row, _ = split_row_keywords(options, ROW_INPUT_KEYWORDS, function="uld_distance")
+    row, _ = split_keywords(options, ROW_INPUT_KEYWORDS, function="uld_distance")
     opts = row_options(leading_shape=p.shape[:-1], device=p.device, **row)
     checked = input_rows([("p", p), ("q", q)], opts, check_nan=check_nan, stacklevel=3)
     p_rows, q_rows = checked.kept_sides()
