@@ -45,6 +45,7 @@ __all__ = [
     "loss_keywords",
     "prepare",
     "prepare_student",
+    "split_loss_keywords",
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -115,7 +116,7 @@ def loss_keywords(function: _F) -> _F:
     ``function`` takes them through its variadic keyword parameter, its last one: as
     ``**row_options: Unpack[LossKeywords]`` (dropped from the shown signature), or mixed into
     another ``**kwargs`` (e.g. ``**divergence_params``, kept after them; the function splits
-    them off with :func:`divergent._validation.split_row_keywords`). ``inspect.signature``,
+    them off with :func:`split_loss_keywords`). ``inspect.signature``,
     ``help`` and the :class:`Objective` constructors then show ``ignore_index, mask,
     reduction, normalizer`` as keyword-only parameters with their defaults, as if written
     out. (The divergence entry points' row keywords, with ``temperature``, ``inputs`` and
@@ -286,6 +287,12 @@ def _check_labels(
             "classes)"
         )
     return labels, True  # every label outside 0..C-1 is ignore_index
+
+
+def split_loss_keywords(options: Mapping[str, Any]) -> tuple[RowArgs, dict[str, Any]]:
+    """The row options among ``options`` (a function's ``**kwargs``) and the other entries."""
+    row = {k: v for k, v in options.items() if k in RowArgs._fields}
+    return RowArgs(**row), {k: v for k, v in options.items() if k not in RowArgs._fields}
 
 
 def prepare(

@@ -79,6 +79,7 @@ class OnlineLosses(NamedTuple):
     teacher: Tensor
 
 
+@loss_keywords
 def mutual_kd_losses(
     logits_a: Tensor,
     logits_b: Tensor,
@@ -89,10 +90,6 @@ def mutual_kd_losses(
     scale_by_temperature_squared: bool = True,
     ce_weight: float = 1.0,
     kd_weight: float = 1.0,
-    ignore_index: int | None = -100,
-    mask: Tensor | None = None,
-    reduction: str = "mean",
-    normalizer: float | Tensor | None = None,
     **divergence_params: Any,
 ) -> OnlineLosses:
     r"""Deep mutual learning: each network's KD loss towards the other's detached prediction.
@@ -119,11 +116,7 @@ def mutual_kd_losses(
         scale_by_temperature_squared=scale_by_temperature_squared,
         ce_weight=ce_weight,
         kd_weight=kd_weight,
-        ignore_index=ignore_index,
-        mask=mask,
-        reduction=reduction,
-        normalizer=normalizer,
-        **divergence_params,
+        **divergence_params,  # and the row keywords
     )
     loss_a = kd_loss(logits_a, logits_b.detach(), labels, **options)
     loss_b = kd_loss(logits_b, logits_a.detach(), labels, **options)
