@@ -347,3 +347,15 @@ def test_bad_sizes_are_refused_at_registration(sizes: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         reproduction("zz_bad_sizes", title="t", paper="p", claim="c.", sizes=sizes)
     assert "zz_bad_sizes" not in framework._REGISTRY
+
+
+def test_subplots_draw_off_screen_and_savefig_writes_a_png(tmp_path: Path) -> None:
+    import matplotlib
+
+    ctx = ReproContext(id="zz_plot", quick=True, out_dir=tmp_path)
+    fig, axes = ctx.subplots(1, 2, figsize=(3, 2))
+    axes[1].plot([0, 1], [1, 0])
+    rel = ctx.savefig(fig, "lines")
+    assert matplotlib.get_backend().lower() == "agg"
+    assert rel == "plots/zz_plot_lines.png" and ctx.plots == [rel]
+    assert (tmp_path / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -46,11 +46,9 @@ def paired_runs(
     ctx: ReproContext,
     objectives: Mapping[str, Callable[..., Tensor]],
     *,
-    n_seeds: int,
     pairs: Sequence[tuple[str, str]],
     student_rows: int = 300,
     student_hidden: Sequence[int] = (16,),
-    epochs: int = 40,
     teacher_factory: Callable[[torch.Generator], nn.Module] | None = None,
     student_factory: Callable[[str, torch.Generator], nn.Module] | None = None,
     student_logits: Callable[[nn.Module, Tensor], Tensor] | None = None,
@@ -58,6 +56,8 @@ def paired_runs(
 ) -> PairedRuns:
     """Run every objective on every seed and pair them; see the module docstring.
 
+    The run sizes are the reproduction's: ``ctx.size.n_seeds`` seeds, students trained for
+    ``ctx.size.epochs`` epochs.
     ``student_factory(objective_name, generator)`` builds a student (default an MLP with
     ``student_hidden``); ``student_logits(student, x)`` reads its class logits (default
     ``student(x)``); an objective is called as ``objective(logits, teacher_logits, labels)``
@@ -67,6 +67,7 @@ def paired_runs(
     split = load_split("digits", seed=ctx.seed)
     per: dict[str, dict[str, list[float]]] = {o: {s: [] for s in SCORES} for o in objectives}
     teacher_acc = []
+    n_seeds = ctx.size.n_seeds
     for k in range(n_seeds):
         ctx.progress(f"seed {k + 1}/{n_seeds}: teacher", k / n_seeds)
         g = ctx.generator(100 + k)
@@ -88,7 +89,7 @@ def paired_runs(
                 if student_factory is None
                 else student_factory(name, gs)
             )
-            distill(student, objective, x, y, t_train, epochs=epochs, generator=gs)
+            distill(student, objective, x, y, t_train, epochs=ctx.size.epochs, generator=gs)
             student.eval()
             with torch.no_grad():
                 logits = (

@@ -178,12 +178,7 @@ def plot_methods(
 
     Returns the plot's path relative to the output folder.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.3 + 1.1 * len(values), 3.4))
+    fig, ax = ctx.subplots(figsize=(1.3 + 1.1 * len(values), 3.4))
     for i, vals in enumerate(values.values()):
         ax.bar(i, sum(vals) / len(vals), color="0.85", edgecolor="0.4")
         ax.plot([i] * len(vals), vals, "o", ms=3.5, alpha=0.8)

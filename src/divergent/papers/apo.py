@@ -202,12 +202,7 @@ def experiment(ctx: ReproContext) -> Outcome:
 
 
 def _plot(ctx: ReproContext, curves: Mapping[str, list[list[float]]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = ctx.subplots(figsize=(6, 4))
     for v, runs in curves.items():
         ax.plot(np.mean(runs, axis=0), label=v)
     ax.set_xlabel("step")

@@ -211,12 +211,7 @@ def experiment(ctx: ReproContext) -> Outcome:
 
     # ---- plots --------------------------------------------------------------------------------
     ctx.progress("plots", 0.97)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig, ax = ctx.subplots(figsize=(6.4, 4.4))
     ax.plot(ns, bounds, "k--", lw=2, label="log N − (N−1)/N")
     for k, vals in kl_by_k.items():
         ax.plot(ns, vals, "o-", ms=3, label=f"K = {k}, distinct rewards")
@@ -228,7 +223,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     ax.legend(fontsize=7)
     ctx.savefig(fig, "kl_vs_n")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = ctx.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
     ax.plot(curve_kl, curve_reward, "-", color="tab:blue", label="tilted π0·e^{r/β}/Z (β sweep)")
     ax.plot(bon_kl, bon_reward, "o", color="tab:red", ms=4, label="best-of-N (N = 1 … 1024)")

@@ -274,12 +274,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     }
 
     ctx.progress("plots", 0.97)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = ctx.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
     xs = [r["i_xt"] for r in plane_rows]
     ys = [r["i_yt"] for r in plane_rows]
@@ -312,7 +307,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     ax.legend(fontsize=8)
     ctx.savefig(fig, "information_plane")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = ctx.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
     for key, color in (("mse", "tab:red"), ("csib", "tab:blue"), ("vib", "tab:green")):
         ax.plot(

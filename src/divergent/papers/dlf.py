@@ -137,12 +137,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     )
 
     ctx.progress("plots", 0.95)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = ctx.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
     x = range(ctx.size.n_seeds)
     ax.bar([i - 0.2 for i in x], column("recovered_dlf"), 0.4, label="dynamic logit fusion")

@@ -199,12 +199,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         "steps": ctx.size.steps,
     }
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8.0, 3.4))
+    fig, axes = ctx.subplots(1, 2, figsize=(8.0, 3.4))
     names = ("base", *METHODS)
     for ax, part in zip(axes, ("train", "heldout")):
         for k, marker in zip(KS, ("o", "s", "^")):

@@ -193,12 +193,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         ),
     }
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.0, 3.8))
+    fig, ax = ctx.subplots(figsize=(5.0, 3.8))
     for k, marker in zip(DIVERGENCES, ("o", "s", "^")):
         ax.scatter(
             [r[k]["entropy"] for r in runs],

@@ -335,14 +335,9 @@ def experiment(ctx: ReproContext) -> Outcome:
 
 
 def _plots(ctx: ReproContext, runs: list[dict[str, Any]], metrics: Mapping[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     colors = {"reverse_kl": "tab:red", "js": "tab:green", "kl": "tab:blue"}
     labels = {"reverse_kl": "reverse KL (DPO)", "js": "JS", "kl": "forward KL"}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.3))
+    fig, axes = ctx.subplots(1, 2, figsize=(12, 4.3))
     for i, run in enumerate(runs):
         for d, c in run["curves"].items():
             axes[0].plot(

@@ -156,12 +156,7 @@ def experiment(ctx: ReproContext) -> Outcome:
 
 
 def _plot(ctx: ReproContext, curves: Mapping[str, list[dict[str, list[float]]]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = ctx.subplots(1, 3, figsize=(13, 3.6))
     labels = {"grpo": "GRPO (no KL)", "gtpo_conflict": "GTPO conflict", "gtpo": "GTPO full"}
     for m, runs in curves.items():
         for ax, key in zip(axes, ("reward", "format", "entropy")):

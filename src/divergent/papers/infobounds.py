@@ -344,14 +344,9 @@ def experiment(ctx: ReproContext) -> Outcome:
 
 
 def _plot(ctx: ReproContext, metrics: Mapping[str, Any], c: Mapping[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = ["x"] + [f"h{k}" for k in range(1, len(WIDTHS) - 1)] + ["logit"]
     layers = list(range(len(names)))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = ctx.subplots(1, 2, figsize=(11, 4))
     for s in c["settings"]:
         mean, mdc = np.asarray(s["kl_minus_null"]), np.asarray(s["kl_mdc"])
         axes[0].errorbar(layers, mean, yerr=mdc, marker="o", capsize=3, label=f"s={s['noise_std']}")

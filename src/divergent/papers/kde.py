@@ -171,13 +171,10 @@ def experiment(ctx: ReproContext) -> Outcome:
     ctx.progress("plots", 0.97)
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
+    fig, axes = ctx.subplots(
         len(ctx.size.dims), 2, figsize=(11, 3.4 * len(ctx.size.dims)), squeeze=False
     )
-    colors = plt.cm.viridis(np.linspace(0.0, 0.85, len(ctx.size.alphas)))
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.85, len(ctx.size.alphas)))
     for i, d in enumerate(ctx.size.dims):
         ax_kl, ax_y2 = axes[i]
         for c, alpha in zip(colors, ctx.size.alphas):
@@ -203,7 +200,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     fig.tight_layout()
     ctx.savefig(fig, "kl_and_participation")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0))
+    fig, axes = ctx.subplots(1, 2, figsize=(11, 4.0))
     a_fine = np.linspace(min(ctx.size.alphas) * 0.8, max(ctx.size.alphas) * 1.1, 60)
     th = [gaussian_kde_regimes(float(a)) for a in a_fine]
     ax = axes[0]

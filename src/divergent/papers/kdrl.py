@@ -197,12 +197,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         "steps": ctx.size.steps,
     }
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    fig, ax = ctx.subplots(figsize=(5.6, 3.8))
     for m in METHODS:
         mean_curve = [
             sum(c[i] for c in curves[m]) / ctx.size.n_seeds for i in range(ctx.size.steps)

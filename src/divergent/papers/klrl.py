@@ -299,12 +299,7 @@ def _worst(runs: list[dict[str, Any]], beta: float, key: str) -> float:
 
 
 def _plots(ctx: ReproContext, run: Mapping[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    fig, axes = ctx.subplots(1, 3, figsize=(14, 4))
     rl_steps = [e["step"] for e in run["rl_log"]]
     steps = [e["step"] for e in run["dpg"]["log"]]
     axes[0].plot(rl_steps, [e["entropy"] for e in run["rl_log"]], label="plain RL")

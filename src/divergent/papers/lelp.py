@@ -41,6 +41,7 @@ from divergent.objectives.lelp import (
 from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict
+from divergent.train.small_distill import train_teacher
 from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
 
 BINARY = (0, 0, 0, 0, 0, 1, 1, 1, 1, 1)  # digits 0–4 → class 0, 5–9 → class 1
@@ -66,16 +67,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     for k in range(ctx.size.n_seeds):
         ctx.progress(f"seed {k + 1}/{ctx.size.n_seeds}", k / ctx.size.n_seeds)
         g = ctx.generator(400 + k)
-        teacher = mlp(64, [128, 32], 2, generator=g)
-        fit(
-            teacher,
-            cross_entropy_loss,
-            split.x_train,
-            split.y_train,
-            epochs=20,
-            lr=3e-3,
-            generator=g,
-        )
+        teacher = train_teacher(split, hidden=(128, 32), epochs=20, generator=g)
         teacher_acc.append(evaluate(teacher, split.x_test, split.y_test).accuracy)
         body, head = teacher[:-1], teacher[-1]
         rows = torch.randperm(split.x_train.shape[0], generator=g)[:STUDENT_ROWS]

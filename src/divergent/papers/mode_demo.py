@@ -192,13 +192,8 @@ def _plot(
     best: dict[str, dict[str, Any]],
     n_init: int,
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     target_probs = torch.softmax(target_row, -1)
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6), sharey=True)
+    fig, axes = ctx.subplots(1, 3, figsize=(13, 3.6), sharey=True)
     labels = {
         "reverse_kl": "reverse KL(model‖target)",
         "forward_kl": "forward KL(target‖model)",

@@ -161,12 +161,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         rows.append(_run_game(name, pref, ref, beta))
     curves = [r.pop("_curves") for r in rows]
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    fig, ax = ctx.subplots(figsize=(6.4, 4.0))
     for r, (mq, mk, dq, dk) in zip(rows, curves):
         label = f"{r['game']} β={r['beta']}"
         (line,) = ax.semilogy([q / r["queries"] for q in mq], mk, lw=1.2, label=f"MP {label}")

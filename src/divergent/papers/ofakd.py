@@ -81,8 +81,6 @@ def experiment(ctx: ReproContext) -> Outcome:
     runs = paired_runs(
         ctx,
         OBJECTIVES,
-        n_seeds=ctx.size.n_seeds,
-        epochs=ctx.size.epochs,
         pairs=[("ofa", "kd"), ("ofa", "ce"), ("kd", "ce")],
         teacher_factory=lambda g: DigitsCNN(10, channels=8, embed_dim=64, generator=g),
         student_factory=lambda name, g: MultiExitMLP(10, g, exits=name == "ofa"),

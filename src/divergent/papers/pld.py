@@ -45,8 +45,6 @@ def experiment(ctx: ReproContext) -> Outcome:
     runs = paired_runs(
         ctx,
         OBJECTIVES,
-        n_seeds=ctx.size.n_seeds,
         pairs=[("pld", "kd"), ("pld", "ce")],
-        epochs=ctx.size.epochs,
     )
     return Outcome(metrics=runs.metrics, summary=gain_summary(runs.metrics, "pld", "PLD"))

@@ -228,12 +228,9 @@ def experiment(ctx: ReproContext) -> Outcome:
     ctx.progress("plots", 0.97)
     import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.4))
+    fig, axes = ctx.subplots(1, 2, figsize=(11.5, 4.4))
     ax = axes[0]
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(ctx.size.dims)))
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(ctx.size.dims)))
     for c, p in zip(colors, ctx.size.dims):
         rows = [r for r in cells if r["p"] == p]
         nn = np.array([r["n"] for r in rows], dtype=float)

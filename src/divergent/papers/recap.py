@@ -211,12 +211,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     mean = {m: {k: sum(v) / len(v) for k, v in per_seed[m].items()} for m in methods}
 
     ctx.progress("plots", 0.95)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = ctx.subplots(1, 3, figsize=(15, 4.2))
     for method, trace in traces0.items():
         axes[0].plot(trace["step"], trace["kl_general"], label=method)
         axes[1].plot(trace["step"], trace["reward"], label=method)

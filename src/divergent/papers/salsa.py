@@ -167,12 +167,7 @@ def experiment(ctx: ReproContext) -> Outcome:
 
 
 def _plot(ctx: ReproContext, per: Mapping[str, list[float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = ctx.subplots(figsize=(5.5, 4))
     for name, marker in (("sft1", "o"), ("soup", "s")):
         ax.scatter(
             per[f"rl_kl_from_sft1_{name}_ref"],

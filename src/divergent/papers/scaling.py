@@ -415,13 +415,9 @@ def _plots(
     h_size: float,
     h_data: float,
 ) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = ctx.subplots(1, 3, figsize=(15, 4.2))
     for ax, xs, chk, h, label in (
         (axes[0], size_block["params"], size_block, h_size, "parameters N"),
         (axes[1], data_block["tokens"], data_block, h_data, "training pairs D"),
@@ -455,7 +451,7 @@ def _plots(
     ax.legend(fontsize=8)
     ctx.savefig(fig, "fits")
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = ctx.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
     floor = 1e-5
     for block, marker, label in (

@@ -33,7 +33,8 @@ from divergent.objectives.domain_adaptation import prior_kl_entropy_terms
 from divergent.papers._catalog import reproduction
 from divergent.papers._stats import better_than, format_ci, interval, paired_ci, plot_methods
 from divergent.repro import Outcome, ReproContext, Verdict
-from divergent.train.small_models import cross_entropy_loss, evaluate, fit, load_split, mlp
+from divergent.train.small_distill import train_teacher
+from divergent.train.small_models import evaluate, fit, load_split, mlp
 
 ROTATION_DEGREES = 30.0
 MARGIN = 0.02  # the smallest accuracy gain (2 points) the claim needs
@@ -72,16 +73,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     for k in range(ctx.size.n_seeds):
         ctx.progress(f"seed {k + 1}/{ctx.size.n_seeds}", k / ctx.size.n_seeds)
         g = ctx.generator(1000 + k)
-        source = mlp(64, [64], split.n_classes, generator=g)
-        fit(
-            source,
-            cross_entropy_loss,
-            split.x_train,
-            split.y_train,
-            epochs=30,
-            lr=3e-3,
-            generator=g,
-        )
+        source = train_teacher(split, hidden=(64,), epochs=30, generator=g)
         source_acc.append(evaluate(source, split.x_test, split.y_test).accuracy)
         for method in METHODS:
             model = mlp(64, [64], split.n_classes)

@@ -241,12 +241,7 @@ def experiment(ctx: ReproContext) -> Outcome:
 
 
 def _plots(ctx: ReproContext, run: Mapping[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.6, 4.3))
+    fig, ax = ctx.subplots(figsize=(6.6, 4.3))
     for label, curve in run["curves"].items():
         ax.plot(range(1, len(curve) + 1), curve, label=label, ls="-" if "sft" in label else "--")
     ax.axhline(run["kl_expert_ref"], color="gray", ls=":", lw=1, label="KL(π_E ‖ π_ref)")

@@ -71,8 +71,6 @@ def experiment(ctx: ReproContext) -> Outcome:
         runs = paired_runs(
             ctx,
             OBJECTIVES,
-            n_seeds=ctx.size.n_seeds,
-            epochs=ctx.size.epochs,  # the Sinkhorn steps are the cost
             pairs=[("sinkd", b) for b in BASELINES],
         )
     m = runs.metrics

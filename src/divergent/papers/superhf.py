@@ -178,12 +178,7 @@ def experiment(ctx: ReproContext) -> Outcome:
 
 
 def _plot(ctx: ReproContext, run: Mapping[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = ctx.subplots(1, 2, figsize=(10, 3.8))
     names = {"superhf": "SuperHF (BoN-16 + KL prior 0.35)", "rl": f"RL, β = {RL_BETA}"}
     for m, c in run["curves"].items():
         axes[0].plot(c["proxy"], c["true"], label=names[m])

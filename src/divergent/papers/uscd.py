@@ -151,12 +151,7 @@ def experiment(ctx: ReproContext) -> Outcome:
     mean = {name: {k: mean_ci(v)["mean"] for k, v in acc[name].items()} for name in DECODERS}
 
     ctx.progress("plots", 0.95)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = ctx.subplots(1, 2, figsize=(11, 4.2))
     ax = axes[0]
     for name in DECODERS:
         ax.plot(curve["confidence"], curve[name], "o-", ms=3, label=name)

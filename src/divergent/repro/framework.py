@@ -182,6 +182,16 @@ class ReproContext:
         folder.mkdir(parents=True, exist_ok=True)
         return folder / f"{self.id}_{name}.png"
 
+    def subplots(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+        """``matplotlib.pyplot.subplots(*args, **kwargs)`` on the non-interactive Agg backend:
+        ``(figure, axes)``, to be saved with :meth:`savefig`."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        return plt.subplots(*args, **kwargs)
+
     def savefig(self, fig: Any, name: str) -> str:
         """Save a matplotlib figure as PNG under ``out_dir/plots`` and close it."""
         import matplotlib.pyplot as plt
@@ -429,6 +439,22 @@ def run_reproduction(
     np.random.seed(seed)  # noqa: NPY002  (seed code that still uses the legacy global RNG)
     start = time.perf_counter()
     indicative = quick and not rep.quick_matches_full
+
+    def result(**outcome: Any) -> ReproductionResult:
+        """The row: what is reproduced, how it ran, and ``outcome`` (status and numbers)."""
+        return ReproductionResult(
+            id=id,
+            title=rep.title,
+            paper=rep.paper,
+            claim=rep.claim,
+            plots=list(ctx.plots),
+            quick=quick,
+            seed=seed,
+            seconds=time.perf_counter() - start,
+            indicative=indicative,
+            **outcome,
+        )
+
     try:
         with single_thread():
             outcome = rep.experiment(ctx)
@@ -455,38 +481,20 @@ def run_reproduction(
         if indicative:
             label += " (quick mode: indicative, the full run decides)"
         summary = f"{outcome.summary} — {label}" if outcome.summary else label
-        return ReproductionResult(
-            id=id,
-            title=rep.title,
-            paper=rep.paper,
-            claim=rep.claim,
+        return result(
             status=verdict.value,
             held=verdict.held,
             metrics=metrics,
             summary=summary,
-            plots=list(ctx.plots),
-            quick=quick,
-            seed=seed,
-            seconds=time.perf_counter() - start,
             verdict=verdict.value,
-            indicative=indicative,
         )
     except Exception as err:  # report, do not hide: status "error" and exit code 1
-        return ReproductionResult(
-            id=id,
-            title=rep.title,
-            paper=rep.paper,
-            claim=rep.claim,
+        return result(
             status="error",
             held=False,
             metrics={},
             summary=f"{type(err).__name__}: {err}",
-            plots=list(ctx.plots),
-            quick=quick,
-            seed=seed,
-            seconds=time.perf_counter() - start,
             error=traceback.format_exc(),
-            indicative=indicative,
         )
 
 
