@@ -11,6 +11,7 @@ is far below that (measured: < 0.3 SE for KL), so the bound tests the value, not
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
@@ -415,3 +416,38 @@ def test_scalar_arguments_use_the_shared_check():
             knn_module.knn_renyi(x, y, bad)
     with pytest.raises(ValueError, match="`ci_level`"):
         knn_module.knn_kl(x, y, return_ci=True, ci_level=float("nan"))
+
+
+_SHARED = [
+    ("method", "auto"),
+    ("workers", 1),
+    ("duplicates", "raise"),
+    ("return_ci", False),
+    ("ci_level", 0.95),
+    ("n_subsamples", 200),
+    ("seed", 0),
+]
+
+
+_EMPTY = inspect.Parameter.empty
+
+
+@pytest.mark.parametrize(
+    ("name", "head", "n_args"),
+    [
+        ("knn_kl", [("x", _EMPTY), ("y", _EMPTY), ("k", 1), ("bias_correction", True)], 2),
+        ("knn_renyi", [("x", _EMPTY), ("y", _EMPTY), ("order", _EMPTY), ("k", 1)], 3),
+        ("knn_entropy", [("x", _EMPTY), ("k", 1)], 1),
+    ],
+)
+def test_knn_signatures_spell_out_the_shared_keywords(name: str, head: list, n_args: int) -> None:
+    """The shared keywords come through ``**options`` but show as keyword-only parameters."""
+    estimator = getattr(knn_module, name)
+    sig = inspect.signature(estimator)
+    want = [(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, d) for n, d in head]
+    want += [(n, inspect.Parameter.KEYWORD_ONLY, d) for n, d in _SHARED]
+    assert [(p.name, p.kind, p.default) for p in sig.parameters.values()] == want
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    args = [x, x, 0.5][:n_args]
+    with pytest.raises(TypeError, match=rf"{name}\(\) got an unexpected keyword argument 'foo'"):
+        estimator(*args, foo=1)

@@ -42,16 +42,19 @@ exactly the radius ε (including rounding within 10⁻¹² relative) count as in
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
 from scipy.special import digamma, gammaln
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_positive_scalar, spell_keywords, split_keywords
 from divergent.samples._points import (
     IntervalEstimate,
     as_points,
@@ -61,6 +64,9 @@ from divergent.samples._points import (
     check_same_dim,
     subsampling_ci,
 )
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["knn_entropy", "knn_kl", "knn_renyi"]
 
@@ -295,42 +301,105 @@ def _neighbour_stats(
 
 
 # --------------------------------------------------------------------------- estimators
-def _prepare_pair(x: Any, y: Any, k: Any, method: Any, workers: Any, duplicates: Any):
+class KnnKeywords(TypedDict, total=False):
+    """The keywords every kNN estimator takes (defaults: :class:`_Options`), typed for
+    ``**options: Unpack[KnnKeywords]``; documented in :func:`knn_kl`."""
+
+    method: str
+    workers: int
+    duplicates: str
+    return_ci: bool
+    ci_level: float
+    n_subsamples: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The kNN estimators' shared keywords with their defaults (as :class:`KnnKeywords`)."""
+
+    method: str = "auto"
+    workers: int = 1
+    duplicates: str = "raise"
+    return_ci: bool = False
+    ci_level: float = 0.95
+    n_subsamples: int = 200
+    seed: int = 0
+
+    @classmethod
+    def of(cls, function: str, options: Mapping[str, Any]) -> _Options:
+        """The caller's ``**options`` (not validated yet); another keyword is a ``TypeError``."""
+        taken, _ = split_keywords(options, _OPTION_NAMES, function=function)
+        return cls(**taken)
+
+    def checked(self) -> _Options:
+        """``method``, ``workers`` and ``duplicates`` validated."""
+        return replace(
+            self,
+            method=_check_method(self.method),
+            workers=_check_workers(self.workers),
+            duplicates=_check_duplicates_mode(self.duplicates),
+        )
+
+
+_OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in fields(_Options))
+
+#: spells the shared keywords out in an estimator's signature (keyword-only, with defaults)
+_knn_keywords = spell_keywords(
+    {
+        f.name: inspect.Parameter(
+            f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type
+        )
+        for f in fields(_Options)
+    },
+    *_OPTION_NAMES,
+)
+
+
+def _prepare_pair(x: Any, y: Any, k: Any, opts: _Options) -> tuple[Any, ...]:
     xt = as_points(x, "x", min_rows=2)
     yt = as_points(y, "y", min_rows=1)
     check_same_dim(xt, yt)
     n, m = xt.shape[0], yt.shape[0]
     k = check_int(k, "k", 1, min(n - 1, m), " (at most n − 1 and m neighbours exist)")
-    method, workers = _check_method(method), _check_workers(workers)
-    _check_duplicates_mode(duplicates)
-    return xt, yt, n, m, k, method, workers
+    return xt, yt, n, m, k, opts.checked()
 
 
-def _maybe_ci(
-    return_ci: bool, fn: Any, value: float, args: tuple, ci_kwargs: dict, raw: tuple
-) -> Any:
-    if not return_ci:
+def _result(
+    estimator: Callable[..., Any],
+    value: float,
+    points: tuple[Tensor, ...],
+    raw: tuple[Any, ...],
+    opts: _Options,
+    **own: Any,
+) -> Tensor | IntervalEstimate:
+    """The estimate as a 0-d tensor, or (``return_ci``) with a subsampling interval: the
+    ``estimator`` recomputed on subsets of ``points`` with its ``own`` keywords and the
+    neighbour options of ``opts``."""
+    if not opts.return_ci:
         return as_result(value, *raw)
-    level = check_level(ci_kwargs.pop("ci_level"))
-    n_sub = ci_kwargs.pop("n_subsamples")
-    seed = ci_kwargs.pop("seed")
-    res = subsampling_ci(fn, *args, level=level, n_subsamples=n_sub, seed=seed, **ci_kwargs)
+    level = check_level(opts.ci_level)
+    res = subsampling_ci(
+        estimator,
+        *points,
+        level=level,
+        n_subsamples=opts.n_subsamples,
+        seed=opts.seed,
+        method=opts.method,
+        workers=opts.workers,
+        duplicates=opts.duplicates,
+        **own,
+    )
     return IntervalEstimate(value, res.low, res.high, level)
 
 
+@_knn_keywords
 def knn_kl(
     x: Any,
     y: Any,
     k: int = 1,
     bias_correction: bool = True,
-    *,
-    method: str = "auto",
-    workers: int = 1,
-    duplicates: str = "raise",
-    return_ci: bool = False,
-    ci_level: float = 0.95,
-    n_subsamples: int = 200,
-    seed: int = 0,
+    **options: Unpack[KnnKeywords],
 ) -> Tensor | IntervalEstimate:
     r"""kNN estimate of :math:`\mathrm{KL}(P\|Q)` from x ~ P (n points) and y ~ Q (m points).
 
@@ -393,12 +462,11 @@ def knn_kl(
     """
     if not isinstance(bias_correction, bool):
         raise ValueError(f"`bias_correction` must be True or False, got {bias_correction!r}")
-    xt, yt, n, m, k, method, workers = _prepare_pair(x, y, k, method, workers, duplicates)
-    _refuse_duplicates(xt, yt, duplicates)
+    xt, yt, n, m, k, opts = _prepare_pair(x, y, k, _Options.of("knn_kl", options))
+    _refuse_duplicates(xt, yt, opts.duplicates)
     d = xt.shape[1]
-    sx, sy = _neighbour_stats(
-        xt, [xt, yt], ["x", "y"], k, bias_correction, _resolve_method(method, xt), workers
-    )
+    method = _resolve_method(opts.method, xt)
+    sx, sy = _neighbour_stats(xt, [xt, yt], ["x", "y"], k, bias_correction, method, opts.workers)
     if bias_correction:
         value = (
             d * float(np.mean(np.log(sy.within) - np.log(sx.within)))
@@ -407,30 +475,16 @@ def knn_kl(
         )
     else:
         value = d * float(np.mean(np.log(sy.kth) - np.log(sx.kth))) + math.log(m / (n - 1))
-    kw = dict(
-        k=k,
-        bias_correction=bias_correction,
-        method=method,
-        workers=workers,
-        duplicates=duplicates,
-    )
-    ci = dict(ci_level=ci_level, n_subsamples=n_subsamples, seed=seed, **kw)
-    return _maybe_ci(return_ci, knn_kl, value, (xt, yt), ci, (x, y))
+    return _result(knn_kl, value, (xt, yt), (x, y), opts, k=k, bias_correction=bias_correction)
 
 
+@_knn_keywords
 def knn_renyi(
     x: Any,
     y: Any,
     order: float,
     k: int = 1,
-    *,
-    method: str = "auto",
-    workers: int = 1,
-    duplicates: str = "raise",
-    return_ci: bool = False,
-    ci_level: float = 0.95,
-    n_subsamples: int = 200,
-    seed: int = 0,
+    **options: Unpack[KnnKeywords],
 ) -> Tensor | IntervalEstimate:
     r"""kNN estimate of the Rényi divergence :math:`D_\alpha(P\|Q)` (Póczos–Schneider 2011).
 
@@ -459,7 +513,7 @@ def knn_renyi(
     References:
         B. Póczos, J. Schneider, "On the Estimation of α-Divergences", AISTATS 2011.
     """
-    xt, yt, n, m, k, method, workers = _prepare_pair(x, y, k, method, workers, duplicates)
+    xt, yt, n, m, k, opts = _prepare_pair(x, y, k, _Options.of("knn_renyi", options))
     what = f"the Rényi order α ∈ (0, k + 1) = (0, {k + 1}), α ≠ 1"
     a = check_positive_scalar(order, "order", what=what)
     if not a < k + 1 or a == 1:
@@ -467,33 +521,24 @@ def knn_renyi(
             f"`order` must be a number in (0, k + 1) = (0, {k + 1}) other than 1 (for α = 1 use "
             f"knn_kl; larger α needs a larger k), got {order!r}"
         )
-    _refuse_duplicates(xt, yt, duplicates)
+    _refuse_duplicates(xt, yt, opts.duplicates)
     d = xt.shape[1]
-    sx, sy = _neighbour_stats(
-        xt, [xt, yt], ["x", "y"], k, False, _resolve_method(method, xt), workers
-    )
+    method = _resolve_method(opts.method, xt)
+    sx, sy = _neighbour_stats(xt, [xt, yt], ["x", "y"], k, False, method, opts.workers)
     log_b = 2 * gammaln(k) - gammaln(k - a + 1) - gammaln(k + a - 1)
     log_ratio = math.log(n - 1) - math.log(m) + d * (np.log(sx.kth) - np.log(sy.kth))
     t = (1 - a) * log_ratio
     tmax = float(np.max(t))
     log_mean = tmax + math.log(float(np.mean(np.exp(t - tmax))))
     value = (log_b + log_mean) / (a - 1)
-    kw = dict(order=a, k=k, method=method, workers=workers, duplicates=duplicates)
-    ci = dict(ci_level=ci_level, n_subsamples=n_subsamples, seed=seed, **kw)
-    return _maybe_ci(return_ci, knn_renyi, value, (xt, yt), ci, (x, y))
+    return _result(knn_renyi, value, (xt, yt), (x, y), opts, order=a, k=k)
 
 
+@_knn_keywords
 def knn_entropy(
     x: Any,
     k: int = 1,
-    *,
-    method: str = "auto",
-    workers: int = 1,
-    duplicates: str = "raise",
-    return_ci: bool = False,
-    ci_level: float = 0.95,
-    n_subsamples: int = 200,
-    seed: int = 0,
+    **options: Unpack[KnnKeywords],
 ) -> Tensor | IntervalEstimate:
     r"""Kozachenko–Leonenko kNN estimate of the differential entropy H(P) (nats).
 
@@ -522,11 +567,10 @@ def knn_entropy(
     xt = as_points(x, "x", min_rows=2)
     n, d = xt.shape
     k = check_int(k, "k", 1, n - 1, " (at most n − 1 neighbours exist)")
-    method, workers = _check_method(method), _check_workers(workers)
-    _refuse_duplicates(xt, None, _check_duplicates_mode(duplicates))
-    (sx,) = _neighbour_stats(xt, [xt], ["x"], k, False, _resolve_method(method, xt), workers)
+    opts = _Options.of("knn_entropy", options).checked()
+    _refuse_duplicates(xt, None, opts.duplicates)
+    method = _resolve_method(opts.method, xt)
+    (sx,) = _neighbour_stats(xt, [xt], ["x"], k, False, method, opts.workers)
     log_vd = 0.5 * d * math.log(math.pi) - float(gammaln(0.5 * d + 1))
     value = float(digamma(n) - digamma(k)) + log_vd + d * float(np.mean(np.log(sx.kth)))
-    kw = dict(k=k, method=method, workers=workers, duplicates=duplicates)
-    ci = dict(ci_level=ci_level, n_subsamples=n_subsamples, seed=seed, **kw)
-    return _maybe_ci(return_ci, knn_entropy, value, (xt,), ci, (x,))
+    return _result(knn_entropy, value, (xt,), (x,), opts, k=k)
