@@ -1,11 +1,11 @@
-"""Run by test_hf_trainer_ddp.py under ``torchrun --standalone --nproc_per_node 2`` (and once
-in-process with one process): one DistillationTrainer step with a global batch of 8 examples;
-each rank saves its student weights and what it saw to ``OUT/rank<r>.pt``."""
+"""The DistillationTrainer job of test_hf_ddp.py, run under ``torchrun --standalone
+--nproc_per_node 2`` (by _hf_ddp_jobs.py) and once in-process with one process: one step with a
+global batch of 8 examples; each rank saves its student weights and what it saw to
+``OUT/rank<r>.pt``."""
 
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 
 import torch
@@ -68,8 +68,9 @@ def run(out_dir: str) -> dict:
     }
 
 
-if __name__ == "__main__":
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    result = run(sys.argv[1])
-    torch.save(result, os.path.join(sys.argv[1], f"rank{result['rank']}.pt"))
+def main(out_dir: str) -> None:
+    """The job of one torchrun process: run it, save what it found to OUT/rank<r>.pt."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run(out_dir)
+    torch.save(result, os.path.join(out_dir, f"rank{result['rank']}.pt"))

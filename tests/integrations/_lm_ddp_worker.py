@@ -1,16 +1,16 @@
-"""Run by test_lm_ddp.py under ``torchrun --standalone --nproc_per_node 2``.
+"""The ``--task lm`` job of test_hf_ddp.py, run under ``torchrun --standalone
+--nproc_per_node 2`` (by _hf_ddp_jobs.py).
 
 Every process runs the same ``divergent distill --task lm`` job on tiny settings with
-``batch_size`` blocks per process (DDP through the Hugging Face Trainer, gloo on CPU); rank 0
-writes OUT_DIR (argv[1]) and every rank writes OUT_DIR/rank<r>.json with its world size and
-its final student weights' digest.
+``per_process`` blocks per process (DDP through the Hugging Face Trainer, gloo on CPU); rank 0
+writes OUT_DIR/job and every rank writes OUT_DIR/rank<r>.json with its world size, backend
+and the perplexities of its final students.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -20,9 +20,7 @@ from divergent.integrations.lm_job import TINY_SETTINGS, LMDistillConfig, run_lm
 OPTIONS = {"objectives": ("kd:js",), "seeds": 1, "steps": 6, "teacher_steps": 6}
 
 
-def main() -> None:
-    out = Path(sys.argv[1])
-    per_process = int(sys.argv[2])
+def main(out: Path, per_process: int) -> None:
     settings = {**TINY_SETTINGS, "batch_size": per_process}
     report = run_lm_distill(LMDistillConfig(out=out / "job", **OPTIONS, **settings))
     rank = int(os.environ["RANK"])
@@ -36,7 +34,3 @@ def main() -> None:
             }
         )
     )
-
-
-if __name__ == "__main__":
-    main()
