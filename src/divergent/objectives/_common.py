@@ -116,11 +116,11 @@ def loss_keywords(function: _F) -> _F:
     ``function`` takes them through its variadic keyword parameter, its last one: as
     ``**row_options: Unpack[LossKeywords]`` (dropped from the shown signature), or mixed into
     another ``**kwargs`` (e.g. ``**divergence_params``, kept after them; the function splits
-    them off with :func:`split_loss_keywords`). ``inspect.signature``,
-    ``help`` and the :class:`Objective` constructors then show ``ignore_index, mask,
-    reduction, normalizer`` as keyword-only parameters with their defaults, as if written
-    out. (The divergence entry points' row keywords, with ``temperature``, ``inputs`` and
-    ``engine``, are :class:`divergent._validation.RowKeywords`.)
+    them off with :func:`split_loss_keywords`). ``inspect.signature``, ``help`` and the
+    :class:`Objective` constructors then show ``ignore_index, mask, reduction, normalizer``
+    as keyword-only parameters with their defaults, as if written out. (The divergence entry
+    points' row keywords, with ``temperature``, ``inputs`` and ``engine``, are
+    :class:`divergent._validation.RowKeywords`.)
     """
     signature = inspect.signature(function)
     *own, variadic = signature.parameters.values()
