@@ -138,7 +138,7 @@ def dkd_loss(
         labels,
         row_options,
         "dkd",
-        True,
+        need_labels=True,
         ce_weight=ce_weight,
         min_classes=2,
     )

@@ -99,7 +99,13 @@ def ofa_loss(
     """
     eps, temperature, ce_weight, kd_weight = _check_ofa(eps, temperature, ce_weight, kd_weight)
     r = Rows.select(
-        student_logits, teacher_logits, labels, row_options, "ofa", True, ce_weight=ce_weight
+        student_logits,
+        teacher_logits,
+        labels,
+        row_options,
+        "ofa",
+        need_labels=True,
+        ce_weight=ce_weight,
     )
     assert r.labels is not None
     return r.finish(kd_weight * ofa_rows(*r.logits(), r.labels, eps, temperature))

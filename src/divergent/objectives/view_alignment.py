@@ -168,7 +168,7 @@ def math_puma_loss(
         labels,
         row_options,
         "math_puma_loss",
-        True,
+        need_labels=True,
         ce_weight=ce_weight,
     )
     return r.finish(lam * _mix_rows(r, alpha, tau, bool(z_normalize)))
