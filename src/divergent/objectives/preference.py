@@ -60,7 +60,7 @@ from divergent._validation import (
     check_positive_scalar,
     compute_dtype,
     row_keywords,
-    split_row_keywords,
+    split_keywords,
 )
 from divergent.categorical import get_divergence, list_divergences
 from divergent.categorical.fdiv import resolve_divergence
@@ -345,7 +345,7 @@ def f_dpo_loss(
         )
     n_w = _check_lengths(chosen_lengths, "chosen_lengths", pc.shape)
     n_l = _check_lengths(rejected_lengths, "rejected_lengths", pc.shape)
-    row, params = split_row_keywords(params, _PAIR_ROWS)
+    row, params = split_keywords(params, _PAIR_ROWS)
     opts = sample_options(pc, **row)
     params = _merge_params(divergence_params, params)
     dtype = compute_dtype(pc, pr, rc, rr)
@@ -425,7 +425,7 @@ def sft_f_divergence_loss(
     lp, ref = _check_logps({"policy_logps": policy_logps, "ref_logps": ref_logps})
     beta = check_positive_scalar(beta, "beta", what="the implicit-reward scale β")
     n = _check_lengths(lengths, "lengths", lp.shape)
-    row, params = split_row_keywords(params, _PAIR_ROWS)
+    row, params = split_keywords(params, _PAIR_ROWS)
     opts = sample_options(lp, **row)
     params = _merge_params(divergence_params, params)
     dtype = compute_dtype(lp, ref)
