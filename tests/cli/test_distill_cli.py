@@ -1,10 +1,16 @@
 """``divergent distill`` through typer's CliRunner: the table, report.json's shape, the cached
-teacher, --resume, and bad input (one line on stderr, exit code 2, nothing written lost)."""
+teacher, --resume (also after a SIGKILL), and bad input (one line on stderr, exit code 2,
+nothing written lost)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -14,6 +20,7 @@ from divergent.cli import app
 from divergent.train.distill_job import DistillError, parse_objectives
 
 SMALL = ["--seeds", "2", "--epochs", "2", "--teacher-epochs", "2"]
+FINISHED = ["--objectives", "kd:js,dkd", *SMALL]  # the job of the `finished` fixture
 
 
 def _run(*args: str):
@@ -30,12 +37,53 @@ def _assert_one_line_error(result, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
+def _runs(out):
+    """report.json's runs, without the wall-clock seconds."""
+    runs = json.loads((out / "report.json").read_text())["runs"]
+    return [{k: v for k, v in run.items() if k != "seconds"} for run in runs]
+
+
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def finished_job(tmp_path_factory):
+    """One uninterrupted job: its folder, the CliRunner result and its runs as first written
+    (tests below rewrite report.json in that folder)."""
     out = tmp_path_factory.mktemp("distill")
-    result = _run("--objectives", "kd:js,dkd", *SMALL, "--out", str(out))
+    result = _run(*FINISHED, "--out", str(out))
     assert result.exit_code == 0, result.output
+    return out, result, _runs(out)
+
+
+@pytest.fixture
+def finished(finished_job):
+    out, result, _ = finished_job
     return out, result
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_same_runs(tmp_path, finished_job):
+    """``divergent distill --resume`` after a SIGKILL reproduces exactly the runs of the
+    uninterrupted job (every number but the wall-clock seconds)."""
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "divergent", "distill", *FINISHED, "--out", str(killed)],
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    marker = killed / "runs" / "ce" / "seed-1" / "result.json"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # somewhere inside the next runs
+    still_running = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert still_running, f"the job ended before it was killed: {err.decode()[-1500:]}"
+    assert not (killed / "report.json").exists()
+
+    resumed = _run(*FINISHED, "--out", str(killed), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    assert _runs(killed) == finished_job[2]
 
 
 def test_table_and_report_shape(finished):
@@ -87,7 +135,7 @@ def test_rerun_reuses_the_teacher_and_resume_keeps_the_runs(finished):
     out, _ = finished
     teacher_bytes = (out / "teacher.ckpt").read_bytes()
     before = json.loads((out / "report.json").read_text())
-    result = _run("--objectives", "kd:js,dkd", *SMALL, "--out", str(out), "--resume")
+    result = _run(*FINISHED, "--out", str(out), "--resume")
     assert result.exit_code == 0, result.output
     after = json.loads((out / "report.json").read_text())
     assert (out / "teacher.ckpt").read_bytes() == teacher_bytes
