@@ -328,7 +328,9 @@ def spell_keywords(shown: Mapping[str, inspect.Parameter], *order: str) -> Calla
 
     ``order`` names every keyword-only parameter of the shown signature, in order: keywords
     of ``shown`` (e.g. :data:`ROW_PARAMETERS`, or another function's parameters), shown with
-    their defaults and annotations, and the function's own keyword-only parameters. The
+    their defaults and annotations, and the function's own keyword-only parameters; without
+    ``order``, the function's own keyword-only parameters come first, then every keyword of
+    ``shown`` (e.g. the objectives' row options after each loss's own options). The
     variadic keyword parameter, its last one, is dropped when it is a typed bundle
     (``**options: Unpack[...]``, those keywords only) and kept after them otherwise (e.g. a
     divergence's ``**params``, from which the function splits the row keywords with
@@ -341,8 +343,9 @@ def spell_keywords(shown: Mapping[str, inspect.Parameter], *order: str) -> Calla
         *params, variadic = signature.parameters.values()
         assert variadic.kind is variadic.VAR_KEYWORD, "the keywords come through **kwargs"
         own = {prm.name: prm for prm in params if prm.kind is prm.KEYWORD_ONLY}
-        assert set(own) <= set(order), f"{sorted(set(own) - set(order))} missing from the order"
-        keywords = [own[name] if name in own else shown[name] for name in order]
+        names = order or (*own, *shown)
+        assert set(own) <= set(names), f"{sorted(set(own) - set(names))} missing from the order"
+        keywords = [own[name] if name in own else shown[name] for name in names]
         head = [prm for prm in params if prm.kind is not prm.KEYWORD_ONLY]
         kept = [] if "Unpack[" in str(variadic.annotation) else [variadic]
         function.__signature__ = signature.replace(parameters=[*head, *keywords, *kept])  # type: ignore[attr-defined]

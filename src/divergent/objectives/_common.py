@@ -14,7 +14,7 @@ import inspect
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypedDict, TypeVar
+from typing import Any, NamedTuple, TypedDict
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +28,11 @@ from divergent._validation import (
     check_tensor,
     compute_dtype,
     finish_rows,
+    spell_keywords,
 )
 
 __all__ = [
+    "LOSS_PARAMETERS",
     "LossInputs",
     "LossKeywords",
     "Objective",
@@ -45,10 +47,7 @@ __all__ = [
     "loss_keywords",
     "prepare",
     "prepare_student",
-    "split_loss_keywords",
 ]
-
-_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class LossInputs(NamedTuple):
@@ -78,14 +77,14 @@ class RowArgs(NamedTuple):
         if unknown:
             raise TypeError(
                 f"got an unexpected keyword argument {unknown[0]!r} (the row options are "
-                f"{', '.join(_ROW_KEYWORDS)})"
+                f"{', '.join(LOSS_PARAMETERS)})"
             )
         return cls(**options)
 
 
 class LossKeywords(TypedDict, total=False):
     """The row options every objective takes as keywords, typed for ``**row_options:
-    Unpack[LossKeywords]`` (defaults: :class:`RowArgs`; :func:`loss_keywords` shows them in the
+    Unpack[LossKeywords]`` (defaults: :class:`RowArgs`; :data:`loss_keywords` shows them in the
     function's signature).
 
     Attributes:
@@ -101,42 +100,33 @@ class LossKeywords(TypedDict, total=False):
     normalizer: float | Tensor | None
 
 
-#: the row keywords in the order the objectives' signatures show them, with annotations
-_ROW_KEYWORDS: dict[str, str] = {
-    "ignore_index": "int | None",
-    "mask": "Tensor | None",
-    "reduction": "str",
-    "normalizer": "float | Tensor | None",
+#: the row keywords as the objectives' signatures show them (keyword-only, after each loss's
+#: own options; defaults: :class:`RowArgs`)
+LOSS_PARAMETERS: dict[str, inspect.Parameter] = {
+    name: inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=RowArgs._field_defaults[name],
+        annotation=annotation,
+    )
+    for name, annotation in {
+        "ignore_index": "int | None",
+        "mask": "Tensor | None",
+        "reduction": "str",
+        "normalizer": "float | Tensor | None",
+    }.items()
 }
 
-
-def loss_keywords(function: _F) -> _F:
-    """Spell the shared row keywords (:class:`LossKeywords`) out in ``function``'s signature.
-
-    ``function`` takes them through its variadic keyword parameter, its last one: as
-    ``**row_options: Unpack[LossKeywords]`` (dropped from the shown signature), or mixed into
-    another ``**kwargs`` (e.g. ``**divergence_params``, kept after them; the function splits
-    them off with :func:`split_loss_keywords`). ``inspect.signature``, ``help`` and the
-    :class:`Objective` constructors then show ``ignore_index, mask, reduction, normalizer``
-    as keyword-only parameters with their defaults, as if written out. (The divergence entry
-    points' row keywords, with ``temperature``, ``inputs`` and ``engine``, are
-    :class:`divergent._validation.RowKeywords`.)
-    """
-    signature = inspect.signature(function)
-    *own, variadic = signature.parameters.values()
-    assert variadic.kind is variadic.VAR_KEYWORD, "the row keywords come through **kwargs"
-    row = [
-        inspect.Parameter(
-            name,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=RowArgs._field_defaults[name],
-            annotation=annotation,
-        )
-        for name, annotation in _ROW_KEYWORDS.items()
-    ]
-    kept = [] if variadic.name == "row_options" else [variadic]
-    function.__signature__ = signature.replace(parameters=[*own, *row, *kept])  # type: ignore[attr-defined]
-    return function
+#: Spell the shared row keywords (:class:`LossKeywords`) out in a loss's signature, after its
+#: own keyword-only options (:func:`divergent._validation.spell_keywords` with
+#: :data:`LOSS_PARAMETERS`). The loss takes them as ``**row_options: Unpack[LossKeywords]``
+#: (dropped from the shown signature), or mixed into another ``**kwargs`` such as
+#: ``**divergence_params`` (kept after them; :func:`divergent._validation.split_keywords` takes
+#: them out). ``inspect.signature``, ``help`` and the :class:`Objective` constructors then show
+#: ``ignore_index, mask, reduction, normalizer`` with their defaults. (The divergence entry
+#: points' row keywords, with ``temperature``, ``inputs`` and ``engine``, are
+#: :class:`divergent._validation.RowKeywords`.)
+loss_keywords = spell_keywords(LOSS_PARAMETERS)
 
 
 @dataclass(frozen=True)
@@ -287,12 +277,6 @@ def _check_labels(
             "classes)"
         )
     return labels, True  # every label outside 0..C-1 is ignore_index
-
-
-def split_loss_keywords(options: Mapping[str, Any]) -> tuple[RowArgs, dict[str, Any]]:
-    """The row options among ``options`` (a function's ``**kwargs``) and the other entries."""
-    row = {k: v for k, v in options.items() if k in RowArgs._fields}
-    return RowArgs(**row), {k: v for k, v in options.items() if k not in RowArgs._fields}
 
 
 def prepare(

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 
 import torch
 from torch import Tensor, nn
 
+from divergent._validation import spell_keywords, split_keywords
 from divergent.samples.kernel import (
     DENOMINATORS,
     cauchy_schwarz_mutual_information,
@@ -194,27 +196,22 @@ def cs_ib_terms(
     return CSIBTerms(prediction + b * compression, prediction, compression)
 
 
-#: the kernel options of :func:`cs_ib_terms` with their defaults (keyword-only parameters)
-_KERNEL_OPTIONS = inspect.Signature(
-    [p for p in inspect.signature(cs_ib_terms).parameters.values() if p.kind is p.KEYWORD_ONLY]
-)
+#: the kernel options of :func:`cs_ib_terms` (its keyword-only parameters, with their defaults)
+_KERNEL_PARAMETERS: dict[str, inspect.Parameter] = {
+    name: p
+    for name, p in inspect.signature(cs_ib_terms).parameters.items()
+    if p.kind is p.KEYWORD_ONLY
+}
+
+#: show a function's ``**options`` (a :class:`CSIBOptions`) as the kernel options spelled out,
+#: with the defaults of :func:`cs_ib_terms`
+_kernel_signature = spell_keywords(_KERNEL_PARAMETERS)
 
 
-def _kernel_options(options: dict[str, Any]) -> dict[str, Any]:
+def _kernel_options(options: Mapping[str, Any], function: str) -> dict[str, Any]:
     """``options`` with :func:`cs_ib_terms`' defaults filled in (an unknown name: TypeError)."""
-    bound = _KERNEL_OPTIONS.bind(**options)
-    bound.apply_defaults()
-    return dict(bound.arguments)
-
-
-def _kernel_signature(function: Any) -> Any:
-    """Show ``function``'s parameters but its ``**options`` (a :class:`CSIBOptions`) followed
-    by the kernel options spelled out, with the defaults of :func:`cs_ib_terms`."""
-    signature = inspect.signature(function)
-    *own, _options = signature.parameters.values()
-    parameters = [*own, *_KERNEL_OPTIONS.parameters.values()]
-    function.__signature__ = signature.replace(parameters=parameters)
-    return function
+    given, _ = split_keywords(options, tuple(_KERNEL_PARAMETERS), function=function)
+    return {name: given.get(name, p.default) for name, p in _KERNEL_PARAMETERS.items()}
 
 
 @_kernel_signature
@@ -235,7 +232,7 @@ def cs_ib_loss(
     References:
         Yu et al., "Cauchy–Schwarz Divergence Information Bottleneck for Regression", ICLR 2024.
     """
-    return cs_ib_terms(x, y, y_hat, t, beta, **_kernel_options(dict(options))).total
+    return cs_ib_terms(x, y, y_hat, t, beta, **_kernel_options(options, "cs_ib_loss")).total
 
 
 class CSIBLoss(nn.Module):
@@ -253,7 +250,7 @@ class CSIBLoss(nn.Module):
     @_kernel_signature
     def __init__(self, beta: float = 0.01, **options: Unpack[CSIBOptions]) -> None:
         super().__init__()
-        kernel = _kernel_options(dict(options))
+        kernel = _kernel_options(options, "CSIBLoss.__init__")
         self.beta = _check_options(beta, kernel["denominator"], kernel["normalized"])
         for name in ("sigma_x", "sigma_y", "sigma_t"):
             s = kernel[name]
@@ -273,7 +270,7 @@ class CSIBLoss(nn.Module):
         self.last_terms: CSIBTerms | None = None
 
     def forward(self, x: Tensor, y: Tensor, y_hat: Tensor, t: Tensor) -> Tensor:
-        kernel = {name: getattr(self, name) for name in _KERNEL_OPTIONS.parameters}
+        kernel = {name: getattr(self, name) for name in _KERNEL_PARAMETERS}
         terms = cs_ib_terms(x, y, y_hat, t, self.beta, **kernel)
         self.last_terms = CSIBTerms(*(v.detach() for v in terms))
         return terms.total

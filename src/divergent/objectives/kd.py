@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_positive_scalar, split_keywords
 from divergent.categorical import DivergenceLike, resolve_divergence
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import (
@@ -42,7 +42,6 @@ from divergent.objectives._common import (
     kd_scale,
     loss_keywords,
     prepare_student,
-    split_loss_keywords,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,9 +170,9 @@ def _check_kd_module(
 def _split_kd_keywords(divergence: Any, keywords: dict[str, Any]) -> tuple[RowArgs, dict[str, Any]]:
     """The row options and the divergence parameters among a KD loss's ``**keywords``; unknown
     or bad divergence parameters fail here."""
-    row_args, divergence_params = split_loss_keywords(keywords)
+    row_args, divergence_params = split_keywords(keywords, RowArgs._fields)
     resolve_divergence(divergence).bind(divergence_params)
-    return row_args, divergence_params
+    return RowArgs(**row_args), divergence_params
 
 
 def _kd(
