@@ -10,7 +10,7 @@ import math
 import numpy as np
 import torch
 from _refs import CASES
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -30,6 +30,12 @@ def _may_overflow(name: str, params: dict[str, float]) -> bool:
         return True
     return name == "alpha" and not 0.0 <= params["alpha"] <= 1.0
 
+
+# The axioms below (non-negative, zero on equal inputs, positive when different, invariant to
+# a constant) are also checked for every case on fixed and swept logits by the contract
+# battery (divergent.testing._check_axioms, test_contract_battery.py); here they run on half
+# of the profile's examples (30 by default), each still over every case.
+AXIOM_EXAMPLES = max(1, settings.default.max_examples // 2)
 
 _ELEMENT = st.one_of(
     st.floats(-30.0, 30.0, allow_nan=False),
@@ -70,6 +76,7 @@ def _log_sum(p: torch.Tensor, q: torch.Tensor, a: float) -> torch.Tensor:
     return torch.logsumexp(x, -1)
 
 
+@settings(max_examples=AXIOM_EXAMPLES)
 @given(logit_pairs())
 def test_non_negative(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     p, q = pair
@@ -79,6 +86,7 @@ def test_non_negative(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
         assert bool((values >= -1e-10).all()), (name, params, values)
 
 
+@settings(max_examples=AXIOM_EXAMPLES)
 @given(logit_pairs())
 def test_zero_on_equal_inputs(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     p, _ = pair
@@ -91,6 +99,7 @@ def test_zero_on_equal_inputs(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
             assert bool((values.abs() <= 1e-6).all()), (name, params, dtype, values)
 
 
+@settings(max_examples=AXIOM_EXAMPLES)
 @given(logit_pairs())
 def test_positive_when_different(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     p, q = pair
@@ -112,6 +121,7 @@ def test_symmetric_where_declared(pair: tuple[torch.Tensor, torch.Tensor]) -> No
         torch.testing.assert_close(a[fin], b[fin], rtol=1e-9, atol=1e-12)
 
 
+@settings(max_examples=AXIOM_EXAMPLES)
 @given(logit_pairs(), st.floats(-1e3, 1e3), st.floats(-1e3, 1e3))
 def test_invariant_to_adding_a_constant_to_logits(
     pair: tuple[torch.Tensor, torch.Tensor], c_p: float, c_q: float
