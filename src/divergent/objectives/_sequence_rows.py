@@ -12,6 +12,7 @@ mean's denominator, as everywhere in the library (:func:`divergent._validation.f
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -19,8 +20,10 @@ from torch import Tensor
 
 from divergent._validation import (
     check_float_tensor,
+    check_mask,
     check_normalizer,
     check_reduction,
+    check_same_device,
     compute_dtype,
     finish_rows,
     is_traced,
@@ -53,10 +56,7 @@ def check_same_shape(reference: Tensor, reference_name: str, **others: Any) -> l
                 f"`{name}` must have the shape of `{reference_name}` {tuple(reference.shape)}, "
                 f"got {tuple(x.shape)}"
             )
-        if x.device != reference.device:
-            raise ValueError(
-                f"`{name}` is on {x.device} but `{reference_name}` on {reference.device}"
-            )
+        check_same_device(x, name, reference, reference_name)
         out.append(x)
     return out
 
@@ -89,22 +89,15 @@ def check_log_probs(
     return x
 
 
-def check_token_mask(mask: Any, shape: torch.Size, device: torch.device) -> Tensor | None:
-    """``mask``: None (every token kept) or a bool tensor of the token shape ``shape``."""
-    if mask is None:
-        return None
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        got = mask.dtype if isinstance(mask, Tensor) else type(mask).__name__
-        raise ValueError(
-            f"`mask` must be None or a bool tensor of the token shape {tuple(shape)} (True = a "
-            f"completion token, False = padding), got {got}"
-        )
-    if mask.shape != shape:
-        raise ValueError(
-            f"`mask` must have the token shape {tuple(shape)} of the log-probabilities, got "
-            f"{tuple(mask.shape)}"
-        )
-    return mask.to(device)
+#: ``mask``: None (every token kept) or a bool tensor of the token shape, moved to the device
+#: (:func:`divergent._validation.check_mask` with the token mask's wording)
+check_token_mask = functools.partial(
+    check_mask,
+    shape_name="token shape",
+    meaning="True = a completion token, False = padding",
+    of="the log-probabilities",
+    say_none=True,
+)
 
 
 def check_token_log_probs(

@@ -51,6 +51,7 @@ from divergent._validation import (
     RowKeywords,
     RowOptions,
     check_positive_scalar,
+    check_same_device,
     is_traced,
     mass_tolerance,
     row_label,
@@ -98,8 +99,7 @@ def _check_logps(logp: Any, ref_logp: Any, names: tuple[str, str]) -> tuple[Tens
             f"`{names[0]}` and `{names[1]}` must have the same shape (one log-probability per "
             f"sampled action), got {tuple(logp.shape)} and {tuple(ref_logp.shape)}"
         )
-    if logp.device != ref_logp.device:
-        raise ValueError(f"`{names[0]}` is on {logp.device} but `{names[1]}` on {ref_logp.device}")
+    check_same_device(logp, names[0], ref_logp, names[1])
     dtype = torch.float64 if torch.float64 in (logp.dtype, ref_logp.dtype) else torch.float32
     return logp.to(dtype), ref_logp.to(dtype)
 
