@@ -8,7 +8,8 @@ validates ``temperature, mask, reduction, normalizer, inputs, engine`` into a
 :class:`RowOptions` and :func:`finish_rows` reduces (or scatters back) the kept rows' values;
 every row-wise entry point (functional, the three engines, sparse teachers, ULD, policy KL)
 uses both. :func:`input_rows` wraps a row computation in the input contract
-below. One check per concept: :func:`check_positive_scalar`, :func:`check_float_tensor`.
+below. One check per concept: :func:`check_positive_scalar`, :func:`check_float_tensor`,
+:func:`check_choice`.
 
 The input contract (DESIGN.md, "Errors"): :func:`check_distribution_rows` (probs / log-probs
 normalised), :func:`warn_if_probabilities` (probabilities passed as logits),
@@ -134,16 +135,31 @@ def check_pair(p: Any, q: Any, p_name: str = "p", q_name: str = "q") -> tuple[Te
     return p, q
 
 
+def check_choice(value: Any, name: str, allowed: Sequence[Any], meaning: str = "") -> Any:
+    """``value`` if it is one of ``allowed``, else a ``ValueError`` naming ``name`` and them.
+
+    The one check for every "one of these options" argument of the package; ``meaning`` (e.g.
+    ``" ('l1': ECE, 'max': MCE)"``) follows the allowed values in the message.
+
+    Example:
+        >>> check_choice("sum", "reduction", REDUCTIONS)
+        'sum'
+        >>> check_choice("avg", "reduction", REDUCTIONS)
+        Traceback (most recent call last):
+        ...
+        ValueError: `reduction` must be one of ('none', 'sum', 'mean'), got 'avg'
+    """
+    if value not in allowed:
+        raise ValueError(f"`{name}` must be one of {allowed}{meaning}, got {value!r}")
+    return value
+
+
 def check_inputs_kind(inputs: Any) -> str:
-    if inputs not in INPUT_KINDS:
-        raise ValueError(f"`inputs` must be one of {INPUT_KINDS}, got {inputs!r}")
-    return inputs
+    return check_choice(inputs, "inputs", INPUT_KINDS)
 
 
 def check_reduction(reduction: Any) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}")
-    return reduction
+    return check_choice(reduction, "reduction", REDUCTIONS)
 
 
 def check_temperature(temperature: Any) -> float:
@@ -231,9 +247,7 @@ ENGINES: tuple[str, ...] = ("auto", "chunked", "reference")
 
 def check_engine(engine: Any) -> str | None:
     """``None`` (the process default, :func:`divergent.set_engine`) or one of :data:`ENGINES`."""
-    if engine is not None and engine not in ENGINES:
-        raise ValueError(f"`engine` must be one of {ENGINES} or None, got {engine!r}")
-    return engine
+    return None if engine is None else check_choice(engine, "engine", ENGINES, " or None")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from divergent._validation import check_float_tensor
+from divergent._validation import check_choice, check_float_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -98,15 +98,8 @@ class CalibrationBins:
         return float(gap[self.count > 0].max()) if bool((self.count > 0).any()) else 0.0
 
 
-def _check_choice(value: Any, name: str, allowed: tuple[str, ...], meaning: str = "") -> str:
-    """``value`` if it is one of ``allowed``, else a ValueError naming ``name``."""
-    if value not in allowed:
-        raise ValueError(f"`{name}` must be one of {allowed}{meaning}, got {value!r}")
-    return value
-
-
 def _check_norm(norm: Any) -> str:
-    return _check_choice(norm, "norm", NORMS, " (ECE, RMS calibration error, MCE)")
+    return check_choice(norm, "norm", NORMS, " (ECE, RMS calibration error, MCE)")
 
 
 def _check_n_bins(n_bins: Any) -> int:
@@ -116,7 +109,7 @@ def _check_n_bins(n_bins: Any) -> int:
 
 
 def _check_convention(convention: Any) -> str:
-    return _check_choice(convention, "convention", CONVENTIONS)
+    return check_choice(convention, "convention", CONVENTIONS)
 
 
 def _check_probs_labels(probs: Any, labels: Any) -> tuple[Tensor, Tensor]:

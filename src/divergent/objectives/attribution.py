@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from divergent._validation import check_float_tensor, check_mask
+from divergent._validation import check_choice, check_float_tensor, check_mask
 from divergent.functional import kl, reverse_kl
 
 __all__ = [
@@ -142,8 +142,7 @@ def factor_consistency_loss(
         >>> factor_consistency_loss(phi, torch.tensor([0.5, 0.5]))
         tensor(0.0589)
     """
-    if direction not in DIRECTIONS:
-        raise ValueError(f"`direction` must be one of {DIRECTIONS}, got {direction!r}")
+    check_choice(direction, "direction", DIRECTIONS)
     model = importance_distribution(attributions, mask=mask)
     ref = _check_reference(reference, model)
     divergence = kl if direction == "forward" else reverse_kl

@@ -46,6 +46,7 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    check_choice,
     check_pair,
     check_positive_scalar,
     check_tensor,
@@ -82,13 +83,13 @@ class ContrastiveDecoding(NamedTuple):
 
 
 def _check_measure(measure: Any) -> str:
-    if measure not in UNCERTAINTY_MEASURES:
-        raise ValueError(
-            f"`measure` must be one of {UNCERTAINTY_MEASURES} ('std': standard deviation of the "
-            "probability vector, as released; 'entropy': H(p) in nats; 'top_prob': max p), "
-            f"got {measure!r}"
-        )
-    return measure
+    return check_choice(
+        measure,
+        "measure",
+        UNCERTAINTY_MEASURES,
+        " ('std': standard deviation of the probability vector, as released; 'entropy': H(p) "
+        "in nats; 'top_prob': max p)",
+    )
 
 
 def _check_logits(x: Any, name: str) -> Tensor:
@@ -217,8 +218,7 @@ def contrastive_log_probs(
             f"(released: (1.0, -0.7)), got {weights!r}"
         )
     gamma = check_positive_scalar(filter_ratio, "filter_ratio", allow_zero=True)
-    if space not in CONTRAST_SPACES:
-        raise ValueError(f"`space` must be one of {CONTRAST_SPACES}, got {space!r}")
+    check_choice(space, "space", CONTRAST_SPACES)
     dtype = compute_dtype(z_std, z_lame)
     log_p = torch.log_softmax(z_std.to(dtype), dim=-1)
     log_q = torch.log_softmax(z_lame.to(dtype), dim=-1)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from divergent._validation import (
+    check_choice,
     check_float_tensor,
     check_mask,
     check_positive_scalar,
@@ -153,11 +154,8 @@ def prior_kl_entropy_terms(
     check_tensor(logits, "logits")
     entropy_weight = check_positive_scalar(entropy_weight, "entropy_weight", allow_zero=True)
     prior_weight = check_positive_scalar(prior_weight, "prior_weight", allow_zero=True)
-    if direction not in DIRECTIONS:
-        raise ValueError(
-            f"`direction` must be one of {DIRECTIONS} ('reverse' = KL(predicted ‖ prior), as the "
-            f"official code), got {direction!r}"
-        )
+    meaning = " ('reverse' = KL(predicted ‖ prior), as the official code)"
+    check_choice(direction, "direction", DIRECTIONS, meaning)
     rows = _rows(logits, mask)
     dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
     n_classes = rows.shape[-1]

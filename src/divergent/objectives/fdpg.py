@@ -209,15 +209,12 @@ def f_dpg_loss(
         else _check_log_tensor(proposal_logps, "proposal_logps", shape, check_positive=True)
     )
     check_reduction(reduction)
-    if isinstance(baseline, str) and baseline not in BASELINES:
-        raise ValueError(
-            f"`baseline` must be one of {BASELINES}, None, a number or a tensor, got {baseline!r}"
-        )
-    if not (
-        baseline is None
-        or isinstance(baseline, (str, Tensor))
-        or (isinstance(baseline, (int, float)) and not isinstance(baseline, bool))
-    ):
+    if isinstance(baseline, str):
+        valid = baseline in BASELINES
+    else:
+        number = isinstance(baseline, (int, float)) and not isinstance(baseline, bool)
+        valid = baseline is None or isinstance(baseline, Tensor) or number
+    if not valid:
         raise ValueError(
             f"`baseline` must be one of {BASELINES}, None, a number or a tensor, got {baseline!r}"
         )

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 import torch
 from torch import Tensor, nn
 
-from divergent._validation import spell_keywords, split_keywords
+from divergent._validation import check_choice, spell_keywords, split_keywords
 from divergent.samples.kernel import (
     DENOMINATORS,
     cauchy_schwarz_mutual_information,
@@ -71,8 +71,7 @@ def _check_beta(beta: Any) -> float:
 def _check_options(beta: Any, denominator: Any, normalized: Any) -> float:
     """The checked β; ``denominator`` and ``normalized`` are checked too."""
     checked_beta = _check_beta(beta)
-    if denominator not in DENOMINATORS:
-        raise ValueError(f"`denominator` must be one of {DENOMINATORS}, got {denominator!r}")
+    check_choice(denominator, "denominator", DENOMINATORS)
     if not isinstance(normalized, bool):
         raise ValueError(f"`normalized` must be True or False, got {normalized!r}")
     return checked_beta

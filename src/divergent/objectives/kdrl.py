@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_choice, check_positive_scalar
 from divergent.objectives._sequence_rows import zero_padding
 from divergent.objectives.policy_gradient import (
     _check_logps,
@@ -44,7 +44,7 @@ from divergent.objectives.policy_gradient import (
     aggregate_token_loss,
     policy_gradient_loss,
 )
-from divergent.rl.policy_kl import policy_kl
+from divergent.rl.policy_kl import KINDS, policy_kl
 
 __all__ = ["kdrl_loss", "linear_kd_coef", "reward_guided_kd_mask"]
 
@@ -110,10 +110,8 @@ def kdrl_loss(
     References:
         H. Xu et al., "KDRL", arXiv 2506.02208 (2025), Sec. 3.
     """
-    if kd_in not in _KD_PLACEMENTS:
-        raise ValueError(f"`kd_in` must be one of {_KD_PLACEMENTS}, got {kd_in!r}")
-    if kd_estimator not in ("k1", "k2", "k3"):
-        raise ValueError(f"`kd_estimator` must be one of ('k1', 'k2', 'k3'), got {kd_estimator!r}")
+    check_choice(kd_in, "kd_in", _KD_PLACEMENTS)
+    check_choice(kd_estimator, "kd_estimator", KINDS)
     beta = check_positive_scalar(kd_coef, "kd_coef", allow_zero=True, what="the KD coefficient")
     logps = _check_logps(logps, "logps")
     teacher_logps = _check_logps(teacher_logps, "teacher_logps", logps.shape)

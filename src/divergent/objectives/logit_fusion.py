@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 import torch
 from torch import Tensor
 
-from divergent._validation import check_float_tensor, compute_dtype
+from divergent._validation import check_choice, check_float_tensor, compute_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
@@ -250,11 +250,12 @@ def _check_options(alpha_range: Any, grid_size: Any, refine_steps: Any, mode: An
         raise ValueError(f"`grid_size` must be an integer >= 2, got {grid_size!r}")
     if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
         raise ValueError(f"`refine_steps` must be an integer >= 0, got {refine_steps!r}")
-    if mode not in FUSION_MODES:
-        raise ValueError(
-            f"`mode` must be one of {FUSION_MODES} ('joint': the product grid over all "
-            f"experts; 'single': one active expert per step), got {mode!r}"
-        )
+    check_choice(
+        mode,
+        "mode",
+        FUSION_MODES,
+        " ('joint': the product grid over all experts; 'single': one active expert per step)",
+    )
 
 
 def _search(

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    check_choice,
     check_float_tensor,
     check_mask,
     check_positive_scalar,
@@ -232,8 +233,7 @@ def preference_distillation_loss(
     """
     b = check_positive_scalar(beta, "beta")
     check_reduction(reduction)
-    if loss_type not in PREFERENCE_LOSS_TYPES:
-        raise ValueError(f"`loss_type` must be one of {PREFERENCE_LOSS_TYPES}, got {loss_type!r}")
+    check_choice(loss_type, "loss_type", PREFERENCE_LOSS_TYPES)
     names = (
         "student_chosen_logps",
         "student_rejected_logps",

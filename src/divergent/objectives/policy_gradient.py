@@ -58,6 +58,7 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    check_choice,
     check_positive_scalar,
     check_reduction,
     is_traced,
@@ -65,7 +66,7 @@ from divergent._validation import (
     row_label,
 )
 from divergent.objectives._sequence_rows import zero_padding
-from divergent.rl.policy_kl import policy_kl
+from divergent.rl.policy_kl import KINDS, policy_kl
 
 __all__ = [
     "NORMALIZATIONS",
@@ -78,7 +79,6 @@ __all__ = [
 
 NORMALIZATIONS: tuple[str, ...] = ("sequence", "token", "max_length")
 _KL_PLACEMENTS = ("loss", "reward")
-_ESTIMATORS = ("k1", "k2", "k3")
 _IS_LEVELS = ("token", "sequence")
 
 
@@ -132,12 +132,6 @@ def _check_advantages(advantages: Any, shape: torch.Size) -> Tensor:
         f"`advantages` must have shape (batch,) = {tuple(shape[:1])} (one per sequence) or "
         f"(batch, tokens) = {tuple(shape)}, got {tuple(advantages.shape)}"
     )
-
-
-def _check_choice(value: Any, name: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"`{name}` must be one of {allowed}, got {value!r}")
-    return value
 
 
 def _check_not_positive(logp: Tensor, name: str, keep: Tensor) -> None:
@@ -196,7 +190,7 @@ def aggregate_token_loss(
     per_token_loss = _check_logps(per_token_loss, "per_token_loss")
     shape = per_token_loss.shape
     keep = _check_mask(mask, shape, per_token_loss.device)
-    normalization = _check_choice(normalization, "normalization", NORMALIZATIONS)
+    normalization = check_choice(normalization, "normalization", NORMALIZATIONS)
     check_reduction(reduction)
     if normalizer is not None and normalization != "token":
         raise ValueError(
@@ -507,15 +501,15 @@ def grpo_loss(
     adv = _check_advantages(advantages, shape)
     clip_low, clip_high = _clip_bounds(clip_eps, clip_eps_high)
     beta = check_positive_scalar(kl_coef, "kl_coef", allow_zero=True, what="the KL coefficient")
-    kl_estimator = _check_choice(kl_estimator, "kl_estimator", _ESTIMATORS)
+    kl_estimator = check_choice(kl_estimator, "kl_estimator", KINDS)
     if kl_gradient is not None:
-        _check_choice(kl_gradient, "kl_gradient", _ESTIMATORS)
-    kl_in = _check_choice(kl_in, "kl_in", _KL_PLACEMENTS)
+        check_choice(kl_gradient, "kl_gradient", KINDS)
+    kl_in = check_choice(kl_in, "kl_in", _KL_PLACEMENTS)
     if kl_in == "reward" and kl_gradient is not None:
         raise ValueError(
             "`kl_gradient` only applies with kl_in='loss' (in the reward the penalty is detached)"
         )
-    importance_sampling_level = _check_choice(
+    importance_sampling_level = check_choice(
         importance_sampling_level, "importance_sampling_level", _IS_LEVELS
     )
     if beta > 0 and ref_logps is None:

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from divergent._validation import (
+    check_choice,
     check_positive_scalar,
     compute_dtype,
     row_keywords,
@@ -331,8 +332,7 @@ def f_dpo_loss(
         }
     )
     beta = check_positive_scalar(beta, "beta", what="the DPO constraint weight β")
-    if loss_type not in PREFERENCE_LOSS_TYPES:
-        raise ValueError(f"`loss_type` must be one of {PREFERENCE_LOSS_TYPES}, got {loss_type!r}")
+    check_choice(loss_type, "loss_type", PREFERENCE_LOSS_TYPES)
     if (
         isinstance(label_smoothing, bool)
         or not isinstance(label_smoothing, (int, float))

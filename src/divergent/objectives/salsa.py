@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_choice, check_positive_scalar
 from divergent.objectives._sequence_rows import (
     check_group_tensor,
     check_reduction_options,
@@ -249,10 +249,8 @@ def salsa_loss(
     )
     rewards = check_group_tensor(rewards, "rewards", logps.shape[:-1])
     beta = check_positive_scalar(beta, "beta", allow_zero=True)
-    if kl_in not in KL_PLACEMENTS:
-        raise ValueError(f"`kl_in` must be one of {KL_PLACEMENTS}, got {kl_in!r}")
-    if baseline not in BASELINES:
-        raise ValueError(f"`baseline` must be one of {BASELINES}, got {baseline!r}")
+    check_choice(kl_in, "kl_in", KL_PLACEMENTS)
+    check_choice(baseline, "baseline", BASELINES)
     normalizer = check_reduction_options(reduction, normalizer)
     dtype = result_dtype(logps, soup_logps, rewards)
     logps, soup_logps, rewards = logps.to(dtype), soup_logps.to(dtype), rewards.to(dtype)

@@ -44,9 +44,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from divergent._validation import check_float_tensor, check_reduction
+from divergent._validation import check_choice, check_float_tensor, check_reduction
 from divergent.categorical import DivergenceLike, resolve_divergence
-from divergent.engine.fused_linear import fused_linear_divergence
+from divergent.engine.fused_linear import VOCAB_POLICIES, fused_linear_divergence
 from divergent.functional import divergence as _divergence
 
 __all__ = [
@@ -62,9 +62,6 @@ FUSED_CHUNK_ELEMENTS = {"cpu": 1 << 22}
 listed uses the engine's default. 2**22 on CPU keeps the fused loss's extra memory near 120 MiB
 at V = 32k (``benchmarks/bench_token_fused.py``: under 10 % of the materialised loss's)."""
 
-VOCAB_POLICIES = ("strict", "truncate")
-"""``vocab=`` values: ``"strict"`` (equal vocabularies) or ``"truncate"`` (the shared prefix)."""
-
 DivergenceArg = DivergenceLike | Callable[[Tensor], Tensor]
 
 
@@ -75,12 +72,6 @@ def _vocab_mismatch(v_student: int, v_teacher: int, student: str, teacher: str) 
         "pass vocab='truncate' (uses the first min(V_s, V_t) tokens); for different tokenizers "
         "use the cross-tokenizer ULD loss divergent.transport.uld.uld_distance"
     )
-
-
-def _check_vocab_policy(vocab: Any) -> str:
-    if vocab not in VOCAB_POLICIES:
-        raise ValueError(f"`vocab` must be one of {VOCAB_POLICIES}, got {vocab!r}")
-    return vocab
 
 
 def _valid_positions(labels: Any, leading: torch.Size, ignore_index: Any, device: Any) -> Tensor:
@@ -207,7 +198,7 @@ def token_distillation_loss(
         Distilling the Knowledge in a Neural Network, arXiv:1503.02531.
     """
     check_reduction(reduction)
-    _check_vocab_policy(vocab)
+    check_choice(vocab, "vocab", VOCAB_POLICIES)
     student = check_float_tensor(student_logits, "student_logits", min_dim=1)
     teacher = check_float_tensor(teacher_logits, "teacher_logits", min_dim=1)
     if student.shape[:-1] != teacher.shape[:-1]:
@@ -381,7 +372,7 @@ def fused_token_distillation_loss(
         2024, Gemma 2, arXiv:2408.00118 (logit soft-capping).
     """
     check_reduction(reduction)
-    _check_vocab_policy(vocab)
+    check_choice(vocab, "vocab", VOCAB_POLICIES)
     resolve_divergence(divergence)
     w_s, b_s = _head(student_head, student_bias, "student_head")
     w_t, b_t = _head(teacher_head, teacher_bias, "teacher_head")

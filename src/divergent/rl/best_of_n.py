@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    check_choice,
     check_inputs_kind,
     check_pair,
     check_positive_scalar,
@@ -96,13 +97,13 @@ def _check_n(n: Any) -> int:
 
 
 def _check_tie_break(tie_break: Any) -> str:
-    if tie_break not in TIE_BREAKS:
-        raise ValueError(
-            f"`tie_break` must be one of {TIE_BREAKS} ('random': a uniformly random sample "
-            "among those sharing the top reward; 'first': the lowest outcome index), "
-            f"got {tie_break!r}"
-        )
-    return tie_break
+    return check_choice(
+        tie_break,
+        "tie_break",
+        TIE_BREAKS,
+        " ('random': a uniformly random sample among those sharing the top reward; 'first': the "
+        "lowest outcome index)",
+    )
 
 
 _BETA = "the KL coefficient; 0 = the argmax limit, inf = the base"

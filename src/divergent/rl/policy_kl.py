@@ -50,6 +50,7 @@ from torch import Tensor
 from divergent._validation import (
     RowKeywords,
     RowOptions,
+    check_choice,
     check_positive_scalar,
     check_same_device,
     is_traced,
@@ -105,12 +106,7 @@ def _check_logps(logp: Any, ref_logp: Any, names: tuple[str, str]) -> tuple[Tens
 
 
 def _check_kind(kind: Any, name: str, allow_none: bool = False) -> str | None:
-    if kind is None and allow_none:
-        return None
-    if kind not in KINDS:
-        allowed = (*KINDS, None) if allow_none else KINDS
-        raise ValueError(f"`{name}` must be one of {allowed}, got {kind!r}")
-    return kind
+    return check_choice(kind, name, (*KINDS, None) if allow_none else KINDS)
 
 
 def _check_clamp(clamp_log_ratio: Any) -> float | None:
