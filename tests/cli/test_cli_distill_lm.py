@@ -51,6 +51,7 @@ def _assert_one_line_error(result, *fragments: str) -> None:
         assert fragment in lines[0], lines[0]
 
 
+@pytest.mark.slow
 def test_table_report_and_resume(tmp_path):
     out = tmp_path / "lm"
     result = _run(*TINY, "--objectives", "kd:js", "--out", str(out))
