@@ -32,7 +32,6 @@ print); report the bin count and the binning with them, they are not comparable 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -90,12 +89,19 @@ class CalibrationBins:
     def error(self, norm: str = "l1") -> float:
         """The calibration error of these bins under ``norm`` (``l1`` | ``l2`` | ``max``)."""
         _check_norm(norm)
-        gap = (self.accuracy - self.confidence).abs()
-        if norm == "l1":
-            return float((gap * self.proportion).sum())
-        if norm == "l2":
-            return math.sqrt(float((gap.square() * self.proportion).sum()))
-        return float(gap[self.count > 0].max()) if bool((self.count > 0).any()) else 0.0
+        return float(_binned_error((self.accuracy - self.confidence).abs(), self.proportion, norm))
+
+
+def _binned_error(gap: Tensor, proportion: Tensor, norm: str) -> Tensor:
+    r"""The calibration error over the last (bin) axis from each bin's
+    :math:`|\mathrm{acc} - \mathrm{conf}|` and share of the samples: :math:`\sum_m p_m g_m`
+    (``l1``), :math:`\sqrt{\sum_m p_m g_m^2}` (``l2``), or the largest gap of a non-empty bin
+    (``max``; 0 when every bin is empty)."""
+    if norm == "l1":
+        return (gap * proportion).sum(-1)
+    if norm == "l2":
+        return (gap.square() * proportion).sum(-1).sqrt()
+    return torch.where(proportion > 0, gap, 0.0).amax(-1)
 
 
 def _check_norm(norm: Any) -> str:
@@ -356,13 +362,7 @@ def classwise_calibration_error(
     hit = torch.nn.functional.one_hot(labels, n_classes).reshape(-1)
     count, acc, conf = _pool(flat, probs.reshape(-1), hit, slots * n_classes)
     gap = (acc - conf).abs().reshape(n_classes, slots)
-    prop = (count / n).reshape(n_classes, slots)
-    if norm == "l1":
-        per_class = (gap * prop).sum(-1)
-    elif norm == "l2":
-        per_class = (gap.square() * prop).sum(-1).sqrt()
-    else:
-        per_class = torch.where(prop > 0, gap, 0.0).amax(-1)
+    per_class = _binned_error(gap, (count / n).reshape(n_classes, slots), norm)
     return float(per_class.mean())
 
 
