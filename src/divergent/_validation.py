@@ -9,7 +9,7 @@ validates ``temperature, mask, reduction, normalizer, inputs, engine`` into a
 every row-wise entry point (functional, the three engines, sparse teachers, ULD, policy KL)
 uses both. :func:`input_rows` wraps a row computation in the input contract
 below. One check per concept: :func:`check_positive_scalar`, :func:`check_float_tensor`,
-:func:`check_choice`.
+:func:`check_choice`, :func:`check_bool`.
 
 The input contract (DESIGN.md, "Errors"): :func:`check_distribution_rows` (probs / log-probs
 normalised), :func:`warn_if_probabilities` (probabilities passed as logits),
@@ -151,6 +151,14 @@ def check_choice(value: Any, name: str, allowed: Sequence[Any], meaning: str = "
     """
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {allowed}{meaning}, got {value!r}")
+    return value
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` if it is True or False (not 0 / 1 or another truthy value), else a ``ValueError``
+    naming ``name``: the one check for the package's on/off arguments."""
+    if not isinstance(value, bool):
+        raise ValueError(f"`{name}` must be True or False, got {value!r}")
     return value
 
 

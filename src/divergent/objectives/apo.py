@@ -53,7 +53,7 @@ import math
 import torch
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_bool, check_positive_scalar
 from divergent.objectives._sequence_rows import (
     check_group_tensor,
     check_reduction_options,
@@ -247,9 +247,8 @@ def apo_loss(
         )
     beta = check_positive_scalar(kl_coef, "kl_coef", allow_zero=True)
     eps = check_positive_scalar(clip_eps, "clip_eps")
-    for name, flag in (("dads", dads), ("stcr", stcr)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"`{name}` must be True or False, got {flag!r}")
+    check_bool(dads, "dads")
+    check_bool(stcr, "stcr")
     normalizer = check_reduction_options(reduction, normalizer)
     dtype = result_dtype(logps, old_logps, ref_logps, advantages)
     logps, old_logps, ref_logps = logps.to(dtype), old_logps.to(dtype), ref_logps.to(dtype)

@@ -48,7 +48,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from divergent._validation import check_float_tensor, check_positive_scalar
+from divergent._validation import check_bool, check_float_tensor, check_positive_scalar
 from divergent.objectives._sequence_rows import (
     check_group_tensor,
     check_reduction_options,
@@ -289,10 +289,7 @@ def gtpo_loss(
             f"`token_ids` must have the shape of `logps` {tuple(logps.shape)}, got "
             f"{tuple(token_ids.shape)}"
         )
-    if not isinstance(divide_by_conflicts, bool):
-        raise ValueError(
-            f"`divide_by_conflicts` must be True or False, got {divide_by_conflicts!r}"
-        )
+    check_bool(divide_by_conflicts, "divide_by_conflicts")
     check_positive_scalar(entropy_threshold, "entropy_threshold", allow_zero=True)
     check_positive_scalar(entropy_scale, "entropy_scale", allow_zero=True)
     normalizer = check_reduction_options(reduction, normalizer)

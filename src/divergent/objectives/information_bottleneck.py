@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 import torch
 from torch import Tensor, nn
 
-from divergent._validation import check_choice, spell_keywords, split_keywords
+from divergent._validation import check_bool, check_choice, spell_keywords, split_keywords
 from divergent.samples.kernel import (
     DENOMINATORS,
     cauchy_schwarz_mutual_information,
@@ -72,8 +72,7 @@ def _check_options(beta: Any, denominator: Any, normalized: Any) -> float:
     """The checked β; ``denominator`` and ``normalized`` are checked too."""
     checked_beta = _check_beta(beta)
     check_choice(denominator, "denominator", DENOMINATORS)
-    if not isinstance(normalized, bool):
-        raise ValueError(f"`normalized` must be True or False, got {normalized!r}")
+    check_bool(normalized, "normalized")
     return checked_beta
 
 

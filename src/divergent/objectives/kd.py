@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar, split_keywords
+from divergent._validation import check_bool, check_positive_scalar, split_keywords
 from divergent.categorical import DivergenceLike, resolve_divergence
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import (
@@ -138,11 +138,7 @@ def _check_kd_options(
     """The checked options; the caller checks the divergence and its parameters
     (:func:`_split_kd_keywords`)."""
     temperature = check_positive_scalar(temperature, "temperature")
-    if not isinstance(scale_by_temperature_squared, bool):
-        raise ValueError(
-            "`scale_by_temperature_squared` must be True or False, got "
-            f"{scale_by_temperature_squared!r}"
-        )
+    check_bool(scale_by_temperature_squared, "scale_by_temperature_squared")
     ce_weight, kd_weight = check_weights(ce_weight=ce_weight, kd_weight=kd_weight)
     scale = kd_scale(kd_weight, temperature, scale_by_temperature_squared)
     return _KDOptions(divergence, temperature, scale, ce_weight, kd_weight)

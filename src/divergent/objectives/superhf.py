@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    check_bool,
     check_float_tensor,
     check_mask,
     check_pair,
@@ -182,8 +183,7 @@ def superhf_loss(
             f"{ignore_index}"
         )
     beta = check_positive_scalar(kl_coef, "kl_coef", allow_zero=True)
-    if not isinstance(clamp_kl, bool):
-        raise ValueError(f"`clamp_kl` must be True or False, got {clamp_kl!r}")
+    check_bool(clamp_kl, "clamp_kl")
     sequence_keep = check_mask(mask, token_shape[:-1], policy_logits.device)
     normalizer = check_reduction_options(reduction, normalizer)
     dtype = result_dtype(policy_logits, prior_logits)
