@@ -9,7 +9,7 @@ validates ``temperature, mask, reduction, normalizer, inputs, engine`` into a
 every row-wise entry point (functional, the three engines, sparse teachers, ULD, policy KL)
 uses both. :func:`input_rows` wraps a row computation in the input contract
 below. One check per concept: :func:`check_positive_scalar`, :func:`check_float_tensor`,
-:func:`check_choice`, :func:`check_bool`.
+:func:`check_choice`, :func:`check_bool`, :func:`check_int`.
 
 The input contract (DESIGN.md, "Errors"): :func:`check_distribution_rows` (probs / log-probs
 normalised), :func:`warn_if_probabilities` (probabilities passed as logits),
@@ -151,6 +151,15 @@ def check_choice(value: Any, name: str, allowed: Sequence[Any], meaning: str = "
     """
     if value not in allowed:
         raise ValueError(f"`{name}` must be one of {allowed}{meaning}, got {value!r}")
+    return value
+
+
+def check_int(value: Any, name: str, minimum: int, what: str = "") -> int:
+    """``value`` if it is an integer >= ``minimum`` (bools rejected), else a ``ValueError``
+    naming ``name`` and, when given, ``what`` it counts (e.g. ``"number of samples"``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        what = f" ({what})" if what else ""
+        raise ValueError(f"`{name}`{what} must be an integer >= {minimum}, got {value!r}")
     return value
 
 

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_int, check_positive_scalar
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import Objective, Rows, check_weights, kd_scale, loss_keywords
 
@@ -161,12 +161,7 @@ class DKDLoss(Objective):
     check_options = staticmethod(_check_dkd)
 
     def __init__(self, *, warmup_epochs: int = 20, **options: Any) -> None:
-        if (
-            isinstance(warmup_epochs, bool)
-            or not isinstance(warmup_epochs, int)
-            or (warmup_epochs < 0)
-        ):
-            raise ValueError(f"`warmup_epochs` must be an integer >= 0, got {warmup_epochs!r}")
+        check_int(warmup_epochs, "warmup_epochs", 0)
         self._store_options(**options)
         self.warmup_epochs = warmup_epochs
         self.epoch = 0
@@ -183,8 +178,7 @@ class DKDLoss(Objective):
         return min((self.epoch + 1) / self.warmup_epochs, 1.0)
 
     def set_epoch(self, epoch: int) -> None:
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"`epoch` must be an integer >= 0 (0-based), got {epoch!r}")
+        check_int(epoch, "epoch", 0, "0-based")
         self.epoch = epoch
 
     def _call_options(self) -> dict[str, Any]:

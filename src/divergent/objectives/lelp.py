@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from divergent._validation import check_float_tensor, check_positive_scalar
+from divergent._validation import check_float_tensor, check_int, check_positive_scalar
 from divergent.functional import soft_cross_entropy
 
 __all__ = [
@@ -123,8 +123,7 @@ class LELPProjection:
             )
         n_classes = int(w.shape[0])
         _check_labels(labels, n, n_classes)
-        if isinstance(n_subclasses, bool) or not isinstance(n_subclasses, int) or n_subclasses < 2:
-            raise ValueError(f"`n_subclasses` must be an integer >= 2, got {n_subclasses!r}")
+        check_int(n_subclasses, "n_subclasses", 2)
         dtype = torch.float64  # PCA in float64; the result is cast back to the input dtype
         h64, w64 = h.to(dtype), w.to(dtype)
         null = torch.eye(d, dtype=dtype) - torch.linalg.pinv(w64) @ w64

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypedDict
 import torch
 from torch import Tensor
 
-from divergent._validation import check_choice, check_float_tensor, compute_dtype
+from divergent._validation import check_choice, check_float_tensor, check_int, compute_dtype
 
 if TYPE_CHECKING:  # pragma: no cover
     from typing_extensions import Unpack
@@ -246,10 +246,8 @@ def _check_options(alpha_range: Any, grid_size: Any, refine_steps: Any, mode: An
             f"`alpha_range` must be a pair (low, high) of finite numbers with low < high (the "
             f"paper uses (0, 2)), got {alpha_range!r}"
         )
-    if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 2:
-        raise ValueError(f"`grid_size` must be an integer >= 2, got {grid_size!r}")
-    if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
-        raise ValueError(f"`refine_steps` must be an integer >= 0, got {refine_steps!r}")
+    check_int(grid_size, "grid_size", 2)
+    check_int(refine_steps, "refine_steps", 0)
     check_choice(
         mode,
         "mode",

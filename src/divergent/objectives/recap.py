@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from divergent._validation import check_float_tensor, check_positive_scalar
+from divergent._validation import check_float_tensor, check_int, check_positive_scalar
 
 __all__ = [
     "RecapSignals",
@@ -61,9 +61,7 @@ class RecapSignals(NamedTuple):
 
 
 def _check_window(window: Any) -> int:
-    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise ValueError(f"`window` must be an integer >= 1 (steps), got {window!r}")
-    return window
+    return check_int(window, "window", 1, "steps")
 
 
 def recap_signals(history: Tensor, *, window: int = 10) -> RecapSignals:
@@ -204,8 +202,7 @@ class RecapWeighter:
     """
 
     def __init__(self, n_objectives: int, *, window: int = 10, temperature: float = 5.0) -> None:
-        if isinstance(n_objectives, bool) or not isinstance(n_objectives, int) or n_objectives < 1:
-            raise ValueError(f"`n_objectives` must be an integer >= 1, got {n_objectives!r}")
+        check_int(n_objectives, "n_objectives", 1)
         self.n_objectives = n_objectives
         self.window = _check_window(window)
         self.temperature = float(check_positive_scalar(temperature, "temperature"))  # type: ignore[arg-type]

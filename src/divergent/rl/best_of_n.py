@@ -36,6 +36,7 @@ from torch import Tensor
 from divergent._validation import (
     check_choice,
     check_inputs_kind,
+    check_int,
     check_pair,
     check_positive_scalar,
     check_reduction,
@@ -91,9 +92,7 @@ def _kl_to_base(log_policy: Tensor, base: Any, rewards: Any, inputs: str, reduct
 
 
 def _check_n(n: Any) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` (number of samples) must be an integer >= 1, got {n!r}")
-    return n
+    return check_int(n, "n", 1, "number of samples")
 
 
 def _check_tie_break(tie_break: Any) -> str:
@@ -408,8 +407,7 @@ def tilted_for_kl(
         Yang et al. (2024), "Asymptotics of language model alignment", arXiv 2404.01730, §2.
     """
     log_base, r = _base_and_rewards(base, rewards, inputs)
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
-        raise ValueError(f"`iterations` must be an integer >= 1, got {iterations!r}")
+    check_int(iterations, "iterations", 1)
     lead = r.shape[:-1]
     target = torch.as_tensor(kl_target, dtype=torch.float64).expand(lead).clone()
     if bool(torch.isnan(target).any()) or bool((target < 0).any()):

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from divergent._validation import check_int
 from divergent.toy.space import SequenceSpace
 
 __all__ = ["MLPPolicy", "SequencePolicy", "TabularPolicy"]
@@ -101,8 +102,7 @@ class SequencePolicy(nn.Module):
         Returns:
             ``(n,)`` long sequence indices; tokens are ``space.sequences[index]``.
         """
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"`n` (number of samples) must be an integer >= 1, got {n!r}")
+        check_int(n, "n", 1, "number of samples")
         probs = self.probs().to(torch.float64)
         return torch.multinomial(probs, n, replacement=True, generator=generator)
 
@@ -246,8 +246,7 @@ class MLPPolicy(SequencePolicy):
     ) -> None:
         super().__init__(space)
         dtype = _check_dtype(dtype)
-        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-            raise ValueError(f"`hidden` (hidden width) must be an integer >= 1, got {hidden!r}")
+        check_int(hidden, "hidden", 1, "hidden width")
         v, length = space.vocab_size, space.length
         tokens = space.prefix_tokens  # (P, L-1), -1 = padding
         onehot = torch.zeros(space.num_prefixes, max(length - 1, 0), v + 1, dtype=dtype)

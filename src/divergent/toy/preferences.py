@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from divergent._validation import check_int
+
 __all__ = ["PreferencePairs", "bradley_terry_pairs", "bradley_terry_probability"]
 
 
@@ -96,8 +98,7 @@ def bradley_terry_pairs(
     """
     rewards = _check_rewards(rewards)
     tau = _check_temperature(temperature)
-    if isinstance(n_pairs, bool) or not isinstance(n_pairs, int) or n_pairs < 1:
-        raise ValueError(f"`n_pairs` must be an integer >= 1, got {n_pairs!r}")
+    check_int(n_pairs, "n_pairs", 1)
     n = rewards.shape[0]
     if sampling_log_probs is None:
         weights = torch.ones(n, dtype=torch.float64)

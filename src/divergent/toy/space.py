@@ -14,16 +14,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from divergent._validation import check_int
+
 __all__ = ["MAX_SEQUENCES", "SequenceSpace"]
 
 MAX_SEQUENCES = 100_000
 """Largest support :math:`V^L` a :class:`SequenceSpace` enumerates by default."""
-
-
-def _check_int(value: Any, name: str, minimum: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` ({what}) must be an integer >= {minimum}, got {value!r}")
-    return value
 
 
 class SequenceSpace:
@@ -58,9 +54,9 @@ class SequenceSpace:
     """
 
     def __init__(self, vocab_size: int, length: int, *, max_size: int = MAX_SEQUENCES) -> None:
-        vocab_size = _check_int(vocab_size, "vocab_size", 2, "number of tokens")
-        length = _check_int(length, "length", 1, "tokens per sequence")
-        max_size = _check_int(max_size, "max_size", 1, "largest enumerable support")
+        vocab_size = check_int(vocab_size, "vocab_size", 2, "number of tokens")
+        length = check_int(length, "length", 1, "tokens per sequence")
+        max_size = check_int(max_size, "max_size", 1, "largest enumerable support")
         size = vocab_size**length
         if size > max_size:
             raise ValueError(
