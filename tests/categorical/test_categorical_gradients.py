@@ -43,13 +43,17 @@ def test_gradcheck_both_arguments(name: str, params: dict[str, float], reduction
 def test_gradcheck_with_mask_temperature_and_shared_zeros(
     name: str, params: dict[str, float]
 ) -> None:
-    """Mask, temperature ≠ 1, normalizer, and −inf entries present in both P and Q."""
-    p, q = _inputs((2, 3, 5), seed=1)
+    """Mask, temperature ≠ 1, normalizer, and −inf entries present in both P and Q.
+
+    Two kept rows hold a shared −inf, one row is masked (gradient 0); (2, 2, 4) logits, 32
+    inputs: gradcheck's cost grows with the input count (two evaluations per input).
+    """
+    p, q = _inputs((2, 2, 4), seed=1)
     with torch.no_grad():
         for t in (p, q):
             t[0, 1, 2] = -math.inf
             t[1, 0, 0] = -math.inf
-    mask = torch.tensor([[True, True, False], [True, False, True]])
+    mask = torch.tensor([[True, True], [True, False]])
 
     def fn(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return divergent.divergence(
