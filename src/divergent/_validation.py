@@ -38,10 +38,11 @@ INPUT_KINDS: tuple[str, ...] = ("logits", "log_probs", "probs")
 REDUCTIONS: tuple[str, ...] = ("none", "sum", "mean")
 
 
-def compute_dtype(*tensors: Tensor) -> torch.dtype:
-    """float64 if any input is float64, otherwise float32 (bf16/fp16 are upcast)."""
+def compute_dtype(*tensors: Tensor | None) -> torch.dtype:
+    """float64 if any input is float64, otherwise float32 (bf16/fp16 are upcast); None (an
+    optional input not given) is skipped."""
     for t in tensors:
-        if t.dtype == torch.float64:
+        if t is not None and t.dtype == torch.float64:
             return torch.float64
     return torch.float32
 

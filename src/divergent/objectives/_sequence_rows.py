@@ -24,7 +24,6 @@ from divergent._validation import (
     check_normalizer,
     check_reduction,
     check_same_device,
-    compute_dtype,
     finish_rows,
     is_traced,
     mass_tolerance,
@@ -39,7 +38,6 @@ __all__ = [
     "check_token_log_probs",
     "check_token_mask",
     "finish_sequences",
-    "result_dtype",
     "sequence_mean",
     "sequence_sum",
     "zero_padding",
@@ -195,8 +193,3 @@ def check_reduction_options(reduction: Any, normalizer: Any) -> Any:
     """Validate ``reduction`` and ``normalizer``; return the checked normalizer."""
     check_reduction(reduction)
     return check_normalizer(normalizer, reduction)
-
-
-def result_dtype(*tensors: Tensor) -> torch.dtype:
-    """float64 if an input is float64, else float32."""
-    return compute_dtype(*tensors)

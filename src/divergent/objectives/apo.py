@@ -53,13 +53,12 @@ import math
 import torch
 from torch import Tensor
 
-from divergent._validation import check_bool, check_positive_scalar
+from divergent._validation import check_bool, check_positive_scalar, compute_dtype
 from divergent.objectives._sequence_rows import (
     check_group_tensor,
     check_reduction_options,
     check_token_log_probs,
     finish_sequences,
-    result_dtype,
     sequence_mean,
     zero_padding,
 )
@@ -133,7 +132,7 @@ def dads_kl_weights(correct: Tensor, advantages: Tensor) -> Tensor:
     """
     correct = _check_correct(correct)
     advantages = check_group_tensor(advantages, "advantages", correct.shape)
-    dtype = result_dtype(advantages)
+    dtype = compute_dtype(advantages)
     d = (1.0 - correct.to(dtype).mean(-1, keepdim=True)).expand(correct.shape)
     shaped = -torch.expm1(-math.e * (1.0 - d))  # 1 − e^{−e(1−d)}, accurate near d → 1
     interior = (d > 0) & (d < 1)
@@ -173,7 +172,7 @@ def stcr_advantage_scale(correct: Tensor, lengths: Tensor, *, base: float = STCR
     b = check_positive_scalar(base, "base")
     if not b > 1:
         raise ValueError(f"`base` must be a number > 1 (the official code: 1.00001), got {base!r}")
-    dtype = torch.float64 if lengths.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(lengths)
     lengths = lengths.to(dtype)
     if bool((lengths < 0).any()):
         raise ValueError("`lengths` must be >= 0 (token counts)")
@@ -250,7 +249,7 @@ def apo_loss(
     check_bool(dads, "dads")
     check_bool(stcr, "stcr")
     normalizer = check_reduction_options(reduction, normalizer)
-    dtype = result_dtype(logps, old_logps, ref_logps, advantages)
+    dtype = compute_dtype(logps, old_logps, ref_logps, advantages)
     logps, old_logps, ref_logps = logps.to(dtype), old_logps.to(dtype), ref_logps.to(dtype)
     adv = advantages.to(dtype).detach()
     if stcr:

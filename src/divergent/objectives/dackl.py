@@ -38,6 +38,7 @@ from divergent._validation import (
     check_reduction,
     check_temperature,
     check_tensor,
+    compute_dtype,
     finish_rows,
 )
 from divergent.objectives._common import Objective, Rows, check_ids, check_weights, loss_keywords
@@ -155,7 +156,7 @@ def clip_teacher_log_probs(
     t = check_tensor(teacher_logits, "teacher_logits")
     lower, upper = _check_level(lower, "lower"), _check_level(upper, "upper")
     tau = check_temperature(temperature)
-    dtype = torch.float64 if t.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(t)
     leading = t.shape[:-1]
     rows = (t.to(dtype) / tau).log_softmax(-1).reshape(-1, t.shape[-1])
     lo, hi = _levels(lower, leading, None, rows), _levels(upper, leading, None, rows)
@@ -277,7 +278,7 @@ def span_loss(
     normalizer = check_normalizer(normalizer, reduction)
     tau = check_temperature(temperature)
     check_ids(span_ids, "span_ids", s.shape[:2])
-    dtype = torch.float64 if torch.float64 in (s.dtype, t.dtype) else torch.float32
+    dtype = compute_dtype(s, t)
     log_q = (s.to(dtype) / tau).log_softmax(-1)
     log_p = (t.to(dtype) / tau).log_softmax(-1)
     pair = (span_ids[:, :-1] == span_ids[:, 1:]) & (span_ids[:, :-1] >= 0)

@@ -36,6 +36,7 @@ from divergent._validation import (
     check_mask,
     check_positive_scalar,
     check_tensor,
+    compute_dtype,
 )
 from divergent.functional import kl, reverse_kl
 
@@ -93,7 +94,7 @@ def class_proportions(logits: Tensor, *, mask: Tensor | None = None) -> Tensor:
     """
     check_tensor(logits, "logits")
     rows = _rows(logits, mask)
-    dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(rows)
     return torch.softmax(rows.to(dtype), dim=-1).mean(0)
 
 
@@ -157,7 +158,7 @@ def prior_kl_entropy_terms(
     meaning = " ('reverse' = KL(predicted ‖ prior), as the official code)"
     check_choice(direction, "direction", DIRECTIONS, meaning)
     rows = _rows(logits, mask)
-    dtype = torch.float64 if rows.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(rows)
     n_classes = rows.shape[-1]
     tau = _check_prior(prior, n_classes, dtype, rows.device)
     log_p = torch.log_softmax(rows.to(dtype), dim=-1)

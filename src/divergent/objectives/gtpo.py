@@ -48,14 +48,18 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from divergent._validation import check_bool, check_float_tensor, check_positive_scalar
+from divergent._validation import (
+    check_bool,
+    check_float_tensor,
+    check_positive_scalar,
+    compute_dtype,
+)
 from divergent.objectives._sequence_rows import (
     check_group_tensor,
     check_reduction_options,
     check_token_log_probs,
     check_token_mask,
     finish_sequences,
-    result_dtype,
     sequence_mean,
     zero_padding,
 )
@@ -160,7 +164,7 @@ def conflict_token_weights(
     w = check_positive_scalar(conflict_weight, "conflict_weight")
     valid = torch.ones_like(token_ids, dtype=torch.bool) if tmask is None else tmask
     _check_right_padded(valid)
-    dtype = result_dtype(advantages)
+    dtype = compute_dtype(advantages)
     pos, neg = advantages > 0, advantages < 0
     active = (pos | neg).unsqueeze(-1)
     forward = _conflict_run(token_ids, valid, pos, neg) & active
@@ -208,7 +212,7 @@ def gtpo_entropy_shaping(
     entropies = check_group_tensor(entropies, "entropies", advantages.shape)
     tau = check_positive_scalar(threshold, "threshold", allow_zero=True)
     lam = check_positive_scalar(scale, "scale", allow_zero=True)
-    dtype = result_dtype(advantages, entropies)
+    dtype = compute_dtype(advantages, entropies)
     a, h = advantages.to(dtype), entropies.to(dtype)
     # NaN entropy → NaN advantage (the comparison alone would silently filter it)
     return torch.where(h > tau, torch.zeros_like(a) + 0.0 * h, a - lam * h)
@@ -224,7 +228,7 @@ def token_entropy(logits: Tensor) -> Tensor:
         ``(...)``, float32 (float64 for float64 input).
     """
     logits = check_float_tensor(logits, "logits", min_dim=1)
-    logp = torch.log_softmax(logits.to(result_dtype(logits)), dim=-1)
+    logp = torch.log_softmax(logits.to(compute_dtype(logits)), dim=-1)
     p = logp.exp()
     return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
 
@@ -294,7 +298,7 @@ def gtpo_loss(
     check_positive_scalar(entropy_scale, "entropy_scale", allow_zero=True)
     normalizer = check_reduction_options(reduction, normalizer)
     conflict = conflict_token_weights(token_ids, advantages, tmask, conflict_weight=conflict_weight)
-    dtype = result_dtype(logps, advantages)
+    dtype = compute_dtype(logps, advantages)
     adv = advantages.to(dtype).detach()
     if token_entropies is not None:
         token_entropies = check_float_tensor(token_entropies, "token_entropies")

@@ -32,6 +32,7 @@ from divergent._validation import (
     check_positive_scalar,
     check_reduction,
     check_temperature,
+    compute_dtype,
     reduce_rows,
 )
 from divergent.objectives._common import Objective, Rows, check_ids, check_weights, loss_keywords
@@ -153,7 +154,7 @@ def load_balancing_loss(router_logits: Tensor, top_k: int, *, mask: Tensor | Non
         flat = flat[keep.reshape(-1)]
     if flat.shape[0] == 0:
         return r.sum() * 0.0
-    dtype = torch.float64 if r.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(r)
     probs = flat.to(dtype).softmax(-1)
     chosen = torch.zeros_like(probs).scatter(-1, probs.topk(top_k, dim=-1).indices, 1.0)
     fraction = chosen.mean(0) / top_k
@@ -184,7 +185,7 @@ def sequence_log_probs(logits: Tensor, labels: Tensor, *, ignore_index: int = -1
             f"`labels` has a value outside 0..{z.shape[-1] - 1} (and not ignore_index="
             f"{ignore_index})"
         )
-    dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(z)
     log_p = z.to(dtype).log_softmax(-1)
     picked = log_p.gather(-1, labels.clamp(0, z.shape[-1] - 1)[..., None])[..., 0]
     return (picked * valid).sum(-1)
@@ -258,7 +259,7 @@ def preference_distillation_loss(
                 f"`{name}` holds a positive log-probability (max {float(value.max()):.3g}); "
                 "pass sequence log-probabilities log π(y) <= 0"
             )
-    dtype = torch.float64 if any(v.dtype == torch.float64 for v in values) else torch.float32
+    dtype = compute_dtype(*values)
     s_w, s_l, t_w, t_l = (v.to(dtype) for v in values)
     rho_w, rho_l = s_w - t_w, s_l - t_l
     if loss_type == "sigmoid":

@@ -61,6 +61,7 @@ from divergent._validation import (
     check_choice,
     check_positive_scalar,
     check_reduction,
+    compute_dtype,
     is_traced,
     mass_tolerance,
     row_label,
@@ -145,14 +146,6 @@ def _check_not_positive(logp: Tensor, name: str, keep: Tensor) -> None:
         raise ValueError(
             f"`{name}` must hold log-probabilities (<= 0), got {value:g} at entry {pos}"
         )
-
-
-def _compute_dtype(*tensors: Tensor | None) -> torch.dtype:
-    return (
-        torch.float64
-        if any(t is not None and t.dtype == torch.float64 for t in tensors)
-        else torch.float32
-    )
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -279,7 +272,7 @@ def group_normalized_advantages(
         allowed = (True, False, "group", "batch", "none")
         raise ValueError(f"`scale` must be one of {allowed}, got {scale!r}")
     eps = check_positive_scalar(eps, "eps", allow_zero=True, what="added to the std")
-    r = rewards.to(_compute_dtype(rewards))
+    r = rewards.to(compute_dtype(rewards))
     groups = r.view(-1, group_size)
     centred = (groups - groups.mean(-1, keepdim=True)).reshape(-1)
     if mode == "none":
@@ -514,7 +507,7 @@ def grpo_loss(
     )
     if beta > 0 and ref_logps is None:
         raise ValueError(f"`ref_logps` is required when `kl_coef` > 0 (got kl_coef={kl_coef!r})")
-    dtype = _compute_dtype(logps, old_logps, ref_logps, adv)
+    dtype = compute_dtype(logps, old_logps, ref_logps, adv)
     _check_not_positive(logps, "logps", keep)
     if old_logps is not None:
         _check_not_positive(old_logps, "old_logps", keep)

@@ -35,7 +35,12 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from divergent._validation import check_float_tensor, check_int, check_positive_scalar
+from divergent._validation import (
+    check_float_tensor,
+    check_int,
+    check_positive_scalar,
+    compute_dtype,
+)
 
 __all__ = [
     "RecapSignals",
@@ -114,7 +119,7 @@ def recap_signals(history: Tensor, *, window: int = 10) -> RecapSignals:
             f"`history` has negative values (min {float(recent.min()):g}); RECAP takes losses "
             ">= 0 (lower is better); pass a reward r as a loss such as r_max − r"
         )
-    dtype = torch.float64 if h.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(h)
     recent = recent.to(dtype)
     previous, current = recent[..., :w, :], recent[..., w:, :]
     mu_prev, mu = previous.mean(-2), current.mean(-2)

@@ -38,13 +38,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from divergent._validation import check_choice, check_positive_scalar
+from divergent._validation import check_choice, check_positive_scalar, compute_dtype
 from divergent.objectives._sequence_rows import (
     check_group_tensor,
     check_reduction_options,
     check_token_log_probs,
     finish_sequences,
-    result_dtype,
     sequence_sum,
     zero_padding,
 )
@@ -252,7 +251,7 @@ def salsa_loss(
     check_choice(kl_in, "kl_in", KL_PLACEMENTS)
     check_choice(baseline, "baseline", BASELINES)
     normalizer = check_reduction_options(reduction, normalizer)
-    dtype = result_dtype(logps, soup_logps, rewards)
+    dtype = compute_dtype(logps, soup_logps, rewards)
     logps, soup_logps, rewards = logps.to(dtype), soup_logps.to(dtype), rewards.to(dtype)
     # masked tokens: a harmless 0 − 0 so the estimator stays finite there
     logps_k, soup_k = zero_padding(tmask, logps, soup_logps)

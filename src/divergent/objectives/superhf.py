@@ -40,12 +40,12 @@ from divergent._validation import (
     check_mask,
     check_pair,
     check_positive_scalar,
+    compute_dtype,
 )
 from divergent.functional import kl
 from divergent.objectives._sequence_rows import (
     check_reduction_options,
     finish_sequences,
-    result_dtype,
     sequence_mean,
 )
 
@@ -186,7 +186,7 @@ def superhf_loss(
     check_bool(clamp_kl, "clamp_kl")
     sequence_keep = check_mask(mask, token_shape[:-1], policy_logits.device)
     normalizer = check_reduction_options(reduction, normalizer)
-    dtype = result_dtype(policy_logits, prior_logits)
+    dtype = compute_dtype(policy_logits, prior_logits)
     log_policy = torch.log_softmax(policy_logits.to(dtype), dim=-1)
     safe_labels = torch.where(completion, labels, torch.zeros_like(labels))
     token_nll = -log_policy.gather(-1, safe_labels.unsqueeze(-1)).squeeze(-1)

@@ -40,6 +40,7 @@ from divergent._validation import (
     check_pair,
     check_positive_scalar,
     check_reduction,
+    compute_dtype,
     to_log_probs,
 )
 from divergent.functional import kl
@@ -63,10 +64,6 @@ TIE_BREAKS: tuple[str, ...] = ("random", "first")
 # --------------------------------------------------------------------------------------------
 # validation
 # --------------------------------------------------------------------------------------------
-def _result_dtype(x: Tensor) -> torch.dtype:
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
 def _base_and_rewards(base: Any, rewards: Any, inputs: str) -> tuple[Tensor, Tensor]:
     """Validated float64 (log π₀, r) of the same shape; rewards must be finite."""
     base, rewards = check_pair(base, rewards, "base", "rewards")
@@ -88,7 +85,7 @@ def _kl_to_base(log_policy: Tensor, base: Any, rewards: Any, inputs: str, reduct
     """KL(π‖π₀) in float64 of a policy derived from ``base``, in the base's result dtype."""
     log_base, _ = _base_and_rewards(base, rewards, inputs)
     value = kl(log_policy.double(), log_base, inputs="log_probs", reduction=reduction)
-    return value.to(_result_dtype(base))
+    return value.to(compute_dtype(base))
 
 
 def _check_n(n: Any) -> int:
@@ -189,7 +186,7 @@ def best_of_n_log_probs(
     """
     n = _check_n(n)
     tie_break = _check_tie_break(tie_break)
-    out_dtype = _result_dtype(base) if isinstance(base, Tensor) else torch.float32
+    out_dtype = compute_dtype(base) if isinstance(base, Tensor) else torch.float32
     log_base, r = _base_and_rewards(base, rewards, inputs)
     k = r.shape[-1]
     if tie_break == "random":
@@ -326,7 +323,7 @@ def tilted_log_probs(
     log_base, r = _base_and_rewards(base, rewards, inputs)
     inv = math.inf if beta == 0.0 else 1.0 / beta
     inv_beta = torch.full(r.shape[:-1], inv, dtype=torch.float64)
-    return _tilted_from_log_base(log_base, r, inv_beta).to(_result_dtype(base))
+    return _tilted_from_log_base(log_base, r, inv_beta).to(compute_dtype(base))
 
 
 def tilted_kl(
@@ -371,7 +368,7 @@ def tilted_max_kl(base: Tensor, rewards: Tensor, *, inputs: str = "logits") -> T
     r_support = torch.where(log_base > -math.inf, r, torch.full_like(r, -math.inf))
     top = r_support == r_support.amax(-1, keepdim=True)
     masked = torch.where(top, log_base, torch.full_like(log_base, -math.inf))
-    return (-torch.logsumexp(masked, -1)).to(_result_dtype(base))
+    return (-torch.logsumexp(masked, -1)).to(compute_dtype(base))
 
 
 def tilted_for_kl(
@@ -436,7 +433,7 @@ def tilted_for_kl(
     inv_beta = torch.where(target >= max_kl - tol, torch.full_like(inv_beta, math.inf), inv_beta)
     log_t = _tilted_from_log_base(log_base, r, inv_beta)
     beta = torch.where(inv_beta > 0, 1.0 / inv_beta, torch.full_like(inv_beta, math.inf))
-    dtype = _result_dtype(base)
+    dtype = compute_dtype(base)
     return log_t.to(dtype), beta.to(dtype)
 
 
@@ -456,7 +453,7 @@ def expected_reward(log_probs: Tensor, rewards: Tensor) -> Tensor:
     log_probs, rewards = check_pair(log_probs, rewards, "log_probs", "rewards")
     if not bool(torch.isfinite(rewards).all()):
         raise ValueError("`rewards` must be finite (no NaN or ±inf entries)")
-    dtype = torch.promote_types(_result_dtype(log_probs), _result_dtype(rewards))
+    dtype = compute_dtype(log_probs, rewards)
     return (log_probs.to(dtype).exp() * rewards.to(dtype)).sum(-1)
 
 

@@ -53,6 +53,7 @@ from divergent._validation import (
     check_choice,
     check_positive_scalar,
     check_same_device,
+    compute_dtype,
     is_traced,
     mass_tolerance,
     row_label,
@@ -101,7 +102,7 @@ def _check_logps(logp: Any, ref_logp: Any, names: tuple[str, str]) -> tuple[Tens
             f"sampled action), got {tuple(logp.shape)} and {tuple(ref_logp.shape)}"
         )
     check_same_device(logp, names[0], ref_logp, names[1])
-    dtype = torch.float64 if torch.float64 in (logp.dtype, ref_logp.dtype) else torch.float32
+    dtype = compute_dtype(logp, ref_logp)
     return logp.to(dtype), ref_logp.to(dtype)
 
 
