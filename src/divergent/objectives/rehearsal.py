@@ -54,7 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from divergent._validation import check_normalizer, check_positive_scalar
+from divergent._validation import check_normalizer, check_positive_scalar, reduce_rows
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.objectives._sequence_rows import zero_padding
 from divergent.rl.policy_kl import reference_sample_kl
@@ -179,20 +179,9 @@ def rehearsal_loss(
         log_u = log_u.clamp(-clamp_log_ratio, clamp_log_ratio)
     keep = None if mask is None else mask.to(torch.bool)
     (log_u,) = zero_padding(keep, log_u)  # padding may hold anything: evaluate at u = 1 there
-    values = rehearsal_estimate(log_u, spec, **params).to(dtype)
-    return _reduce(values, keep, reduction, normalizer)
-
-
-def _reduce(values: Tensor, keep: Tensor | None, reduction: str, normalizer: Any) -> Tensor:
-    (values,) = zero_padding(keep, values)
-    if reduction == "none":
-        return values
-    if reduction == "sum":
-        return values.sum()
+    (values,) = zero_padding(keep, rehearsal_estimate(log_u, spec, **params).to(dtype))
     count = values.numel() if keep is None else keep.sum()
-    if normalizer is not None:
-        return values.sum() / normalizer
-    return values.sum() / torch.as_tensor(count, dtype=values.dtype).clamp(min=1)
+    return reduce_rows(values, reduction, count=count, normalizer=normalizer)
 
 
 def near_perfect_mask(
