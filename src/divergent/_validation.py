@@ -155,12 +155,30 @@ def check_choice(value: Any, name: str, allowed: Sequence[Any], meaning: str = "
     return value
 
 
-def check_int(value: Any, name: str, minimum: int, what: str = "") -> int:
-    """``value`` if it is an integer >= ``minimum`` (bools rejected), else a ``ValueError``
-    naming ``name`` and, when given, ``what`` it counts (e.g. ``"number of samples"``)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def check_int(
+    value: Any, name: str, minimum: int, what: str = "", *, maximum: int | None = None
+) -> int:
+    """``value`` if it is an integer >= ``minimum`` (and <= ``maximum`` when given; bools
+    rejected), else a ``ValueError`` naming ``name`` and, when given, ``what`` it counts (e.g.
+    ``"number of samples"``).
+
+    Example:
+        >>> check_int(3, "k", 1, maximum=5)
+        3
+        >>> check_int(0, "n", 1, "number of samples")
+        Traceback (most recent call last):
+        ...
+        ValueError: `n` (number of samples) must be an integer >= 1, got 0
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < minimum
+        or (maximum is not None and value > maximum)
+    ):
         what = f" ({what})" if what else ""
-        raise ValueError(f"`{name}`{what} must be an integer >= {minimum}, got {value!r}")
+        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
+        raise ValueError(f"`{name}`{what} must be an integer {bound}, got {value!r}")
     return value
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from divergent._validation import check_int as _check_int
 from divergent._validation import check_positive_scalar, check_same_device
 
 __all__ = [
@@ -118,11 +119,11 @@ def check_same_dim(x: Tensor, y: Tensor, x_name: str = "x", y_name: str = "y") -
 
 
 def check_int(value: Any, name: str, low: int, high: int | None = None, what: str = "") -> int:
-    ok = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if ok and value >= low and (high is None or value <= high):
-        return int(value)
-    rng = f"≥ {low}" if high is None else f"in [{low}, {high}]"
-    raise ValueError(f"`{name}` must be an integer {rng}{what}, got {value!r}")
+    """:func:`divergent._validation.check_int` (an integer in [``low``, ``high``]) that also
+    takes numpy integers, as counts computed from numpy samples often are."""
+    if isinstance(value, np.integer):
+        value = int(value)
+    return _check_int(value, name, low, what, maximum=high)
 
 
 def check_level(level: Any) -> float:

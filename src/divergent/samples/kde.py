@@ -29,7 +29,7 @@ import torch
 from scipy.optimize import brentq
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_bool, check_choice, check_int, check_positive_scalar
 from divergent.samples._points import as_points, as_result, check_same_dim
 
 __all__ = ["kde_bandwidth", "kde_kl", "kde_log_density"]
@@ -145,8 +145,7 @@ def kde_log_density(x: Any, data: Any, bandwidth: Any, *, leave_one_out: bool = 
     check_same_dim(xt, dt, "x", "data")
     dtype = torch.promote_types(xt.dtype, dt.dtype)
     xt, dt = xt.to(dtype), dt.to(dtype)
-    if not isinstance(leave_one_out, bool):
-        raise ValueError(f"`leave_one_out` must be True or False, got {leave_one_out!r}")
+    check_bool(leave_one_out, "leave_one_out")
     if leave_one_out and xt.shape != dt.shape:
         raise ValueError(
             "`leave_one_out=True` needs `x` to be the sample itself (same shape as `data`), got "
@@ -257,9 +256,10 @@ def kde_bandwidth(x: Any, rule: str = "lcv", *, grid_size: int = 12) -> float:
         (1986); Biroli & Mézard, arXiv 2408.05807 (the KL-optimal bandwidth).
     """
     xt = as_points(x, "x", dtype=None, min_rows=2)
-    if not isinstance(rule, str):
-        raise ValueError(f"`rule` must be one of {RULES}, got {rule!r}")
-    _check_rule_name(rule, "rule")
+    if isinstance(rule, str):
+        _check_rule_name(rule, "rule")  # an unknown name gets a suggestion
+    else:
+        check_choice(rule, "rule", RULES)
     n, d = xt.shape
     sigma = _scale(xt)
     if sigma == 0:
@@ -269,8 +269,7 @@ def kde_bandwidth(x: Any, rule: str = "lcv", *, grid_size: int = 12) -> float:
         return sigma * n ** (-1.0 / (d + 4))
     if rule == "silverman":
         return silverman
-    if isinstance(grid_size, bool) or not isinstance(grid_size, int) or grid_size < 5:
-        raise ValueError(f"`grid_size` must be an integer ≥ 5, got {grid_size!r}")
+    check_int(grid_size, "grid_size", 5)
     if torch.unique(xt.detach(), dim=0).shape[0] < n:
         raise ValueError(
             "`x` has duplicate rows: the leave-one-out likelihood grows without bound as h → 0 "

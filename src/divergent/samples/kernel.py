@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_bool, check_choice, check_positive_scalar
 from divergent.samples._points import as_points, check_same_dim
 
 __all__ = [
@@ -261,8 +261,7 @@ def conditional_cauchy_schwarz(
         raise ValueError(
             f"`y` and `y_hat` must have the same shape, got {tuple(yt.shape)} and {tuple(yh.shape)}"
         )
-    if denominator not in DENOMINATORS:
-        raise ValueError(f"`denominator` must be one of {DENOMINATORS}, got {denominator!r}")
+    check_choice(denominator, "denominator", DENOMINATORS)
     xt, yt, yh = _common(xt, yt, yh)
     sx, sy = _check_sigma(sigma_x, "sigma_x"), _check_sigma(sigma_y, "sigma_y")
     if sx is None:
@@ -332,8 +331,7 @@ def cauchy_schwarz_mutual_information(
             f"`x` and `t` must have the same number of rows (paired samples), got "
             f"{xt.shape[0]} and {tt.shape[0]}"
         )
-    if not isinstance(normalized, bool):
-        raise ValueError(f"`normalized` must be True or False, got {normalized!r}")
+    check_bool(normalized, "normalized")
     xt, tt = _common(xt, tt)
     sx, st = _check_sigma(sigma_x, "sigma_x"), _check_sigma(sigma_t, "sigma_t")
     if sx is None:
@@ -381,10 +379,7 @@ def _kernel_fn(kernel: KernelLike, sigma: float | None, xt: Tensor, yt: Tensor):
                 "carries its own parameters (pass sigma=None)"
             )
         return kernel
-    if kernel not in KERNELS:
-        raise ValueError(
-            f"`kernel` must be one of {KERNELS} or a callable k(a, b) → Gram block, got {kernel!r}"
-        )
+    check_choice(kernel, "kernel", KERNELS, " or a callable k(a, b) → Gram block")
     if kernel == "gaussian":
         s = sigma if sigma is not None else median_heuristic(xt, yt)
         c = 1.0 / (2.0 * s * s)
@@ -445,10 +440,8 @@ def mmd(
     xt, yt = _points(x, "x"), _points(y, "y")
     check_same_dim(xt, yt)
     xt, yt = _common(xt, yt)
-    if not isinstance(unbiased, bool):
-        raise ValueError(f"`unbiased` must be True or False, got {unbiased!r}")
-    if not isinstance(squared, bool):
-        raise ValueError(f"`squared` must be True or False, got {squared!r}")
+    check_bool(unbiased, "unbiased")
+    check_bool(squared, "squared")
     n, m = xt.shape[0], yt.shape[0]
     if unbiased and min(n, m) < 2:
         raise ValueError(
@@ -526,8 +519,7 @@ def energy_distance(x: Any, y: Any, *, squared: bool = False) -> Tensor:
     xt, yt = _points(x, "x"), _points(y, "y")
     check_same_dim(xt, yt)
     xt, yt = _common(xt, yt)
-    if not isinstance(squared, bool):
-        raise ValueError(f"`squared` must be True or False, got {squared!r}")
+    check_bool(squared, "squared")
 
     def dist_rows(ab: Tensor, bb: Tensor, _s: int) -> Tensor:
         return torch.cdist(ab, bb, compute_mode="donot_use_mm_for_euclid_dist").sum(1)

@@ -54,7 +54,13 @@ import torch
 from scipy.special import digamma, gammaln
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar, spell_keywords, split_keywords
+from divergent._validation import (
+    check_bool,
+    check_choice,
+    check_positive_scalar,
+    spell_keywords,
+    split_keywords,
+)
 from divergent.samples._points import (
     IntervalEstimate,
     as_points,
@@ -80,23 +86,11 @@ _BALL_EXTRA = 3  # neighbours fetched beyond the k-th in the first pass of the b
 
 
 # --------------------------------------------------------------------------- validation
-def _check_method(method: Any) -> str:
-    if method not in METHODS:
-        raise ValueError(f"`method` must be one of {METHODS}, got {method!r}")
-    return method
-
-
 def _check_workers(workers: Any) -> int:
     ok = isinstance(workers, (int, np.integer)) and not isinstance(workers, bool)
     if not ok or (workers < 1 and workers != -1):
-        raise ValueError(f"`workers` must be -1 (all cores) or an integer ≥ 1, got {workers!r}")
+        raise ValueError(f"`workers` must be -1 (all cores) or an integer >= 1, got {workers!r}")
     return int(workers)
-
-
-def _check_duplicates_mode(duplicates: Any) -> str:
-    if duplicates not in DUPLICATES:
-        raise ValueError(f"`duplicates` must be one of {DUPLICATES}, got {duplicates!r}")
-    return duplicates
 
 
 def _copies(x: Tensor, y: Tensor | None) -> tuple[int, int]:
@@ -336,9 +330,9 @@ class _Options:
         """``method``, ``workers`` and ``duplicates`` validated."""
         return replace(
             self,
-            method=_check_method(self.method),
+            method=check_choice(self.method, "method", METHODS),
             workers=_check_workers(self.workers),
-            duplicates=_check_duplicates_mode(self.duplicates),
+            duplicates=check_choice(self.duplicates, "duplicates", DUPLICATES),
         )
 
 
@@ -361,7 +355,7 @@ def _prepare_pair(x: Any, y: Any, k: Any, opts: _Options) -> tuple[Any, ...]:
     yt = as_points(y, "y", min_rows=1)
     check_same_dim(xt, yt)
     n, m = xt.shape[0], yt.shape[0]
-    k = check_int(k, "k", 1, min(n - 1, m), " (at most n − 1 and m neighbours exist)")
+    k = check_int(k, "k", 1, min(n - 1, m), "neighbours; at most n − 1 and m exist")
     return xt, yt, n, m, k, opts.checked()
 
 
@@ -460,8 +454,7 @@ def knn_kl(
         Q. Wang, S. R. Kulkarni, S. Verdú, "Divergence estimation for multidimensional densities
         via k-nearest-neighbor distances", IEEE Trans. Inf. Theory 55(5):2392–2405, 2009.
     """
-    if not isinstance(bias_correction, bool):
-        raise ValueError(f"`bias_correction` must be True or False, got {bias_correction!r}")
+    check_bool(bias_correction, "bias_correction")
     xt, yt, n, m, k, opts = _prepare_pair(x, y, k, _Options.of("knn_kl", options))
     _refuse_duplicates(xt, yt, opts.duplicates)
     d = xt.shape[1]
@@ -566,7 +559,7 @@ def knn_entropy(
     """
     xt = as_points(x, "x", min_rows=2)
     n, d = xt.shape
-    k = check_int(k, "k", 1, n - 1, " (at most n − 1 neighbours exist)")
+    k = check_int(k, "k", 1, n - 1, "neighbours; at most n − 1 exist")
     opts = _Options.of("knn_entropy", options).checked()
     _refuse_duplicates(xt, None, opts.duplicates)
     method = _resolve_method(opts.method, xt)

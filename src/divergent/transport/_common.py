@@ -26,8 +26,6 @@ from divergent._validation import (
 __all__ = [
     "CHECK_EVERY",
     "check_cost",
-    "check_int",
-    "check_objective",
     "f_update",
     "flatten_problems",
     "g_update",
@@ -44,19 +42,6 @@ CHECK_EVERY = 10
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
-def check_int(x: Any, name: str, low: int) -> int:
-    """``x`` as an integer ≥ ``low`` (bools rejected); a ``ValueError`` names the argument."""
-    if isinstance(x, bool) or not isinstance(x, int) or x < low:
-        raise ValueError(f"`{name}` must be an integer ≥ {low}, got {x!r}")
-    return x
-
-
-def check_objective(objective: Any, allowed: tuple[str, ...]) -> str:
-    if objective not in allowed:
-        raise ValueError(f"`objective` must be one of {allowed}, got {objective!r}")
-    return objective
-
-
 def check_cost(cost: Any) -> tuple[Tensor, int, int]:
     """A finite floating-point cost of shape (…, n, m) with n, m ≥ 1; returns (cost, n, m)."""
     cost = check_float_tensor(cost, "cost", min_dim=2)

@@ -57,15 +57,15 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    check_choice,
     check_float_tensor,
+    check_int,
     check_positive_scalar,
     spell_keywords,
     split_keywords,
 )
 from divergent.transport._common import (
     check_cost,
-    check_int,
-    check_objective,
     flatten_problems,
     marginals,
     pairwise_cost,
@@ -317,7 +317,7 @@ def sinkhorn(
         problems"; Peyré & Cuturi 2019, "Computational optimal transport", §4; Feydy 2020
         (thesis), ε-scaling; POT ``ot.sinkhorn2`` (Flamary et al. 2021).
     """
-    check_objective(objective, _OBJECTIVES)
+    check_choice(objective, "objective", _OBJECTIVES)
     options, _ = split_keywords(options, _SOLVE_KEYWORDS, function="sinkhorn")
     res = sinkhorn_solve(a, b, cost, eps, **options)
     value = res.transport if objective == "transport" else res.entropic

@@ -15,12 +15,10 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_choice, check_int, check_positive_scalar
 from divergent.transport._common import (
     CHECK_EVERY,
     check_cost,
-    check_int,
-    check_objective,
     f_update,
     flatten_problems,
     g_update,
@@ -244,7 +242,7 @@ def sinkhorn_unbalanced(
         transport problems" (Math. Comp.); Séjourné, Feydy, Vialard, Trouvé & Peyré 2019,
         "Sinkhorn divergences for unbalanced optimal transport".
     """
-    check_objective(objective, ("transport", "total"))
+    check_choice(objective, "objective", ("transport", "total"))
     cost, n, m = check_cost(cost)
     eps = check_positive_scalar(eps, "eps")
     max_iter = check_int(max_iter, "max_iter", 1)
