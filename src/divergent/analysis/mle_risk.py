@@ -27,6 +27,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from divergent._validation import check_int
+
 __all__ = [
     "MLERiskExpansion",
     "PNVerdict",
@@ -271,8 +273,7 @@ def pn_criterion(
     """
     if not isinstance(expansion, MLERiskExpansion):
         raise ValueError("`expansion` must be an MLERiskExpansion (see mle_kl_risk_expansion)")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` must be an integer ≥ 1, got {n!r}")
+    check_int(n, "n", 1)
     limit = pn_max_risk(bayes_error)
     risk = expansion.risk(n, order)
     return PNVerdict(accept=bool(risk <= limit and math.isfinite(risk)), risk=risk, max_risk=limit)

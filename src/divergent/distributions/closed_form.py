@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints, kl_divergence
 from torch.distributions.utils import lazy_property
 
+from divergent._validation import check_choice, check_int
 from divergent.categorical.registry import get_divergence, list_divergences
 from divergent.distributions import discrete, gaussian, mixture  # noqa: F401  (register pairs)
 from divergent.distributions.monte_carlo import MC_NAMES, monte_carlo
@@ -227,9 +228,7 @@ def closed_form(
     """
     if not isinstance(name, str):
         raise ValueError(f"`name` must be a string, got {type(name).__name__}")
-    methods = _methods()
-    if method not in methods:
-        raise ValueError(f"`method` must be one of {methods}, got {method!r}")
+    check_choice(method, "method", _methods())
     for arg, d in (("P", P), ("Q", Q)):
         if not isinstance(d, Distribution):
             raise ValueError(
@@ -238,8 +237,7 @@ def closed_form(
     if name not in _all_names():
         raise ValueError(f"unknown divergence `{name}`; closed_form supports: {_support_text()}")
     bound = _bind(name, params)
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
-        raise ValueError(f"`num_samples` must be an integer ≥ 2, got {num_samples!r}")
+    check_int(num_samples, "num_samples", 2)
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise ValueError(f"`seed` must be an integer or None, got {seed!r}")
     _check_parameters(P, "P")

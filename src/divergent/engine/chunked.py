@@ -60,7 +60,14 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from divergent._validation import RowOptions, explain_nan_rows, nan_rows_of
+from divergent._validation import (
+    ENGINES,
+    RowOptions,
+    check_choice,
+    check_engine,
+    explain_nan_rows,
+    nan_rows_of,
+)
 from divergent.categorical.kernels import ChunkKernel, ElementwiseKernel, KernelPlan, kernel_for
 from divergent.categorical.registry import Divergence
 
@@ -71,7 +78,6 @@ __all__ = [
     "set_engine",
 ]
 
-ENGINES = ("auto", "chunked", "reference")
 COMPILE_MODES = ("auto", "on", "off")
 
 AUTO_MIN_ELEMENTS = 1 << 16
@@ -119,9 +125,7 @@ def set_engine(mode: str) -> None:
             reference path, e.g. for double backward). The environment variable
             ``DIVERGENT_ENGINE`` sets the initial value. A per-call ``engine=`` overrides it.
     """
-    if mode not in ENGINES:
-        raise ValueError(f"`engine` must be one of {ENGINES}, got {mode!r}")
-    _STATE["engine"] = mode
+    _STATE["engine"] = check_choice(mode, "engine", ENGINES)
 
 
 def engine_mode() -> str:
@@ -681,9 +685,8 @@ def _is_functorch_tensor(x: Tensor) -> bool:
 
 def use_engine(engine: str | None, p: Tensor, q: Tensor, inputs: str) -> bool:
     """Whether :func:`divergent.divergence` should use the chunked engine for this call."""
+    engine = check_engine(engine)
     mode = engine_mode() if engine is None else engine
-    if mode not in ENGINES:
-        raise ValueError(f"`engine` must be one of {ENGINES} or None, got {engine!r}")
     if mode == "reference" or inputs == "probs":
         return False
     if torch.compiler.is_compiling() or _is_functorch_tensor(p) or _is_functorch_tensor(q):

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from divergent._validation import (
     ROW_KEYWORDS,
+    check_choice,
     check_chunk_size,
     check_float_tensor,
     check_positive_scalar,
@@ -56,6 +57,8 @@ from divergent.engine.chunked import (
 
 __all__ = ["fused_linear_divergence"]
 
+#: ``vocab=``: "strict" needs equal student / teacher vocabularies, "truncate" compares the
+#: shared prefix (the first min(V_s, V_t) tokens)
 VOCAB_POLICIES = ("strict", "truncate")
 
 MATMUL_CHUNK_ELEMENTS = {"cpu": 1 << 23, "cuda": 1 << 26}
@@ -416,8 +419,7 @@ def fused_linear_divergence(
     devices = {t.device for t in (hs, ws, ht, wt, student_bias, teacher_bias) if t is not None}
     if len(devices) > 1:
         raise ValueError(f"all tensors must be on one device, got {sorted(map(str, devices))}")
-    if vocab not in VOCAB_POLICIES:
-        raise ValueError(f"`vocab` must be one of {VOCAB_POLICIES}, got {vocab!r}")
+    check_choice(vocab, "vocab", VOCAB_POLICIES)
     v_s, v_t = ws.shape[0], wt.shape[0]
     if v_s != v_t and vocab == "strict":
         raise ValueError(

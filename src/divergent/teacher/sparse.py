@@ -28,6 +28,7 @@ from torch import Tensor
 
 from divergent._validation import (
     ROW_KEYWORDS,
+    check_choice,
     check_chunk_size,
     check_same_device,
     check_temperature,
@@ -515,8 +516,7 @@ def sparse_divergence(
     row, params = split_keywords(params, ROW_KEYWORDS)
     spec = resolve_divergence(name)
     bound = spec.bind(params)
-    if tail not in TAILS:
-        raise ValueError(f"`tail` must be one of {TAILS}, got {tail!r}")
+    check_choice(tail, "tail", TAILS)
     student = check_tensor(student_logits, "student_logits")
     ids = teacher_topk_ids
     if (

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from divergent._validation import check_float_tensor, check_positive_scalar
+from divergent._validation import check_float_tensor, check_int, check_positive_scalar
 
 __all__ = ["fgsm", "pgd"]
 
@@ -90,8 +90,7 @@ def pgd(
         Adversarial inputs, detached, within ``epsilon`` of ``x`` in L∞ and inside ``bounds``.
     """
     eps = _check(x, epsilon, bounds)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"`steps` must be a positive integer, got {steps!r}")
+    check_int(steps, "steps", 1)
     alpha = (
         2.5 * eps / steps if step_size is None else check_positive_scalar(step_size, "step_size")
     )

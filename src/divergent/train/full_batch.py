@@ -46,7 +46,7 @@ def fit_full_batch(
     Returns the loss before each step.
     """
     if int(steps) != steps or steps < 1:
-        raise ValueError(f"`steps` must be an integer ≥ 1, got {steps!r}")
+        raise ValueError(f"`steps` must be an integer >= 1, got {steps!r}")
     check_positive_scalar(lr, "lr")
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     history = []

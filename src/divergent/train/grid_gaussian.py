@@ -85,7 +85,7 @@ def fit_grid_gaussians(
         ValueError: ``steps`` < 10, a non-positive ``lr`` or mismatched start shapes.
     """
     if int(steps) != steps or steps < 10:
-        raise ValueError(f"`steps` must be an integer ≥ 10, got {steps!r}")
+        raise ValueError(f"`steps` must be an integer >= 10, got {steps!r}")
     check_positive_scalar(lr, "lr")
     if init_mean.shape != init_log_scale.shape or init_mean.dim() != 1:
         raise ValueError(

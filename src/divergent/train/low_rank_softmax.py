@@ -51,7 +51,7 @@ def population_kl(src: PowerLawSource, logits: torch.Tensor) -> torch.Tensor:
 def svd_init(src: PowerLawSource, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """E, W, b of the μ-weighted truncated SVD of the context-centred teacher logits."""
     if int(rank) != rank or rank < 1:
-        raise ValueError(f"`rank` must be an integer ≥ 1, got {rank!r}")
+        raise ValueError(f"`rank` must be an integer >= 1, got {rank!r}")
     mu = src.context_probs
     bias = mu @ src.logits
     root = mu.sqrt().unsqueeze(1)
@@ -112,7 +112,7 @@ def train_low_rank_softmax(
     if init not in ("svd", "random"):
         raise ValueError(f"`init` must be 'svd' or 'random', got {init!r}")
     if int(max_chunks) != max_chunks or max_chunks < 1:
-        raise ValueError(f"`max_chunks` must be an integer ≥ 1, got {max_chunks!r}")
+        raise ValueError(f"`max_chunks` must be an integer >= 1, got {max_chunks!r}")
     c, a = src.logits.shape
     if init == "svd":
         e, w, b = svd_init(src, rank)

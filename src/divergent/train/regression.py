@@ -117,7 +117,7 @@ def train_regressor(
         lr, batch: Adam learning rate and mini-batch size.
     """
     if int(epochs) != epochs or epochs < 1:
-        raise ValueError(f"`epochs` must be an integer ≥ 1, got {epochs!r}")
+        raise ValueError(f"`epochs` must be an integer >= 1, got {epochs!r}")
     check_positive_scalar(lr, "lr")
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     g = torch.Generator().manual_seed(seed)

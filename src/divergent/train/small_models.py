@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from divergent._validation import check_choice
+
 __all__ = [
     "DATASETS",
     "DigitsCNN",
@@ -110,10 +112,8 @@ def load_split(
         >>> tuple(s.x_train.shape), s.n_classes, float(s.x_train.max())
         ((1258, 64), 10, 1.0)
     """
-    if name not in DATASETS:
-        raise ValueError(f"`name` must be one of {DATASETS}, got {name!r}")
-    if scaling not in SCALINGS:
-        raise ValueError(f"`scaling` must be one of {SCALINGS}, got {scaling!r}")
+    check_choice(name, "name", DATASETS)
+    check_choice(scaling, "scaling", SCALINGS)
     if not (isinstance(test_fraction, float) and 0.0 < test_fraction < 1.0):
         raise ValueError(f"`test_fraction` must be a float in (0, 1), got {test_fraction!r}")
     x, y, names = _load_arrays(name)
