@@ -371,6 +371,11 @@ def tilted_max_kl(base: Tensor, rewards: Tensor, *, inputs: str = "logits") -> T
     return (-torch.logsumexp(masked, -1)).to(compute_dtype(base))
 
 
+def _same_bits(a: Tensor, b: Tensor) -> bool:
+    """Whether two float64 tensors of one shape hold the same bits (-0.0 ≠ 0.0, NaN = NaN)."""
+    return torch.equal(a.reshape(-1).view(torch.int64), b.reshape(-1).view(torch.int64))
+
+
 def tilted_for_kl(
     base: Tensor,
     rewards: Tensor,
@@ -392,7 +397,8 @@ def tilted_for_kl(
     Args:
         base, rewards, inputs: as in :func:`tilted_log_probs`.
         kl_target: Δ >= 0, a number or a tensor of the leading shape.
-        iterations: bisection steps (200 reach float64 resolution).
+        iterations: bisection steps at most (200 reach float64 resolution); the loop stops
+            earlier once a step leaves every bracket unchanged (float64 can halve it no more).
 
     Returns:
         ``(log π_β, β)``: log-probabilities ``(..., K)`` and β of the leading shape.
@@ -426,8 +432,14 @@ def tilted_for_kl(
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
         too_small = kl_at(mid.exp()) < target
-        lo = torch.where(too_small, mid, lo)
-        hi = torch.where(too_small, hi, mid)
+        new_lo = torch.where(too_small, mid, lo)
+        new_hi = torch.where(too_small, hi, mid)
+        if _same_bits(new_lo, lo) and _same_bits(new_hi, hi):
+            # a step is a deterministic function of the whole (lo, hi) batch: one that leaves
+            # every bracket unchanged (the midpoint rounds onto an endpoint), bit for bit,
+            # leaves it unchanged for every later step too, so stopping changes no result
+            break
+        lo, hi = new_lo, new_hi
     inv_beta = (0.5 * (lo + hi)).exp()
     inv_beta = torch.where(target <= 0, torch.zeros_like(inv_beta), inv_beta)
     inv_beta = torch.where(target >= max_kl - tol, torch.full_like(inv_beta, math.inf), inv_beta)
