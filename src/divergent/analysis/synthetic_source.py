@@ -35,14 +35,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from divergent._validation import check_int, check_positive_scalar
 from divergent.functional import kl, soft_cross_entropy
 
 __all__ = ["PowerLawSource", "krichevsky_trofimov_logits"]
-
-
-def _check(ok: bool, name: str, value: object, allowed: str) -> None:
-    if not ok:
-        raise ValueError(f"`{name}` must be {allowed}, got {value!r}")
 
 
 class PowerLawSource:
@@ -89,22 +85,17 @@ class PowerLawSource:
         rank: int | None = None,
         seed: int = 0,
     ) -> None:
-        _check(isinstance(contexts, int) and contexts >= 1, "contexts", contexts, "an int ≥ 1")
-        _check(isinstance(symbols, int) and symbols >= 2, "symbols", symbols, "an int ≥ 2")
+        check_int(contexts, "contexts", 1)
+        check_int(symbols, "symbols", 2, "alphabet size")
         for name, value in (
             ("spectrum_exponent", spectrum_exponent),
             ("logit_rms", logit_rms),
             ("context_exponent", context_exponent),
         ):
-            _check(math.isfinite(float(value)) and float(value) >= 0, name, value, "finite and ≥ 0")
+            check_positive_scalar(value, name, allow_zero=True)
         full = min(contexts, symbols - 1)
         rank = full if rank is None else rank
-        _check(
-            isinstance(rank, int) and 1 <= rank <= full,
-            "rank",
-            rank,
-            f"an int in [1, min(contexts, symbols - 1)] = [1, {full}]",
-        )
+        check_int(rank, "rank", 1, "components; at most min(contexts, symbols - 1)", maximum=full)
         self.contexts, self.symbols, self.rank = contexts, symbols, rank
         self.spectrum_exponent = float(spectrum_exponent)
         self.logit_rms = float(logit_rms)
@@ -172,7 +163,7 @@ class PowerLawSource:
     # ------------------------------------------------------------------------------------
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """``n`` independent (context, symbol) pairs as two int64 arrays of length n."""
-        _check(isinstance(n, int) and n >= 0, "n", n, "an int ≥ 0")
+        check_int(n, "n", 0, "number of pairs")
         ctx = rng.choice(self.contexts, size=n, p=self.context_probs.numpy())
         u = rng.random(n)
         sym = np.minimum((u[:, None] > self._cdf[ctx]).sum(1), self.symbols - 1)
@@ -180,7 +171,7 @@ class PowerLawSource:
 
     def sample_counts(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """(C, A) counts of ``n`` independent (context, symbol) pairs (one multinomial draw)."""
-        _check(isinstance(n, int) and n >= 0, "n", n, "an int ≥ 0")
+        check_int(n, "n", 0, "number of pairs")
         per_context = rng.multinomial(n, self.context_probs.numpy())
         return rng.multinomial(per_context, self._probs).astype(np.int64)
 
