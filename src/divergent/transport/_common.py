@@ -26,6 +26,7 @@ from divergent._validation import (
 __all__ = [
     "CHECK_EVERY",
     "check_cost",
+    "check_cost_power",
     "f_update",
     "flatten_problems",
     "g_update",
@@ -42,6 +43,13 @@ CHECK_EVERY = 10
 # --------------------------------------------------------------------------------------------
 # argument checks
 # --------------------------------------------------------------------------------------------
+def check_cost_power(p: Any) -> float | int:
+    """``p`` of the ground cost :math:`|x - y|^p` (W_p): a finite number >= 1, bools refused."""
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 1:
+        raise ValueError(f"`p` must be a finite number >= 1, got {p!r}")
+    return p
+
+
 def check_cost(cost: Any) -> tuple[Tensor, int, int]:
     """A finite floating-point cost of shape (…, n, m) with n, m ≥ 1; returns (cost, n, m)."""
     cost = check_float_tensor(cost, "cost", min_dim=2)

@@ -48,7 +48,6 @@ most ``tol`` (the row marginal is exact after each f-update); converged problems
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -66,6 +65,7 @@ from divergent._validation import (
 )
 from divergent.transport._common import (
     check_cost,
+    check_cost_power,
     flatten_problems,
     marginals,
     pairwise_cost,
@@ -393,9 +393,7 @@ def sinkhorn_divergence(
             f"`x` and `y` must have the same point dimension (last axis), got {x.shape[-1]} and "
             f"{y.shape[-1]}"
         )
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 1:
-        raise ValueError(f"`p` must be a finite number ≥ 1, got {p!r}")
-    p = float(p)
+    p = float(check_cost_power(p))
     for name, pts in (("x", x), ("y", y)):
         if not bool(torch.isfinite(pts).all()):
             raise ValueError(f"`{name}` (the points) must be finite, got NaN or ±inf entries")

@@ -2,12 +2,11 @@ r"""Exact p-Wasserstein distance between weighted samples on the real line (quan
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from divergent._validation import check_float_tensor, compute_dtype
+from divergent.transport._common import check_cost_power
 
 __all__ = ["wasserstein_1d"]
 
@@ -75,8 +74,7 @@ def wasserstein_1d(
         )
     if u_values.shape[-1] == 0 or v_values.shape[-1] == 0:
         raise ValueError("`u_values` and `v_values` must be non-empty")
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or p < 1:
-        raise ValueError(f"`p` must be a finite number ≥ 1, got {p!r}")
+    check_cost_power(p)
     for name, t in (("u_values", u_values), ("v_values", v_values)):
         if not bool(torch.isfinite(t).all()):
             raise ValueError(f"`{name}` must be finite")
