@@ -312,41 +312,15 @@ def test_unwritable_out(tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
-def test_corrupt_checkpoint_on_resume_is_refused_and_kept(tmp_path):
+def test_corrupt_checkpoint_on_resume_is_refused_and_kept(tmp_path, finished):
     out = tmp_path / "out"
-    assert (
-        _run(
-            "--objectives",
-            "kd",
-            "--seeds",
-            "1",
-            "--epochs",
-            "2",
-            "--teacher-epochs",
-            "2",
-            "--out",
-            str(out),
-        ).exit_code
-        == 0
-    )
-    run_dir = out / "runs" / "kd" / "seed-0"
+    shutil.copytree(finished[0], out)  # a finished job of FINISHED, each run's last.ckpt kept
+    run_dir = out / "runs" / "kd-js" / "seed-0"
     (run_dir / "result.json").unlink()  # as if killed before the run's result was written
     ckpt = run_dir / "last.ckpt"
     damaged = ckpt.read_bytes()[:-7]
     ckpt.write_bytes(damaged)
-    result = _run(
-        "--objectives",
-        "kd",
-        "--seeds",
-        "1",
-        "--epochs",
-        "2",
-        "--teacher-epochs",
-        "2",
-        "--out",
-        str(out),
-        "--resume",
-    )
+    result = _run(*FINISHED, "--out", str(out), "--resume")
     _assert_one_line_error(result, "last.ckpt", "truncated")
     assert ckpt.read_bytes() == damaged
     teacher = out / "teacher.ckpt"
