@@ -73,7 +73,7 @@ import torch
 from torch import Tensor
 
 from divergent._files import fsync_dir
-from divergent._validation import check_positive_scalar
+from divergent._validation import check_int, check_positive_scalar
 from divergent._version import __version__
 from divergent.teacher.sparse import validate_topk
 
@@ -542,13 +542,9 @@ class TeacherCacheWriter:
         resume: bool = False,
         check_values: bool = True,
     ) -> None:
-        for arg, value, low in (
-            ("k", k, 1),
-            ("vocab_size", vocab_size, 1),
-            ("rows_per_shard", rows_per_shard, 1),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"`{arg}` must be an integer >= {low}, got {value!r}")
+        check_int(k, "k", 1)
+        check_int(vocab_size, "vocab_size", 1)
+        check_int(rows_per_shard, "rows_per_shard", 1)
         if k > vocab_size:
             raise ValueError(f"`k` = {k} exceeds `vocab_size` = {vocab_size}; need k <= V")
         temperature = check_positive_scalar(temperature, "temperature")
