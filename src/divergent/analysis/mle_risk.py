@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from divergent._validation import check_int
+from divergent._validation import check_choice, check_int
 
 __all__ = [
     "MLERiskExpansion",
@@ -50,8 +50,7 @@ class MLERiskExpansion(NamedTuple):
 
     def risk(self, n: float, order: int = 2) -> float:
         """The expansion at sample size n, with ``order`` terms (1 or 2)."""
-        if order not in (1, 2):
-            raise ValueError(f"`order` must be 1 or 2, got {order!r}")
+        check_choice(order, "order", (1, 2))
         if isinstance(n, bool) or not isinstance(n, (int, float)) or not n > 0:
             raise ValueError(f"`n` must be a number > 0, got {n!r}")
         return self.first / n + (self.second / n**2 if order == 2 else 0.0)

@@ -109,8 +109,7 @@ def median_heuristic(x: Any, y: Any = None, *, metric: str = "euclidean") -> flo
     References:
         A. Gretton et al., "A Kernel Two-Sample Test", JMLR 13 (2012), §8.
     """
-    if metric not in ("euclidean", "l1"):
-        raise ValueError(f"`metric` must be 'euclidean' or 'l1', got {metric!r}")
+    check_choice(metric, "metric", ("euclidean", "l1"))
     z = _points(x, "x").detach()
     if y is not None:
         yt = _points(y, "y").detach()

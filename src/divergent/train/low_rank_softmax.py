@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from divergent._validation import check_choice
 from divergent.analysis.synthetic_source import PowerLawSource
 from divergent.functional import divergence
 
@@ -109,8 +110,7 @@ def train_low_rank_softmax(
     Returns:
         :class:`LowRankFit`.
     """
-    if init not in ("svd", "random"):
-        raise ValueError(f"`init` must be 'svd' or 'random', got {init!r}")
+    check_choice(init, "init", ("svd", "random"))
     if int(max_chunks) != max_chunks or max_chunks < 1:
         raise ValueError(f"`max_chunks` must be an integer >= 1, got {max_chunks!r}")
     c, a = src.logits.shape
