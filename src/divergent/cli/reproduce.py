@@ -4,7 +4,9 @@ No silent data loss: rows of other ids already in ``--out/results.json`` are kep
 ``--resume`` a stored row is reused only for the same mode and seed (every decision is
 printed); a ``results.json`` that cannot be read is refused and left as it is; bad options
 (``--out`` a file or unwritable, a seed out of range) are one-line errors with exit code 2;
-Ctrl-C says how many rows were saved.
+Ctrl-C says how many rows were saved. A reproduction whose module failed to import
+(registered by :func:`divergent.repro.discover_reproductions`) is listed, marked, with its
+error in one line, and runs as an error row; the other reproductions still run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 import divergent.papers  # noqa: F401  (registers every reproduction)
 from divergent.cli._app import console
@@ -99,16 +102,28 @@ def reproduce_command(
     Each row states the paper's claim and its verdict (held / not held / inconclusive)
     computed from measured numbers. Rows of other ids already in --out are kept. Exit code 1
     if any reproduction crashed (a claim that does not hold is not a crash), 2 for bad
-    options or an unreadable results.json, 130 when interrupted.
+    options or an unreadable results.json, 130 when interrupted. A paper module that failed
+    to import is marked in --list and runs as a crash; the others are not affected.
     """
     reps = all_reproductions()
+    broken = {r.id: r.import_error for r in reps if r.import_error is not None}
     if list_:
         table = Table(title="Reproductions")
         for col in ("id", "paper", "claim"):
             table.add_column(col, overflow="fold")
         for r in reps:
-            table.add_row(r.id, r.paper, r.claim)
+            if r.import_error is None:
+                table.add_row(r.id, r.paper, r.claim)
+            else:
+                table.add_row(r.id, Text("failed to import", style="red"), Text(r.import_error))
         console.print(table)
+        if broken:
+            console.print(
+                f"{len(broken)} module(s) failed to import (running one gives an error row): "
+                f"{', '.join(broken)}",
+                soft_wrap=True,
+                highlight=False,
+            )
         return
     if all_:
         selected = [r.id for r in reps]
@@ -125,6 +140,14 @@ def reproduce_command(
     except ValueError as err:
         raise _fail(f"--seed: {err}") from None
     _check_out_folder(out)
+    for rid, error in broken.items():
+        if rid not in selected:
+            console.print(
+                f"[yellow]warning:[/yellow] `{rid}` is unavailable, its module failed to import: "
+                f"{escape(str(error))}",
+                soft_wrap=True,
+                highlight=False,
+            )
     results_path = out / "results.json"
     try:
         load_results(results_path)  # refuse an unreadable file before running anything

@@ -32,13 +32,18 @@ The runner executes every experiment on one torch thread (:func:`~divergent._thr
 single_thread`: the experiments use tiny tensors). A quick run is labelled *indicative*
 unless the reproduction declares ``quick_matches_full=True`` (its quick and full runs are
 checked to give the same verdict). Modules under ``divergent.papers`` are discovered by
-importing that package.
+importing that package. :func:`discover_reproductions` imports the modules of such a package
+so that one broken module does not hide the others: a module that fails to import is
+registered under its name as a reproduction that cannot run (its ``import_error`` says why;
+running it gives an error row).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import pkgutil
 import platform
 import time
 import traceback
@@ -68,6 +73,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_seed",
+    "discover_reproductions",
     "get_reproduction",
     "load_results",
     "plan_run",
@@ -257,6 +263,9 @@ class Reproduction:
     tags: tuple[str, ...] = ()
     quick_matches_full: bool = False
     sizes: Mapping[str, RunSize] = field(default_factory=lambda: _check_sizes("", None))
+    import_error: str | None = None
+    """For a module that failed to import (see :func:`discover_reproductions`): the error in
+    one line; the experiment then only raises it. None for a reproduction that loaded."""
 
     def size(self, quick: bool) -> RunSize:
         """The run sizes of the quick or the full mode."""
@@ -371,7 +380,55 @@ def reproduction(
 
 
 def all_reproductions() -> list[Reproduction]:
+    """Every registered reproduction by id, those whose module failed to import included."""
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def _failed_import(module: str, name: str, line: str, err: Exception) -> Reproduction:
+    """The stand-in of a module that failed to import: running it raises the import error."""
+
+    def experiment(ctx: ReproContext) -> Outcome:
+        raise ImportError(f"module {module} failed to import: {line}") from err
+
+    return Reproduction(
+        name,
+        title=f"module {module} (failed to import)",
+        paper="",
+        claim=f"not loaded: {line}",
+        experiment=experiment,
+        import_error=line,
+    )
+
+
+def discover_reproductions(package: str, path: Iterable[str]) -> dict[str, str]:
+    """Import each module of a package so that it registers its reproduction.
+
+    Modules are imported in name order; names with a leading underscore are skipped. A module
+    whose import raises (``SyntaxError``, ``ImportError``, an error in its top-level code) does
+    not stop the others: it is registered under its module name as a reproduction whose
+    ``import_error`` holds the error in one line and whose run is an error row (with the
+    import's traceback), replacing anything it registered before it failed.
+
+    Args:
+        package: the package's dotted name (``__name__`` in its ``__init__.py``).
+        path: where its modules are (``__path__``).
+
+    Returns:
+        ``{module name: one-line error}`` of the modules that failed to import (empty when all
+        loaded).
+    """
+    failed: dict[str, str] = {}
+    for info in sorted(pkgutil.iter_modules(list(path)), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = f"{package}.{info.name}"
+        try:
+            importlib.import_module(module)
+        except Exception as err:  # one broken module must not hide the others
+            line = " ".join(f"{type(err).__name__}: {err}".split())
+            _REGISTRY[info.name] = _failed_import(module, info.name, line, err)
+            failed[info.name] = line
+    return failed
 
 
 def get_reproduction(id: str) -> Reproduction:
