@@ -5,12 +5,13 @@ What each reproduces (title, paper, claim, tags) and its quick / full run sizes 
 and its experiment reads ``ctx.size.<name>``.
 
 Importing this package imports every module in it (each registers itself in the
-:mod:`divergent.repro` registry); nothing below this package imports it.
+:mod:`divergent.repro` registry) with :func:`divergent.repro.discover_reproductions`: a
+module that fails to import is registered under its name as a reproduction that cannot run
+(listed and marked by ``divergent reproduce --list``; running it is an error row), and the
+others still load. Nothing below this package imports it.
 """
 
-import importlib
-import pkgutil
+from divergent.repro import discover_reproductions
 
-for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"{__name__}.{_info.name}")
+IMPORT_ERRORS: dict[str, str] = discover_reproductions(__name__, __path__)
+"""``{module name: one-line error}`` of the paper modules that failed to import."""
