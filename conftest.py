@@ -66,10 +66,21 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
     class SlowFirstFileScheduling(LoadFileScheduling):
         """xdist's ``loadfile`` without its reordering by file size: files go out in
-        collection order, which the hook above puts slow files first in."""
+        collection order, which the hook above puts slow files first in. With fewer files
+        than workers (``pytest -n 2 one_file.py``) tests go out one by one, as under
+        ``load``, so that every worker gets some."""
+
+        by_file = True
 
         def schedule(self) -> None:
+            if self.collection is None and self.registered_collections:
+                ids = next(iter(self.registered_collections.values()))
+                files = {nodeid.split("::", 1)[0] for nodeid in ids}
+                self.by_file = len(files) >= len(self.nodes)
             self.config.option.loadscopereorder = False
             super().schedule()
+
+        def _split_scope(self, nodeid: str) -> str:
+            return super()._split_scope(nodeid) if self.by_file else nodeid
 
     return SlowFirstFileScheduling(config, log)
