@@ -70,7 +70,7 @@ def test_log_probs_normalised_and_equal_brute_force(kind: str) -> None:
         policy = TabularPolicy.random(space, scale=1.5, generator=_gen(1))
     else:
         policy = MLPPolicy(space, hidden=8, generator=_gen(1), init_scale=3.0)
-    lp = policy.log_probs()
+    lp = policy.log_probs().detach()
     assert lp.shape == (81,)
     assert abs(float(torch.logsumexp(lp, 0))) < 1e-12
     assert abs(float(policy.probs().sum()) - 1.0) < 1e-12
