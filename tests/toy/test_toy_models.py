@@ -18,6 +18,10 @@ from divergent.toy import (
     exact_entropy,
 )
 
+# the checks read exact values of differentiable policies with float(); torch warns (once per
+# process) that the scalar conversion drops the graph, which is what is wanted here
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True")
+
 
 def _gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
