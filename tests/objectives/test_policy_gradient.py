@@ -53,6 +53,7 @@ def _trl_loss(
     level,
     max_len=T,
     num_items=None,
+    bias_correction=False,
 ):
     """Run trl.GRPOTrainer._compute_loss on a stub trainer; return (loss, d loss / d logps)."""
     trl_grpo = pytest.importorskip("trl.trainer.grpo_trainer")
@@ -77,7 +78,9 @@ def _trl_loss(
         off_policy_mask_threshold=None,
         importance_sampling_level=level,
         beta=beta,
-        args=SimpleNamespace(use_bias_correction_kl=False, delta=None, steps_per_generation=1),
+        args=SimpleNamespace(
+            use_bias_correction_kl=bias_correction, delta=None, steps_per_generation=1
+        ),
         loss_type=loss_type,
         epsilon_low=eps_low,
         epsilon_high=eps_high,
@@ -124,8 +127,10 @@ _TRL_CASES = [
 
 
 @pytest.mark.parametrize(("loss_type", "normalization", "extra", "level"), _TRL_CASES)
-@pytest.mark.parametrize("beta", [0.0, 0.04])
-def test_equals_trl_compute_loss(loss_type, normalization, extra, level, beta):
+@pytest.mark.parametrize("beta", [0.0, 0.04, 0.1])
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_equals_trl_compute_loss(loss_type, normalization, extra, level, beta, bias_correction):
+    """TRL's use_bias_correction_kl (its default) = kl_importance_weight."""
     logps, old, ref, adv, mask = _batch(1)
     want_loss, want_grad = _trl_loss(
         logps,
@@ -140,6 +145,7 @@ def test_equals_trl_compute_loss(loss_type, normalization, extra, level, beta):
         level=level,
         max_len=extra.get("max_length", T),
         num_items=extra.get("normalizer"),
+        bias_correction=bias_correction,
     )
     got_loss, got_grad = _ours(
         logps,
@@ -152,6 +158,7 @@ def test_equals_trl_compute_loss(loss_type, normalization, extra, level, beta):
         kl_coef=beta,
         kl_estimator="k3",
         kl_in="loss",
+        kl_importance_weight=bias_correction,
         importance_sampling_level=level,
         normalization=normalization,
         **extra,
@@ -160,8 +167,10 @@ def test_equals_trl_compute_loss(loss_type, normalization, extra, level, beta):
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-9, atol=1e-12)
 
 
-def test_equals_trl_on_policy_float32():
-    """old_logps None = TRL's per_token_logps.detach() (one step per generation), float32."""
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_equals_trl_on_policy_float32(bias_correction):
+    """old_logps None = TRL's per_token_logps.detach() (one step per generation), float32; the
+    importance weight is 1 in value there but not in gradient."""
     logps, _, ref, adv, mask = _batch(2, torch.float32)
     x = logps.detach().clone()
     want_loss, want_grad = _trl_loss(
@@ -175,8 +184,11 @@ def test_equals_trl_on_policy_float32():
         eps_low=0.2,
         eps_high=0.2,
         level="token",
+        bias_correction=bias_correction,
     )
-    got_loss, got_grad = _ours(x, None, ref, adv, mask, kl_coef=0.1)
+    got_loss, got_grad = _ours(
+        x, None, ref, adv, mask, kl_coef=0.1, kl_importance_weight=bias_correction
+    )
     torch.testing.assert_close(got_loss, want_loss, rtol=1e-6, atol=1e-7)
     torch.testing.assert_close(got_grad, want_grad, rtol=1e-6, atol=1e-7)
 
@@ -249,13 +261,14 @@ def _policy():
     return theta, ref
 
 
-def _expected_kl_grad(kind, kl_in, clip_eps=0.2):
-    """Σ_a π(a) ∇ loss(a): the exact on-policy expectation of the sampled-loss gradient."""
+def _expected_kl_grad(kind, kl_in, clip_eps=0.2, weighted=False, old=None):
+    """Σ_a π_old(a) ∇ loss(a): the exact expectation of the sampled-loss gradient on samples of
+    π_old (log-probabilities ``old``; None: on-policy, π_old = sg[π_θ])."""
     theta, ref = _policy()
     logp = torch.log_softmax(theta, -1)
     per_token = grpo_loss(
         logp[:, None],
-        None,
+        None if old is None else old[:, None],
         ref[:, None],
         torch.zeros(K, dtype=torch.float64),
         None,
@@ -263,9 +276,11 @@ def _expected_kl_grad(kind, kl_in, clip_eps=0.2):
         kl_coef=1.0,
         kl_estimator=kind,
         kl_in=kl_in,
+        kl_importance_weight=weighted,
         reduction="none",
     )
-    expected = (logp.detach().exp() * per_token[:, 0]).sum()
+    sampler = logp.detach() if old is None else old
+    expected = (sampler.exp() * per_token[:, 0]).sum()
     (g,) = torch.autograd.grad(expected, theta)
     return g
 
@@ -294,6 +309,22 @@ def test_kl_in_loss_gradient_semantics(clip_eps):
     torch.testing.assert_close(_expected_kl_grad("k2", "loss", clip_eps), _exact("reverse"))
     torch.testing.assert_close(_expected_kl_grad("k3", "loss", clip_eps), _exact("forward"))
     assert not torch.allclose(_exact("reverse"), _exact("forward"), atol=1e-3)
+
+
+@pytest.mark.parametrize("on_policy", [True, False])
+def test_importance_weighted_kl_gradient_semantics(on_policy):
+    """E_old[∇(ρ k)] = ∇E_θ[k]: k1 and k3 give the reverse-KL gradient, k2 ∇D_{½log²}, on samples
+    of π_θ and of any other π_old (exact by enumeration)."""
+    g = torch.Generator().manual_seed(11)
+    old = None if on_policy else torch.log_softmax(torch.randn(K, generator=g).double(), -1)
+    for kind, want in [("k1", "reverse"), ("k2", "half_log2"), ("k3", "reverse")]:
+        got = _expected_kl_grad(kind, "loss", weighted=True, old=old)
+        torch.testing.assert_close(got, _exact(want), rtol=1e-10, atol=1e-14)
+    # unweighted, off-policy samples give neither: the bias the weight corrects
+    if not on_policy:
+        unweighted = _expected_kl_grad("k3", "loss", old=old)
+        assert not torch.allclose(unweighted, _exact("reverse"), atol=1e-3)
+        assert not torch.allclose(unweighted, _exact("forward"), atol=1e-3)
 
 
 def test_kl_in_reward_gradient_semantics():
@@ -374,14 +405,17 @@ def test_batched_equals_rowwise_and_no_cross_talk():
         torch.testing.assert_close(full[i : i + 1], row)
 
 
-def test_padding_values_do_not_leak_and_full_mask_gives_zero():
+@pytest.mark.parametrize("level", ["token", "sequence"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_padding_values_do_not_leak_and_full_mask_gives_zero(level, weighted):
     logps, old, ref, adv, mask = _batch(7)
     dirty = torch.where(mask, logps, torch.full_like(logps, float("nan")))
-    a = grpo_loss(logps, old, ref, adv, mask, kl_coef=0.1)
-    b = grpo_loss(dirty, old, ref, adv, mask, kl_coef=0.1)
+    kw = {"kl_coef": 0.1, "kl_importance_weight": weighted, "importance_sampling_level": level}
+    a = grpo_loss(logps, old, ref, adv, mask, **kw)
+    b = grpo_loss(dirty, old, ref, adv, mask, **kw)
     torch.testing.assert_close(a, b)
     x = logps.clone().requires_grad_(True)
-    zero = grpo_loss(x, old, ref, adv, torch.zeros_like(mask), kl_coef=0.1)
+    zero = grpo_loss(x, old, ref, adv, torch.zeros_like(mask), **kw)
     (g,) = torch.autograd.grad(zero, x)
     assert float(zero.detach()) == 0.0 and torch.all(g == 0)
 
@@ -476,6 +510,9 @@ def test_adaptive_kl_controller_steers_kl_to_target():
         ({"importance_sampling_level": "seq"}, "importance_sampling_level"),
         ({"kl_in": "reward", "kl_gradient": "k2", "kl_coef": 0.1}, "kl_gradient"),
         ({"normalizer": 3.0}, "normalizer"),
+        ({"kl_importance_weight": 1}, "kl_importance_weight"),
+        ({"kl_importance_weight": True, "kl_in": "reward"}, "kl_importance_weight.*kl_in='loss'"),
+        ({"kl_importance_weight": True, "kl_gradient": "k2"}, "kl_importance_weight.*kl_gradient"),
         ({"reduction": "avg"}, "reduction"),
     ],
 )

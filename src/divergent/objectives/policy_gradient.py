@@ -21,6 +21,14 @@ operation over ``(B, T)``: no Python loop over the batch.
   :math:`k_1 \to 0`, :math:`k_2 \to \beta\nabla\mathrm{KL}(\pi_\theta\|\pi_{ref})` (reverse KL),
   :math:`k_3 \to \beta\nabla\mathrm{KL}(\pi_{ref}\|\pi_\theta)` (*forward* KL, although k3's value
   estimates the reverse KL: GRPO / TRL / verl ``low_var_kl``).
+* ``kl_in="loss"`` with ``kl_importance_weight=True`` adds :math:`\beta\rho_{i,t} k` instead
+  (TRL's ``use_bias_correction_kl``, DeepSeek-V3.2): since
+  :math:`\mathbb E_{\pi_{old}}[\rho\, k] = \mathbb E_{\pi_\theta}[k]` for every θ, the expected
+  gradient on samples of *any* :math:`\pi_{old}` (on- or off-policy) is
+  :math:`\beta\nabla\mathbb E_{\pi_\theta}[k]`: :math:`k_1, k_3 \to
+  \beta\nabla\mathrm{KL}(\pi_\theta\|\pi_{ref})` (reverse KL),
+  :math:`k_2 \to \beta\nabla D_{½\log^2}` (below). Exact per token (token-level ρ); with the
+  sequence-level ρ of GSPO the sequence's weight multiplies each of its tokens' k (as TRL).
 * ``kl_in="reward"`` subtracts the *detached* estimate from the advantage of each token,
   :math:`A'_{i,t} = A_{i,t} - \beta\,\mathrm{sg}[k]` (a dense per-token reward, as in KDRL).
   Expected gradients: :math:`k_1 \to \beta\nabla\mathrm{KL}(\pi_\theta\|\pi_{ref})`,
@@ -47,6 +55,7 @@ References:
     C. Zheng et al., "Group Sequence Policy Optimization" (GSPO), arXiv 2507.18071 (2025).
     D. Ziegler et al., "Fine-Tuning Language Models from Human Preferences", arXiv 1909.08593
     (2019) (adaptive KL controller).
+    DeepSeek-AI, "DeepSeek-V3.2", arXiv 2512.02556 (2025) (importance-weighted k3 KL).
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    check_bool,
     check_choice,
     check_positive_scalar,
     check_reduction,
@@ -292,21 +302,26 @@ def group_normalized_advantages(
 
 
 # --------------------------------------------------------------------------- losses
-def _clipped_surrogate(
-    logps: Tensor,
-    old_logps: Tensor,
-    advantages: Tensor,
-    keep: Tensor,
-    clip_low: float | None,
-    clip_high: float | None,
-    importance_sampling_level: str,
+def _importance_ratio(
+    logps: Tensor, old_logps: Tensor, keep: Tensor, importance_sampling_level: str
 ) -> Tensor:
+    """ρ = π_θ/π_old: ``(B, T)`` per token, or ``(B, 1)`` per sequence (GSPO: the geometric mean
+    of the kept tokens' ratios). Differentiable through ``logps`` (TRL's ``coef_1``)."""
     log_ratio = logps - old_logps
     if importance_sampling_level == "sequence":
         kept = keep.to(log_ratio.dtype)
         log_ratio = torch.where(keep, log_ratio, torch.zeros_like(log_ratio))
         log_ratio = ((log_ratio * kept).sum(-1) / kept.sum(-1).clamp(min=1.0)).unsqueeze(-1)
-    ratio = torch.exp(log_ratio)
+    return torch.exp(log_ratio)
+
+
+def _clipped_surrogate(
+    ratio: Tensor,
+    advantages: Tensor,
+    keep: Tensor,
+    clip_low: float | None,
+    clip_high: float | None,
+) -> Tensor:
     unclipped = ratio * advantages
     if clip_low is None:
         return -unclipped.expand(keep.shape)
@@ -407,6 +422,7 @@ def grpo_loss(
     kl_estimator: str = "k3",
     kl_gradient: str | None = None,
     kl_in: str = "loss",
+    kl_importance_weight: bool = False,
     importance_sampling_level: str = "token",
     normalization: str = "sequence",
     max_length: int | None = None,
@@ -419,23 +435,28 @@ def grpo_loss(
     .. math::
 
         \ell_{i,t} = -\min\big(\rho_{i,t} A'_{i,t},\ \mathrm{clip}(\rho_{i,t}, 1-\epsilon,
-        1+\epsilon_{high}) A'_{i,t}\big) + [\texttt{kl\_in}=\text{loss}]\ \beta\, k_{i,t},
-        \qquad A'_{i,t} = A_{i,t} - [\texttt{kl\_in}=\text{reward}]\ \beta\,\mathrm{sg}[k_{i,t}],
+        1+\epsilon_{high}) A'_{i,t}\big) + [\texttt{kl\_in}=\text{loss}]\ \beta\, w_{i,t}\,
+        k_{i,t},\qquad A'_{i,t} = A_{i,t} - [\texttt{kl\_in}=\text{reward}]\ \beta\,
+        \mathrm{sg}[k_{i,t}],
 
     with :math:`k_{i,t}` Schulman's estimator ``kl_estimator`` of
     :math:`\mathrm{KL}(\pi_\theta\|\pi_{ref})` at token t (:func:`divergent.rl.policy_kl`; k3
     is :math:`e^{\log\pi_{ref}-\log\pi_\theta} - (\log\pi_{ref}-\log\pi_\theta) - 1`, TRL's
-    ``per_token_kl``), aggregated by :func:`aggregate_token_loss`.
+    ``per_token_kl``), :math:`w_{i,t} = \rho_{i,t}` (the unclipped, differentiable ratio) with
+    ``kl_importance_weight=True`` and 1 otherwise, aggregated by :func:`aggregate_token_loss`.
 
     Gradient semantics on on-policy samples (exact by enumeration in the tests):
 
-    ===========  ==================================  ====================================
-    estimator    ``kl_in="loss"``                    ``kl_in="reward"``
-    ===========  ==================================  ====================================
-    k1           0                                   β∇KL(π_θ‖π_ref)
-    k2           β∇KL(π_θ‖π_ref)  (reverse)          β(∇D_{½log²} − ∇KL(π_θ‖π_ref))
-    k3           β∇KL(π_ref‖π_θ)  (forward)          β(∇KL(π_θ‖π_ref) − ∇KL(π_ref‖π_θ))
-    ===========  ==================================  ====================================
+    =========  ===========================  ===================  ===========================
+    estimator  ``kl_in="loss"``             loss, weighted by ρ  ``kl_in="reward"``
+    =========  ===========================  ===================  ===========================
+    k1         0                            β∇KL(π_θ‖π_ref)      β∇KL(π_θ‖π_ref)
+    k2         β∇KL(π_θ‖π_ref)  (reverse)   β∇D_{½log²}          β(∇D_{½log²} − ∇KL(π_θ‖π_ref))
+    k3         β∇KL(π_ref‖π_θ)  (forward)   β∇KL(π_θ‖π_ref)      β(∇KL(π_θ‖π_ref) − ∇KL(π_ref‖π_θ))
+    =========  ===========================  ===================  ===========================
+
+    (:math:`D_{½\log^2} = \mathbb E_{\pi_\theta}[\tfrac12\log^2(\pi_{ref}/\pi_\theta)]`; the
+    weighted column, ``kl_importance_weight=True`` with token-level ρ, holds off-policy too.)
 
     ``kl_gradient`` (``kl_in="loss"`` only) keeps ``kl_estimator``'s value with another
     estimator's gradient (straight-through): ``kl_estimator="k3", kl_gradient="k2"`` is the
@@ -445,6 +466,7 @@ def grpo_loss(
     ``normalization="sequence"``, ``"bnpo"`` = ``"token"``, ``"dr_grpo"`` = ``"max_length"`` with
     ``max_length=max_completion_length``, ``"dapo"`` = ``"token"`` with ``normalizer`` = the
     window's token count; ``beta`` = ``kl_coef`` with ``kl_estimator="k3"``, ``kl_in="loss"``;
+    ``use_bias_correction_kl`` (TRL's default True) = ``kl_importance_weight``;
     ``epsilon`` / ``epsilon_high`` = ``clip_eps`` / ``clip_eps_high``;
     ``importance_sampling_level`` the same.
 
@@ -461,6 +483,9 @@ def grpo_loss(
         kl_estimator: ``"k1"`` | ``"k2"`` | ``"k3"`` (default, as GRPO).
         kl_gradient: None or ``"k1"`` | ``"k2"`` | ``"k3"`` (straight-through; loss placement).
         kl_in: ``"loss"`` | ``"reward"``.
+        kl_importance_weight: multiply each token's KL term by ρ (``kl_in="loss"`` only, not
+            with ``kl_gradient``): the off-policy bias correction of DeepSeek-V3.2 / TRL's
+            ``use_bias_correction_kl``. Changes the gradient even on-policy (ρ = 1 in value).
         importance_sampling_level: ``"token"`` | ``"sequence"`` (GSPO).
         normalization: ``"sequence"`` (default, GRPO) | ``"token"`` | ``"max_length"``.
         max_length, reduction, normalizer: see :func:`aggregate_token_loss`.
@@ -472,7 +497,8 @@ def grpo_loss(
 
     Raises:
         ValueError: naming the argument, for mismatched shapes, a kept log-probability > 0,
-            unknown options, ``kl_coef > 0`` without ``ref_logps``.
+            unknown options, ``kl_coef > 0`` without ``ref_logps``, ``kl_importance_weight``
+            not a bool or combined with ``kl_in="reward"`` or ``kl_gradient``.
 
     Example:
         >>> logps = torch.log(torch.tensor([[0.5, 0.4], [0.2, 0.9]]))
@@ -482,7 +508,8 @@ def grpo_loss(
 
     References:
         Z. Shao et al., "DeepSeekMath" (GRPO), arXiv 2402.03300 (2024), Eq. 3-4;
-        J. Schulman, "Approximating KL Divergence" (2020).
+        J. Schulman, "Approximating KL Divergence" (2020);
+        DeepSeek-AI, "DeepSeek-V3.2", arXiv 2512.02556 (2025) (the importance-weighted KL).
     """
     logps = _check_logps(logps, "logps")
     shape = logps.shape
@@ -501,6 +528,16 @@ def grpo_loss(
     if kl_in == "reward" and kl_gradient is not None:
         raise ValueError(
             "`kl_gradient` only applies with kl_in='loss' (in the reward the penalty is detached)"
+        )
+    if check_bool(kl_importance_weight, "kl_importance_weight") and kl_in == "reward":
+        raise ValueError(
+            "`kl_importance_weight` only applies with kl_in='loss' (in the reward the surrogate's "
+            "ratio already weights the detached penalty)"
+        )
+    if kl_importance_weight and kl_gradient is not None:
+        raise ValueError(
+            "`kl_importance_weight` and `kl_gradient` both set the KL term's gradient; use one "
+            "(weighted, k1 and k3 already give the reverse-KL gradient)"
         )
     importance_sampling_level = check_choice(
         importance_sampling_level, "importance_sampling_level", _IS_LEVELS
@@ -531,11 +568,10 @@ def grpo_loss(
         )
         if kl_in == "reward":
             adv = adv - beta * kl.detach()
-    per_token = _clipped_surrogate(
-        logps, old, adv, keep, clip_low, clip_high, importance_sampling_level
-    )
+    ratio = _importance_ratio(logps, old, keep, importance_sampling_level)
+    per_token = _clipped_surrogate(ratio, adv, keep, clip_low, clip_high)
     if kl is not None and kl_in == "loss":
-        per_token = per_token + beta * kl
+        per_token = per_token + beta * (kl * ratio if kl_importance_weight else kl)
     return aggregate_token_loss(
         per_token,
         keep,
