@@ -4,6 +4,7 @@ on the same batch where they overlap, and a couple of training steps run."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 
 import numpy as np
@@ -458,23 +459,31 @@ def grpo_batch(trainer) -> dict[str, torch.Tensor]:
     input_ids = torch.cat([batch["prompt_ids"], batch["completion_ids"]], dim=1)
     attention = torch.cat([batch["prompt_mask"], batch["completion_mask"]], dim=1)
     n_completion = batch["completion_ids"].shape[1]
+    gen = torch.Generator().manual_seed(3)
+    # TRL's reference starts equal to the policy (KL 0, zero KL gradient): use a perturbed copy,
+    # so that the KL term and its importance weight show in the loss and the gradients
+    reference = copy.deepcopy(trainer.ref_model)
     with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen))
         ref, _, _ = trainer._get_per_token_logps_and_entropies(
-            trainer.ref_model, input_ids, attention, n_completion
+            reference, input_ids, attention, n_completion
         )
         policy, _, _ = trainer._get_per_token_logps_and_entropies(
             trainer.model, input_ids, attention, n_completion
         )
     batch["ref_per_token_logps"] = ref
-    gen = torch.Generator().manual_seed(3)
     # an older sampling policy, so that the ratios are not 1 and clipping happens
     batch["old_per_token_logps"] = policy + 0.3 * torch.randn(policy.shape, generator=gen)
     return batch
 
 
 @pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
-def test_grpo_default_kl_equals_trl_trainer(tmp_path, tokenizer, policy_dir, loss_type):
-    config = grpo_config(tmp_path, loss_type=loss_type)
+@pytest.mark.parametrize("bias_correction", [False, True])
+def test_grpo_default_kl_equals_trl_trainer(
+    tmp_path, tokenizer, policy_dir, loss_type, bias_correction
+):
+    config = grpo_config(tmp_path, loss_type=loss_type, use_bias_correction_kl=bias_correction)
     kwargs = dict(
         reward_funcs=length_reward,
         args=config,
@@ -496,16 +505,22 @@ def test_grpo_default_kl_equals_trl_trainer(tmp_path, tokenizer, policy_dir, los
 
 
 @pytest.mark.parametrize(
-    ("estimator", "placement", "gradient"),
-    [("k1", "reward", None), ("k2", "loss", None), ("k3", "loss", "k2"), ("k3", "reward", None)],
+    ("estimator", "placement", "gradient", "weighted"),
+    [
+        ("k1", "reward", None, False),
+        ("k2", "loss", None, False),
+        ("k3", "loss", "k2", False),
+        ("k3", "reward", None, False),
+        ("k1", "loss", None, True),
+    ],
 )
 def test_grpo_kl_options_reach_grpo_loss(
-    tmp_path, tokenizer, policy_dir, estimator, placement, gradient
+    tmp_path, tokenizer, policy_dir, estimator, placement, gradient, weighted
 ):
     trainer = KLConfigurableGRPOTrainer(
         model=policy_dir,
         reward_funcs=length_reward,
-        args=grpo_config(tmp_path, loss_type="bnpo"),
+        args=grpo_config(tmp_path, loss_type="bnpo", use_bias_correction_kl=weighted),
         train_dataset=PROMPT_DATA,
         processing_class=tokenizer,
         kl_estimator=estimator,
@@ -530,6 +545,7 @@ def test_grpo_kl_options_reach_grpo_loss(
         kl_estimator=estimator,
         kl_in=placement,
         kl_gradient=gradient,
+        kl_importance_weight=weighted,
         normalization="token",
     )
     expected.backward()
@@ -555,6 +571,31 @@ def test_grpo_trainer_trains_with_k2_in_loss(tmp_path, tokenizer, policy_dir):
     assert not torch.equal(trainer.model.get_output_embeddings().weight, head_before)
 
 
+def test_grpo_accepts_trls_default_config(tmp_path, tokenizer, policy_dir):
+    """TRL's defaults (loss_type "dapo", use_bias_correction_kl=True) are no longer refused; with
+    beta != 0 the KL term is weighted, and without a KL term there is nothing to weight."""
+    defaults = {f.name: f.default for f in dataclasses.fields(trl.GRPOConfig)}
+    assert defaults["use_bias_correction_kl"] is True and defaults["loss_type"] == "dapo"
+    kwargs = dict(
+        model=policy_dir,
+        reward_funcs=length_reward,
+        train_dataset=PROMPT_DATA,
+        processing_class=tokenizer,
+    )
+    small = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=4,
+        num_generations=2,
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+    )
+    with_kl = KLConfigurableGRPOTrainer(args=trl.GRPOConfig(beta=0.1, **small), **kwargs)
+    assert with_kl.kl_importance_weight
+    without_kl = KLConfigurableGRPOTrainer(args=trl.GRPOConfig(**small), kl_in="reward", **kwargs)
+    assert not without_kl.kl_importance_weight
+
+
 def test_grpo_bad_options(tmp_path, tokenizer, policy_dir):
     kwargs = dict(
         model=policy_dir,
@@ -570,7 +611,13 @@ def test_grpo_bad_options(tmp_path, tokenizer, policy_dir):
         KLConfigurableGRPOTrainer(
             args=grpo_config(tmp_path), kl_in="reward", kl_gradient="k2", **kwargs
         )
-    with pytest.raises(ValueError, match="use_bias_correction_kl"):
-        KLConfigurableGRPOTrainer(args=grpo_config(tmp_path, use_bias_correction_kl=True), **kwargs)
+    with pytest.raises(ValueError, match=r"use_bias_correction_kl.*kl_in='reward'"):
+        KLConfigurableGRPOTrainer(
+            args=grpo_config(tmp_path, use_bias_correction_kl=True), kl_in="reward", **kwargs
+        )
+    with pytest.raises(ValueError, match=r"use_bias_correction_kl.*kl_gradient"):
+        KLConfigurableGRPOTrainer(
+            args=grpo_config(tmp_path, use_bias_correction_kl=True), kl_gradient="k2", **kwargs
+        )
     with pytest.raises(ValueError, match="`loss_type`"):
         KLConfigurableGRPOTrainer(args=grpo_config(tmp_path, loss_type="cispo"), **kwargs)

@@ -35,7 +35,7 @@ from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
 from divergent.categorical import DivergenceLike, resolve_divergence
-from divergent.objectives.policy_gradient import grpo_loss
+from divergent.objectives.policy_gradient import _importance_ratio, grpo_loss
 from divergent.objectives.preference import f_dpo_loss
 from divergent.objectives.token import (
     fused_token_distillation_loss,
@@ -502,22 +502,26 @@ class KLConfigurableGRPOTrainer(GRPOTrainer):
 
     .. math::
         \ell_{i,t} = -\min\big(\rho_{i,t} A'_{i,t},\ \mathrm{clip}(\rho_{i,t}, 1-\epsilon,
-        1+\epsilon_{high}) A'_{i,t}\big) + [\texttt{kl\_in}=\text{loss}]\,\beta\,k_{i,t},\qquad
-        A'_{i,t} = A_{i,t} - [\texttt{kl\_in}=\text{reward}]\,\beta\,\mathrm{sg}[k_{i,t}],
+        1+\epsilon_{high}) A'_{i,t}\big) + [\texttt{kl\_in}=\text{loss}]\,\beta\,w_{i,t}k_{i,t},
+        \qquad A'_{i,t} = A_{i,t} - [\texttt{kl\_in}=\text{reward}]\,\beta\,\mathrm{sg}[k_{i,t}],
 
-    with β = ``args.beta``, ε = ``args.epsilon`` / ``args.epsilon_high``, and the token losses
+    with β = ``args.beta``, ε = ``args.epsilon`` / ``args.epsilon_high``, :math:`w_{i,t}` the
+    ratio :math:`\rho_{i,t}` when ``args.use_bias_correction_kl`` (TRL's default; ``grpo_loss``'s
+    ``kl_importance_weight``) and 1 otherwise, and the token losses
     normalised as TRL's ``loss_type`` (``grpo``: per sequence then over sequences, ``bnpo``: over
     tokens, ``dr_grpo``: by B·``max_completion_length``, ``dapo``: by the window's token count),
     scaled for gradient accumulation as TRL. Expected gradients on on-policy samples:
-    k3 in the loss → β∇KL(π_ref‖π_θ) (TRL's default, a *forward*-KL gradient), k2 in the loss →
-    β∇KL(π_θ‖π_ref), k1 in the reward → β∇KL(π_θ‖π_ref) (see ``grpo_loss`` for the table).
-    With the defaults (``"k3"``, ``"loss"``) the loss equals TRL's.
+    k3 in the loss weighted by ρ → β∇KL(π_θ‖π_ref) (TRL's default, off-policy too), unweighted
+    → β∇KL(π_ref‖π_θ) (a *forward*-KL gradient), k2 in the loss → β∇KL(π_θ‖π_ref), k1 in the
+    reward → β∇KL(π_θ‖π_ref) (see ``grpo_loss`` for the table). With the defaults (``"k3"``,
+    ``"loss"``) the loss equals TRL's, with or without ``use_bias_correction_kl``.
 
     Generation, rewards, group-normalised advantages, the reference model and logging are
     TRL's. Not supported here (a ``ValueError`` at construction): ``loss_type`` outside
     :data:`GRPO_LOSS_TYPES`, ``top_entropy_quantile < 1``, ``off_policy_mask_threshold``,
-    ``use_bias_correction_kl``, ``delta`` (two-sided clipping), an entropy bonus, and vLLM
-    importance-sampling correction.
+    ``delta`` (two-sided clipping), an entropy bonus, vLLM importance-sampling correction, and
+    ``use_bias_correction_kl`` with ``beta != 0`` together with ``kl_in="reward"`` or
+    ``kl_gradient`` (set it False there).
 
     Args:
         *args, **kwargs: as ``trl.GRPOTrainer`` (``model``, ``reward_funcs``, ``args`` a
@@ -555,9 +559,9 @@ class KLConfigurableGRPOTrainer(GRPOTrainer):
             raise ValueError("`kl_gradient` applies to kl_in='loss' only")
         config = kwargs.get("args", args[2] if len(args) > 2 else None)
         if config is not None:
-            _check_grpo_config(config)
+            _check_grpo_config(config, kl_in, kl_gradient)
         super().__init__(*args, **kwargs)
-        _check_grpo_config(self.args)
+        self.kl_importance_weight = _check_grpo_config(self.args, kl_in, kl_gradient)
         self.kl_estimator = kl_estimator
         self.kl_in = kl_in
         self.kl_gradient = kl_gradient
@@ -604,6 +608,7 @@ class KLConfigurableGRPOTrainer(GRPOTrainer):
             kl_estimator=self.kl_estimator,
             kl_gradient=self.kl_gradient,
             kl_in=self.kl_in,
+            kl_importance_weight=self.kl_importance_weight,
             importance_sampling_level=self.importance_sampling_level,
             normalization=normalization,
             max_length=self.max_completion_length if normalization == "max_length" else None,
@@ -614,15 +619,23 @@ class KLConfigurableGRPOTrainer(GRPOTrainer):
         if ref_logps is not None:
             with torch.no_grad():
                 log_ratio = ref_logps - logps
-                kl = (torch.exp(log_ratio) - log_ratio - 1)[keep].sum() / count
+                per_token_kl = torch.exp(log_ratio) - log_ratio - 1
+                if self.kl_importance_weight:  # TRL logs the weighted k3
+                    old = logps if old_logps is None else old_logps
+                    level = self.importance_sampling_level
+                    per_token_kl = per_token_kl * _importance_ratio(logps, old, keep, level)
+                kl = per_token_kl[keep].sum() / count
             self._metrics[mode]["kl"].append(self.accelerator.gather(kl).mean().item())
         entropy = (entropies.detach()[keep].sum() / count).reshape(())
         self._metrics[mode]["entropy"].append(self.accelerator.gather(entropy).mean().item())
         return loss / accumulation
 
 
-def _check_grpo_config(config: Any) -> None:
-    """The GRPO options :class:`KLConfigurableGRPOTrainer` does not implement: a ValueError."""
+def _check_grpo_config(config: Any, kl_in: str, kl_gradient: str | None) -> bool:
+    """The GRPO options :class:`KLConfigurableGRPOTrainer` does not implement: a ValueError.
+
+    Returns ``grpo_loss``'s ``kl_importance_weight``: TRL's ``use_bias_correction_kl`` where a
+    KL term is computed (``beta != 0``)."""
     if config.loss_type not in GRPO_LOSS_TYPES:
         raise ValueError(
             f"`loss_type` {config.loss_type!r} is not supported by KLConfigurableGRPOTrainer; use "
@@ -631,7 +644,6 @@ def _check_grpo_config(config: Any) -> None:
     unsupported = {
         "top_entropy_quantile": config.top_entropy_quantile < 1.0,
         "off_policy_mask_threshold": config.off_policy_mask_threshold is not None,
-        "use_bias_correction_kl": bool(config.use_bias_correction_kl),
         "delta": config.delta is not None,
         "entropy_coef": bool(getattr(config, "entropy_coef", 0.0))
         or bool(getattr(config, "use_adaptive_entropy", False)),
@@ -643,3 +655,10 @@ def _check_grpo_config(config: Any) -> None:
         raise ValueError(
             f"KLConfigurableGRPOTrainer does not implement {bad}; unset them or use trl.GRPOTrainer"
         )
+    weighted = bool(config.use_bias_correction_kl) and config.beta != 0.0
+    if weighted and (kl_in != "loss" or kl_gradient is not None):
+        raise ValueError(
+            "`use_bias_correction_kl` (TRL's default True) weights the KL term in the loss by the "
+            "ratio; with kl_in='reward' or `kl_gradient` set it to False in the GRPOConfig"
+        )
+    return weighted
