@@ -478,12 +478,18 @@ def grpo_batch(trainer) -> dict[str, torch.Tensor]:
     return batch
 
 
-@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("loss_type", ["grpo", "bnpo", "dr_grpo", "dapo", "luspo"])
 @pytest.mark.parametrize("bias_correction", [False, True])
 def test_grpo_default_kl_equals_trl_trainer(
     tmp_path, tokenizer, policy_dir, loss_type, bias_correction
 ):
-    config = grpo_config(tmp_path, loss_type=loss_type, use_bias_correction_kl=bias_correction)
+    level = "sequence" if loss_type == "luspo" else "token"  # LUSPO is GSPO-based
+    config = grpo_config(
+        tmp_path,
+        loss_type=loss_type,
+        use_bias_correction_kl=bias_correction,
+        importance_sampling_level=level,
+    )
     kwargs = dict(
         reward_funcs=length_reward,
         args=config,

@@ -123,7 +123,9 @@ _TRL_CASES = [
     ("bnpo", "token", {}, "token"),
     ("dr_grpo", "max_length", {"max_length": 8}, "token"),
     ("dapo", "token", {"normalizer": 40.0}, "token"),
-]  # TRL refuses sequence-level importance sampling with bnpo / dr_grpo / dapo
+    ("luspo", "max_length", {"max_length": 1}, "sequence"),
+    ("luspo", "max_length", {"max_length": 1}, "token"),
+]  # TRL warns against sequence-level importance sampling with bnpo / dr_grpo / dapo
 
 
 @pytest.mark.parametrize(("loss_type", "normalization", "extra", "level"), _TRL_CASES)

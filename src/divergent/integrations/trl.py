@@ -487,8 +487,11 @@ GRPO_LOSS_TYPES = {
     "bnpo": "token",
     "dr_grpo": "max_length",
     "dapo": "token",
+    "luspo": "max_length",
 }
-"""TRL ``loss_type`` → :func:`~divergent.objectives.policy_gradient.grpo_loss` ``normalization``."""
+"""TRL ``loss_type`` → :func:`~divergent.objectives.policy_gradient.grpo_loss` ``normalization``
+(``max_length`` = ``max_completion_length`` for ``dr_grpo``, 1 for ``luspo``: each sequence's
+token sum, then the mean over sequences)."""
 
 _KL_ESTIMATORS = ("k1", "k2", "k3")
 _KL_PLACEMENTS = ("loss", "reward")
@@ -509,7 +512,8 @@ class KLConfigurableGRPOTrainer(GRPOTrainer):
     ratio :math:`\rho_{i,t}` when ``args.use_bias_correction_kl`` (TRL's default; ``grpo_loss``'s
     ``kl_importance_weight``) and 1 otherwise, and the token losses
     normalised as TRL's ``loss_type`` (``grpo``: per sequence then over sequences, ``bnpo``: over
-    tokens, ``dr_grpo``: by B·``max_completion_length``, ``dapo``: by the window's token count),
+    tokens, ``dr_grpo``: by B·``max_completion_length``, ``dapo``: by the window's token count,
+    ``luspo``: summed per sequence, then the mean over sequences),
     scaled for gradient accumulation as TRL. Expected gradients on on-policy samples:
     k3 in the loss weighted by ρ → β∇KL(π_θ‖π_ref) (TRL's default, off-policy too), unweighted
     → β∇KL(π_ref‖π_θ) (a *forward*-KL gradient), k2 in the loss → β∇KL(π_θ‖π_ref), k1 in the
@@ -587,6 +591,9 @@ class KLConfigurableGRPOTrainer(GRPOTrainer):
         ref_logps = inputs.get("ref_per_token_logps") if self.beta != 0.0 else None
         mode = "train" if self.model.training else "eval"
         normalization = GRPO_LOSS_TYPES[self.loss_type]
+        max_length = None
+        if normalization == "max_length":  # luspo: Σ over each sequence, mean over sequences
+            max_length = 1 if self.loss_type == "luspo" else self.max_completion_length
         normalizer = None
         accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
         if self.loss_type == "dapo":
@@ -611,7 +618,7 @@ class KLConfigurableGRPOTrainer(GRPOTrainer):
             kl_importance_weight=self.kl_importance_weight,
             importance_sampling_level=self.importance_sampling_level,
             normalization=normalization,
-            max_length=self.max_completion_length if normalization == "max_length" else None,
+            max_length=max_length,
             normalizer=normalizer,
         )
         keep = mask.bool()

@@ -45,13 +45,15 @@ operation over ``(B, T)``: no Python loop over the batch.
 * ``"sequence"`` (``grpo``): each sequence's token mean, then the mean over the B sequences;
 * ``"token"`` (``bnpo``, DAPO): the sum over all kept tokens divided by their number (or by
   ``normalizer``, e.g. the token count of the whole gradient-accumulation window: ``dapo``);
-* ``"max_length"`` (``dr_grpo``): the sum divided by ``B · max_length`` (Dr. GRPO).
+* ``"max_length"`` (``dr_grpo``): the sum divided by ``B · max_length`` (Dr. GRPO); with
+  ``max_length=1`` each sequence's token sum, then the mean over the B sequences (``luspo``).
 
 References:
     J. Schulman et al., "Proximal Policy Optimization Algorithms", arXiv 1707.06347 (2017).
     Z. Shao et al., "DeepSeekMath" (GRPO), arXiv 2402.03300 (2024).
     Z. Liu et al., "Understanding R1-Zero-Like Training: A Critical Perspective" (Dr. GRPO),
     arXiv 2503.20783 (2025). Q. Yu et al., "DAPO", arXiv 2503.14476 (2025).
+    "Length-Unbiased Sequence Policy Optimization" (LUSPO), arXiv 2602.05261 (2026).
     C. Zheng et al., "Group Sequence Policy Optimization" (GSPO), arXiv 2507.18071 (2025).
     D. Ziegler et al., "Fine-Tuning Language Models from Human Preferences", arXiv 1909.08593
     (2019) (adaptive KL controller).
@@ -465,7 +467,8 @@ def grpo_loss(
     **TRL equality** (trl 1.16 ``GRPOTrainer._compute_loss``, tested): ``loss_type="grpo"`` =
     ``normalization="sequence"``, ``"bnpo"`` = ``"token"``, ``"dr_grpo"`` = ``"max_length"`` with
     ``max_length=max_completion_length``, ``"dapo"`` = ``"token"`` with ``normalizer`` = the
-    window's token count; ``beta`` = ``kl_coef`` with ``kl_estimator="k3"``, ``kl_in="loss"``;
+    window's token count, ``"luspo"`` = ``"max_length"`` with ``max_length=1``; ``beta`` =
+    ``kl_coef`` with ``kl_estimator="k3"``, ``kl_in="loss"``;
     ``use_bias_correction_kl`` (TRL's default True) = ``kl_importance_weight``;
     ``epsilon`` / ``epsilon_high`` = ``clip_eps`` / ``clip_eps_high``;
     ``importance_sampling_level`` the same.
