@@ -191,3 +191,11 @@ def test_results_json_gets_the_users_umask(tmp_path: Path, ids: dict[str, str]) 
         os.umask(old)
     assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "report.md").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_misspelt_id_gets_a_did_you_mean(tmp_path: Path, ids: dict[str, str]) -> None:
+    line = _one_line_error(_invoke("mode_dem", "--out", str(tmp_path)))
+    assert "unknown reproduction id(s) ['mode_dem'] (did you mean 'mode_demo'?); available:" in line
+    assert "did you mean" not in _one_line_error(_invoke("qqqqqqqq", "--out", str(tmp_path)))
+    with pytest.raises(ValueError, match="unknown reproduction `mode_dem` \\(did you mean"):
+        framework.get_reproduction("mode_dem")

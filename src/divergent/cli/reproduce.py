@@ -33,6 +33,7 @@ from divergent.repro import (
     load_results,
     run_many,
 )
+from divergent.repro.framework import did_you_mean
 from divergent.repro.report import markdown_report
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
@@ -134,7 +135,10 @@ def reproduce_command(
     known = {r.id for r in reps}
     unknown = [i for i in selected if i not in known]
     if unknown:
-        raise _fail(f"unknown reproduction id(s) {unknown}; available: {sorted(known)}")
+        raise _fail(
+            f"unknown reproduction id(s) {unknown}{did_you_mean(unknown, known)}; available: "
+            f"{sorted(known)}"
+        )
     try:
         check_seed(seed)
     except ValueError as err:

@@ -40,6 +40,7 @@ running it gives an error row).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import os
@@ -73,6 +74,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "check_seed",
+    "did_you_mean",
     "discover_reproductions",
     "get_reproduction",
     "load_results",
@@ -431,9 +433,26 @@ def discover_reproductions(package: str, path: Iterable[str]) -> dict[str, str]:
     return failed
 
 
+def did_you_mean(ids: Iterable[str], known: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest known id of each near miss in ``ids``, or ``""``.
+
+    >>> did_you_mean(["mode_dem"], ["mode_demo", "apo"])
+    " (did you mean 'mode_demo'?)"
+    >>> did_you_mean(["zzz"], ["mode_demo"])
+    ''
+    """
+    choices = sorted(known)
+    close = [difflib.get_close_matches(i, choices, n=1, cutoff=0.6) for i in ids]
+    names = [repr(match[0]) for match in close if match]
+    return f" (did you mean {' or '.join(names)}?)" if names else ""
+
+
 def get_reproduction(id: str) -> Reproduction:
     if id not in _REGISTRY:
-        raise ValueError(f"unknown reproduction `{id}`; available: {', '.join(sorted(_REGISTRY))}")
+        raise ValueError(
+            f"unknown reproduction `{id}`{did_you_mean([id], _REGISTRY)}; available: "
+            f"{', '.join(sorted(_REGISTRY))}"
+        )
     return _REGISTRY[id]
 
 
