@@ -221,6 +221,16 @@ def test_unknown_objective_suggests_a_known_one(tmp_path):
     _assert_one_line_error(_run("--objectives", "dkdd", "--out", str(tmp_path)), "'dkd'")
 
 
+def test_an_lm_objective_or_an_empty_one_is_refused_before_anything_runs(tmp_path):
+    out = tmp_path / "o"
+    result = _run("--objectives", "gkd:0.5", "--out", str(out))
+    _assert_one_line_error(result, "objective 'gkd:0.5' is for --task lm; --task classifier takes")
+    assert "dkd" in result.stderr and "unknown" not in result.stderr
+    for given in ("", "kd,,kd:js", "kd,"):
+        _assert_one_line_error(_run("-o", given, "--out", str(out)), "empty objective id in")
+    assert not out.exists()
+
+
 def test_parse_objectives_puts_the_baseline_first_once():
     assert parse_objectives(["kd,ce", "kd", " dkd "]) == ("ce", "kd", "dkd")
     with pytest.raises(DistillError, match="unknown objective"):

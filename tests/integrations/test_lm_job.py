@@ -221,6 +221,8 @@ def test_parse_objectives():
         ("gkd:x", "got 'x'"),
         ("gkd:0.5:2", "beta must be a number in [0, 1], got '2'"),
         ("gkd:0.1:0.2:0.3", "use gkd:<lmbda> or gkd:<lmbda>:<beta>"),
+        ("", "empty objective id in ['']"),
+        ("kd:js,", "empty objective id in ['kd:js,']"),
     ],
 )
 def test_bad_objectives(objective, fragment):

@@ -97,6 +97,7 @@ from divergent.integrations.transformers import DistillationTrainer
 from divergent.objectives import make_objective
 from divergent.train.distill_job import (
     DistillError,
+    objective_ids,
     prepare_out,
     resolve_device,
     run_folder,
@@ -288,9 +289,7 @@ def parse_lm_objectives(ids: Sequence[str]) -> tuple[LMObjective, ...]:
         DistillError: an unknown id (with a did-you-mean suggestion where one is close), a
             classifier-only id, or λ / β outside [0, 1].
     """
-    flat = [part.strip() for item in ids for part in str(item).split(",") if part.strip()]
-    unique = list(dict.fromkeys([BASELINE, *flat]))
-    return tuple(_parse_one(objective_id) for objective_id in unique)
+    return tuple(_parse_one(objective_id) for objective_id in objective_ids(ids))
 
 
 @dataclass(frozen=True)

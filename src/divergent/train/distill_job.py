@@ -58,7 +58,7 @@ from torch import Tensor, nn
 
 from divergent._threads import single_thread
 from divergent.metrics import expected_calibration_error, fidelity, reliability_diagram
-from divergent.objectives import make_objective
+from divergent.objectives import list_objectives, make_objective
 from divergent.train.checkpoint import (
     CheckpointError,
     atomic_write_bytes,
@@ -86,6 +86,7 @@ __all__ = [
     "DistillConfig",
     "DistillError",
     "finished_run",
+    "objective_ids",
     "parse_objectives",
     "prepare_out",
     "resolve_device",
@@ -167,16 +168,40 @@ class DistillConfig:
         return parse_objectives(chosen)
 
 
+def objective_ids(ids: Sequence[str]) -> list[str]:
+    """The ids of ``ids`` (repeated and / or comma-separated), baseline ``ce`` first, no repeats.
+
+    >>> objective_ids(["kd, kd:js", "ce", "kd"])
+    ['ce', 'kd', 'kd:js']
+
+    Raises:
+        DistillError: an empty id (``-o ''``, ``-o kd,,js``), which would otherwise run only
+            the baseline without saying so.
+    """
+    flat = [part.strip() for item in ids for part in str(item).split(",")]
+    if "" in flat:
+        raise DistillError(
+            f"empty objective id in {list(map(str, ids))}; give ids such as kd or kd:js, "
+            "repeated (-o kd -o kd:js) or comma-separated without empty items"
+        )
+    return list(dict.fromkeys([BASELINE, *flat]))
+
+
 def parse_objectives(ids: Sequence[str]) -> tuple[str, ...]:
     """Validate objective ids (comma-separated items allowed), baseline ``ce`` first, no repeats.
 
     Raises:
-        DistillError: an unknown id, with the registry's did-you-mean suggestion.
+        DistillError: an empty or unknown id (with the registry's did-you-mean suggestion);
+            a ``gkd:`` id, which is for ``--task lm``.
     """
-    flat = [part.strip() for item in ids for part in str(item).split(",") if part.strip()]
-    ordered = [BASELINE, *(i for i in flat if i != BASELINE)]
-    unique = list(dict.fromkeys(ordered))
+    unique = objective_ids(ids)
     for objective_id in unique:
+        if objective_id == "gkd" or objective_id.startswith("gkd:"):
+            raise DistillError(
+                f"objective {objective_id!r} is for --task lm; --task classifier takes "
+                f"{', '.join(spec.id for spec in list_objectives())} and kd:<divergence> (any "
+                "name of `divergent list`)"
+            )
         try:
             make_objective(objective_id)
         except ValueError as err:
