@@ -155,12 +155,27 @@ def check_choice(value: Any, name: str, allowed: Sequence[Any], meaning: str = "
     return value
 
 
+def as_integer(value: Any) -> int | None:
+    """``value`` as a Python ``int`` when it is an integer (an ``int``, a numpy integer, any
+    ``numbers.Integral``; a bool is not), else None: the one test behind every integer check.
+
+    Example:
+        >>> import numpy as np
+        >>> as_integer(np.int64(4)), as_integer(True), as_integer(2.0)
+        (4, None, None)
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
 def check_int(
     value: Any, name: str, minimum: int, what: str = "", *, maximum: int | None = None
 ) -> int:
-    """``value`` if it is an integer >= ``minimum`` (and <= ``maximum`` when given; bools
-    rejected), else a ``ValueError`` naming ``name`` and, when given, ``what`` it counts (e.g.
-    ``"number of samples"``).
+    """``value`` as a Python ``int`` if it is an integer (numpy integers too; bools and floats
+    rejected, see :func:`as_integer`) >= ``minimum`` (and <= ``maximum`` when given), else a
+    ``ValueError`` naming ``name`` and, when given, ``what`` it counts (e.g. ``"number of
+    samples"``).
 
     Example:
         >>> check_int(3, "k", 1, maximum=5)
@@ -170,16 +185,12 @@ def check_int(
         ...
         ValueError: `n` (number of samples) must be an integer >= 1, got 0
     """
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < minimum
-        or (maximum is not None and value > maximum)
-    ):
+    number = as_integer(value)
+    if number is None or number < minimum or (maximum is not None and number > maximum):
         what = f" ({what})" if what else ""
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ValueError(f"`{name}`{what} must be an integer {bound}, got {value!r}")
-    return value
+    return number
 
 
 def check_bool(value: Any, name: str) -> bool:
@@ -271,11 +282,12 @@ def check_normalizer(normalizer: Any, reduction: str) -> float | Tensor | None:
 
 def check_chunk_size(chunk_size: Any) -> int | None:
     """``None`` (automatic) or a positive number of rows per chunk."""
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
-    ):
+    if chunk_size is None:
+        return None
+    rows = as_integer(chunk_size)
+    if rows is None or rows < 1:
         raise ValueError(f"`chunk_size` must be a positive integer (rows), got {chunk_size!r}")
-    return chunk_size
+    return rows
 
 
 ENGINES: tuple[str, ...] = ("auto", "chunked", "reference")

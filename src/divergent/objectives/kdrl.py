@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from divergent._validation import check_choice, check_positive_scalar
+from divergent._validation import as_integer, check_choice, check_positive_scalar
 from divergent.objectives._sequence_rows import zero_padding
 from divergent.objectives.policy_gradient import (
     _check_logps,
@@ -195,15 +195,10 @@ def reward_guided_kd_mask(
         return failed
     if level != "group":
         raise ValueError(f"`level` must be 'response' or 'group', got {level!r}")
-    if (
-        isinstance(group_size, bool)
-        or not isinstance(group_size, int)
-        or group_size < 1
-        or rewards.shape[0] % group_size
-    ):
+    given, group_size = group_size, as_integer(group_size)
+    if group_size is None or group_size < 1 or rewards.shape[0] % group_size:
         raise ValueError(
-            f"`group_size` must be an int >= 1 dividing the batch {rewards.shape[0]}, got "
-            f"{group_size!r}"
+            f"`group_size` must be an int >= 1 dividing the batch {rewards.shape[0]}, got {given!r}"
         )
     hard = failed.view(-1, group_size).all(-1, keepdim=True)
     return hard.expand(-1, group_size).reshape(-1)
@@ -215,7 +210,7 @@ def linear_kd_coef(step: int, total_steps: int, start: float = 5e-3, end: float 
     KDRL anneals β from 5e-3 to 1e-3 (secondary source). ``step`` is clamped to [0, S].
     """
     for value, name in ((step, "step"), (total_steps, "total_steps")):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if as_integer(value) is None or value < 0:
             raise ValueError(f"`{name}` must be an int >= 0, got {value!r}")
     if total_steps == 0:
         return float(end)

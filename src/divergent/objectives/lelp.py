@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from divergent._validation import check_float_tensor, check_int, check_positive_scalar
+from divergent._validation import as_integer, check_float_tensor, check_int, check_positive_scalar
 from divergent.functional import soft_cross_entropy
 
 __all__ = [
@@ -216,8 +216,9 @@ def subclass_to_class_logits(logits: Tensor, n_subclasses: int) -> Tensor:
         tensor([[0.6931, 0.6931]])
     """
     z = check_float_tensor(logits, "logits", min_dim=1)
-    if isinstance(n_subclasses, bool) or not isinstance(n_subclasses, int) or n_subclasses < 1:
-        raise ValueError(f"`n_subclasses` must be a positive integer, got {n_subclasses!r}")
+    given, n_subclasses = n_subclasses, as_integer(n_subclasses)
+    if n_subclasses is None or n_subclasses < 1:
+        raise ValueError(f"`n_subclasses` must be a positive integer, got {given!r}")
     if z.shape[-1] % n_subclasses:
         raise ValueError(
             f"the last dimension of `logits` ({z.shape[-1]}) must be a multiple of "

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    as_integer,
     check_choice,
     check_float_tensor,
     check_mask,
@@ -146,8 +147,9 @@ def load_balancing_loss(router_logits: Tensor, top_k: int, *, mask: Tensor | Non
     """
     r = check_float_tensor(router_logits, "router_logits", min_dim=1)
     n_experts = r.shape[-1]
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= n_experts:
-        raise ValueError(f"`top_k` must be an int in 1..{n_experts} (the experts), got {top_k!r}")
+    given, top_k = top_k, as_integer(top_k)
+    if top_k is None or not 1 <= top_k <= n_experts:
+        raise ValueError(f"`top_k` must be an int in 1..{n_experts} (the experts), got {given!r}")
     keep = check_mask(mask, r.shape[:-1], r.device)
     flat = r.reshape(-1, n_experts)
     if keep is not None:

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import as_integer, check_positive_scalar
 from divergent.objectives._common import Objective, Rows, check_weights, loss_keywords
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -147,20 +147,19 @@ class OFALoss(Objective):
         (branch_weight,) = check_weights(branch_weight=branch_weight)
         self._store_options(**options)
         self.branch_weight = branch_weight
-        dims = tuple(branch_dims)
-        if dims and (
-            isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1
-        ):
+        given = tuple(branch_dims)
+        classes = as_integer(n_classes)
+        if given and (classes is None or classes < 1):
             raise ValueError(
                 f"`n_classes` must be a positive integer when `branch_dims` is "
                 f"given, got {n_classes!r}"
             )
-        for d in dims:
-            if isinstance(d, bool) or not isinstance(d, int) or d < 1:
-                raise ValueError(f"`branch_dims` must hold positive integers, got {dims!r}")
+        dims = [as_integer(d) for d in given]
+        if any(d is None or d < 1 for d in dims):
+            raise ValueError(f"`branch_dims` must hold positive integers, got {given!r}")
         self.projectors = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(d), nn.Linear(d, n_classes))
-            for d in dims  # type: ignore[arg-type]
+            nn.Sequential(nn.LayerNorm(d), nn.Linear(d, classes))  # type: ignore[arg-type]
+            for d in dims
         )
 
     @property

@@ -69,6 +69,7 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    as_integer,
     check_bool,
     check_choice,
     check_positive_scalar,
@@ -204,9 +205,7 @@ def aggregate_token_loss(
         )
     if normalizer is not None:
         check_positive_scalar(normalizer, "normalizer", what="the token count of the mean")
-    if max_length is not None and (
-        isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
-    ):
+    if max_length is not None and ((length := as_integer(max_length)) is None or length < 1):
         raise ValueError(f"`max_length` must be None or an int >= 1, got {max_length!r}")
     # masked entries are replaced (not multiplied) so that NaN / inf there do not leak
     masked = torch.where(keep, per_token_loss, torch.zeros_like(per_token_loss))
@@ -267,8 +266,9 @@ def group_normalized_advantages(
         raise ValueError(f"`rewards` must be a floating-point tensor of shape (batch,), got {got}")
     if rewards.dim() != 1:
         raise ValueError(f"`rewards` must have shape (batch,), got {tuple(rewards.shape)}")
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"`group_size` must be an int >= 1, got {group_size!r}")
+    given, group_size = group_size, as_integer(group_size)
+    if group_size is None or group_size < 1:
+        raise ValueError(f"`group_size` must be an int >= 1, got {given!r}")
     if rewards.shape[0] % group_size:
         raise ValueError(
             f"`rewards` has {rewards.shape[0]} entries, not a multiple of `group_size`="
@@ -635,7 +635,7 @@ class AdaptiveKLController:
             or (not math.isfinite(current_kl))
         ):
             raise ValueError(f"`current_kl` must be a finite number, got {current_kl!r}")
-        if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 1:
+        if (steps := as_integer(n_steps)) is None or steps < 1:
             raise ValueError(f"`n_steps` must be an int >= 1, got {n_steps!r}")
         bound = self.MAX_PROPORTIONAL_ERROR
         error = min(max(current_kl / self.target - 1.0, -bound), bound)

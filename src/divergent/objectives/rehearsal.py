@@ -54,7 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from divergent._validation import check_normalizer, check_positive_scalar, reduce_rows
+from divergent._validation import as_integer, check_normalizer, check_positive_scalar, reduce_rows
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.objectives._sequence_rows import zero_padding
 from divergent.rl.policy_kl import reference_sample_kl
@@ -207,8 +207,9 @@ def near_perfect_mask(
     Returns:
         ``(n_prompts,)`` bool.
     """
-    if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise ValueError(f"`n_samples` must be an int >= 1, got {n_samples!r}")
+    given, n_samples = n_samples, as_integer(n_samples)
+    if n_samples is None or n_samples < 1:
+        raise ValueError(f"`n_samples` must be an int >= 1, got {given!r}")
     threshold = check_positive_scalar(threshold, "threshold", what="fraction of correct samples")
     if threshold > 1:
         raise ValueError(f"`threshold` must be in (0, 1], got {threshold!r}")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from divergent._validation import check_positive_scalar
+from divergent._validation import as_integer, check_positive_scalar
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import Objective, Rows, check_weights, loss_keywords
 from divergent.transport import sinkhorn
@@ -86,7 +86,7 @@ def _check_sinkd(
     weights = check_weights(
         ce_weight=ce_weight, kd_weight=kd_weight, sinkhorn_weight=sinkhorn_weight
     )
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+    if (iterations := as_integer(max_iter)) is None or iterations < 1:
         raise ValueError(f"`max_iter` must be a positive integer, got {max_iter!r}")
     return (temperature, eps, *weights)
 

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from divergent._validation import (
+    as_integer,
     check_bool,
     check_float_tensor,
     check_mask,
@@ -85,8 +86,11 @@ def superhf_select(rewards: Tensor, k: int = 1, valid: Tensor | None = None) -> 
     """
     rewards = check_float_tensor(rewards, "rewards", min_dim=1)
     n = rewards.shape[-1]
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max(n, 1):
-        raise ValueError(f"`k` must be an integer in 1..{n} (completions per prompt), got {k!r}")
+    given, k = k, as_integer(k)
+    if k is None or not 1 <= k <= max(n, 1):
+        raise ValueError(
+            f"`k` must be an integer in 1..{n} (completions per prompt), got {given!r}"
+        )
     keep = check_mask(valid, rewards.shape, rewards.device) if valid is not None else None
     nan = torch.isnan(rewards) if keep is None else torch.isnan(rewards) & keep
     if bool(nan.any()):

@@ -119,10 +119,8 @@ def check_same_dim(x: Tensor, y: Tensor, x_name: str = "x", y_name: str = "y") -
 
 
 def check_int(value: Any, name: str, low: int, high: int | None = None, what: str = "") -> int:
-    """:func:`divergent._validation.check_int` (an integer in [``low``, ``high``]) that also
-    takes numpy integers, as counts computed from numpy samples often are."""
-    if isinstance(value, np.integer):
-        value = int(value)
+    """:func:`divergent._validation.check_int` (an integer in [``low``, ``high``]; numpy
+    integers too, as counts computed from numpy samples often are) with the bounds positional."""
     return _check_int(value, name, low, what, maximum=high)
 
 
