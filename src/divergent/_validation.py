@@ -9,7 +9,7 @@ validates ``temperature, mask, reduction, normalizer, inputs, engine`` into a
 every row-wise entry point (functional, the three engines, sparse teachers, ULD, policy KL)
 uses both. :func:`input_rows` wraps a row computation in the input contract
 below. One check per concept: :func:`check_positive_scalar`, :func:`check_float_tensor`,
-:func:`check_choice`, :func:`check_bool`, :func:`check_int`.
+:func:`check_choice`, :func:`check_bool`, :func:`check_int`, :func:`check_ignore_index`.
 
 The input contract (DESIGN.md, "Errors"): :func:`check_distribution_rows` (probs / log-probs
 normalised), :func:`warn_if_probabilities` (probabilities passed as logits),
@@ -190,6 +190,27 @@ def check_int(
         what = f" ({what})" if what else ""
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
         raise ValueError(f"`{name}`{what} must be an integer {bound}, got {value!r}")
+    return number
+
+
+def check_ignore_index(value: Any, *, allow_none: bool = True) -> int | None:
+    """``ignore_index`` (the label value of the rows / positions to skip) as a Python ``int``, or
+    None (no such value) when ``allow_none``; a bool, a float or a string is a ``ValueError``.
+
+    Example:
+        >>> check_ignore_index(-100), check_ignore_index(None)
+        (-100, None)
+        >>> check_ignore_index(True)
+        Traceback (most recent call last):
+        ...
+        ValueError: `ignore_index` must be an integer or None, got True
+    """
+    if value is None and allow_none:
+        return None
+    number = as_integer(value)
+    if number is None:
+        allowed = "an integer or None" if allow_none else "an integer"
+        raise ValueError(f"`ignore_index` must be {allowed}, got {value!r}")
     return number
 
 

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
 
+import divergent.objectives as objectives
 from divergent._validation import check_chunk_size, check_int
-from divergent.objectives import group_normalized_advantages
+from divergent.objectives import (
+    KDLoss,
+    group_normalized_advantages,
+    kd_loss,
+    token_distillation_loss,
+)
 from divergent.objectives.kdrl import linear_kd_coef
 from divergent.objectives.lelp import subclass_to_class_logits
-from divergent.objectives.moe_distill import load_balancing_loss
+from divergent.objectives.moe_distill import load_balancing_loss, sequence_log_probs
 from divergent.objectives.ofa import OFALoss
+from divergent.objectives.superhf import superhf_loss
 from divergent.transport import sinkhorn
 
 
@@ -53,3 +62,44 @@ def test_objectives_take_numpy_integer_counts() -> None:
     assert len(OFALoss(n_classes=np.int64(3), branch_dims=(np.int64(8),)).projectors) == 1
     with pytest.raises(ValueError, match="`group_size` must be an int >= 1, got True"):
         group_normalized_advantages(rewards, True)
+
+
+# -- ignore_index is validated once, for every objective -----------------------------------
+def _lm_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 3, 5, generator=g), torch.randn(2, 3, 5, generator=g)
+    return student, teacher, torch.tensor([[1, 2, -100], [0, 4, 3]])
+
+
+@pytest.mark.parametrize(
+    "loss", ["kd_loss", "dkd_loss", "bdkd_loss", "pld_loss", "dist_loss", "ofa_loss"]
+)
+@pytest.mark.parametrize("bad", [True, 2.5, "1"])
+def test_row_objectives_refuse_a_non_integer_ignore_index(loss: str, bad: object) -> None:
+    student, teacher, labels = _lm_batch()
+    message = re.escape(f"`ignore_index` must be an integer or None, got {bad!r}")
+    with pytest.raises(ValueError, match=message):
+        getattr(objectives, loss)(student, teacher, labels, ignore_index=bad)
+
+
+def test_row_objectives_take_none_and_numpy_ignore_index() -> None:
+    student, teacher, labels = _lm_batch()
+    assert torch.equal(
+        kd_loss(student, teacher, labels, ignore_index=np.int64(-100)),
+        kd_loss(student, teacher, labels, ignore_index=-100),
+    )
+    kd_loss(student, teacher, labels.clamp(min=0), ignore_index=None)
+    with pytest.raises(ValueError, match="`ignore_index` must be an integer or None, got True"):
+        KDLoss(ignore_index=True)
+
+
+@pytest.mark.parametrize("bad", [True, 2.5, "1", None])
+def test_label_position_losses_refuse_a_non_integer_ignore_index(bad: object) -> None:
+    student, teacher, labels = _lm_batch()
+    message = re.escape(f"`ignore_index` must be an integer, got {bad!r}")
+    with pytest.raises(ValueError, match=message):
+        token_distillation_loss(student, teacher, labels, ignore_index=bad)
+    with pytest.raises(ValueError, match=message):
+        sequence_log_probs(student, labels, ignore_index=bad)
+    with pytest.raises(ValueError, match=message):
+        superhf_loss(student, teacher, labels, ignore_index=bad)

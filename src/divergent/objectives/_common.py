@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from divergent._validation import (
+    check_ignore_index,
     check_mask,
     check_normalizer,
     check_pair,
@@ -298,11 +299,13 @@ def prepare(
 
     Raises a ``ValueError`` naming the argument for: non-float logits, a class-count (or
     shape) mismatch between teacher and student, labels of the wrong dtype / shape / range,
-    a bad ``mask``, ``reduction`` or ``normalizer``, and missing labels when ``need_labels``
-    or when ``ce_weight`` (the weight of the CE term the rows carry) is > 0.
+    a bad ``mask``, ``reduction``, ``normalizer`` or ``ignore_index`` (an integer or None),
+    and missing labels when ``need_labels`` or when ``ce_weight`` (the weight of the CE term the
+    rows carry) is > 0.
     """
     check_reduction(reduction)
     normalizer = check_normalizer(normalizer, reduction)
+    ignore_index = check_ignore_index(ignore_index)
     student = check_tensor(student_logits, "student_logits")
     teacher: Tensor | None = None
     if need_teacher:

@@ -29,7 +29,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import Tensor
 
-from divergent._validation import check_bool, check_positive_scalar, split_keywords
+from divergent._validation import (
+    check_bool,
+    check_ignore_index,
+    check_positive_scalar,
+    split_keywords,
+)
 from divergent.categorical import DivergenceLike, resolve_divergence
 from divergent.functional import divergence as _divergence
 from divergent.objectives._common import (
@@ -158,6 +163,7 @@ def _check_kd_module(
 ) -> None:
     """The option check of :class:`KDLoss` and :class:`LSKDLoss` at construction."""
     check_positive_scalar(teacher_temperature, "teacher_temperature", allow_none=True)
+    check_ignore_index(ignore_index)
     resolve_divergence(divergence).bind(divergence_params)
     _check_kd_options(divergence, temperature, ce_weight, kd_weight, scale_by_temperature_squared)
     check_positive_scalar(eps, "eps", allow_zero=True)

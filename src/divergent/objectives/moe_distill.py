@@ -29,6 +29,7 @@ from divergent._validation import (
     as_integer,
     check_choice,
     check_float_tensor,
+    check_ignore_index,
     check_mask,
     check_positive_scalar,
     check_reduction,
@@ -181,6 +182,7 @@ def sequence_log_probs(logits: Tensor, labels: Tensor, *, ignore_index: int = -1
     """
     z = check_float_tensor(logits, "logits", dims=3)
     check_ids(labels, "labels", z.shape[:2])
+    ignore_index = check_ignore_index(ignore_index, allow_none=False)
     valid = labels != ignore_index
     if bool(((labels < 0) | (labels >= z.shape[-1]))[valid].any()):
         raise ValueError(

@@ -38,6 +38,7 @@ from divergent._validation import (
     as_integer,
     check_bool,
     check_float_tensor,
+    check_ignore_index,
     check_mask,
     check_pair,
     check_positive_scalar,
@@ -178,6 +179,7 @@ def superhf_loss(
             f"vocabulary axis, got {tuple(labels.shape)}"
         )
     labels = labels.to(device=policy_logits.device, dtype=torch.long)
+    ignore_index = check_ignore_index(ignore_index, allow_none=False)
     completion = labels != ignore_index
     out_of_range = completion & ((labels < 0) | (labels >= vocab))
     if bool(out_of_range.any()):

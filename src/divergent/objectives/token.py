@@ -44,7 +44,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from divergent._validation import check_choice, check_float_tensor, check_reduction
+from divergent._validation import (
+    check_choice,
+    check_float_tensor,
+    check_ignore_index,
+    check_reduction,
+)
 from divergent.categorical import DivergenceLike, resolve_divergence
 from divergent.engine.fused_linear import VOCAB_POLICIES, fused_linear_divergence
 from divergent.functional import divergence as _divergence
@@ -76,8 +81,7 @@ def _vocab_mismatch(v_student: int, v_teacher: int, student: str, teacher: str) 
 
 def _valid_positions(labels: Any, leading: torch.Size, ignore_index: Any, device: Any) -> Tensor:
     """``labels != ignore_index`` as a bool mask of the leading shape (labels checked)."""
-    if isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral):
-        raise ValueError(f"`ignore_index` must be an integer, got {ignore_index!r}")
+    ignore_index = check_ignore_index(ignore_index, allow_none=False)
     if not isinstance(labels, Tensor):
         raise ValueError(f"`labels` must be an integer torch.Tensor, got {type(labels).__name__}")
     if labels.dtype == torch.bool or torch.is_floating_point(labels) or torch.is_complex(labels):
@@ -87,7 +91,7 @@ def _valid_positions(labels: Any, leading: torch.Size, ignore_index: Any, device
             f"`labels` has shape {tuple(labels.shape)} but the logits / hidden states have "
             f"{tuple(leading)} positions; pass labels aligned (already shifted) to those positions"
         )
-    return labels.to(device) != int(ignore_index)
+    return labels.to(device) != ignore_index
 
 
 def _check_num_items(num_items_in_batch: Any, reduction: str) -> float | Tensor | None:
