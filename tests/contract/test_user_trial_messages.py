@@ -12,6 +12,7 @@ import divergent.objectives as objectives
 from divergent._validation import check_chunk_size, check_int
 from divergent.objectives import (
     KDLoss,
+    fused_token_distillation_loss,
     group_normalized_advantages,
     kd_loss,
     token_distillation_loss,
@@ -103,3 +104,24 @@ def test_label_position_losses_refuse_a_non_integer_ignore_index(bad: object) ->
         sequence_log_probs(student, labels, ignore_index=bad)
     with pytest.raises(ValueError, match=message):
         superhf_loss(student, teacher, labels, ignore_index=bad)
+
+
+# -- the token losses name the keyword they build themselves -------------------------------
+@pytest.mark.parametrize(
+    ("keyword", "value", "instead"),
+    [
+        ("mask", torch.ones(2, 3, dtype=torch.bool), "labels == ignore_index"),
+        ("normalizer", 3.0, "num_items_in_batch"),
+    ],
+)
+def test_token_losses_refuse_mask_and_normalizer_naming_the_loss(
+    keyword: str, value: object, instead: str
+) -> None:
+    student, teacher, labels = _lm_batch()
+    message = f"token_distillation_loss\\(\\) got an unexpected keyword argument '{keyword}': .*"
+    with pytest.raises(TypeError, match=message + re.escape(instead)):
+        token_distillation_loss(student, teacher, labels, **{keyword: value})
+    hs, ht = torch.randn(2, 3, 4), torch.randn(2, 3, 6)
+    ws, wt = torch.nn.Linear(4, 5), torch.nn.Linear(6, 5)
+    with pytest.raises(TypeError, match="fused_" + message + re.escape(instead)):
+        fused_token_distillation_loss(hs, ws, ht, wt, labels, **{keyword: value})

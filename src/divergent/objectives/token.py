@@ -94,6 +94,23 @@ def _valid_positions(labels: Any, leading: torch.Size, ignore_index: Any, device
     return labels.to(device) != ignore_index
 
 
+#: the row keywords of :func:`divergent.divergence` that the token losses replace, and by what
+_REPLACED_KEYWORDS = {
+    "mask": "the positions to skip are those with `labels == ignore_index` (set the labels "
+    "there to ignore_index, e.g. `labels.masked_fill(~mask, -100)`)",
+    "normalizer": "the mean's denominator is `num_items_in_batch`",
+}
+
+
+def _refuse_replaced_keywords(params: dict[str, Any], function: str) -> None:
+    """A ``TypeError`` for ``mask=`` / ``normalizer=`` among a token loss's ``**params``: the
+    loss builds both from ``labels`` and ``num_items_in_batch`` (a second mask would
+    make the local token count and ``num_items_in_batch`` count different positions)."""
+    for name, instead in _REPLACED_KEYWORDS.items():
+        if name in params:
+            raise TypeError(f"{function}() got an unexpected keyword argument {name!r}: {instead}")
+
+
 def _check_num_items(num_items_in_batch: Any, reduction: str) -> float | Tensor | None:
     """The mean's denominator from ``num_items_in_batch`` (an int or a 0-d tensor), clamped ≥ 1.
 
@@ -176,7 +193,11 @@ def token_distillation_loss(
         vocab: ``"strict"`` (vocabularies must match) or ``"truncate"`` (both sides cut to the
             first min(V, V_t) entries, for a head padded with extra rows; same tokenizer).
         **params: the divergence's parameters (``beta`` for ``"js"``, ``alpha`` ...), and
-            ``engine=`` / ``check_nan=`` as in :func:`divergent.divergence`.
+            ``engine=`` / ``check_nan=`` as in :func:`divergent.divergence`. Not ``mask=`` (the
+            positions kept are ``labels != ignore_index``: set the labels of the positions to
+            skip to ``ignore_index``) nor ``normalizer=`` (``num_items_in_batch`` is the
+            mean's denominator), so that the local count and ``num_items_in_batch`` count the
+            same positions.
 
     Returns:
         A scalar for ``"mean"`` / ``"sum"``, ``(B, T)`` for ``"none"``; float32 (float64 if an
@@ -188,6 +209,7 @@ def token_distillation_loss(
             logits' leading shape, an unknown divergence or bad parameter, a bad ``reduction``,
             ``temperature``, ``ignore_index``, ``vocab`` or ``num_items_in_batch``, and the input
             contract of :func:`divergent.divergence` (infinite logits, a valid row without mass).
+        TypeError: ``mask=`` or ``normalizer=`` (see ``**params``), naming what replaces it.
 
     Example:
         >>> import torch
@@ -201,6 +223,7 @@ def token_distillation_loss(
         Self-Generated Mistakes (GKD), arXiv:2306.13649; Hinton, Vinyals & Dean 2015,
         Distilling the Knowledge in a Neural Network, arXiv:1503.02531.
     """
+    _refuse_replaced_keywords(params, "token_distillation_loss")
     check_reduction(reduction)
     check_choice(vocab, "vocab", VOCAB_POLICIES)
     student = check_float_tensor(student_logits, "student_logits", min_dim=1)
@@ -358,6 +381,7 @@ def fused_token_distillation_loss(
             ``nn.Linear`` nor tensors, a bias given twice, hidden sizes that do not match the
             heads, configs together with ``softcap`` / ``logit_scale``, and different soft-caps
             on the two sides.
+        TypeError: as :func:`token_distillation_loss` (``mask=``, ``normalizer=``).
         RuntimeError: a second-order backward (``create_graph=True``).
 
     Example:
@@ -375,6 +399,7 @@ def fused_token_distillation_loss(
         Triton Kernels for LLM Training, arXiv:2410.10989 (fused linear losses); Gemma Team
         2024, Gemma 2, arXiv:2408.00118 (logit soft-capping).
     """
+    _refuse_replaced_keywords(params, "fused_token_distillation_loss")
     check_reduction(reduction)
     check_choice(vocab, "vocab", VOCAB_POLICIES)
     resolve_divergence(divergence)
