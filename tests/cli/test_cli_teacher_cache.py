@@ -121,11 +121,27 @@ def test_bad_folders_are_one_line_errors(tmp_path, folders, case, pattern) -> No
     assert not (tmp_path / "o").exists()  # nothing written
 
 
+def test_a_seq_len_beyond_the_teachers_positions_is_refused_before_writing(
+    tmp_path, folders
+) -> None:
+    out = tmp_path / "o"
+    result = invoke("--teacher", folders["teacher"], "--data", folders["data"], "--out", out)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        "error: --seq-len 128 exceeds the teacher's maximum of 64 positions (config "
+        "n_positions); use --seq-len 64 or less\n"
+    )
+    assert not out.exists()
+    ok = invoke("--teacher", folders["teacher"], "--data", folders["data"], "--out", out,
+                "--seq-len", 64, "--k", 4)  # fmt: skip
+    assert ok.exit_code == 0, ok.output
+
+
 def test_bad_options_are_one_line_errors(tmp_path, folders) -> None:
     base = ["--teacher", folders["teacher"], "--data", folders["data"], "--out", tmp_path / "o"]
     for extra, pattern in (
         (["--k", "0"], "--k must be >= 1"),
-        (["--k", "100000"], "`k` must be an integer in [1,"),
+        (["--k", "100000", "--seq-len", "16"], "`k` must be an integer in [1,"),
         (["--seq-len", "1"], "--seq-len must be >= 2"),
         (["--seq-len", "100000"], "longer than the whole text"),
         (["--logprobs-dtype", "int8"], "--logprobs-dtype must be one of"),

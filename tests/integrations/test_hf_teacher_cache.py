@@ -167,6 +167,10 @@ def test_interrupted_write_keeps_rows_says_so_and_resumes_identically(
     with pytest.raises(TeacherCacheWriteInterrupted, match="kept 66 rows") as err:
         write_teacher_cache(teacher, broken, out, k=K, max_length=12, rows_per_shard=13)
     assert "\n" not in str(err.value) and "IndexError" in str(err.value)
+    # a bug / model error is a failure, not an interruption: no promise that rerunning helps
+    assert str(err.value).startswith("teacher-cache write failed (IndexError")
+    assert "stops the same way until that error's cause is fixed" in str(err.value)
+    assert "run the same command again" not in str(err.value) and not err.value.interrupted
     summary = write_teacher_cache(
         teacher, examples(), out, k=K, batch_size=3, max_length=12, rows_per_shard=13
     )
@@ -177,6 +181,30 @@ def test_interrupted_write_keeps_rows_says_so_and_resumes_identically(
     assert torch.equal(ids_a, ids_b) and torch.equal(lp_a, lp_b)
     with pytest.raises(ValueError, match="already complete"):
         write_teacher_cache(teacher, examples(), out, k=K, max_length=12, rows_per_shard=13)
+
+
+def test_a_full_disk_is_an_interruption_and_too_long_examples_are_refused_up_front(
+    tmp_path, teacher
+) -> None:
+    out = tmp_path / "c"
+
+    def disk_full(done: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(TeacherCacheWriteInterrupted) as err:
+        write_teacher_cache(
+            teacher, examples(), out, k=K, batch_size=3, max_length=12, progress=disk_full
+        )
+    assert str(err.value).startswith("teacher-cache write interrupted (OSError")
+    assert "run the same command again to resume after example 3" in str(err.value)
+    assert err.value.interrupted
+    with pytest.raises(
+        ValueError,
+        match=r"^`max_length` 33 exceeds the teacher's maximum of 32 positions \(config "
+        r"n_positions\); use max_length=32 or less$",
+    ):
+        write_teacher_cache(teacher, examples(), tmp_path / "d", k=K, max_length=33)
+    assert not (tmp_path / "d").exists()
 
 
 def test_cache_errors_are_one_line(tmp_path, cache_dir, teacher) -> None:

@@ -292,6 +292,29 @@ def test_on_policy_and_sequence_kd_generations(tmp_path, monkeypatch, lmbda, seq
             assert supervised.sum() >= 1 and not supervised[: row.numel() - 5].any()
 
 
+def test_generations_longer_than_the_positions_are_refused_up_front(tmp_path) -> None:
+    student, teacher = gpt2(seed=1), tiny_gpt2(seed=2, vocab=VOCAB, n_positions=20)
+    with pytest.raises(
+        ValueError,
+        match=r"^generating max_new_tokens=64 after a prompt of 1 tokens needs 65 positions, "
+        r"more than the student's maximum of 64 \(config n_positions\); lower max_new_tokens",
+    ):
+        DistillationTrainer(
+            model=student, args=args(tmp_path), teacher_model=gpt2(seed=2), lmbda=0.5,
+            max_new_tokens=64,
+        )  # fmt: skip
+    trainer = DistillationTrainer(
+        model=student, args=args(tmp_path), teacher_model=teacher, seq_kd=True, max_new_tokens=12
+    )
+    batch = CausalLMCollator(0)(examples(2, prompt=10))  # 10 + 12 > the teacher's 20
+    with pytest.raises(ValueError, match=r"prompt of 10 tokens needs 22 positions, more than "
+                       r"the teacher's maximum of 20"):  # fmt: skip
+        trainer.generate_completions(teacher, batch)
+    DistillationTrainer(  # off-policy training never generates: no limit on max_new_tokens
+        model=student, args=args(tmp_path), teacher_model=teacher, max_new_tokens=64
+    )
+
+
 def test_gradient_accumulation_matches_the_large_batch(tmp_path) -> None:
     data = examples(4, seed=7)  # different lengths: the token count matters
     results = []

@@ -6,8 +6,10 @@ network); the text file (``--data``) is tokenized with that tokenizer, cut into 
 top-k log-probs at every position are written to ``--out``
 (:func:`divergent.integrations.teacher_cache_hf.write_teacher_cache`). Running the same command
 again after an interruption resumes after the last cached row. Every failure is one line on
-stderr: a missing tokenizer or model, a folder that is not a causal LM, an unreadable text,
-another writer on ``--out``; Ctrl-C says how many examples were kept (exit code 130).
+stderr: a missing tokenizer or model, a folder that is not a causal LM, an unreadable text, a
+``--seq-len`` beyond the teacher's positions, another writer on ``--out``; Ctrl-C says how
+many examples were kept (exit code 130). A failure that is not an interruption (a model error)
+names the error and does not promise that running again resumes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Annotated, Any
 import torch
 import typer
 
+from divergent.integrations._hf_models import max_positions
 from divergent.integrations.teacher_cache_hf import (
     TeacherCacheWriteInterrupted,
     write_teacher_cache,
@@ -203,6 +206,12 @@ def teacher_cache_command(
         blocks = token_blocks(tokenizer, [text], seq_len)
     except ValueError as err:
         raise _fail(f"--data {data}: {str(err).replace('block_size', '--seq-len')}") from None
+    limit = max_positions(model)
+    if limit is not None and seq_len > limit[0]:
+        raise _fail(
+            f"--seq-len {seq_len} exceeds the teacher's maximum of {limit[0]} positions (config "
+            f"{limit[1]}); use --seq-len {limit[0]} or less"
+        )
     started = time.perf_counter()
     try:
         summary = write_teacher_cache(

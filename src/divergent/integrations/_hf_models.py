@@ -1,9 +1,10 @@
-"""Shared helpers for Hugging Face causal language models (private to ``integrations``).
+"""Shared helpers for Hugging Face causal language models (private to ``integrations`` and the
+CLI commands that drive it).
 
 What the distillation trainer and the teacher-cache writer both need: check that a model is a
-causal LM, find its backbone (the model without its output head) and its head, run the
-backbone to the final hidden states, and project hidden states to logits the way the model's
-own ``forward`` does (``logit_scale``, ``final_logit_softcapping``).
+causal LM, find its backbone (the model without its output head) and its head, read how many
+positions it takes, run the backbone to the final hidden states, and project hidden states to
+logits the way the model's own ``forward`` does (``logit_scale``, ``final_logit_softcapping``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "eos_token_ids",
     "final_hidden_states",
     "head_logits",
+    "max_positions",
     "output_head",
     "pad_token_id",
     "position_ids_from_mask",
@@ -159,6 +161,24 @@ def head_logits(hidden: Tensor, head: nn.Module, config: Any = None) -> Tensor:
     if cap is not None:
         logits = torch.tanh(logits / cap) * cap
     return logits
+
+
+_POSITION_KEYS = ("n_positions", "max_position_embeddings", "n_ctx")
+
+
+def max_positions(model: Any) -> tuple[int, str] | None:
+    """The most positions the model's config allows and the config key saying so, or ``None``.
+
+    Reads the first of ``n_positions`` (GPT-2), ``max_position_embeddings`` (most others) and
+    ``n_ctx`` that the config has as a positive integer. A model with learned absolute
+    positions fails past it with an ``IndexError`` from its embedding.
+    """
+    config = getattr(model, "config", None)
+    for key in _POSITION_KEYS:
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value, key
+    return None
 
 
 def pad_token_id(model: nn.Module, tokenizer: Any = None) -> int:

@@ -92,6 +92,7 @@ from divergent._files import atomic_write_bytes, fsync_dir
 from divergent._threads import single_thread
 from divergent.categorical import get_divergence, list_divergences
 from divergent.functional import divergence
+from divergent.integrations._hf_models import max_positions
 from divergent.integrations.lm_defaults import DEFAULT_LM_OBJECTIVES, QUICK_LM_OBJECTIVES
 from divergent.integrations.transformers import DistillationTrainer
 from divergent.objectives import make_objective
@@ -537,15 +538,6 @@ def _vocab_size(model: nn.Module) -> int:
     return int(model.get_output_embeddings().weight.shape[0])
 
 
-def _max_positions(model: nn.Module) -> int | None:
-    config = model.config
-    for key in ("n_positions", "max_position_embeddings"):
-        value = getattr(config, key, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 def _check_pair(teacher: nn.Module, student: nn.Module) -> None:
     """Teacher and student heads with the same vocabulary, or a one-line error saying the fixes."""
     teacher_vocab, student_vocab = _vocab_size(teacher), _vocab_size(student)
@@ -729,8 +721,9 @@ def evaluate_causal_lm(
 def _sample(model: nn.Module, tokenizer: Any, max_new_tokens: int) -> str:
     device = next(model.parameters()).device
     ids = tokenizer(SAMPLE_PROMPT, return_tensors="pt", add_special_tokens=False)["input_ids"]
-    limit = _max_positions(model)
-    if limit is not None:  # the prompt's last tokens, so that prompt + sample fit the model
+    found = max_positions(model)
+    if found is not None:  # the prompt's last tokens, so that prompt + sample fit the model
+        limit = found[0]
         max_new_tokens = min(max_new_tokens, limit - 1)
         ids = ids[:, -(limit - max_new_tokens) :]
     output = model.generate(
@@ -1024,10 +1017,10 @@ def _setup(config: LMDistillConfig, settings: dict[str, Any], out: Path, device:
         tokenizer = train_bpe_tokenizer(corpus.train, settings["vocab_size"])
         vocab = len(tokenizer)
     for role, model in (("teacher", teacher), ("student", student)):
-        limit = _max_positions(model) if model is not None else None
-        if limit is not None and limit < block:
+        found = max_positions(model) if model is not None else None
+        if found is not None and found[0] < block:
             raise DistillError(
-                f"--block-size {block} is longer than the {role}'s {limit} positions"
+                f"--block-size {block} is longer than the {role}'s {found[0]} positions"
             )
     try:
         train_blocks = token_blocks(tokenizer, corpus.train, block)

@@ -18,8 +18,11 @@ the rows of each batch's examples (their ``teacher_cache_index``) and trains wit
 
 Interruptions lose nothing already written: finished shards stay valid; on Ctrl-C or an error
 the rows buffered so far are written as one more (short) shard when the writer itself did not
-fail, and one line says how many examples are kept and how to resume (call again with the same
-arguments: it continues after the last cached row).
+fail, and one line says how many examples are kept. After an interruption (Ctrl-C,
+``SystemExit``, an ``OSError`` such as a full disk) it says how to resume: call again with the
+same arguments, which continues after the last cached row. Any other error (a bug, a model that
+cannot run the data) is reported as a failure naming it, without that promise: the same call
+stops the same way until its cause is fixed.
 
 References:
     Anshumann et al. 2025, "Sparse Logit Sampling: Accelerating Knowledge Distillation in LLMs",
@@ -45,6 +48,7 @@ from divergent.integrations._hf_models import (
     check_causal_lm,
     final_hidden_states,
     head_logits,
+    max_positions,
     output_head,
     pad_token_id,
     vocab_size_of,
@@ -69,12 +73,18 @@ class TeacherCacheWriteInterrupted(TeacherCacheError):
     Attributes:
         rows_written: rows in finished shards.
         examples_done: whole examples among them (resuming restarts after the last row).
+        interrupted: True for an interruption (an ``OSError`` such as a full disk), after which
+            calling again resumes; False for a failure (a bug, a model error) that calling
+            again repeats until its cause is fixed.
     """
 
-    def __init__(self, message: str, rows_written: int, examples_done: int) -> None:
+    def __init__(
+        self, message: str, rows_written: int, examples_done: int, interrupted: bool = True
+    ) -> None:
         super().__init__(message)
         self.rows_written = rows_written
         self.examples_done = examples_done
+        self.interrupted = interrupted
 
 
 @dataclass(frozen=True)
@@ -211,12 +221,15 @@ def write_teacher_cache(
         A :class:`TeacherCacheSummary`.
 
     Raises:
-        ValueError: not a causal LM; bad ``k`` / ``batch_size`` / ``max_length``; an example
+        ValueError: not a causal LM; bad ``k`` / ``batch_size`` / ``max_length``; a
+            ``max_length`` beyond the teacher's positions (its config's ``n_positions`` /
+            ``max_position_embeddings`` / ``n_ctx``); an example
             longer than ``max_length``; a left-padded batch; an existing cache that is complete
             or was written with other settings.
-        TeacherCacheWriteInterrupted: the write stopped on an error (one line: what is kept,
-            how to resume). On ``KeyboardInterrupt`` the same line is printed to stderr and the
-            interrupt is re-raised.
+        TeacherCacheWriteInterrupted: the write stopped on an error (one line: what is kept;
+            after an interruption how to resume, after a failure what failed). On
+            ``KeyboardInterrupt`` the same line is printed to stderr and the interrupt is
+            re-raised.
         TeacherCacheError: another writer holds ``out_dir``.
 
     References:
@@ -261,6 +274,12 @@ def write_teacher_cache(
         max_length = longest
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 2:
         raise ValueError(f"`max_length` must be an integer >= 2, got {max_length!r}")
+    limit = max_positions(teacher_model)
+    if limit is not None and max_length > limit[0]:
+        raise ValueError(
+            f"`max_length` {max_length} exceeds the teacher's maximum of {limit[0]} positions "
+            f"(config {limit[1]}); use max_length={limit[0]} or less"
+        )
     if longest is not None and longest > max_length:
         raise ValueError(f"`data` has an example of {longest} tokens > max_length={max_length}")
     rows_per_example = max_length - 1
@@ -346,16 +365,22 @@ def write_teacher_cache(
         teacher_model.train(was_training)
         rows = writer.rows_written
         kept = rows // rows_per_example
+        interrupted = isinstance(err, KeyboardInterrupt | SystemExit | OSError)
         line = (
-            f"teacher-cache write interrupted ({type(err).__name__}: "
-            f"{' '.join(str(err).split()) or 'no message'}); kept {rows} rows = {kept} whole "
-            f"examples in {writer.num_shards} finished shards in {out}; run the same command "
-            f"again to resume after example {kept}"
+            f"teacher-cache write {'interrupted' if interrupted else 'failed'} "
+            f"({type(err).__name__}: {' '.join(str(err).split()) or 'no message'}); kept {rows} "
+            f"rows = {kept} whole examples in {writer.num_shards} finished shards in {out}; "
+            + (
+                f"run the same command again to resume after example {kept}"
+                if interrupted
+                else "the same command stops the same way until that error's cause is fixed "
+                f"(then it resumes after example {kept})"
+            )
         )
         if isinstance(err, KeyboardInterrupt | SystemExit):
             print(line, file=sys.stderr)
             raise
-        raise TeacherCacheWriteInterrupted(line, rows, kept) from err
+        raise TeacherCacheWriteInterrupted(line, rows, kept, interrupted) from err
     writer.close()
     teacher_model.train(was_training)
     return TeacherCacheSummary(

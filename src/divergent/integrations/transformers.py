@@ -64,6 +64,7 @@ from divergent.integrations._hf_models import (
     eos_token_ids,
     final_hidden_states,
     head_logits,
+    max_positions,
     output_head,
     pad_token_id,
     position_ids_from_mask,
@@ -360,8 +361,11 @@ class DistillationTrainer(transformers.Trainer):
     Raises:
         ValueError: a student or teacher that is not a causal LM; different vocabulary sizes
             (naming both and the fixes); invalid options; a cache of another vocabulary,
-            temperature or layout; ``lmbda`` / ``seq_kd`` with a cache; a batch without
-            ``labels``, or with labels not aligned with ``input_ids``.
+            temperature or layout; ``lmbda`` / ``seq_kd`` with a cache; ``lmbda`` / ``seq_kd``
+            with ``max_new_tokens`` at or beyond the positions of the student or teacher
+            (their configs' ``n_positions`` / ``max_position_embeddings`` / ``n_ctx``), and,
+            when it generates, a prompt that leaves too few positions for ``max_new_tokens``;
+            a batch without ``labels``, or with labels not aligned with ``input_ids``.
 
     References:
         Hinton et al. 2015 (arXiv:1503.02531); Kim & Rush 2016 (arXiv:1606.07947);
@@ -474,6 +478,8 @@ class DistillationTrainer(transformers.Trainer):
         self.fused = bool(fused)
         self.vocab = vocab
         self.chunk_size = chunk_size
+        if lmbda > 0 or seq_kd:
+            self._check_positions(1)  # the shortest prompt is one token
         self._policy_rng = random.Random(self.args.seed)
         self._loss_parts: dict[str, list[float]] = {"kd_loss": [], "ce_loss": []}
         # the Trainer counts `num_items_in_batch` (supervised tokens over the accumulated
@@ -514,6 +520,21 @@ class DistillationTrainer(transformers.Trainer):
         return ids, mask, labels
 
     # -- generation ----------------------------------------------------------------------------
+    def _check_positions(self, prompt_width: int) -> None:
+        """Refuse generating ``max_new_tokens`` after ``prompt_width`` prompt tokens where the
+        result would not fit the student's or teacher's positions (a model with learned
+        positions would fail in the middle of training with an ``IndexError``)."""
+        need = prompt_width + self.max_new_tokens
+        for who, model in (("student", self.model), ("teacher", self.teacher_model)):
+            limit = max_positions(model) if model is not None else None
+            if limit is not None and need > limit[0]:
+                raise ValueError(
+                    f"generating max_new_tokens={self.max_new_tokens} after a prompt of "
+                    f"{prompt_width} tokens needs {need} positions, more than the {who}'s maximum "
+                    f"of {limit[0]} (config {limit[1]}); lower max_new_tokens or shorten the "
+                    "prompts"
+                )
+
     def generate_completions(
         self, generator: nn.Module, inputs: Mapping[str, Any]
     ) -> dict[str, Any]:
@@ -536,6 +557,7 @@ class DistillationTrainer(transformers.Trainer):
             ids[b, : int(first[b])][mask[b, : int(first[b])].bool()] for b in range(len(ids))
         ]
         width = max(max(p.numel() for p in prompts), 1)
+        self._check_positions(width)
         prompt_ids = torch.full((len(prompts), width), pad, dtype=ids.dtype, device=ids.device)
         prompt_mask = torch.zeros_like(prompt_ids)
         for b, p in enumerate(prompts):
