@@ -170,12 +170,18 @@ def as_integer(value: Any) -> int | None:
 
 
 def check_int(
-    value: Any, name: str, minimum: int, what: str = "", *, maximum: int | None = None
+    value: Any,
+    name: str,
+    minimum: int,
+    what: str = "",
+    *,
+    maximum: int | None = None,
+    why: str = "",
 ) -> int:
     """``value`` as a Python ``int`` if it is an integer (numpy integers too; bools and floats
     rejected, see :func:`as_integer`) >= ``minimum`` (and <= ``maximum`` when given), else a
     ``ValueError`` naming ``name`` and, when given, ``what`` it counts (e.g. ``"number of
-    samples"``).
+    samples"``) and ``why`` the bounds are what they are (after them, in parentheses).
 
     Example:
         >>> check_int(3, "k", 1, maximum=5)
@@ -189,7 +195,8 @@ def check_int(
     if number is None or number < minimum or (maximum is not None and number > maximum):
         what = f" ({what})" if what else ""
         bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise ValueError(f"`{name}`{what} must be an integer {bound}, got {value!r}")
+        why = f" ({why})" if why else ""
+        raise ValueError(f"`{name}`{what} must be an integer {bound}{why}, got {value!r}")
     return number
 
 

@@ -22,6 +22,7 @@ from divergent.objectives.lelp import subclass_to_class_logits
 from divergent.objectives.moe_distill import load_balancing_loss, sequence_log_probs
 from divergent.objectives.ofa import OFALoss
 from divergent.objectives.superhf import superhf_loss
+from divergent.samples.knn import knn_entropy, knn_kl
 from divergent.transport import sinkhorn
 
 
@@ -125,3 +126,21 @@ def test_token_losses_refuse_mask_and_normalizer_naming_the_loss(
     ws, wt = torch.nn.Linear(4, 5), torch.nn.Linear(6, 5)
     with pytest.raises(TypeError, match="fused_" + message + re.escape(instead)):
         fused_token_distillation_loss(hs, ws, ht, wt, labels, **{keyword: value})
+
+
+# -- the kNN estimators say what `k` counts, then why it is bounded ------------------------
+def test_knn_k_message_reads_name_meaning_bound_reason() -> None:
+    x, y = torch.randn(200, 2, dtype=torch.float64), torch.randn(150, 2, dtype=torch.float64)
+    message = (
+        "`k` (number of neighbours) must be an integer in [1, 150] (`x` has n = 200 points, "
+        "`y` has m = 150: at most n − 1 and m neighbours exist), got -1"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        knn_kl(x, y, k=-1)
+    message = (
+        "`k` (number of neighbours) must be an integer in [1, 199] (`x` has n = 200 points: "
+        "at most n − 1 neighbours exist), got 0"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        knn_entropy(x, k=0)
+    assert float(knn_entropy(x, k=np.int64(3))) == float(knn_entropy(x, k=3))

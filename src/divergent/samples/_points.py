@@ -118,10 +118,12 @@ def check_same_dim(x: Tensor, y: Tensor, x_name: str = "x", y_name: str = "y") -
     check_same_device(x, x_name, y, y_name)
 
 
-def check_int(value: Any, name: str, low: int, high: int | None = None, what: str = "") -> int:
+def check_int(
+    value: Any, name: str, low: int, high: int | None = None, what: str = "", why: str = ""
+) -> int:
     """:func:`divergent._validation.check_int` (an integer in [``low``, ``high``]; numpy
     integers too, as counts computed from numpy samples often are) with the bounds positional."""
-    return _check_int(value, name, low, what, maximum=high)
+    return _check_int(value, name, low, what, maximum=high, why=why)
 
 
 def check_level(level: Any) -> float:

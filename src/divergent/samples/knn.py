@@ -355,7 +355,8 @@ def _prepare_pair(x: Any, y: Any, k: Any, opts: _Options) -> tuple[Any, ...]:
     yt = as_points(y, "y", min_rows=1)
     check_same_dim(xt, yt)
     n, m = xt.shape[0], yt.shape[0]
-    k = check_int(k, "k", 1, min(n - 1, m), "neighbours; at most n − 1 and m exist")
+    why = f"`x` has n = {n} points, `y` has m = {m}: at most n − 1 and m neighbours exist"
+    k = check_int(k, "k", 1, min(n - 1, m), "number of neighbours", why)
     return xt, yt, n, m, k, opts.checked()
 
 
@@ -559,7 +560,8 @@ def knn_entropy(
     """
     xt = as_points(x, "x", min_rows=2)
     n, d = xt.shape
-    k = check_int(k, "k", 1, n - 1, "neighbours; at most n − 1 exist")
+    why = f"`x` has n = {n} points: at most n − 1 neighbours exist"
+    k = check_int(k, "k", 1, n - 1, "number of neighbours", why)
     opts = _Options.of("knn_entropy", options).checked()
     _refuse_duplicates(xt, None, opts.duplicates)
     method = _resolve_method(opts.method, xt)
