@@ -12,6 +12,7 @@ import divergent.objectives as objectives
 from divergent._validation import check_chunk_size, check_int
 from divergent.objectives import (
     KDLoss,
+    f_dpo_loss,
     fused_token_distillation_loss,
     group_normalized_advantages,
     kd_loss,
@@ -144,3 +145,18 @@ def test_knn_k_message_reads_name_meaning_bound_reason() -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         knn_entropy(x, k=0)
     assert float(knn_entropy(x, k=np.int64(3))) == float(knn_entropy(x, k=3))
+
+
+# -- f-DPO: one message for an unknown name, suggestions among what it takes ---------------
+def test_f_dpo_unknown_divergence_is_one_message_over_the_f_divergences() -> None:
+    logps = -torch.rand(4, generator=torch.Generator().manual_seed(1))
+    with pytest.raises(ValueError) as caught:
+        f_dpo_loss(logps, logps, logps, logps, divergence="klx")
+    message = str(caught.value)
+    assert message.startswith(
+        "`divergence`='klx' is not a registered f-divergence. Did you mean `kl`? Allowed: kl, "
+    )
+    assert "Registered" not in message and "unknown" not in message
+    assert "renyi" not in message and "soft_cross_entropy" not in message
+    with pytest.raises(ValueError, match=r"got 3$"):
+        f_dpo_loss(logps, logps, logps, logps, divergence=3)

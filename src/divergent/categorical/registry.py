@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -449,14 +449,22 @@ def get_divergence(name: str) -> Divergence:
         spec = _REGISTRY[_ALIASES[name]]
     if spec is not None:
         return spec
-    close = suggest_names(name)
-    hint = ""
-    if close:
-        hint = " Did you mean " + " or ".join(f"`{c}`" for c in close) + "?"
     raise ValueError(
-        f"unknown divergence `{name}`.{hint} Registered: {', '.join(_REGISTRY)}; "
+        f"unknown divergence `{name}`.{did_you_mean(name)} Registered: {', '.join(_REGISTRY)}; "
         "or pass a generator with divergent.f_divergence(f, ...)"
     )
+
+
+def did_you_mean(name: str, among: Sequence[str] | None = None) -> str:
+    """`` Did you mean `kl`?`` for the registered names (or those of them in ``among``, the
+    names a caller takes, e.g. the f-divergences) close to ``name``; "" when none is.
+
+    Example:
+        >>> did_you_mean("klx", ["kl", "tv"]), did_you_mean("renyj", ["kl", "tv"])
+        (' Did you mean `kl`?', '')
+    """
+    close = [c for c in suggest_names(name) if among is None or c in among]
+    return " Did you mean " + " or ".join(f"`{c}`" for c in close) + "?" if close else ""
 
 
 DivergenceLike = str | Divergence

@@ -65,7 +65,7 @@ from divergent._validation import (
 )
 from divergent.categorical import get_divergence, list_divergences
 from divergent.categorical.fdiv import resolve_divergence
-from divergent.categorical.registry import Divergence
+from divergent.categorical.registry import Divergence, did_you_mean
 from divergent.rl.policy_kl import reduce_samples, sample_options
 
 __all__ = [
@@ -95,10 +95,18 @@ def _resolve(divergence: Any, params: dict[str, Any]) -> tuple[Divergence, dict[
     try:
         spec = resolve_divergence(divergence)
     except (ValueError, KeyError) as err:
-        allowed = ", ".join(f_divergences_for_preferences())
+        names = f_divergences_for_preferences()
+        allowed = ", ".join(names)
+        if isinstance(divergence, str):  # an unknown name: did-you-mean among the f-divergences
+            raise ValueError(
+                f"`divergence`={divergence!r} is not a registered f-divergence."
+                f"{did_you_mean(divergence, names)} Allowed: {allowed}; or a Divergence built "
+                "from a generator, or a generator callable"
+            ) from None
+        detail = f" ({err})" if callable(divergence) else ""  # e.g. a generator with f(1) != 0
         raise ValueError(
             f"`divergence` must be a registered f-divergence ({allowed}), a Divergence built "
-            f"from a generator, or a generator callable; got {divergence!r} ({err})"
+            f"from a generator, or a generator callable; got {divergence!r}{detail}"
         ) from None
     if not spec.is_f_divergence:
         allowed = ", ".join(f_divergences_for_preferences())
