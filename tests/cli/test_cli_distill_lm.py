@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 pytest.importorskip("transformers")
 
 from divergent.cli import app
+from divergent.cli._app import console
 from divergent.integrations import lm_job
 
 TINY = [
@@ -145,3 +146,18 @@ def test_the_classifier_job_keeps_an_existing_lm_report(tmp_path):
         "holds the report of another job (task 'lm')",
     )
     assert json.loads((tmp_path / "report.json").read_text())["task"] == "lm"
+
+
+@pytest.mark.slow
+def test_teacher_training_shows_a_bar_on_a_terminal_only(tmp_path, monkeypatch):
+    """The teacher's training is a "teacher" bar on a terminal; a pipe gets no bars (a
+    regression guard: a trial reported --task lm --quick silent while the teacher trains)."""
+    piped = _run(*TINY, "--objectives", "ce", "--out", str(tmp_path / "piped"))
+    assert piped.exit_code == 0, piped.output
+    before_table = piped.output.split(" divergent distill --task lm")[0]
+    assert "\x1b[" not in piped.output and "teacher" not in before_table
+    monkeypatch.setattr(console, "_force_terminal", True)
+    monkeypatch.setattr(console, "is_interactive", True)
+    shown = _run(*TINY, "--objectives", "ce", "--out", str(tmp_path / "terminal"))
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b[2Kteacher " in shown.output.split(" divergent distill --task lm")[0]
