@@ -20,6 +20,7 @@ naming the side and the row, see :func:`row_label`).
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import math
 import numbers
@@ -460,8 +461,29 @@ def split_keywords(
     taken = {k: v for k, v in kwargs.items() if k in names}
     rest = {k: v for k, v in kwargs.items() if k not in names}
     if function is not None and rest:
-        raise TypeError(f"{function}() got an unexpected keyword argument {next(iter(rest))!r}")
+        raise unexpected_keyword(function, next(iter(rest)), names)
     return taken, rest
+
+
+def close_keyword(name: str, keywords: Sequence[str]) -> str:
+    """`` (did you mean 'temperature'?)`` for the keyword of ``keywords`` closest to a
+    misspelt ``name`` (difflib), or "" when none is close."""
+    close = difflib.get_close_matches(name, list(keywords), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unexpected_keyword(function: str, name: str, keywords: Sequence[str]) -> TypeError:
+    """The ``TypeError`` Python raises for a keyword ``function`` does not take, with a
+    did-you-mean among its ``keywords`` (or, when none is close, the list of them).
+
+    Example:
+        >>> print(unexpected_keyword("dkd_loss", "alhpa", ["alpha", "beta"]))
+        dkd_loss() got an unexpected keyword argument 'alhpa' (did you mean 'alpha'?)
+        >>> print(unexpected_keyword("dkd_loss", "gamma", ["alpha", "beta"]))
+        dkd_loss() got an unexpected keyword argument 'gamma' (its keywords: alpha, beta)
+    """
+    hint = close_keyword(name, keywords) or f" (its keywords: {', '.join(keywords)})"
+    return TypeError(f"{function}() got an unexpected keyword argument {name!r}{hint}")
 
 
 def row_options(

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+import divergent
 import divergent.objectives as objectives
 from divergent._validation import check_chunk_size, check_int
 from divergent.objectives import (
@@ -160,3 +161,48 @@ def test_f_dpo_unknown_divergence_is_one_message_over_the_f_divergences() -> Non
     assert "renyi" not in message and "soft_cross_entropy" not in message
     with pytest.raises(ValueError, match=r"got 3$"):
         f_dpo_loss(logps, logps, logps, logps, divergence=3)
+
+
+# -- misspelt keywords: the function, a did-you-mean over all its keywords -----------------
+def test_divergence_keyword_typo_suggests_row_keywords_and_says_no_parameters() -> None:
+    p, q = torch.randn(2, 4), torch.randn(2, 4)
+    message = (
+        "divergence `kl` got unknown parameter(s) ['temprature'] (did you mean 'temperature'?); "
+        "it takes no divergence parameters"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        divergent.kl(p, q, temprature=2.0)
+    with pytest.raises(ValueError, match=re.escape("(did you mean 'alpha'?); its parameters")):
+        divergent.divergence("alpha", p, q, alhpa=0.5)
+    with pytest.raises(ValueError, match=re.escape("(did you mean 'check_nan'?)")):
+        divergent.kl(p, q, check_nans=True)
+
+
+def test_objective_keyword_typos_name_the_loss_and_suggest_among_all_its_keywords() -> None:
+    student, teacher, labels = _lm_batch()
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "dkd_loss() got an unexpected keyword argument 'alhpa' (did you mean 'alpha'?)"
+        ),
+    ):
+        objectives.dkd_loss(student, teacher, labels, alhpa=2.0)
+    with pytest.raises(
+        TypeError,
+        match=re.escape(
+            "bdkd_loss() got an unexpected keyword argument 'temprature' "
+            "(did you mean 'temperature'?)"
+        ),
+    ):
+        objectives.bdkd_loss(student, teacher, labels, temprature=2.0)
+    with pytest.raises(TypeError, match=re.escape("(did you mean 'ignore_index'?)")):
+        objectives.dkd_loss(student, teacher, labels, ignore_indx=-100)
+    listed = "dkd_loss() got an unexpected keyword argument 'zzz' (its keywords: student_logits, "
+    with pytest.raises(TypeError, match=re.escape(listed)):
+        objectives.dkd_loss(student, teacher, labels, zzz=1)
+    message = (
+        "kd_loss(): divergence `kl` got unknown parameter(s) ['temprature'] "
+        "(did you mean 'temperature'?)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        kd_loss(student, teacher, labels, temprature=2.0)

@@ -52,8 +52,8 @@ def test_name_of_wrong_type() -> None:
         (
             "kl",
             {"beta": 0.5},
-            r"`kl` got unknown parameter\(s\) \['beta'\]; its parameters are: "
-            r"none",
+            r"`kl` got unknown parameter\(s\) \['beta'\]; it takes no divergence "
+            r"parameters",
         ),
         (
             "js",

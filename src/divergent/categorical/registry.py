@@ -39,6 +39,19 @@ __all__ = [
     "unregister_divergence",
 ]
 
+#: the keywords :func:`divergent.divergence` takes besides a divergence's parameters (the
+#: did-you-mean candidates of :meth:`Divergence.bind`): ``divergent._validation``'s
+#: ``ROW_INPUT_KEYWORDS``, ``engine`` and ``check_nan``, spelt here as the registry is a leaf
+DIVERGENCE_KEYWORDS: tuple[str, ...] = (
+    "temperature",
+    "mask",
+    "reduction",
+    "normalizer",
+    "inputs",
+    "engine",
+    "check_nan",
+)
+
 RowFunction = Callable[..., Tensor]
 """``row_fn(log_p, log_q, **params) -> Tensor``: the divergence of each row, class axis last."""
 
@@ -266,16 +279,39 @@ class Divergence:
     aliases: tuple[str, ...] = ()
 
     # -- parameters ----------------------------------------------------------------------
-    def bind(self, params: Mapping[str, Any] | None = None) -> dict[str, float]:
-        """Validate keyword parameters, fill defaults; ``ValueError`` on unknown ones."""
+    def bind(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        caller: str | None = None,
+        keywords: Sequence[str] = DIVERGENCE_KEYWORDS,
+    ) -> dict[str, float]:
+        """Validate keyword parameters, fill defaults; ``ValueError`` on unknown ones.
+
+        The message names ``caller`` (the function the user called) when given and suggests
+        the closest of the divergence's parameters and the caller's other ``keywords`` (by
+        default the row keywords of :func:`divergent.divergence`) for a misspelt name.
+
+        Example:
+            >>> get_divergence("kl").bind({"temprature": 2.0}, caller="kl")  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: kl(): ... ['temprature'] (did you mean 'temperature'?); it takes no ...
+        """
         params = dict(params or {})
-        known = {p.name for p in self.parameters}
-        unknown = sorted(set(params) - known)
+        known = [p.name for p in self.parameters]
+        unknown = sorted(set(params) - set(known))
         if unknown:
-            allowed = ", ".join(sorted(known)) if known else "none"
+            where = f"{caller}(): " if caller else ""
+            close = difflib.get_close_matches(unknown[0], [*known, *keywords], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            takes = (
+                f"its parameters are: {', '.join(sorted(known))}"
+                if known
+                else "it takes no divergence parameters"
+            )
             raise ValueError(
-                f"divergence `{self.name}` got unknown parameter(s) {unknown}; "
-                f"its parameters are: {allowed}"
+                f"{where}divergence `{self.name}` got unknown parameter(s) {unknown}{hint}; {takes}"
             )
         bound: dict[str, float] = {}
         for p in self.parameters:

@@ -10,11 +10,12 @@ and reduce per-row values in one place (:meth:`Rows.finish`, on
 
 from __future__ import annotations
 
+import functools
 import inspect
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple, TypedDict, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +31,7 @@ from divergent._validation import (
     compute_dtype,
     finish_rows,
     spell_keywords,
+    unexpected_keyword,
 )
 
 __all__ = [
@@ -49,6 +51,9 @@ __all__ = [
     "prepare",
     "prepare_student",
 ]
+
+
+_Loss = TypeVar("_Loss", bound=Callable[..., Tensor])
 
 
 class LossInputs(NamedTuple):
@@ -118,16 +123,40 @@ LOSS_PARAMETERS: dict[str, inspect.Parameter] = {
     }.items()
 }
 
-#: Spell the shared row keywords (:class:`LossKeywords`) out in a loss's signature, after its
-#: own keyword-only options (:func:`divergent._validation.spell_keywords` with
-#: :data:`LOSS_PARAMETERS`). The loss takes them as ``**row_options: Unpack[LossKeywords]``
-#: (dropped from the shown signature), or mixed into another ``**kwargs`` such as
-#: ``**divergence_params`` (kept after them; :func:`divergent._validation.split_keywords` takes
-#: them out). ``inspect.signature``, ``help`` and the :class:`Objective` constructors then show
-#: ``ignore_index, mask, reduction, normalizer`` with their defaults. (The divergence entry
-#: points' row keywords, with ``temperature``, ``inputs`` and ``engine``, are
-#: :class:`divergent._validation.RowKeywords`.)
-loss_keywords = spell_keywords(LOSS_PARAMETERS)
+_spell_loss_keywords = spell_keywords(LOSS_PARAMETERS)
+
+
+def loss_keywords(function: _Loss) -> _Loss:
+    """Spell the shared row keywords (:class:`LossKeywords`) out in a loss's signature, after
+    its own keyword-only options (:func:`divergent._validation.spell_keywords` with
+    :data:`LOSS_PARAMETERS`).
+
+    The loss takes them as ``**row_options: Unpack[LossKeywords]`` (dropped from the shown
+    signature), or mixed into another ``**kwargs`` such as ``**divergence_params`` (kept after
+    them; :func:`divergent._validation.split_keywords` takes them out). ``inspect.signature``,
+    ``help`` and the :class:`Objective` constructors then show ``ignore_index, mask,
+    reduction, normalizer`` with their defaults. (The divergence entry points' row keywords,
+    with ``temperature``, ``inputs`` and ``engine``, are
+    :class:`divergent._validation.RowKeywords`.)
+
+    A loss with the typed bundle refuses another keyword as Python does for a spelt-out one,
+    naming the loss, with a did-you-mean among all its keywords
+    (:func:`divergent._validation.unexpected_keyword`).
+    """
+    spelled = _spell_loss_keywords(function)
+    parameters = inspect.signature(spelled).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return spelled  # ``**kwargs`` kept: the loss sorts its keywords itself
+    names = tuple(parameters)
+
+    @functools.wraps(spelled)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        for name in kwargs:
+            if name not in parameters:
+                raise unexpected_keyword(spelled.__name__, name, names)
+        return spelled(*args, **kwargs)
+
+    return checked  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)

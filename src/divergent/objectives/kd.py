@@ -24,6 +24,7 @@ evaluated by :func:`divergent.functional.divergence` (the chunked engine).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -169,11 +170,15 @@ def _check_kd_module(
     check_positive_scalar(eps, "eps", allow_zero=True)
 
 
-def _split_kd_keywords(divergence: Any, keywords: dict[str, Any]) -> tuple[RowArgs, dict[str, Any]]:
-    """The row options and the divergence parameters among a KD loss's ``**keywords``; unknown
-    or bad divergence parameters fail here."""
+def _split_kd_keywords(
+    divergence: Any, keywords: dict[str, Any], function: Callable[..., Tensor]
+) -> tuple[RowArgs, dict[str, Any]]:
+    """The row options and the divergence parameters among the ``**keywords`` of a KD loss
+    (``function``); unknown or bad divergence parameters fail here, naming the loss and
+    suggesting the closest of its keywords for a misspelt one."""
     row_args, divergence_params = split_keywords(keywords, RowArgs._fields)
-    resolve_divergence(divergence).bind(divergence_params)
+    shown = tuple(inspect.signature(function).parameters)
+    resolve_divergence(divergence).bind(divergence_params, caller=function.__name__, keywords=shown)
     return RowArgs(**row_args), divergence_params
 
 
@@ -263,7 +268,7 @@ def kd_loss(
         0.5/0.5). Logit smoothing as a separate knob: Ramesh, Sengupta & Chakraborty, "On the
         generalization vs fidelity paradox in knowledge distillation", Findings of ACL 2025.
     """
-    row_args, divergence_params = _split_kd_keywords(divergence, divergence_params)
+    row_args, divergence_params = _split_kd_keywords(divergence, divergence_params, kd_loss)
     options = _check_kd_options(
         divergence, temperature, ce_weight, kd_weight, scale_by_temperature_squared
     )
@@ -345,7 +350,7 @@ def lskd_loss(
         Sun, Ren, Li, Wang & Cao, "Logit standardization in knowledge distillation", CVPR 2024
         (code: github.com/sunshangquan/logit-standardization-KD).
     """
-    row_args, divergence_params = _split_kd_keywords(divergence, divergence_params)
+    row_args, divergence_params = _split_kd_keywords(divergence, divergence_params, lskd_loss)
     options = _check_kd_options(
         divergence, temperature, ce_weight, kd_weight, scale_by_temperature_squared
     )
