@@ -206,3 +206,15 @@ def test_objective_keyword_typos_name_the_loss_and_suggest_among_all_its_keyword
     )
     with pytest.raises(ValueError, match=re.escape(message)):
         kd_loss(student, teacher, labels, temprature=2.0)
+
+
+def test_preference_losses_name_themselves_for_a_misspelt_keyword() -> None:
+    logps = -torch.rand(4, generator=torch.Generator().manual_seed(2))
+    message = (
+        "f_dpo_loss(): divergence `reverse_kl` got unknown parameter(s) ['betta'] "
+        "(did you mean 'beta'?)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        f_dpo_loss(logps, logps, logps, logps, betta=0.3)
+    with pytest.raises(ValueError, match=re.escape("(did you mean 'reduction'?)")):
+        objectives.sft_f_divergence_loss(logps, logps, redution="sum")

@@ -48,6 +48,7 @@ f-DPO paper used :math:`(1-u^{-\alpha})/\alpha`, i.e. :math:`a = \alpha`.)
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -91,7 +92,11 @@ def f_divergences_for_preferences() -> tuple[str, ...]:
     return tuple(d.name for d in list_divergences() if d.is_f_divergence)
 
 
-def _resolve(divergence: Any, params: dict[str, Any]) -> tuple[Divergence, dict[str, float]]:
+def _resolve(
+    divergence: Any, params: dict[str, Any], function: Callable[..., Tensor] | None = None
+) -> tuple[Divergence, dict[str, float]]:
+    """The f-divergence and its bound parameters; a misspelt parameter names ``function`` (the
+    loss the user called) and is matched against all its keywords."""
     try:
         spec = resolve_divergence(divergence)
     except (ValueError, KeyError) as err:
@@ -114,7 +119,10 @@ def _resolve(divergence: Any, params: dict[str, Any]) -> tuple[Divergence, dict[
             f"`divergence`={spec.name!r} is not an f-divergence (it has no generator f, so "
             f"f-DPO's score f'(u) is undefined); allowed: {allowed}"
         )
-    return spec, spec.bind(params)
+    if function is None:
+        return spec, spec.bind(params)
+    keywords = tuple(inspect.signature(function).parameters)
+    return spec, spec.bind(params, caller=function.__name__, keywords=keywords)
 
 
 def _named_score(name: str, params: dict[str, float]) -> Callable[[Tensor], Tensor] | None:
@@ -356,6 +364,7 @@ def f_dpo_loss(
     row, params = split_keywords(params, _PAIR_ROWS)
     opts = sample_options(pc, **row)
     params = _merge_params(divergence_params, params)
+    _resolve(divergence, params, f_dpo_loss)
     dtype = compute_dtype(pc, pr, rc, rr)
     score_w = _score(pc, rc, n_w, dtype, divergence, params)
     score_l = _score(pr, rr, n_l, dtype, divergence, params)
@@ -436,5 +445,6 @@ def sft_f_divergence_loss(
     row, params = split_keywords(params, _PAIR_ROWS)
     opts = sample_options(lp, **row)
     params = _merge_params(divergence_params, params)
+    _resolve(divergence, params, sft_f_divergence_loss)
     dtype = compute_dtype(lp, ref)
     return reduce_samples(-beta * _score(lp, ref, n, dtype, divergence, params), opts)
