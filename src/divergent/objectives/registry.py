@@ -118,7 +118,7 @@ def _known_ids() -> list[str]:
 def _unknown(id: str) -> ValueError:
     known = _known_ids()
     close = difflib.get_close_matches(id.lower(), known, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = f"; did you mean {close[0]!r}?" if close else "."
     return ValueError(
         f"unknown objective {id!r}{hint} Known: {', '.join(_OBJECTIVES)}, kd:<divergence> "
         "(see `divergent list`)"
