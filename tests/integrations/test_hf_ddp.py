@@ -21,9 +21,6 @@ token normalisation or a missing gradient average fails it.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -32,6 +29,7 @@ import torch
 pytest.importorskip("transformers")
 
 from _hf_ddp_worker import gpt2, run
+from _launch import torchrun_two_processes
 from _lm_ddp_worker import OPTIONS
 
 from divergent.integrations.lm_job import TINY_SETTINGS, LMDistillConfig, run_lm_distill
@@ -45,23 +43,7 @@ JOBS = Path(__file__).with_name("_hf_ddp_jobs.py")
 def ddp(tmp_path_factory) -> Path:
     """The folder of the 2-process launch: ``trainer/`` and ``lm/``."""
     out = tmp_path_factory.mktemp("ddp")
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(Path(__file__).parent), *filter(None, [env.get("PYTHONPATH")])]
-    )
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(JOBS),
-        str(out),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, timeout=300)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    torchrun_two_processes(JOBS, out, pythonpath=Path(__file__).parent)
     return out
 
 

@@ -6,14 +6,12 @@ same global batch (up to float summation order: DDP averages two half-batch grad
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from _ddp_worker import OPTIONS
+from _launch import torchrun_two_processes
 from _train_helpers import assert_same_weights, toy_data, toy_models
 
 from divergent.objectives import make_objective
@@ -27,20 +25,7 @@ WORKER = Path(__file__).with_name("_ddp_worker.py")
 
 
 def test_two_processes_match_one(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(WORKER),
-        str(tmp_path),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, timeout=180)
-    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    torchrun_two_processes(WORKER, tmp_path, timeout=180)
 
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert (rank0["rank"], rank1["rank"], rank0["world_size"]) == (0, 1, 2)
