@@ -158,7 +158,7 @@ def divergence(
         >>> divergent.divergence("js", p, q, beta=0.5) <= torch.log(torch.tensor(2.0))
         tensor(True)
     """
-    return _divergence(name, p, q, check_nan=check_nan, **params)
+    return _divergence(name, p, q, check_nan=check_nan, caller="divergence", **params)
 
 
 def _divergence(
@@ -169,13 +169,15 @@ def _divergence(
     check_nan: bool,
     chunk_size: int | None = None,
     compile: bool | str | None = None,
+    caller: str,
     **params: Any,
 ) -> Tensor:
-    """:func:`divergence` (and :func:`chunked_divergence`): ``params`` holds the row keywords
-    (:data:`ROW_INPUT_KEYWORDS` and ``engine``) and the divergence's parameters."""
+    """:func:`divergence` (and :func:`chunked_divergence`, the shortcuts): ``params`` holds the
+    row keywords (:data:`ROW_INPUT_KEYWORDS` and ``engine``) and the divergence's parameters;
+    ``caller`` is the function the user called, named in an unknown-parameter error."""
     row, params = split_keywords(params, (*ROW_INPUT_KEYWORDS, "engine"))
     spec = resolve_divergence(name)
-    bound = spec.bind(params)
+    bound = spec.bind(params, caller=caller)
     p, q = check_pair(p, q)
     opts = row_options(leading_shape=p.shape[:-1], device=p.device, **row)
     checked = input_rows([("p", p), ("q", q)], opts, check_nan=check_nan, stacklevel=4)
@@ -253,6 +255,7 @@ def chunked_divergence(
         engine="chunked",
         chunk_size=chunk_size,
         compile=compile,
+        caller="chunked_divergence",
         **params,
     )
 
@@ -327,8 +330,8 @@ def _make_shortcut(name: str) -> Callable[..., Tensor]:
     """
     spec = get_divergence(name)
 
-    def shortcut(p: Tensor, q: Tensor, **options: Any) -> Tensor:
-        return divergence(name, p, q, **options)
+    def shortcut(p: Tensor, q: Tensor, *, check_nan: bool = False, **options: Any) -> Tensor:
+        return _divergence(name, p, q, check_nan=check_nan, caller=name, **options)
 
     base = inspect.signature(divergence)
     fixed = [prm for prm in base.parameters.values() if prm.name not in ("name", "params")]

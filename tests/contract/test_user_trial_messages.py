@@ -178,6 +178,16 @@ def test_divergence_keyword_typo_suggests_row_keywords_and_says_no_parameters() 
         divergent.kl(p, q, check_nans=True)
 
 
+def test_divergence_keyword_typo_names_the_function_called() -> None:
+    p, q = torch.randn(2, 4), torch.randn(2, 4)
+    with pytest.raises(ValueError, match=re.escape("kl(): divergence `kl` got unknown")):
+        divergent.kl(p, q, temprature=2.0)
+    with pytest.raises(ValueError, match=re.escape("divergence(): divergence `js` got unknown")):
+        divergent.divergence("js", p, q, bta=0.3)
+    with pytest.raises(ValueError, match=re.escape("chunked_divergence(): divergence `kl`")):
+        divergent.chunked_divergence("kl", p, q, temprature=2.0)
+
+
 def test_objective_keyword_typos_name_the_loss_and_suggest_among_all_its_keywords() -> None:
     student, teacher, labels = _lm_batch()
     with pytest.raises(
