@@ -65,9 +65,9 @@ MATMUL_CHUNK_ELEMENTS = {"cpu": 1 << 23, "cuda": 1 << 26}
 """Default logits elements per matmul chunk (rows = elements // V, at least 1)."""
 
 
-def _logits(h: Tensor, w: Tensor, bias: Tensor | None, job: EngineJob) -> Tensor:
-    """Transformed logits of a chunk (scale, then soft-cap), in the matmul dtype."""
-    z = h @ w.T
+def _logits(h: Tensor, w: Tensor, bias: Tensor | None, job: EngineJob, out: Tensor) -> Tensor:
+    """Transformed logits of a chunk (scale, then soft-cap), in the matmul dtype, into ``out``."""
+    z = torch.mm(h, w.T, out=out)
     if bias is not None:
         z += bias
     if job.logit_scale is not None:
@@ -113,6 +113,8 @@ def _run(
 
     idx = None if job.keep is None else job.keep.nonzero().squeeze(1)
     count = n_rows if idx is None else int(idx.numel())
+    if count == n_rows:
+        idx = None  # every row kept: plain slices, no gather / scatter of the hidden states
     scale = job.scale(count, dtype, device)
     temperature = torch.tensor(job.temperature, dtype=dtype, device=device)
 
@@ -141,6 +143,15 @@ def _run(
 
     step = max(1, job.chunk_rows or 1)
     sub = min(step, default_chunk_rows(vocab, device, mode))
+    # one set of chunk buffers, reused: a fresh (chunk × V) allocation per chunk is returned
+    # to the OS and page-faulted again on the next one, which costs more than the kernel on CPU
+    buf_rows = min(step, count)
+
+    def buffer(flag: bool, mm: torch.dtype) -> Tensor | None:
+        return torch.empty(buf_rows, vocab, dtype=mm, device=device) if flag else None
+
+    zb_s, zb_t = buffer(True, mm_s), buffer(True, mm_t)
+    gzb_s, gzb_t = buffer(need_s, mm_s), buffer(need_t, mm_t)
     for start in range(0, count, step):
         stop = min(start + step, count)
         if idx is None:
@@ -148,11 +159,12 @@ def _run(
         else:
             sel = idx[start:stop]
             h_s, h_t = hs_m.index_select(0, sel), ht_m.index_select(0, sel)
+        rows = stop - start
         with torch.no_grad():
-            z_s = _logits(h_s, ws_m, bs_m, job)
-            z_t = _logits(h_t, wt_m, bt_m, job)
-        gz_s = torch.empty_like(z_s) if need_s else None
-        gz_t = torch.empty_like(z_t) if need_t else None
+            z_s = _logits(h_s, ws_m, bs_m, job, zb_s[:rows])  # type: ignore[index]
+            z_t = _logits(h_t, wt_m, bt_m, job, zb_t[:rows])  # type: ignore[index]
+        gz_s = None if gzb_s is None else gzb_s[:rows]
+        gz_t = None if gzb_t is None else gzb_t[:rows]
         for k in range(0, stop - start, sub):
             kk = slice(k, min(k + sub, stop - start))
             w = scale
@@ -189,6 +201,7 @@ def _run(
             if g_b is not None:
                 g_b[:vocab] += gz.sum(0, dtype=g_b.dtype)
         del z_s, z_t, gz_s, gz_t
+    del zb_s, zb_t, gzb_s, gzb_t
 
     grads = [g_hs, g_ws, g_bs, g_ht, g_wt, g_bt]
     originals = [hs, ws, bs, ht, wt, bt]
