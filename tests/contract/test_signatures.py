@@ -16,6 +16,7 @@ import torch
 import divergent
 from divergent import _validation, functional
 from divergent.categorical import get_divergence, list_divergences
+from divergent.categorical.registry import DIVERGENCE_KEYWORDS
 
 SHORTCUTS = [d.name for d in list_divergences() if hasattr(functional, d.name)]
 
@@ -216,3 +217,10 @@ def test_an_unknown_keyword_is_still_a_type_error() -> None:
         divergent.sparse_divergence(
             "kl", torch.zeros(2, 1, dtype=torch.long), torch.zeros(2, 1), p, inputs="probs"
         )
+
+
+def test_the_registry_s_keyword_list_is_divergence_s() -> None:
+    # the leaf registry spells divergence()'s keywords for its did-you-mean; they must not drift
+    shown = inspect.signature(divergent.divergence).parameters.values()
+    keyword_only = {p.name for p in shown if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert set(DIVERGENCE_KEYWORDS) == keyword_only
