@@ -77,7 +77,9 @@ def test_info_js() -> None:
 def test_info_unknown_name_fails_listing_names() -> None:
     result = runner.invoke(app, ["info", "kl_div"], env=WIDE)
     assert result.exit_code == 2
-    assert "unknown divergence" in result.output and "reverse_kl" in result.output
+    assert result.stdout == ""  # the error is one line on stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("error: unknown divergence") and "reverse_kl" in line
 
 
 @pytest.mark.parametrize("env", [{"COLUMNS": "80"}, {}], ids=["COLUMNS=80", "piped"])

@@ -71,7 +71,8 @@ def _rows(path: Path) -> dict[str, dict]:
 def _one_line_error(result, code: int = 2) -> str:  # type: ignore[no-untyped-def]
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
+    assert result.stdout == ""  # errors go to stderr, stdout stays clean for a pipe
+    lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.output
     assert lines[0].startswith("error: ")
     return lines[0]

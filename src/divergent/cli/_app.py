@@ -88,3 +88,17 @@ def _root() -> None:
 
 
 console = Console()
+"""The console of the commands' tables and progress (stdout)."""
+
+EXIT_USAGE = 2
+"""Exit code of a command refused for bad input (click's own usage errors use it too)."""
+
+
+def fail(message: object, code: int = EXIT_USAGE) -> typer.Exit:
+    """Write ``error: message`` as one line on stderr and return the exit to raise.
+
+    White space (line breaks of a long message included) is folded so that a caller gets one
+    line to grep whatever the terminal width; stdout stays free of errors, for a pipe.
+    """
+    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
+    return typer.Exit(code)

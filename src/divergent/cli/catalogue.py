@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from divergent.categorical import Divergence, get_divergence, list_divergences
+from divergent.cli._app import fail
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 """This group's commands (the root app in :mod:`divergent.cli._app` loads them lazily)."""
@@ -178,8 +179,7 @@ def list_command(
 ) -> None:
     """List every registered divergence: name, formula, parameters, symmetric, bound."""
     if as_json and as_markdown:
-        typer.echo("error: choose one of --json and --markdown", err=True)
-        raise typer.Exit(2)
+        raise fail("choose one of --json and --markdown")
     rows = [_row(d) for d in list_divergences()]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -201,8 +201,7 @@ def info_command(
     try:
         d = get_divergence(name)
     except ValueError as err:
-        console.print(f"[red]{err}[/red]")
-        raise typer.Exit(2) from None
+        raise fail(err) from None
     defaults = _defaults(d)
     at = f" at {_defaults_text(d)} (the defaults)" if defaults else ""
     console.print(f"[bold]{d.name}[/bold]: {d.title}")

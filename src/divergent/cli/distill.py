@@ -16,7 +16,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from divergent.cli._app import console
+from divergent.cli._app import console, fail
 from divergent.integrations.lm_defaults import DEFAULT_LM_OBJECTIVES, QUICK_LM_OBJECTIVES
 from divergent.train.checkpoint import CheckpointError
 from divergent.train.classifier import NonFiniteLossError
@@ -31,12 +31,6 @@ from divergent.train.distill_job import (
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 """This group's commands (the root app in :mod:`divergent.cli._app` loads them lazily)."""
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    """One line on stderr (no traceback, no wrapping), then exit with ``code``."""
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
-    return typer.Exit(code)
 
 
 _CLASSIFIER_ONLY = ("--epochs", "--teacher-epochs", "--data")
@@ -90,11 +84,11 @@ def _run_job(
         with _progress() as progress:
             return run(config, progress=progress, on_run=on_run, on_resume=on_resume)
     except (DistillError, DataError, CheckpointError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     except NonFiniteLossError as err:
-        raise _fail(f"training diverged: {err}", code=1) from None
+        raise fail(f"training diverged: {err}", code=1) from None
     except KeyboardInterrupt:
-        raise _fail(f"interrupted; rerun with --resume --out {out} to continue", 130) from None
+        raise fail(f"interrupted; rerun with --resume --out {out} to continue", 130) from None
 
 
 def _say_files(out: Path, report: dict[str, Any]) -> None:
@@ -206,11 +200,11 @@ def distill_command(
         "--batch-size": batch_size,
     }
     if task not in ("classifier", "lm"):
-        raise _fail(f"--task must be classifier or lm, got {task!r}")
+        raise fail(f"--task must be classifier or lm, got {task!r}")
     other, wrong = ("lm", _LM_ONLY) if task == "classifier" else ("classifier", _CLASSIFIER_ONLY)
     for flag in wrong:
         if given[flag] is not None:
-            raise _fail(f"{flag} is an option of --task {other}, not --task {task}")
+            raise fail(f"{flag} is an option of --task {other}, not --task {task}")
     if task == "lm":
         _distill_lm(
             objectives=tuple(objectives) if objectives else None,
@@ -304,7 +298,7 @@ def _distill_lm(**settings: object) -> None:
         missing = (getattr(err, "name", None) or "").partition(".")[0]
         if missing not in _HF_EXTRA:
             raise
-        raise _fail(
+        raise fail(
             f"--task lm needs the hf extra ({missing} is not installed): "
             'pip install "divergent[hf]"'
         ) from None

@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 import divergent.papers  # noqa: F401  (registers every reproduction)
-from divergent.cli._app import console
+from divergent.cli._app import console, fail
 from divergent.repro import (
     ResultsFileError,
     RunPlan,
@@ -39,7 +39,6 @@ from divergent.repro.report import markdown_report
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 """This group's commands (the root app in :mod:`divergent.cli._app` loads them lazily)."""
 
-EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -56,23 +55,17 @@ def _status_cell(status: str, indicative: bool = False) -> str:
     return cell + " (indicative)" if indicative and status != "error" else cell
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """Print one line ``error: message`` and return the exit to raise."""
-    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
-    return typer.Exit(code)
-
-
 def _check_out_folder(out: Path) -> None:
     """--out must be a folder we can create and write in; else a one-line error."""
     if out.exists() and not out.is_dir():
-        raise _fail(f"--out {out} is a file, not a folder; give a folder for results.json")
+        raise fail(f"--out {out} is a file, not a folder; give a folder for results.json")
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=".divergent-write-check.")
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise _fail(f"--out {out} is not writable ({err.strerror or err})") from None
+        raise fail(f"--out {out} is not writable ({err.strerror or err})") from None
 
 
 def _write_report(out: Path) -> None:
@@ -131,18 +124,18 @@ def reproduce_command(
     elif ids:
         selected = list(dict.fromkeys(ids))
     else:
-        raise _fail("give reproduction ids or --all (`divergent reproduce --list`)")
+        raise fail("give reproduction ids or --all (`divergent reproduce --list`)")
     known = {r.id for r in reps}
     unknown = [i for i in selected if i not in known]
     if unknown:
-        raise _fail(
+        raise fail(
             f"unknown reproduction id(s) {unknown}{did_you_mean(unknown, known)}; available: "
             f"{sorted(known)}"
         )
     try:
         check_seed(seed)
     except ValueError as err:
-        raise _fail(f"--seed: {err}") from None
+        raise fail(f"--seed: {err}") from None
     _check_out_folder(out)
     for rid, error in broken.items():
         if rid not in selected:
@@ -156,7 +149,7 @@ def reproduce_command(
     try:
         load_results(results_path)  # refuse an unreadable file before running anything
     except ResultsFileError as err:
-        raise _fail(f"{err}; it was left unchanged") from None
+        raise fail(f"{err}; it was left unchanged") from None
 
     def on_plan(plan: RunPlan) -> None:
         for line in plan.messages():
@@ -208,14 +201,14 @@ def reproduce_command(
             )
     except KeyboardInterrupt:
         saved = _saved_count(results_path, selected, quick, seed)
-        raise _fail(
+        raise fail(
             f"interrupted: {saved} of {len(selected)} saved; rerun with --resume",
             EXIT_INTERRUPTED,
         ) from None
     except ResultsFileError as err:
-        raise _fail(f"{err}; it was left unchanged") from None
+        raise fail(f"{err}; it was left unchanged") from None
     except OSError as err:
-        raise _fail(f"cannot write to {out}: {err.strerror or err}") from None
+        raise fail(f"cannot write to {out}: {err.strerror or err}") from None
 
     table = Table(title=f"Reproductions ({'quick' if quick else 'full'} mode, seed {seed})")
     table.add_column("id", no_wrap=True)
@@ -233,7 +226,7 @@ def reproduce_command(
     try:
         _write_report(out)
     except (OSError, ResultsFileError) as err:
-        raise _fail(f"cannot write {out / 'report.md'}: {err}") from None
+        raise fail(f"cannot write {out / 'report.md'}: {err}") from None
     console.print(
         f"results: {results_path}   report: {out / 'report.md'}   plots: {out / 'plots'}",
         soft_wrap=True,

@@ -22,6 +22,7 @@ from typing import Annotated, Any
 import torch
 import typer
 
+from divergent.cli._app import fail
 from divergent.integrations._hf_models import max_positions
 from divergent.integrations.teacher_cache_hf import (
     TeacherCacheWriteInterrupted,
@@ -34,7 +35,6 @@ from divergent.train.text_corpus import token_blocks
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 """This group's commands (the root app in :mod:`divergent.cli._app` loads them lazily)."""
 
-EXIT_USAGE = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 _TOKENIZER_FILES = (
@@ -48,29 +48,23 @@ _TOKENIZER_FILES = (
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
-    """One line on stderr (no traceback, no wrapping), then exit with ``code``."""
-    typer.echo(f"error: {' '.join(str(message).split())}", err=True)
-    return typer.Exit(code)
-
-
 def _load_tokenizer(folder: Path) -> Any:
     from transformers import AutoTokenizer
 
     if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
-        raise _fail(
+        raise fail(
             f"no tokenizer in {folder} (none of {', '.join(_TOKENIZER_FILES)}); save the "
             "teacher's tokenizer there with tokenizer.save_pretrained(folder)"
         )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise _fail(
+        raise fail(
             f"no usable tokenizer in {folder} ({type(err).__name__}); save the teacher's "
             "tokenizer there with tokenizer.save_pretrained(folder)"
         ) from None
     if tokenizer is None or not callable(tokenizer):
-        raise _fail(f"no usable tokenizer in {folder}; save it with tokenizer.save_pretrained")
+        raise fail(f"no usable tokenizer in {folder}; save it with tokenizer.save_pretrained")
     return tokenizer
 
 
@@ -92,7 +86,7 @@ def _from_pretrained(folder: Path) -> Any:
     from transformers import AutoModelForCausalLM
 
     if not (folder / "config.json").is_file():
-        raise _fail(
+        raise fail(
             f"{folder} has no config.json: not a Hugging Face model folder (save one with "
             "model.save_pretrained(folder))"
         )
@@ -100,10 +94,10 @@ def _from_pretrained(folder: Path) -> Any:
         return AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
     except ValueError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise _fail(f"{folder} is not a causal language model folder: {first}") from None
+        raise fail(f"{folder} is not a causal language model folder: {first}") from None
     except OSError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise _fail(f"cannot load the model in {folder}: {first}") from None
+        raise fail(f"cannot load the model in {folder}: {first}") from None
 
 
 def _check_same_settings(out: Path, given: dict[str, Any]) -> None:
@@ -130,7 +124,7 @@ def _check_same_settings(out: Path, given: dict[str, Any]) -> None:
     for flag, value in given.items():
         name, old = cached[flag]
         if value != old:
-            raise _fail(
+            raise fail(
                 f"{flag} {value} differs from the cache's {name}={old} in {out}; use a new --out "
                 "or the same settings"
             )
@@ -165,30 +159,30 @@ def teacher_cache_command(
     teacher_cache=OUT), examples carrying teacher_cache_index = their block number.
     """
     if not teacher.is_dir():
-        raise _fail(f"--teacher {teacher} is not a directory (a local Hugging Face model folder)")
+        raise fail(f"--teacher {teacher} is not a directory (a local Hugging Face model folder)")
     if not data.is_file():
-        raise _fail(f"--data {data} is not a file")
+        raise fail(f"--data {data} is not a file")
     if logprobs_dtype not in _DTYPES:
-        raise _fail(f"--logprobs-dtype must be one of {sorted(_DTYPES)}, got {logprobs_dtype!r}")
+        raise fail(f"--logprobs-dtype must be one of {sorted(_DTYPES)}, got {logprobs_dtype!r}")
     for name, value, low in (
         ("--k", k, 1),
         ("--seq-len", seq_len, 2),
         ("--batch-size", batch_size, 1),
     ):
         if value < low:
-            raise _fail(f"{name} must be >= {low}, got {value}")
+            raise fail(f"{name} must be >= {low}, got {value}")
     if not temperature > 0:
-        raise _fail(f"--temperature must be > 0, got {temperature}")
+        raise fail(f"--temperature must be > 0, got {temperature}")
     if out.exists() and not out.is_dir():
-        raise _fail(f"--out {out} exists and is not a directory")
+        raise fail(f"--out {out} exists and is not a directory")
     try:  # before anything is written: --device cuda on a machine without CUDA
         device = resolve_device(device)
     except DistillError as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     try:
         text = data.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise _fail(f"cannot read --data {data} as UTF-8 text: {err}") from None
+        raise fail(f"cannot read --data {data} as UTF-8 text: {err}") from None
     _check_same_settings(
         out,
         {
@@ -205,10 +199,10 @@ def teacher_cache_command(
     try:
         blocks = token_blocks(tokenizer, [text], seq_len)
     except ValueError as err:
-        raise _fail(f"--data {data}: {str(err).replace('block_size', '--seq-len')}") from None
+        raise fail(f"--data {data}: {str(err).replace('block_size', '--seq-len')}") from None
     limit = max_positions(model)
     if limit is not None and seq_len > limit[0]:
-        raise _fail(
+        raise fail(
             f"--seq-len {seq_len} exceeds the teacher's maximum of {limit[0]} positions (config "
             f"{limit[1]}); use --seq-len {limit[0]} or less"
         )
@@ -230,11 +224,11 @@ def teacher_cache_command(
     except KeyboardInterrupt:  # the one line is already on stderr
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except TeacherCacheWriteInterrupted as err:
-        raise _fail(str(err), EXIT_FAILED) from None
+        raise fail(str(err), EXIT_FAILED) from None
     except (TeacherCacheError, ValueError) as err:
-        raise _fail(str(err)) from None
+        raise fail(str(err)) from None
     except RuntimeError as err:  # e.g. --device cuda without a GPU
-        raise _fail(f"{type(err).__name__}: {err}", EXIT_FAILED) from None
+        raise fail(f"{type(err).__name__}: {err}", EXIT_FAILED) from None
     resumed = summary.resumed_from_example
     typer.echo(
         f"wrote {summary.examples} examples × {summary.rows_per_example} positions, top-{k} of "
