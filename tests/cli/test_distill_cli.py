@@ -249,6 +249,8 @@ def _csv(path, rows, header="f1,f2,label"):
         ([(0.1, 0.2, 1)] * 12, ("only one class",)),
         ([(0.1, 0.2, 0), (0.3, 0.1, -1)] * 6, ("labels out of range", "-1")),
         ([(0.1, 0.2, 0), (0.3, 0.1, 1.5)] * 6, ("labels must be integers",)),
+        ([(0.1, 0.2, 1), (0.3, 0.1, 2)] * 6, ("every class present", "no rows labelled 0")),
+        ([(0.1, 0.2, 0), (0.3, 0.1, 3)] * 6, ("found 2 classes up to 3", "labelled 1, 2 ")),
         ([(0.1, "nan", 0), (0.3, 0.1, 1)] * 6, ("NaN", "row 0, column 1")),
     ],
 )

@@ -82,7 +82,8 @@ def validate_table(
 
     Raises:
         DataError: no rows or no features, rows/labels count mismatch, NaN or inf features,
-            labels that are not integers ``≥ 0``, or a single class.
+            labels that are not integers ``≥ 0``, a single class, or labels that skip a class
+            (``C`` is taken as the largest label + 1, so every class 0..C-1 must have rows).
     """
     features = np.asarray(features)
     labels = np.asarray(labels)
@@ -125,6 +126,14 @@ def validate_table(
     if classes.size < 2:
         raise DataError(
             f"{source}: only one class (label {int(classes[0])}); classification needs at least 2"
+        )
+    if classes.size != int(classes[-1]) + 1:  # C = max + 1 would hold classes never seen
+        missing = sorted(set(range(int(classes[-1]) + 1)) - {int(c) for c in classes})
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        raise DataError(
+            f"{source}: labels must be 0..C-1 with every class present; found {classes.size} "
+            f"classes up to {int(classes[-1])}, with no rows labelled {shown} (relabel them "
+            "0..C-1, e.g. subtract 1 from labels that start at 1)"
         )
     return features.astype(np.float32), int_labels
 
