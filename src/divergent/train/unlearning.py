@@ -26,19 +26,18 @@ different seeds). The unlearning methods, each applied to every model of an ense
   points: **oracle matching** (OM) when the targets are an oracle's logits, **datamodel
   matching** (DMM) when they are *predicted* retrained logits;
 * :func:`influence_retrained` — the cheap data-attribution model used by DMM here: the change
-  of the minimiser when the forget set F is removed, by one Newton step of the retain
-  objective :math:`L_R` (R = S \ F) from each model,
+  of the minimiser when the forget set F is removed (R = S \ F), from Newton steps on
+  :math:`\nabla L_R(\hat\theta) = \nabla L_S(\bar\theta)` at the ensemble's mean
+  parameters :math:`\bar\theta`; the first step is the influence-function prediction
 
   .. math::
 
-      \hat\theta^{(s)}_{R} = \theta^{(s)} - H_R^{-1}\big(\nabla L_R(\theta^{(s)})
-          - \nabla L_S(\theta^{(s)})\big),
+      \Delta = -H_R^{-1}\big(\nabla L_R(\bar\theta) - \nabla L_S(\bar\theta)\big),
 
-  with :math:`H_R` the Hessian of :math:`L_R` at the ensemble's mean parameters. Only the
-  *difference* of the two gradients is used, so each model keeps its own seed's deviation
-  from the minimiser (the datamodel predicts the effect of deleting F, not a new model); at
-  an exact minimiser of :math:`L_S` it is the Newton step of :math:`L_R`, the influence-
-  function prediction of retraining. :func:`predict_retrained_logits` evaluates it on points.
+  with :math:`H_R` the Hessian of :math:`L_R`. The shift :math:`\Delta` is added to every
+  model, so each keeps its own seed's deviation (the datamodel predicts the *expected*
+  effect of deleting F, as a linear datamodel does); ``shared=False`` computes it at each
+  model instead. :func:`predict_retrained_logits` evaluates the prediction on points.
 
 Scaled down from the paper: the paper's DMM uses datamodels / TRAK attributions estimated
 from many retrainings of deep networks on CIFAR-10 / Living-17 / QNLI; here the model is convex
