@@ -16,19 +16,20 @@ Reverse KL (:math:`f = -\log r`) gives :math:`h \equiv 1`: variational score dis
 (VSD / DMD / Diff-Instruct), the integral-KL gradient at one t. Less mode-seeking divergences
 up-weight samples where the teacher's density exceeds the student's:
 
-==============  ===================================  ============================
-name            divergence                           :math:`h_f(r)` (library's f)
-==============  ===================================  ============================
-``reverse_kl``  reverse KL, :math:`-\log r`          1
-``kl``          forward KL, :math:`r\log r`          r
-``js``          Jensen–Shannon (β = ½)               r / (2(1 + r))
-``hellinger``   ½(√r − 1)²                           √r / 4
-``jeffreys``    (r − 1) log r                        r + 1
-``neyman_chi2`` (1 − r)² / r                         2 / r
-``pearson_chi2`` (r − 1)²                            2 r²
-softened RKL    (r+1) log((r+1)/(2r)),               1 / (1 + r)
-                :data:`SOFTENED_REVERSE_KL`
-==============  ===================================  ============================
+================  ==================================  ============================
+name              divergence (generator f)            :math:`h_f(r)` (library's f)
+================  ==================================  ============================
+``reverse_kl``    reverse KL, :math:`-\log r`         1
+``kl``            forward KL, :math:`r\log r`         r
+``js``            Jensen–Shannon (β = ½)              r / (2(1 + r))
+``hellinger``     ½(√r − 1)²                          √r / 4
+``jeffreys``      (r − 1) log r                       r + 1
+``neyman_chi2``   (1 − r)² / r                        2 / r
+``pearson_chi2``  (r − 1)²                            2 r²
+softened RKL      (r + 1) log((r + 1)/(2r))           1 / (1 + r)
+================  ==================================  ============================
+
+(the softened reverse KL is not a registered name: pass :data:`SOFTENED_REVERSE_KL`).
 
 The weights come from the library's generators (:meth:`FGenerator.second_derivative_weight`),
 so any registered f-divergence, its parameters (``js``'s ``beta``, ``alpha``'s ``alpha``) or a
@@ -48,7 +49,9 @@ The pipeline (:func:`f_distill_weights`, as in NVIDIA FastGen's implementation):
 The generator is trained with the surrogate :func:`score_distillation_loss`,
 :math:`\tfrac12\|x - \mathrm{sg}(x - g)\|^2` with :math:`g = h\,(s_\text{fake} -
 s_\text{teacher})`, whose gradient with respect to x is exactly g (plus, in the paper, a small
-GAN term :func:`gan_generator_loss`).
+GAN term :func:`gan_generator_loss`). FastGen also divides the weights by the mean absolute
+difference of the generated and teacher-denoised x₀ (DMD's normaliser); that factor is the
+caller's to fold into ``weight`` (it depends on the denoiser parameterisation).
 
 References:
     Xu, Nie & Vahdat (2025), One-step Diffusion Models with f-Divergence Distribution Matching,
@@ -75,7 +78,7 @@ from divergent._validation import (
     check_reduction,
 )
 from divergent.categorical.fdiv import resolve_divergence
-from divergent.categorical.registry import FGenerator
+from divergent.categorical.registry import Divergence, FGenerator
 
 __all__ = [
     "SOFTENED_REVERSE_KL",
@@ -106,7 +109,7 @@ SOFTENED_REVERSE_KL: FGenerator = FGenerator(
 """The "softened reverse KL" generator of f-distill, :math:`f(r) = (r+1)\\log\\frac{r+1}{2r}`,
 :math:`h_f(r) = 1/(1+r)`; pass it as ``divergence=`` (it is not a registered name)."""
 
-DivergenceArg = str | FGenerator | Callable[[Tensor], Tensor] | Any
+DivergenceArg = str | Divergence | FGenerator | Callable[[Tensor], Tensor]
 
 
 def _generator(divergence: DivergenceArg, params: dict[str, Any], caller: str) -> FGenerator:
@@ -170,7 +173,8 @@ def normalize_batch_weights(weights: Tensor, *, eps: float = 1e-6) -> Tensor:
         eps: added to the mean (≥ 0).
 
     Returns:
-        Normalised weights, detached, same shape.
+        Normalised weights, detached, same shape (a NaN weight makes the mean, and so every
+        weight, NaN: never a plausible number).
 
     Example:
         >>> normalize_batch_weights(torch.tensor([1.0, 3.0]), eps=0.0)
