@@ -383,14 +383,16 @@ def diffused_gaussian_score(
             f"{tuple(t.shape)}"
         )
     a = path.alpha(t)[..., None]
-    s2 = path.sigma2(t)[..., None, None]
-    eye = torch.eye(x.shape[-1], dtype=F64, device=x.device)
-    s = (a * a)[..., None] * cov.to(F64) + s2 * eye
-    chol, info = torch.linalg.cholesky_ex(s)
-    if not bool((info == 0).all()):
+    s2 = path.sigma2(t)[..., None]
+    # S_t = V diag(α²λ + σ²) Vᵀ with Σ = V diag(λ) Vᵀ: one eigendecomposition of Σ for all t
+    c = cov.to(F64)
+    lam, vecs = torch.linalg.eigh(0.5 * (c + c.transpose(-1, -2)))
+    var = (a * a) * lam.clamp_min(0.0) + s2  # (..., d): S_t's eigenvalues
+    if not bool((var > 0).all()):
         raise ValueError("the diffused covariance is singular (t = 0 with a singular `cov`)")
-    r = (x.to(F64) - a * mean.to(F64))[..., None]
-    return -torch.cholesky_solve(r, chol).squeeze(-1).to(x.dtype)
+    r = x.to(F64) - a * mean.to(F64)
+    coords = (r[..., None, :] @ vecs).squeeze(-2)  # Vᵀ r
+    return -((coords / var)[..., None, :] @ vecs.transpose(-1, -2)).squeeze(-2).to(x.dtype)
 
 
 @lru_cache(maxsize=32)
