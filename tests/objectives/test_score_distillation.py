@@ -345,3 +345,32 @@ def test_nan_in_nan_out():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_discriminator_trained_with_the_logistic_loss_recovers_the_log_ratio():
+    """Minimising ratio_discriminator_loss over quadratic logits D(x) = a + b x + c x² (the
+    family that holds log N(0,1)/N(μ,s²)) on quantile points of p and q (deterministic
+    stand-ins for samples) gives D ≈ log p/q, so discriminator_density_ratio(D) ≈ p/q."""
+    u = (np.arange(20000) + 0.5) / 20000
+    xp = torch.tensor(norm.ppf(u))
+    xq = torch.tensor(norm.ppf(u, MU, S))
+
+    def feats(x):
+        return torch.stack([torch.ones_like(x), x, x**2], -1)
+
+    def loss(theta):
+        return ratio_discriminator_loss(feats(xp) @ theta, feats(xq) @ theta)
+
+    theta = torch.zeros(3, dtype=torch.float64)
+    for _ in range(25):  # Newton on a convex function of three numbers
+        g = torch.autograd.functional.jacobian(loss, theta)
+        h = torch.autograd.functional.hessian(loss, theta)
+        theta = theta - torch.linalg.solve(h, g)
+    exact = torch.tensor(
+        [MU**2 / (2 * S**2) + math.log(S), -MU / S**2, 1 / (2 * S**2) - 0.5], dtype=torch.float64
+    )
+    torch.testing.assert_close(theta, exact, atol=5e-4, rtol=0)
+    x = torch.linspace(-2.5, 2.5, 11, dtype=torch.float64)
+    r = discriminator_density_ratio(feats(x) @ theta)
+    true = torch.exp(torch.tensor(norm.logpdf(x.numpy()) - norm.logpdf(x.numpy(), MU, S)))
+    torch.testing.assert_close(r, true, rtol=2e-3, atol=0)
