@@ -289,27 +289,6 @@ def apply_tracer(frame: Tensor, query: Tensor, n_bins: int, *, slices: int = 1) 
     return out
 
 
-class _Adam:
-    """Adam (Kingma & Ba 2015, β = (0.9, 0.999), ε = 1e-8) in a few lines: ``torch.optim``'s
-    first step imports the compiler stack (about 1.5 s of CPU), too much for the quick runs."""
-
-    def __init__(self, params: list[nn.Parameter], lr: float) -> None:
-        self.params, self.lr, self.t = params, lr, 0
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-
-    @torch.no_grad()
-    def step(self) -> None:
-        self.t += 1
-        c1, c2 = 1 - 0.9**self.t, 1 - 0.999**self.t
-        for p, m, v in zip(self.params, self.m, self.v):
-            if p.grad is None:
-                continue
-            m.mul_(0.9).add_(p.grad, alpha=0.1)
-            v.mul_(0.999).addcmul_(p.grad, p.grad, value=0.001)
-            p.addcdiv_(m, (v / c2).sqrt_().add_(1e-8), value=-self.lr / c1)
-
-
 class FramePredictor(nn.Module):
     """Dilated CNN: ``2·n_bins + 1`` input channels → ``width`` (ReLU, one 3×3 conv per entry
     of ``dilations``) → a 1×1 head with ``n_bins`` logits (``head="categorical"``) or one mean
@@ -405,7 +384,7 @@ def train_frame_predictor(
             f"`videos` has {videos.n_bins} intensity bins but `model` predicts {model.n_bins}"
         )
     g = generator if generator is not None else torch.Generator().manual_seed(0)
-    opt = _Adam(list(model.parameters()), lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     size = videos.frame1.shape[-1]
     k = videos.n_bins
     losses = []

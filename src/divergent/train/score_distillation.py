@@ -208,26 +208,6 @@ class ScoreDistillationConfig:
     sigma_squared_weighting: bool = True
 
 
-class _Adam:
-    """Adam on a few leaf tensors (torch.optim's first construction imports torch._dynamo,
-    seconds of start-up for four lines of arithmetic)."""
-
-    def __init__(self, params: list[Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999)):
-        self.params, self.lr, self.betas, self.t = params, lr, betas, 0
-        self.m = [torch.zeros_like(p) for p in params]
-        self.v = [torch.zeros_like(p) for p in params]
-
-    @torch.no_grad()
-    def step(self, grads: Sequence[Tensor]) -> None:
-        self.t += 1
-        b1, b2 = self.betas
-        for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (v / (1 - b2**self.t)).sqrt_().add_(1e-8)
-            p.sub_(self.lr * m / (1 - b1**self.t) / denom)
-
-
 def distill_mixture_generator(
     teacher: IsotropicMixture,
     student: MixtureGenerator,
@@ -276,7 +256,7 @@ def distill_mixture_generator(
         for _ in range(n_gen)
     ]
     params = student.parameters()
-    opt = _Adam(params, config.lr)
+    opt = torch.optim.Adam(params, lr=config.lr)
     d = student.means.shape[-1]
     for step in range(steps):
         x0 = student.sample(batch, generator)
@@ -307,7 +287,9 @@ def distill_mixture_generator(
         loss = n_gen * score_distillation_loss(
             xt.reshape(-1, d), score_q.reshape(-1, d), score_p.reshape(-1, d), weights.reshape(-1)
         )
-        opt.step(torch.autograd.grad(loss, params))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
         if progress is not None and (step + 1) % max(1, steps // 20) == 0:
             progress((step + 1) / steps)
     return student
