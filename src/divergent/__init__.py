@@ -48,6 +48,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "closed_form_support",
         "ClosedFormResult",
         "exponential_family_kl",
+        "integral_kl",
     ),
     "divergent.engine": (
         "compile_mode",
@@ -76,6 +77,7 @@ _EXPORTS: dict[str, tuple[str, ...]] = {
         "tv",
     ),
     "divergent.objectives": (
+        "f_distill_loss",
         "f_dpo_loss",
         "fused_token_distillation_loss",
         "grpo_loss",
@@ -178,6 +180,9 @@ if TYPE_CHECKING:  # the same names, visible to type checkers and IDEs
     from divergent.distributions import (
         exponential_family_kl as exponential_family_kl,
     )
+    from divergent.distributions import (
+        integral_kl as integral_kl,
+    )
     from divergent.engine import (
         compile_mode as compile_mode,
     )
@@ -243,6 +248,9 @@ if TYPE_CHECKING:  # the same names, visible to type checkers and IDEs
     )
     from divergent.functional import (
         tv as tv,
+    )
+    from divergent.objectives import (
+        f_distill_loss as f_distill_loss,
     )
     from divergent.objectives import (
         f_dpo_loss as f_dpo_loss,

@@ -15,6 +15,15 @@ module                               what it holds
 """
 
 from divergent.distributions.closed_form import closed_form, closed_form_support
+from divergent.distributions.diffusion import (
+    DiffusionPath,
+    VEPath,
+    VPPath,
+    diffused_gaussian,
+    diffused_gaussian_kl,
+    diffused_gaussian_score,
+    integral_kl,
+)
 from divergent.distributions.exponential_family import exponential_family_kl
 from divergent.distributions.registry import (
     ClosedFormRequest,
@@ -25,8 +34,15 @@ from divergent.distributions.registry import (
 __all__ = [
     "ClosedFormRequest",
     "ClosedFormResult",
+    "DiffusionPath",
+    "VEPath",
+    "VPPath",
     "closed_form",
     "closed_form_support",
+    "diffused_gaussian",
+    "diffused_gaussian_kl",
+    "diffused_gaussian_score",
     "exponential_family_kl",
+    "integral_kl",
     "register_closed_form",
 ]
