@@ -280,6 +280,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"{metrics['noop_over_reference']:.2f} (≥ {SIGNAL_MIN}); parts: OM close to the "
         f"reference {_yes(metrics['om_close_to_reference'])}, DMM close to the reference "
         f"{_yes(metrics['dmm_close_to_reference'])}, DMM below GA and FT "
-        f"{_yes(metrics['dmm_beats_ga_and_ft'])}"
+        f"{_yes(metrics['dmm_beats_ga_and_ft'])}. Datamodel settings chosen in a prototype by "
+        "their prediction of the mean oracle margin, before any DMM KLoM was computed with them"
     )
     return Outcome(metrics=metrics, summary=summary)
