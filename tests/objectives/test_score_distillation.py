@@ -287,6 +287,37 @@ def test_nan_in_nan_out():
     out = score_distillation_loss(x, sf, torch.zeros(2, 1), reduction="none").detach()
     assert math.isnan(float(out[0])) and float(out[1]) == 0.0
     assert math.isnan(float(normalize_batch_weights(torch.tensor([1.0, math.nan]))[0]))
+    # NaN in a later position still propagates (no error: only negatives are rejected)
+    out = normalize_batch_weights(torch.tensor([1.0, 2.0, math.nan]))
+    assert bool(torch.isnan(out).all())
+
+
+def test_normalize_batch_weights_rejects_negative_weights():
+    # [1, -0.999] has mean 5e-4: dividing by it gave [1996, -1994]
+    with pytest.raises(ValueError, match="`weights` must be >= 0"):
+        normalize_batch_weights(torch.tensor([1.0, -0.999]))
+    with pytest.raises(ValueError, match="`weights`"):
+        normalize_batch_weights(torch.tensor([[1.0, 2.0], [0.5, -1e-6]]))
+    # zero is allowed (the boundary)
+    torch.testing.assert_close(
+        normalize_batch_weights(torch.tensor([0.0, 2.0]), eps=0.0), torch.tensor([0.0, 2.0])
+    )
+
+
+def test_reductions_follow_the_shared_reduce_rows():
+    fake = torch.zeros(2, 3)
+    assert gan_generator_loss(fake, reduction="none").shape == (2, 3)
+    torch.testing.assert_close(
+        gan_generator_loss(fake, reduction="sum"), torch.tensor(6 * math.log(2))
+    )
+    torch.testing.assert_close(gan_generator_loss(fake), torch.tensor(math.log(2)))
+    # an empty batch gives 0 with a zero gradient (the library's convention), never NaN
+    x = torch.zeros(0, 2, requires_grad=True)
+    loss = score_distillation_loss(x, torch.zeros(0, 2), torch.ones(0, 2))
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert x.grad is not None and x.grad.shape == (0, 2)
+    assert float(gan_generator_loss(torch.zeros(0))) == 0.0
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,72 @@ def test_checks_name_the_parts():
     }
 
 
+@pytest.mark.parametrize(
+    ("mass", "density", "expected"),
+    [
+        (0.25, 0.25, True),  # both at their bounds
+        (0.24, 5.0, False),  # mass just under
+        (5.0, 0.24, False),  # density just under (the restated condition)
+        (0.56, 0.12, False),  # the diffuse N(0, 1.5² I) student: mass alone would count it
+        (math.nan, 1.0, False),
+        (1.0, math.nan, False),
+    ],
+)
+def test_covered_needs_mass_and_density(mass, density, expected):
+    assert fdistill.covered(mass, density) is expected
+
+
+def _teacher():
+    return ring_mixture(fdistill._teacher_weights(), radius=fdistill.RADIUS, std=fdistill.MODE_STD)
+
+
+def test_a_diffuse_student_does_not_cover_the_small_mode():
+    """Review finding: one broad N(0, 1.5² I) blob puts > 0.25 × 2 % of its mass within 0.6 of
+    mode 0 with no component near it; its density there is 0.12 × the teacher's."""
+    teacher = _teacher()
+    diffuse = MixtureGenerator(torch.zeros(1, 1, 2), torch.full((1, 1), math.log(1.5)))
+    ev = fdistill._evaluate(teacher, diffuse, torch.Generator().manual_seed(0), 1)
+    mass, density = float(ev["mass_ratio"][0, 0]), float(ev["density_ratio"][0, 0])
+    assert mass > fdistill.COVER_FRACTION  # the old, mass-only criterion called it covered
+    # exact density ratio at mode 0: N((3,0); 0, 1.5²) against the teacher's mixture there
+    q0 = math.exp(-9 / (2 * 2.25)) / (2 * math.pi * 2.25)
+    p0 = float(teacher.log_prob_and_score(teacher.means[:1], torch.zeros(1))[0].exp())
+    assert density == pytest.approx(q0 / p0, rel=1e-4)
+    assert not fdistill.covered(mass, density)
+    # a student with one of 16 components on the mode at the teacher's std covers it
+    means = 0.5 * torch.randn(1, 16, 2, generator=torch.Generator().manual_seed(1))
+    means[0, 0] = teacher.means[0]
+    log_stds = torch.zeros(1, 16)
+    log_stds[0, 0] = math.log(fdistill.MODE_STD)
+    peaked = MixtureGenerator(means, log_stds)
+    ev = fdistill._evaluate(teacher, peaked, torch.Generator().manual_seed(0), 1)
+    assert fdistill.covered(float(ev["mass_ratio"][0, 0]), float(ev["density_ratio"][0, 0]))
+    assert float(ev["density_ratio"][0, 0]) == pytest.approx(
+        (1 / 16) / (2 * math.pi * fdistill.MODE_STD**2) / p0, rel=0.05
+    )
+
+
+def test_mixture_log_prob_rejects_unnormalised_weights_and_propagates_nan():
+    x, zero = torch.zeros(3, 2), torch.zeros(3)
+    means, var = torch.zeros(2, 2), torch.ones(2)
+    with pytest.raises(ValueError, match="`log_weights` must be normalised"):
+        mixture_log_prob_and_score(x[:1], zero[:1], torch.tensor([5.0]), means[:1], var[:1])
+    with pytest.raises(ValueError, match="`log_weights`"):  # a later batch row unnormalised
+        mixture_log_prob_and_score(
+            x.expand(2, 3, 2),
+            zero.expand(2, 3),
+            torch.tensor([[math.log(0.5)] * 2, [0.0, 0.0]]),
+            means.expand(2, 2, 2),
+            var.expand(2, 2),
+        )
+    # weights normalised up to rounding pass; NaN in a later weight → NaN, not an error
+    ok = torch.tensor([math.log(0.3), math.log(0.7)])
+    lp, _ = mixture_log_prob_and_score(x, zero, ok, means, var)
+    assert bool(torch.isfinite(lp).all())
+    lp, _ = mixture_log_prob_and_score(x, zero, torch.tensor([0.0, math.nan]), means, var)
+    assert bool(torch.isnan(lp).all())
+
+
 def test_mixture_score_matches_autograd_and_density_integrates():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 5, 2, generator=g, dtype=torch.float64, requires_grad=True)
@@ -115,8 +181,11 @@ def test_quick_run_is_consistent(tmp_path: Path) -> None:
         assert len(per["kl_teacher_student"]) == n
         assert all(k > 0 and math.isfinite(k) for k in per["kl_teacher_student"])
         assert all(0 <= c <= fdistill.N_MODES for c in per["modes_covered"])
-        rate = sum(r >= fdistill.COVER_FRACTION for r in per["low_mode_mass_ratio"]) / n
-        assert m["low_mode_cover_rate"][d] == pytest.approx(rate)
+        pairs = zip(per["low_mode_mass_ratio"], per["low_mode_density_ratio"], strict=True)
+        flags = [fdistill.covered(a, b) for a, b in pairs]
+        assert per["low_mode_covered"] == flags
+        assert m["low_mode_cover_rate"][d] == pytest.approx(sum(flags) / n)
+        assert all(r >= 0 and math.isfinite(r) for r in per["low_mode_density_ratio"])
     gain = [
         a - b
         for a, b in zip(

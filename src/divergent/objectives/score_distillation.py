@@ -76,6 +76,7 @@ from divergent._validation import (
     check_int,
     check_positive_scalar,
     check_reduction,
+    reduce_rows,
 )
 from divergent.categorical.fdiv import resolve_divergence
 from divergent.categorical.registry import Divergence, FGenerator
@@ -169,7 +170,8 @@ def normalize_batch_weights(weights: Tensor, *, eps: float = 1e-6) -> Tensor:
     normalisation: it makes the step size independent of the divergence's scale).
 
     Args:
-        weights: non-negative weights, any shape (the mean is over all entries).
+        weights: non-negative weights, any shape (the mean is over all entries); a negative
+            weight raises ``ValueError`` (it could make the mean near 0 and blow the rest up).
         eps: added to the mean (≥ 0).
 
     Returns:
@@ -185,6 +187,8 @@ def normalize_batch_weights(weights: Tensor, *, eps: float = 1e-6) -> Tensor:
         raise ValueError("`weights` must not be empty")
     eps = check_positive_scalar(eps, "eps", allow_zero=True)
     w = weights.detach()
+    if bool((w < 0).any()):  # NaN compares False: it passes and propagates
+        raise ValueError(f"`weights` must be >= 0, got min {float(w[w < 0].min()):g}")
     return w / (w.mean() + eps)
 
 
@@ -359,12 +363,6 @@ def _weight(r: Tensor, divergence: DivergenceArg, params: dict[str, Any], caller
     return gen.second_derivative_weight(r).to(r.dtype)
 
 
-def _reduce(values: Tensor, reduction: str) -> Tensor:
-    if reduction == "none":
-        return values
-    return values.sum() if reduction == "sum" else values.mean()
-
-
 def score_distillation_loss(
     x: Tensor,
     score_fake: Tensor,
@@ -431,8 +429,8 @@ def score_distillation_loss(
         g = g * w
     target = (x.detach() - g).to(x.dtype)
     per = 0.5 * (x - target).pow(2)
-    values = per.reshape(x.shape[0], -1).sum(-1)
-    return _reduce(values, reduction)
+    values = per.reshape(x.shape[0], math.prod(x.shape[1:])).sum(-1)  # works for B = 0
+    return reduce_rows(values, reduction, count=values.shape[0], normalizer=None)
 
 
 def f_distill_loss(
@@ -468,7 +466,7 @@ def f_distill_loss(
     Example:
         >>> x = torch.zeros(2, 1, requires_grad=True)
         >>> f_distill_loss(x, torch.ones(2, 1), torch.zeros(2, 1), torch.zeros(2), "kl")
-        tensor(0.5000, grad_fn=<MeanBackward0>)
+        tensor(0.5000, grad_fn=<DivBackward0>)
     """
     w = f_distill_weights(
         logits,
@@ -526,4 +524,5 @@ def gan_generator_loss(fake_logits: Tensor, *, reduction: str = "mean") -> Tenso
     """
     fake_logits = check_float_tensor(fake_logits, "fake_logits")
     reduction = check_reduction(reduction)
-    return _reduce(F.softplus(-fake_logits), reduction)
+    values = F.softplus(-fake_logits)
+    return reduce_rows(values, reduction, count=values.numel(), normalizer=None)
