@@ -78,6 +78,42 @@ def test_kl_matches_monte_carlo() -> None:
     assert abs(est - exact) < 4 * se
 
 
+def test_kl_equals_the_library_closed_form_where_finite() -> None:
+    from torch.distributions import Independent
+
+    from divergent.distributions.closed_form import closed_form
+
+    mu, lv = _posterior(6, (4, 5))
+    lv = lv * 6.0  # σ² from e^−18 to e^18
+    post = Independent(Normal(mu, torch.exp(0.5 * lv)), 1)
+    prior = Independent(Normal(torch.zeros(5, dtype=mu.dtype), torch.ones(5, dtype=mu.dtype)), 1)
+    ref = closed_form("kl", post, prior, method="exact").value
+    torch.testing.assert_close(gaussian_prior_kl(mu, lv, reduction="none"), ref)
+
+
+@pytest.mark.parametrize("lv", [-150.0, -208.0, -210.0, -1000.0])
+def test_kl_is_finite_and_exact_for_very_negative_log_var(lv: float) -> None:
+    # σ = e^{lv/2} underflows in fp32; the KL ½(σ² − lv − 1) ≈ ½(−lv − 1) is still finite
+    mu = torch.zeros(2, 3)
+    log_var = torch.full((2, 3), lv, requires_grad=True)
+    rows = gaussian_prior_kl(mu, log_var, reduction="none")
+    torch.testing.assert_close(rows, torch.full((2,), 1.5 * (-lv - 1.0)))
+    rows.sum().backward()
+    torch.testing.assert_close(log_var.grad, torch.full((2, 3), -0.5))
+
+
+def test_kl_overflows_to_inf_not_nan_for_huge_log_var() -> None:
+    mu = torch.zeros(2, 3)
+    lv = torch.tensor([[0.0, 0.0, 0.0], [0.0, 89.0, 0.0]])  # e^89 > fp32 max
+    rows = gaussian_prior_kl(mu, lv, reduction="none")
+    assert float(rows[0]) == 0.0 and math.isinf(float(rows[1])) and float(rows[1]) > 0
+    big = gaussian_prior_kl(mu.double(), lv.double(), reduction="none")
+    assert float(big[1]) == pytest.approx(0.5 * (math.exp(89.0) - 89.0 - 1.0), rel=1e-12)
+    x = torch.zeros(2, 4)
+    loss = variational_sae_loss(x, x, mu, torch.full((2, 3), -300.0), reduction="none")
+    torch.testing.assert_close(loss, torch.full((2,), 1.5 * 299.0))
+
+
 def test_kl_gradients_are_the_analytic_ones() -> None:
     mu, lv = _posterior(4)
     mu.requires_grad_(True)

@@ -23,9 +23,11 @@ the standard normal prior:
         \,\|\, \mathcal N(0, I)\big),
     \qquad \mathrm{KL} = \tfrac12\sum_j\big(\mu_j^2 + \sigma_j^2 - \log\sigma_j^2 - 1\big).
 
-The KL is the library's Gaussian closed form
-(:func:`divergent.distributions.closed_form` on ``Independent(Normal)`` pairs, the diagonal
-case), not a private copy (:func:`gaussian_prior_kl`). σ is either learned (``log_var`` a tensor
+The KL (:func:`gaussian_prior_kl`) is the diagonal case of the library's Gaussian closed form
+(:func:`divergent.distributions.closed_form` on ``Independent(Normal)`` pairs; the tests check
+that the two agree), written directly in ``log_var`` so that it stays finite and exact for
+extreme log-variances (σ = e^{lv/2} underflows to 0 for lv ≲ −208 in fp32, where the closed
+form's log σ² would be −inf). σ is either learned (``log_var`` a tensor
 from an encoder head, as in the paper's "learned Gaussian posteriors") or fixed (``log_var`` a
 number; ``0.0`` is the σ = 1 of the LessWrong write-up, where the KL reduces to
 :math:`\tfrac12\lVert\mu\rVert^2`).
@@ -58,7 +60,6 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
-from torch.distributions import Independent, Normal
 
 from divergent._validation import (
     check_bool,
@@ -69,7 +70,6 @@ from divergent._validation import (
     compute_dtype,
     reduce_rows,
 )
-from divergent.distributions.closed_form import closed_form
 
 __all__ = [
     "VariationalSAETerms",
@@ -192,9 +192,12 @@ def gaussian_prior_kl(
               \mathcal N(0, I)\big)
               = \tfrac12\sum_{j=1}^m\big(\mu_j^2 + \sigma_j^2 - \log\sigma_j^2 - 1\big)
 
-    computed by the library's closed form (:func:`divergent.distributions.closed_form` on an
-    ``Independent(Normal)`` pair; autograd flows through it). NaN in a row's ``mu`` or
-    ``log_var`` gives NaN for that row.
+    computed directly from ``log_var`` as :math:`\tfrac12\sum_j(\mu_j^2 + \operatorname{expm1}(l_j)
+    - l_j)` with :math:`l = \log\sigma^2` (the same value as the library's
+    :func:`divergent.distributions.closed_form` on an ``Independent(Normal)`` pair wherever that
+    is finite; σ is never formed, so a very negative ``log_var`` gives its exact finite KL, e.g.
+    ≈ 104.5 per latent at l = −210, and a ``log_var`` whose σ² overflows the dtype gives +inf,
+    never NaN). NaN in a row's ``mu`` or ``log_var`` gives NaN for that row.
 
     Args:
         mu: posterior means ``(..., m)``.
@@ -218,18 +221,9 @@ def gaussian_prior_kl(
         raise ValueError("`mu` must be finite; got ±inf entries")
     dtype = compute_dtype(mu, log_var)
     mu, log_var = mu.to(dtype), log_var.to(dtype)
-    nan = torch.isnan(mu) | torch.isnan(log_var)
-    bad_rows = nan.any(-1)
-    # the closed form refuses NaN parameters: compute on zeros there, then put NaN back per row
-    mu_ok = torch.where(nan, torch.zeros_like(mu), mu)
-    lv_ok = torch.where(nan, torch.zeros_like(log_var), log_var)
-    m = mu.shape[-1]
-    posterior = Independent(Normal(mu_ok, torch.exp(0.5 * lv_ok), validate_args=False), 1)
-    prior = Independent(
-        Normal(mu.new_zeros(m), mu.new_ones(m), validate_args=False), 1, validate_args=False
-    )
-    rows = closed_form("kl", posterior, prior, method="exact").value
-    rows = torch.where(bad_rows, torch.full_like(rows, math.nan), rows)
+    # expm1(l) − l = σ² − log σ² − 1 without cancellation near l = 0; no σ is formed, so
+    # l → −∞ stays finite (−l dominates) and l → +∞ overflows to +inf, not NaN
+    rows = 0.5 * (mu.square() + torch.expm1(log_var) - log_var).sum(-1)
     return _reduce(rows, reduction)
 
 
