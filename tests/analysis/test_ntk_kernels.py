@@ -387,3 +387,74 @@ def test_linearized_prediction_refuses_bad_input() -> None:
     for args, kwargs, match in cases:
         with pytest.raises(ValueError, match=match):
             linearized_prediction(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------
+# trial findings: NaN / invalid covariance, types, dtypes, unstable steps
+# ------------------------------------------------------------------------------------------
+def test_relu_expectations_propagate_nan_in_a_later_position() -> None:
+    s1 = torch.tensor([1.0, 2.0, math.nan, 1.0], dtype=torch.float64)
+    s2 = torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=torch.float64)
+    c = torch.tensor([0.0, 0.5, 0.0, math.nan], dtype=torch.float64)
+    e, d = relu_gaussian_expectations(s1, s2, c)
+    assert torch.isfinite(e[:2]).all() and torch.isfinite(d[:2]).all()
+    assert torch.isnan(e[2:]).all() and torch.isnan(d[2:]).all()
+    e0, d0 = relu_gaussian_expectations(math.nan, 1.0, 0.0)
+    assert math.isnan(float(e0)) and math.isnan(float(d0))
+
+
+def test_relu_expectations_refuse_a_correlation_above_one_but_not_rounding() -> None:
+    with pytest.raises(ValueError, match="`cov`"):
+        relu_gaussian_expectations(1.0, 1.0, 5.0)
+    with pytest.raises(ValueError, match="`cov`"):
+        relu_gaussian_expectations(1.0, 1.0, -1.001)
+    with pytest.raises(ValueError, match="`cov`"):
+        relu_gaussian_expectations(0.0, 1.0, 0.1)  # zero variance, nonzero covariance
+    # |ρ| = 1 + 1e-9: rounding, clipped to ρ = 1 (E[σ(u)²] = s/2, E[σ'²] = 1/2)
+    e, d = relu_gaussian_expectations(2.0, 2.0, 2.0 * (1 + 1e-9))
+    assert float(e) == pytest.approx(1.0, rel=1e-6) and float(d) == pytest.approx(0.5)
+    e, d = relu_gaussian_expectations(2.0, 2.0, -2.0 * (1 + 1e-9))
+    assert float(e) == pytest.approx(0.0, abs=1e-6) and float(d) == pytest.approx(0.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("bad", ["a", None, True, torch.tensor([True]), torch.tensor([1j])])
+def test_relu_expectations_refuse_non_real_input(bad) -> None:
+    with pytest.raises(TypeError, match="`var1`"):
+        relu_gaussian_expectations(bad, 1.0, 0.0)
+    with pytest.raises(TypeError, match="`cov`"):
+        relu_gaussian_expectations(1.0, 1.0, bad)
+
+
+def test_empirical_ntk_names_x_and_the_model_dtype_on_a_mismatch() -> None:
+    lin = nn.Linear(2, 1)  # float32
+    x32 = torch.randn(3, 2)
+    with pytest.raises(ValueError, match=r"`x1` has dtype torch.float64.*torch.float32"):
+        empirical_ntk(lin, x32.double())
+    with pytest.raises(ValueError, match=r"`x2` has dtype torch.float64.*torch.float32"):
+        empirical_ntk(lin, x32, x32.double())
+    torch.testing.assert_close(
+        empirical_ntk(lin.double(), x32.double()), empirical_ntk(lin.double(), x32.double())
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.long, torch.bool, torch.complex64, "float64"])
+def test_ntk_mlp_dtype_must_be_floating(dtype) -> None:
+    with pytest.raises(ValueError, match="`dtype`"):
+        NTKMLP([2, 4, 1], dtype=dtype)
+    assert NTKMLP([2, 4, 1], dtype=torch.float32).weights[0].dtype == torch.float32
+
+
+def test_linearized_gradient_descent_refuses_an_unstable_step() -> None:
+    k_xX, k_XX, y, f0_tr, f0_te, _ = _problem()
+    n = k_XX.shape[0]
+    lam_max = float(torch.linalg.eigvalsh(k_XX.double()).max())
+    edge = 2 * n / lam_max  # η·λ_max/N = 2
+    args = (k_xX, k_XX, y, f0_tr, f0_te)
+    with pytest.raises(ValueError, match="`lr`"):
+        linearized_prediction(*args, time=10, lr=1000.0, discrete=True)
+    with pytest.raises(ValueError, match="`lr`"):
+        linearized_prediction(*args, time=10, lr=edge * 1.001, discrete=True)
+    ok = linearized_prediction(*args, time=10, lr=edge * 0.999, discrete=True)
+    assert torch.isfinite(ok).all()
+    # the flow has no step-size limit
+    assert torch.isfinite(linearized_prediction(*args, time=10, lr=1000.0)).all()

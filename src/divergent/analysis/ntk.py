@@ -102,7 +102,9 @@ def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None) -> Ten
     Args:
         model: maps a batch ``(n, ...)`` to ``(n,)`` (scalar output) or ``(n, k)``.
         x1: ``(n1, ...)`` inputs, floating point.
-        x2: ``(n2, ...)`` inputs with the same per-example shape; None for ``x1``.
+        x2: ``(n2, ...)`` inputs with the same per-example shape; None for ``x1``. When
+            all trainable parameters of ``model`` share one floating dtype, ``x1`` and ``x2``
+            must have it too (ValueError otherwise; nothing is cast silently).
 
     Returns:
         ``(n1, n2)`` when the model has one output (shape ``(n,)`` or ``(n, 1)``), else
@@ -127,6 +129,16 @@ def empirical_ntk(model: nn.Module, x1: Tensor, x2: Tensor | None = None) -> Ten
     params = {k: v.detach() for k, v in model.named_parameters() if v.requires_grad}
     if not params:
         raise ValueError("`model` has no parameter with requires_grad=True: its NTK is empty")
+    float_dtypes = {v.dtype for v in params.values() if v.is_floating_point()}
+    if len(float_dtypes) == 1:
+        (model_dtype,) = float_dtypes
+        for x, name in ((x1, "x1"), (x2, "x2")):
+            if x.dtype != model_dtype:
+                raise ValueError(
+                    f"`{name}` has dtype {x.dtype} but the parameters of `model` are "
+                    f"{model_dtype}; cast the inputs (`{name}.to({model_dtype})`) or the model "
+                    f"(`model.to({x.dtype})`) so that they match"
+                )
     buffers = dict(model.named_buffers())
     same = x2 is x1
     with torch.no_grad():
@@ -167,7 +179,7 @@ class NTKMLP(nn.Module):
         widths: ``[n_0, …, n_L]``, at least two positive integers.
         bias: β ≥ 0 (0.1 in the paper's figures); the biases are parameters even when β = 0.
         generator: a ``torch.Generator`` for the initialisation (None: the global one).
-        dtype: parameter dtype (float64 by default).
+        dtype: parameter dtype, a floating-point ``torch.dtype`` (float64 by default).
 
     Example:
         >>> net = NTKMLP([2, 8, 1], generator=torch.Generator().manual_seed(0))
@@ -188,6 +200,11 @@ class NTKMLP(nn.Module):
         if len(widths) < 2:
             raise ValueError(f"`widths` must hold at least 2 layer sizes, got {widths!r}")
         self.widths = [check_int(w, "widths", 1, "a layer size") for w in widths]
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise ValueError(
+                f"`dtype` must be a floating-point torch.dtype (e.g. torch.float64 or "
+                f"torch.float32), got {dtype!r}"
+            )
         self.bias = float(check_positive_scalar(bias, "bias", allow_zero=True))
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -277,12 +294,14 @@ def relu_gaussian_expectations(var1: Any, var2: Any, cov: Any) -> tuple[Tensor, 
         (\pi - \vartheta)\cos\vartheta\big),\qquad
         \mathbb E[\sigma'(u)\sigma'(v)] = \frac{\pi - \vartheta}{2\pi}.
 
-    ρ is clipped to [−1, 1] (rounding); a zero variance gives ρ = 0 by convention (then the
-    first moment is 0 and the second 1/4).
+    ρ is clipped to [−1, 1] when it is outside by rounding only (|ρ| ≤ 1 + 10⁻⁶); a larger
+    |c| than :math:`\sqrt{s_1 s_2}` is not a covariance and raises ValueError. A zero variance
+    gives ρ = 0 by convention (then the first moment is 0 and the second 1/4). NaN in any
+    argument gives NaN in both moments at that position.
 
     Args:
-        var1, var2, cov: broadcastable numbers or tensors (variances ≥ 0); computed in
-            float64.
+        var1, var2, cov: broadcastable real numbers or real tensors (variances ≥ 0; bool,
+            complex and non-numeric input raise TypeError); computed in float64.
 
     Returns:
         ``(E[σ(u)σ(v)], E[σ'(u)σ'(v)])``.
@@ -295,15 +314,43 @@ def relu_gaussian_expectations(var1: Any, var2: Any, cov: Any) -> tuple[Tensor, 
     References:
         Cho & Saul (2009), arc-cosine kernels of degree 1 and 0.
     """
-    s1, s2, c = (torch.as_tensor(v, dtype=torch.float64) for v in (var1, var2, cov))
+    s1, s2, c = (
+        _real_float64(v, name) for v, name in ((var1, "var1"), (var2, "var2"), (cov, "cov"))
+    )
     if bool((s1 < 0).any()) or bool((s2 < 0).any()):
         raise ValueError("`var1` and `var2` must be variances >= 0")
     scale = torch.sqrt(s1 * s2)
+    nan = torch.isnan(scale) | torch.isnan(c)
+    if bool(((c.abs() > (1.0 + _RHO_TOL) * scale) & ~nan).any()):
+        worst = float(torch.where(nan, 0.0, c.abs() - scale).max())
+        raise ValueError(
+            "`cov` must satisfy |cov| <= sqrt(var1 * var2) (a correlation in [−1, 1]); "
+            f"|cov| exceeds it by up to {worst:.3g}"
+        )
     rho = torch.where(scale > 0, c / torch.where(scale > 0, scale, 1.0), 0.0)
     theta = torch.arccos(rho.clamp(-1.0, 1.0))
     e_sigma = scale / (2 * math.pi) * (torch.sin(theta) + (math.pi - theta) * torch.cos(theta))
     e_dot = (math.pi - theta) / (2 * math.pi)
-    return e_sigma, e_dot
+    return torch.where(nan, math.nan, e_sigma), torch.where(nan, math.nan, e_dot)
+
+
+_RHO_TOL = 1e-6  # |ρ| above 1 by more than this is not rounding
+
+
+def _real_float64(v: Any, name: str) -> Tensor:
+    if isinstance(v, Tensor):
+        if v.dtype == torch.bool or v.is_complex():
+            raise TypeError(f"`{name}` must be a real tensor or number, got dtype {v.dtype}")
+        return v.to(torch.float64)
+    if isinstance(v, bool):
+        raise TypeError(f"`{name}` must be a real number or tensor, got a bool ({v!r})")
+    try:
+        out = torch.as_tensor(v, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise TypeError(
+            f"`{name}` must be a real number or tensor, got {type(v).__name__} {v!r}"
+        ) from err
+    return out
 
 
 def _relu_kernels(x1: Any, x2: Any, depth: Any, bias: Any) -> tuple[Tensor, Tensor]:
@@ -432,7 +479,8 @@ def linearized_prediction(
         f0_test: ``(m,)`` or ``(m, k)`` f₀(x).
         time: t ≥ 0 (the flow's time, or the number of steps when ``discrete``).
         lr: η > 0.
-        discrete: gradient descent with step η instead of the flow.
+        discrete: gradient descent with step η instead of the flow; ValueError when the step
+            is unstable (η·λ_max/N > 2: the iterates diverge).
 
     Returns:
         f_t(x), the shape of ``f0_test``, float64.
@@ -486,6 +534,12 @@ def linearized_prediction(
         return torch.full(f0x.shape, math.nan, dtype=torch.float64, device=f0x.device)
     lam, u = torch.linalg.eigh((k_XX64 + k_XX64.T) / 2)
     c = eta / n
+    if discrete and c * float(lam.max()) > 2.0 * (1.0 + 1e-12):
+        raise ValueError(
+            f"`lr` = {eta:g} is unstable for gradient descent on this kernel: "
+            f"lr·λ_max/N = {c * float(lam.max()):.4g} > 2, so the iterates diverge; use "
+            f"lr < 2N/λ_max = {2.0 / (float(lam.max()) / n):.4g}"
+        )
     if discrete:
         # 1 − (1 − cλ)^t over λ; its small-λ limit t·c
         gain = (
