@@ -25,6 +25,7 @@ from divergent.distributions.diffusion import (
     integral_kl,
 )
 from divergent.distributions.exponential_family import exponential_family_kl
+from divergent.distributions.gaussian import gaussian_w2
 from divergent.distributions.registry import (
     ClosedFormRequest,
     ClosedFormResult,
@@ -43,6 +44,7 @@ __all__ = [
     "diffused_gaussian_kl",
     "diffused_gaussian_score",
     "exponential_family_kl",
+    "gaussian_w2",
     "integral_kl",
     "register_closed_form",
 ]
