@@ -212,6 +212,24 @@ def test_kl_rate_nan_and_infinite() -> None:
     assert torch.isfinite(out[0]) and torch.isnan(out[1]) and out[2] == float("inf")
 
 
+def test_kl_rate_errors_name_model_logits() -> None:
+    src = BinaryMarkovSource([0.2, 0.7])
+    q = torch.zeros(2, 2, 2, dtype=torch.float64)
+    q[1, 1, 0] = float("inf")  # in a later position
+    with pytest.raises(ValueError, match=r"^`model_logits` has a \+inf entry"):
+        markov_kl_rate(src, q)
+
+
+@pytest.mark.parametrize("rng", [None, 0, np.random.RandomState(0), "seed"])
+def test_rng_must_be_a_numpy_generator(rng) -> None:
+    with pytest.raises(TypeError, match=r"`rng` must be a numpy\.random\.Generator"):
+        mixture_regret(SRC, [2, 4], max_order=1, num_sequences=4, rng=rng)
+    with pytest.raises(TypeError, match=r"`rng` must be a numpy\.random\.Generator"):
+        prior_ball_mass(SRC, [0.1], max_order=1, num_samples=8, rng=rng)
+    with pytest.raises(TypeError, match="`rng`"):
+        SRC.sample(2, 5, rng)
+
+
 # ------------------------------------------------------------------------------------------
 # regret
 # ------------------------------------------------------------------------------------------

@@ -278,3 +278,43 @@ def test_infinite_logit_is_refused() -> None:
     pert[0, 0, 0] = math.inf
     with pytest.raises(ValueError, match="inf"):
         kl_tracing_map(pert, torch.zeros(2, 2, 3))
+
+
+@pytest.mark.parametrize("side", [0, 1])
+def test_errors_of_the_library_name_this_functions_arguments(side: int) -> None:
+    name = ("perturbed_logits", "clean_logits")[side]
+    bad = torch.zeros(2, 2, 3)
+    bad[1, 1, 2] = math.inf  # in a later position
+    args = [torch.zeros(2, 2, 3), torch.zeros(2, 2, 3)]
+    args[side] = bad
+    with pytest.raises(ValueError, match=f"^`{name}` has a \\+inf entry"):
+        kl_tracing_map(*args)
+    nan = torch.zeros(2, 2, 3)
+    nan[1, 0, 1] = math.nan
+    args[side] = nan
+    with pytest.raises(ValueError, match=f"^`{name}` contains NaN"):
+        kl_tracing_map(*args, check_nan=True)
+    probs = torch.full((1, 2, 3), 1 / 3)
+    off = probs.clone()
+    off[0, 1] = torch.tensor([0.5, 0.6, 0.0])
+    pair = [probs, probs.clone()]
+    pair[side] = off
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        kl_tracing_map(*pair, inputs="probs")
+
+
+def test_rgb_difference_map_gradient_is_finite_where_the_inputs_are_equal() -> None:
+    clean = torch.zeros(1, 2, 3, dtype=torch.float64)
+    pert = clean.clone()
+    pert[0, 1] = torch.tensor([0.3, 0.4, 0.0], dtype=torch.float64)  # location 0 unchanged
+    pert.requires_grad_(True)
+    out = rgb_difference_map(pert, clean)
+    assert out.tolist() == [[0.0, 0.5]]
+    out.sum().backward()
+    assert torch.isfinite(pert.grad).all()
+    torch.testing.assert_close(pert.grad[0, 0], torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(pert.grad[0, 1], torch.tensor([0.6, 0.8, 0.0], dtype=torch.float64))
+    nan = clean.clone()
+    nan[0, 1, 2] = math.nan
+    got = rgb_difference_map(nan, clean)
+    assert float(got[0, 0]) == 0.0 and math.isnan(float(got[0, 1]))

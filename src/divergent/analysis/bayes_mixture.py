@@ -445,6 +445,7 @@ class BinaryMarkovSource:
         """(num_sequences, length) pasts drawn from the stationary law, oldest symbol first."""
         num_sequences = check_int(num_sequences, "num_sequences", 1, "number of sequences")
         length = check_int(length, "length", 0, "past length", maximum=MAX_ORDER + 4)
+        rng = _check_rng(rng)
         codes = rng.choice(2**length, size=num_sequences, p=self.block_probs(length))
         shifts = np.arange(length - 1, -1, -1)  # column 0 is the oldest symbol x_{1-L}
         return ((codes[:, None] >> shifts) & 1).astype(np.int64)
@@ -550,13 +551,26 @@ def markov_kl_rate(source: BinaryMarkovSource, model_logits: Any) -> Tensor:
     mu = torch.from_numpy(source.block_probs(length))
     target = source.logits[codes % source.num_parameters]
     model = q[..., codes % num, :]
-    rows = kl(target.expand_as(model), model, reduction="none")
+    try:
+        rows = kl(target.expand_as(model), model, reduction="none")
+    except ValueError as err:
+        # the library calls the model side `q`; name this function's argument instead
+        raise ValueError(str(err).replace("`q`", "`model_logits`")) from err
     return rows @ mu
 
 
 # --------------------------------------------------------------------------------------------
 # regret
 # --------------------------------------------------------------------------------------------
+def _check_rng(rng: Any) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            "`rng` must be a numpy.random.Generator (e.g. np.random.default_rng(0)); got "
+            f"{type(rng).__name__} {rng!r}"
+        )
+    return rng
+
+
 def _source(source: Any) -> BinaryMarkovSource:
     if not isinstance(source, BinaryMarkovSource):
         raise ValueError(f"`source` must be a BinaryMarkovSource, got {type(source).__name__}")
@@ -700,7 +714,7 @@ def mixture_regret(
         lengths: increasing prefix lengths n ≥ 1 (sorted, distinct).
         max_order, order_prior, a, b: the mixture (:func:`markov_mixture_log_probs`).
         num_sequences: N ≥ 2.
-        rng: numpy Generator for the sequences.
+        rng: numpy Generator for the sequences (anything else raises TypeError).
 
     Returns:
         :class:`RegretEstimate`.
@@ -722,6 +736,7 @@ def mixture_regret(
             f"`lengths` must be a 1-D increasing sequence of integers >= 1, got {lengths!r}"
         )
     n_max = int(ns[-1])
+    rng = _check_rng(rng)
     past, x = source.sample(num_sequences, n_max, rng, past_length=max(max_order, source.order))
     batch = max(1, _BATCH_ELEMENTS // ((max_order + 1) * n_max))
     idx = ns - 1
@@ -854,7 +869,7 @@ def prior_ball_mass(
         eps: radii ε > 0, shape (m,).
         max_order, order_prior, a, b: the mixture's prior (:func:`markov_mixture_log_probs`).
         num_samples: samples per (order, ε), ≥ 2.
-        rng: numpy Generator.
+        rng: numpy Generator (anything else raises TypeError).
 
     Returns:
         :class:`BallMass`.
@@ -874,6 +889,7 @@ def prior_ball_mass(
     radii = np.asarray(eps, dtype=np.float64).reshape(-1) if np.ndim(eps) <= 1 else None
     if radii is None or radii.size == 0 or not (np.isfinite(radii) & (radii > 0)).all():
         raise ValueError(f"`eps` must be a 1-D array of finite radii > 0, got {eps!r}")
+    rng = _check_rng(rng)
     per_order = np.full((max_order + 1, radii.size), -np.inf)
     per_order_var = np.full((max_order + 1, radii.size), -np.inf)  # log of the variance
     offsets = np.zeros(max_order + 1)

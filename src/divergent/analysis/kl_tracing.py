@@ -47,6 +47,7 @@ References:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -134,16 +135,27 @@ def kl_tracing_map(
         perturbed_logits, clean_logits, "perturbed_logits", "clean_logits"
     )
     _check_maps_input(perturbed_logits, "perturbed_logits")
-    return divergence_of(
-        divergence,
-        perturbed_logits,
-        clean_logits,
-        temperature=temperature,
-        inputs=inputs,
-        reduction="none",
-        check_nan=check_nan,
-        **params,
-    )
+    try:
+        return divergence_of(
+            divergence,
+            perturbed_logits,
+            clean_logits,
+            temperature=temperature,
+            inputs=inputs,
+            reduction="none",
+            check_nan=check_nan,
+            **params,
+        )
+    except ValueError as err:
+        # the library names its sides `p` and `q`: say which argument of this function it is
+        raise ValueError(
+            _rename_sides(str(err), {"p": "perturbed_logits", "q": "clean_logits"})
+        ) from err
+
+
+def _rename_sides(message: str, names: dict[str, str]) -> str:
+    """``message`` with each backticked side name (`` `p` ``) replaced by the caller's."""
+    return re.sub(r"`(\w+)`", lambda m: f"`{names.get(m.group(1), m.group(1))}`", message)
 
 
 def rgb_difference_map(perturbed_mean: Tensor, clean_mean: Tensor) -> Tensor:
@@ -157,7 +169,8 @@ def rgb_difference_map(perturbed_mean: Tensor, clean_mean: Tensor) -> Tensor:
 
     Returns:
         ``(..., H, W)`` in the inputs' dtype (float32 for half precision); NaN where either
-        side holds NaN.
+        side holds NaN. Differentiable everywhere, with gradient 0 (a subgradient) where the
+        two means are equal.
 
     Raises:
         ValueError: naming the argument, for fewer than three dimensions, different shapes,
@@ -179,7 +192,11 @@ def rgb_difference_map(perturbed_mean: Tensor, clean_mean: Tensor) -> Tensor:
             raise ValueError(f"`{name}` holds an infinite entry; a mean prediction must be finite")
     dtype = torch.float64 if perturbed_mean.dtype == torch.float64 else torch.float32
     diff = perturbed_mean.to(dtype) - clean_mean.to(dtype)
-    return diff.pow(2).sum(-1).sqrt()
+    sq = diff.pow(2).sum(-1)
+    # sqrt's gradient at 0 is inf (NaN after the chain rule) where the inputs are equal: take
+    # the root only where sq ≠ 0 (NaN ≠ 0, so NaN stays NaN) and give 0 there, gradient 0
+    zero = sq == 0
+    return torch.where(zero, torch.zeros_like(sq), torch.where(zero, 1.0, sq).sqrt())
 
 
 def _as_query(query: Any, leading: Sequence[int], height: int, width: int) -> Tensor:
