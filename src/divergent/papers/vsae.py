@@ -25,22 +25,29 @@ decoder directions (feature independence; lower = less overlap); the FVU of the 
 encoder (one ε per row) is reported beside the posterior-mean FVU that is judged. The full run
 adds λ_KL ∈ {0.01, 0.1} and a fixed-σ = 1 vSAE (the LessWrong version), reported only.
 
-Verdict (fixed in code before the run): with paired 95 % intervals over seeds of vSAE − SAE,
-the claim holds when the vSAE has more dead latents (interval above 0) *and* a worse
-reconstruction (FVU interval above 0); it is not held when either difference is, with 95 %
-confidence, below its margin (2 points of dead latents; 0.01 FVU); otherwise inconclusive
-(:func:`divergent.papers._stats.better_than` per part, :meth:`Verdict.combine`). The
-feature-independence metrics are reported, not judged.
+Verdict (fixed in code before the run; one restatement, below): with paired 95 % intervals
+over seeds of vSAE − SAE, the claim holds when the vSAE has more dead latents (interval above 0)
+*and* a worse reconstruction (FVU interval above 0); it is not held when either difference is,
+with 95 % confidence, below its margin (2 points of dead latents; 0.01 FVU); otherwise
+inconclusive (:func:`divergent.papers._stats.better_than` per part, :meth:`Verdict.combine`).
+The feature-independence metrics are reported, not judged.
 
-Result of the first full run (8 seeds, 2000 steps; criteria unchanged after it): held, but by a
-collapse rather than a modest gap: dead latents 0.23 (SAE; no auxiliary loss, so the TopK SAE
-has its own dead latents) vs 0.66 (vSAE), FVU 0.09 vs 46 at the posterior mean (6.1 with sampled
-z), MMCS 0.997 vs 0.25. The paper's "better feature independence" is *not* reproduced: the
+Criterion restated after the first full run (a new-user trial of the quick run): when neither
+model has a single dead latent in any seed (every per-seed dead fraction of the TopK SAE and of
+the judged vSAE is 0), the run cannot show the dead-latent effect at all, and the dead-latent
+part is ``inconclusive`` instead of ``not held`` from a difference of exactly +0.000 [+0.000,
++0.000]. The thresholds are unchanged, and the first full run (dead latents in every seed of
+both models) is judged the same under the restated criterion.
+
+Result of the first full run (8 seeds, 2000 steps): held, but by a collapse rather than a
+modest gap: dead latents 0.23 (SAE; no auxiliary loss, so the TopK SAE has its own dead
+latents) vs 0.66 (vSAE), FVU 0.09 vs 46 at the posterior mean (6.1 with sampled z), MMCS 0.997
+vs 0.25. The paper's "better feature independence" is *not* reproduced: the
 vSAE's live decoder rows overlap more (mean |cos| 0.74 vs 0.16). Even λ_KL = 0.01 leaves 70 %
 of the latents dead (FVU 0.77), so in this toy set-up the sampling before TopK (σ starting at the
 prior's 1), more than the strength of the KL term, is what kills latents. The quick run (100
-steps) is too short for latents to die in either model, so its indicative verdict is ``not
-held``.
+steps) is too short for latents to die in either model, so its indicative verdict is
+``inconclusive`` (it was ``not held`` before the criterion was restated).
 """
 
 from __future__ import annotations
@@ -76,11 +83,26 @@ FVU_MARGIN = 0.01  # ... and ≥ 0.01 more fraction of variance unexplained
 SCORES = ("fvu", "fvu_sampled", "mse", "dead_fraction", "max_cosine", "pairwise_cosine", "l0")
 
 
+def dead_latents_seen(metrics: Mapping[str, Any]) -> bool:
+    """Whether the TopK SAE or the judged vSAE had a dead latent in at least one seed."""
+    per = metrics["per_seed"]
+    return any(float(v) > 0 for m in ("sae", "vsae") for v in per[m]["dead_fraction"])
+
+
 def checks(metrics: Mapping[str, Any]) -> dict[str, Verdict]:
-    """The two parts of the claim, each a tri-state verdict on its paired interval."""
+    """The two parts of the claim, each a tri-state verdict on its paired interval.
+
+    The dead-latent part is inconclusive when no latent died in either model in any seed
+    (restated criterion, see the module notes): such a run cannot show the effect.
+    """
     paired = metrics["paired"]["vsae_minus_sae"]
+    dead = (
+        better_than(*interval(paired["dead_fraction"]), DEAD_MARGIN)
+        if dead_latents_seen(metrics)
+        else Verdict.INCONCLUSIVE
+    )
     return {
-        "more_dead_latents": better_than(*interval(paired["dead_fraction"]), DEAD_MARGIN),
+        "more_dead_latents": dead,
         "worse_reconstruction": better_than(*interval(paired["fvu"]), FVU_MARGIN),
     }
 
@@ -163,6 +185,7 @@ def experiment(ctx: ReproContext) -> Outcome:
         "fvu_margin": FVU_MARGIN,
         **compare_methods(per, pairs),
     }
+    metrics["dead_latents_seen"] = dead_latents_seen(metrics)
     metrics["checks"] = {k: v.value for k, v in checks(metrics).items()}
     label = {"sae": "TopK SAE", "vsae": f"TopK vSAE (λ={KL_WEIGHT:g})"}
     shown = {label.get(m, m): s for m, s in per.items()}
@@ -191,4 +214,14 @@ def experiment(ctx: ReproContext) -> Outcome:
         summary += "; reported only (dead, FVU): " + ", ".join(
             f"{m} {mean[m]['dead_fraction']:.3f}, {mean[m]['fvu']:.3f}" for m in extra
         )
+    summary += (
+        ". Criterion restated after the first full run: when neither model has a dead latent in "
+        "any seed the run cannot show the dead-latent effect and that part is inconclusive (not "
+        "'not held'); this run: "
+        + (
+            "dead latents seen, judged on the interval"
+            if metrics["dead_latents_seen"]
+            else "no dead latent in either model, so inconclusive"
+        )
+    )
     return Outcome(metrics=metrics, summary=summary)
