@@ -405,3 +405,206 @@ def test_discriminator_trained_with_the_logistic_loss_recovers_the_log_ratio():
     r = discriminator_density_ratio(feats(x) @ theta)
     true = torch.exp(torch.tensor(norm.logpdf(x.numpy()) - norm.logpdf(x.numpy(), MU, S)))
     torch.testing.assert_close(r, true, rtol=2e-3, atol=0)
+
+
+# ---- new-user trial 44: numerics, NaN, overflow, empty batches, half precision, checks ----
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_surrogate_gradient_is_exactly_g_in_half_precision(dtype):
+    # x − (x − g) lost all of g = 0.01 next to x = 100 in bf16; the loss was bf16 too
+    x = torch.full((2, 3), 100.0, dtype=dtype, requires_grad=True)
+    g = torch.full((2, 3), 0.01, dtype=dtype)
+    loss = score_distillation_loss(x, g, torch.zeros_like(g), reduction="sum")
+    assert loss.dtype == torch.float32
+    loss.backward()
+    assert x.grad.dtype == dtype
+    assert torch.equal(x.grad, g)
+    # the value is ½‖g‖² per row, computed in fp32 from the half-precision g
+    torch.testing.assert_close(loss.detach(), 0.5 * g.float().square().sum())
+    # realistic sizes: the gradient equals g (in x's dtype) up to the final rounding only
+    gen = torch.Generator().manual_seed(3)
+    x = (10 * torch.randn(64, 8, generator=gen)).to(dtype).requires_grad_(True)
+    sf, st_ = torch.randn(64, 8, generator=gen).to(dtype), torch.randn(64, 8, generator=gen)
+    w = torch.rand(64, generator=gen)
+    score_distillation_loss(x, sf, st_, w, reduction="sum").backward()
+    assert torch.equal(x.grad, ((sf.float() - st_) * w[:, None]).to(dtype))
+
+
+def test_surrogate_gradient_keeps_a_tiny_g_in_float32():
+    x = torch.ones(1, 1, requires_grad=True)
+    loss = score_distillation_loss(x, torch.tensor([[1e-9]]), torch.zeros(1, 1), reduction="sum")
+    loss.backward()
+    assert float(x.grad) == pytest.approx(1e-9, rel=1e-6)  # was 0 (1 − 1e-9 rounds to 1)
+    assert float(loss.detach()) == pytest.approx(0.5e-18, rel=1e-6)
+    # a later position too
+    x = torch.ones(3, 2, requires_grad=True)
+    sf = torch.zeros(3, 2)
+    sf[2, 1] = 1e-9
+    score_distillation_loss(x, sf, torch.zeros(3, 2), reduction="sum").backward()
+    assert (
+        float(x.grad[2, 1]) == pytest.approx(1e-9, rel=1e-6) and float(x.grad[:2].abs().sum()) == 0
+    )
+
+
+def test_nan_ratio_stays_nan_even_for_a_constant_weight():
+    out = f_divergence_weight(torch.tensor([1.0, 2.0, math.nan]), "reverse_kl")
+    assert out[:2].tolist() == [1.0, 1.0] and math.isnan(float(out[2]))
+    out = f_divergence_weight(torch.tensor([math.nan, 2.0]), "reverse_kl")
+    assert math.isnan(float(out[0])) and float(out[1]) == 1.0
+    # through f_distill_loss: the NaN logit's row is NaN (normalised: every row, never finite)
+    x = torch.zeros(4, 1, requires_grad=True)
+    logits = torch.tensor([0.0, 0.0, 0.0, math.nan])
+    args = (x, torch.ones(4, 1), torch.zeros(4, 1), logits, "reverse_kl")
+    raw = f_distill_loss(*args, normalize=False, reduction="none").detach()
+    assert torch.isnan(raw).tolist() == [False, False, False, True]
+    assert bool(torch.isnan(f_distill_loss(*args, reduction="none")).all())
+
+
+def test_time_binned_normaliser_is_not_poisoned_by_nan_and_rejects_nan_times():
+    norm_ = TimeBinnedRatioNormalizer(n_bins=1, ema=0.9)
+    out = norm_(torch.tensor([1.0, math.nan]), torch.tensor([0.5, 0.5]))
+    assert math.isnan(float(out[1])) and float(out[0]) == pytest.approx(1.0, rel=1e-5)
+    assert norm_.bin_means.tolist() == [1.0]  # 0.9·1 + 0.1·1: the NaN left out
+    out = norm_(torch.tensor([2.0]), torch.tensor([0.5]))
+    assert float(out) == pytest.approx(2.0 / 1.1, rel=1e-5)  # was NaN forever
+    norm_.eval()
+    assert math.isfinite(float(norm_(torch.tensor([2.0]), torch.tensor([0.5]))))
+    # an infinite ratio is left out too (its output stays inf)
+    out = norm_.train()(torch.tensor([math.inf, 1.0]), torch.tensor([0.5, 0.5]))
+    assert math.isinf(float(out[0])) and math.isfinite(float(norm_.bin_means[0]))
+    with pytest.raises(ValueError, match="`t`"):
+        TimeBinnedRatioNormalizer(2)(torch.ones(3), torch.tensor([0.1, 0.2, math.nan]))
+    with pytest.raises(ValueError, match="`t`"):
+        TimeBinnedRatioNormalizer(2)(torch.ones(2), torch.tensor([math.nan, 0.2]))
+    # ±inf times go to the end bins (not an error)
+    assert TimeBinnedRatioNormalizer(2).bin_index(torch.tensor([-math.inf, math.inf])).tolist() == [
+        0,
+        1,
+    ]
+
+
+def test_weight_at_infinite_ratio_is_its_limit():
+    inf = torch.tensor([math.inf, 1.0])
+    torch.testing.assert_close(f_divergence_weight(inf, "js"), torch.tensor([0.5, 0.25]))
+    torch.testing.assert_close(
+        f_divergence_weight(inf[:1], "js", beta=0.3), torch.tensor([0.7])
+    )  # β(1−β) r/(βr + 1 − β) → 1 − β
+    limits = {
+        "reverse_kl": 1.0,
+        "neyman_chi2": 0.0,
+        "kl": math.inf,
+        "hellinger": math.inf,
+        "pearson_chi2": math.inf,
+    }
+    for name, limit in limits.items():
+        assert float(f_divergence_weight(inf[:1], name)) == limit, name
+    assert float(f_divergence_weight(inf[:1], SOFTENED_REVERSE_KL)) == 0.0
+    assert float(f_divergence_weight(inf[:1].double(), "alpha", alpha=-0.5)) == 0.0
+    # a user generator by double autograd: -log t has h ≡ 1
+    assert float(f_divergence_weight(inf[:1], lambda t: -torch.log(t))) == pytest.approx(1.0)
+
+
+def test_overflowing_ratio_gives_the_limit_or_a_clear_error_never_nan():
+    logits = torch.tensor([100.0, 0.0, 0.0, 0.0])  # e^100 overflows float32
+    w = f_distill_weights(logits, "js", logit_clamp=math.inf, ratio_max=None)
+    # h(e^100) = ½ to 1e-43: [0.5, .25, .25, .25] / 0.3125
+    torch.testing.assert_close(w, torch.tensor([1.6, 0.8, 0.8, 0.8]), rtol=1e-5, atol=0)
+    for div in ("hellinger", "kl"):
+        with pytest.raises(ValueError, match="logit_clamp"):
+            f_distill_weights(logits, div, logit_clamp=math.inf, ratio_max=None)
+    # a later position; without normalisation the overflow is a plain inf
+    logits = torch.tensor([0.0, 0.0, 0.0, 100.0])
+    with pytest.raises(ValueError, match="logit_clamp"):
+        f_distill_weights(logits, "hellinger", logit_clamp=math.inf, ratio_max=None)
+    raw = f_distill_weights(
+        logits, "hellinger", logit_clamp=math.inf, ratio_max=None, normalize=False
+    )
+    assert raw[:3].tolist() == [0.25] * 3 and math.isinf(float(raw[3]))
+    # below the overflow it is computed as before
+    w = f_distill_weights(
+        torch.tensor([80.0, 0.0]), "hellinger", logit_clamp=math.inf, ratio_max=None
+    )
+    assert bool(torch.isfinite(w).all()) and float(w[0]) == pytest.approx(2.0, rel=1e-6)
+    with pytest.raises(ValueError, match="infinite"):
+        normalize_batch_weights(torch.tensor([1.0, math.inf]))
+
+
+@pytest.mark.parametrize(
+    "divergence",
+    ["tv", lambda t: (t - 1).abs() / 2, lambda t: torch.relu(t - 1) + torch.relu(1 - t) * 2],
+)
+def test_divergence_without_curvature_is_refused(divergence):
+    with pytest.raises(ValueError, match=r"`divergence`.*identically zero"):
+        f_divergence_weight(torch.tensor([0.5, 2.0]), divergence)
+    x = torch.zeros(4, 1, requires_grad=True)
+    with pytest.raises(ValueError, match="`divergence`"):
+        f_distill_loss(x, torch.ones(4, 1), torch.zeros(4, 1), torch.zeros(4), divergence)
+
+
+def test_curvature_on_part_of_the_axis_is_accepted():
+    # f = relu(t − 1)² is flat below 1 but curved above: h is 0 for r < 1, 2r² above
+    h = f_divergence_weight(torch.tensor([0.5, 2.0]).double(), lambda t: torch.relu(t - 1) ** 2)
+    assert h.tolist() == [0.0, 8.0]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_empty_batch_gives_zero_with_zero_gradient(reduction):
+    x = torch.zeros(0, 2, requires_grad=True)
+    loss = f_distill_loss(
+        x, torch.zeros(0, 2), torch.zeros(0, 2), torch.zeros(0), reduction=reduction
+    )
+    assert float(loss.detach()) == 0.0 and not math.isnan(float(loss.detach()))
+    loss.backward()
+    assert x.grad is not None and x.grad.shape == (0, 2)
+    assert f_distill_weights(torch.zeros(0), "js").shape == (0,)
+    one = torch.zeros(3)
+    assert float(gan_generator_loss(torch.zeros(0), reduction=reduction)) == 0.0
+    real = ratio_discriminator_loss(torch.zeros(0), one, reduction=reduction)
+    fake = ratio_discriminator_loss(one, torch.zeros(0), reduction=reduction)
+    k = 1 if reduction == "mean" else 3
+    assert float(real) == pytest.approx(k * math.log(2)) and float(fake) == pytest.approx(
+        k * math.log(2)
+    )
+    assert float(ratio_discriminator_loss(torch.zeros(0), torch.zeros(0, 4))) == 0.0
+    d = torch.zeros(0, requires_grad=True)
+    ratio_discriminator_loss(d, torch.ones(2)).backward()
+    assert d.grad is not None and d.grad.shape == (0,)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_in_fp32_out(dtype):
+    r = torch.tensor([0.5, 1000.0], dtype=dtype)
+    h = f_divergence_weight(r, "pearson_chi2")  # 2·1000² = 2e6 overflowed fp16
+    assert h.dtype == torch.float32
+    torch.testing.assert_close(h, 2 * r.float() ** 2)
+    logits = torch.tensor([0.3, -2.0, 5.0], dtype=dtype)
+    assert gan_generator_loss(logits).dtype == torch.float32
+    torch.testing.assert_close(
+        gan_generator_loss(logits), torch.nn.functional.softplus(-logits.float()).mean()
+    )
+    out = ratio_discriminator_loss(logits, logits)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ratio_discriminator_loss(logits.float(), logits.float()))
+    assert f_distill_weights(logits, "kl").dtype == torch.float32
+    # e^11.5 ≈ 98715 overflowed fp16 (max 65504)
+    r = discriminator_density_ratio(torch.tensor([11.5]).to(dtype), logit_clamp=12.0)
+    assert r.dtype == torch.float32 and math.isfinite(float(r))
+    # float64 stays float64
+    assert f_divergence_weight(r.double(), "kl").dtype == torch.float64
+    assert gan_generator_loss(logits.double()).dtype == torch.float64
+
+
+def test_normaliser_and_t_checks():
+    with pytest.raises(ValueError, match="t_min"):
+        TimeBinnedRatioNormalizer(t_min=True)
+    with pytest.raises(ValueError, match="t_min"):
+        TimeBinnedRatioNormalizer(t_max=True)
+    TimeBinnedRatioNormalizer(t_min=0, t_max=2)  # plain ints are fine
+    x = torch.zeros(16, 1, requires_grad=True)
+    args = (x, torch.ones(16, 1), torch.zeros(16, 1), torch.zeros(16))
+    with pytest.raises(ValueError, match="`t` must have the shape"):
+        f_distill_loss(*args, t=torch.rand(17))
+    with pytest.raises(ValueError, match="`t`"):
+        f_distill_loss(*args, t=torch.arange(16))  # integer times
+    f_distill_loss(*args, t=torch.rand(16))  # the right shape, no normaliser: fine

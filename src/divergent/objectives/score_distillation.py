@@ -113,21 +113,82 @@ SOFTENED_REVERSE_KL: FGenerator = FGenerator(
 DivergenceArg = str | Divergence | FGenerator | Callable[[Tensor], Tensor]
 
 
+# ratios at which h = r² f''(r) is probed: a divergence whose h is 0 (or undefined) at all of
+# them (tv, any piecewise-linear f) gives a loss without gradient and is refused
+_PROBE_RATIOS = (0.1, 0.37, 0.8, 1.7, 4.2, 23.0)
+# float64 ratios from which h(r → ∞) is read off (see _weight_at_infinity)
+_LARGE_RATIOS = (1e20, 1e40, 1e80)
+
+
+def _compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """float64 if any input is float64, else float32 (bf16 / fp16 are computed in fp32)."""
+    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+
+
 def _generator(divergence: DivergenceArg, params: dict[str, Any], caller: str) -> FGenerator:
     if isinstance(divergence, FGenerator):
         if params:
             raise ValueError(
                 f"{caller}(): a generator takes no divergence parameters, got {sorted(params)}"
             )
-        return divergence
-    div = resolve_divergence(divergence)
-    if not div.is_f_divergence:
+        gen = divergence
+        name = "the given generator"
+    else:
+        div = resolve_divergence(divergence)
+        if not div.is_f_divergence:
+            raise ValueError(
+                f"{caller}(): `divergence` must be an f-divergence (it needs h(r) = r² f''(r)); "
+                f"`{div.name}` has no generator"
+            )
+        bound = div.bind(params, caller=caller, keywords=())
+        gen = div.generator(**bound)  # type: ignore[misc]
+        name = f"`{div.name}`"
+    probe = torch.tensor(_PROBE_RATIOS, dtype=torch.float64)
+    try:
+        h = gen.second_derivative_weight(probe).detach().double().clone()
+    except RuntimeError as err:  # e.g. autograd finds no second derivative of a user f
         raise ValueError(
-            f"{caller}(): `divergence` must be an f-divergence (it needs h(r) = r² f''(r)); "
-            f"`{div.name}` has no generator"
+            f"{caller}(): `divergence` {name}: h(r) = r² f''(r) could not be evaluated ({err})"
+        ) from err
+    ok = torch.isfinite(h) & (h != 0)
+    if not bool(ok.any()):
+        raise ValueError(
+            f"{caller}(): `divergence` {name} has r² f''(r) identically zero or undefined (at "
+            f"r = {', '.join(f'{v:g}' for v in _PROBE_RATIOS)} it is {h.tolist()}): f is "
+            "piecewise linear (e.g. tv), so the f-distill weight and the loss's gradient "
+            "vanish; use a strictly convex f (js, kl, reverse_kl, hellinger ...)"
         )
-    bound = div.bind(params, caller=caller, keywords=())
-    return div.generator(**bound)  # type: ignore[misc]
+    return gen
+
+
+def _weight_at_infinity(gen: FGenerator) -> float:
+    """lim_{r→∞} h(r), read off float64 evaluations at r = 1e20, 1e40, 1e80 (kept below 1e100
+    so that r² f''(r) by double autograd does not overflow in an intermediate step): values that
+    settle give their limit, values that decay by 12 orders give 0, values whose growth does
+    not slow down on this doubling-exponent grid (powers, logs) give +inf; anything else NaN."""
+    with torch.no_grad():
+        vals = gen.second_derivative_weight(torch.tensor(_LARGE_RATIOS, dtype=torch.float64))
+        a, b, c = (float(v) for v in vals.detach().double().clone())
+    if any(math.isnan(v) for v in (a, b, c)):
+        return math.nan
+    if c == math.inf or (c > b > a and c - b >= b - a):
+        return math.inf
+    if 0 <= c < b < a and c <= 1e-12 * max(1.0, a):
+        return 0.0
+    scale = max(1.0, abs(c))
+    if abs(c - b) <= 1e-6 * scale and abs(b - a) <= 1e-3 * scale:
+        return c
+    return math.nan
+
+
+def _h(r: Tensor, gen: FGenerator) -> Tensor:
+    """h(r) in r's dtype with NaN kept NaN and h(+inf) its limit (never inf/inf = NaN)."""
+    h = gen.second_derivative_weight(r).to(r.dtype)
+    h = torch.where(torch.isnan(r), torch.full_like(h, math.nan), h)
+    inf = torch.isposinf(r)
+    if bool(inf.any()):
+        h = torch.where(inf, torch.full_like(h, _weight_at_infinity(gen)), h)
+    return h
 
 
 def f_divergence_weight(ratio: Tensor, divergence: DivergenceArg = "js", **params: Any) -> Tensor:
@@ -142,7 +203,16 @@ def f_divergence_weight(ratio: Tensor, divergence: DivergenceArg = "js", **param
         **params: the divergence's parameters (``beta`` for ``js``, ...).
 
     Returns:
-        :math:`h_f(r)`, same shape and dtype as ``ratio`` (not normalised; NaN stays NaN).
+        :math:`h_f(r)`, same shape as ``ratio``, float32 (float64 for a float64 ``ratio``;
+        bf16 / fp16 are computed in fp32), not normalised. NaN stays NaN (even where h is
+        constant, as for ``reverse_kl``); at :math:`r = +\infty` h is its limit
+        :math:`\lim_{r\to\infty} h_f(r)` (``js``: 1 − β, ``reverse_kl``: 1, ``neyman_chi2``:
+        0, ``kl``: inf), read off float64 evaluations at r = 1e20, 1e40, 1e80 (NaN if they
+        neither settle, decay to 0 nor grow without bound).
+
+    Raises:
+        ValueError: a negative ratio, or a ``divergence`` whose :math:`r^2 f''(r)` is zero or
+            undefined at every probed r (``tv`` or any piecewise-linear f: no gradient).
 
     Example:
         >>> r = torch.tensor([0.5, 1.0, 4.0])
@@ -162,7 +232,7 @@ def f_divergence_weight(ratio: Tensor, divergence: DivergenceArg = "js", **param
             f"`ratio` must be >= 0 (a density ratio p/q), got min {float(ratio.min()):g}"
         )
     gen = _generator(divergence, params, "f_divergence_weight")
-    return gen.second_derivative_weight(ratio.detach()).to(ratio.dtype)
+    return _h(ratio.detach().to(_compute_dtype(ratio)), gen)
 
 
 def normalize_batch_weights(weights: Tensor, *, eps: float = 1e-6) -> Tensor:
@@ -171,12 +241,13 @@ def normalize_batch_weights(weights: Tensor, *, eps: float = 1e-6) -> Tensor:
 
     Args:
         weights: non-negative weights, any shape (the mean is over all entries); a negative
-            weight raises ``ValueError`` (it could make the mean near 0 and blow the rest up).
+            weight raises ``ValueError`` (it could make the mean near 0 and blow the rest up),
+            so does a +inf weight (inf / inf: the normalised weights are undefined).
         eps: added to the mean (≥ 0).
 
     Returns:
-        Normalised weights, detached, same shape (a NaN weight makes the mean, and so every
-        weight, NaN: never a plausible number).
+        Normalised weights, detached, same shape, float32 (float64 for float64 weights) (a
+        NaN weight makes the mean, and so every weight, NaN: never a plausible number).
 
     Example:
         >>> normalize_batch_weights(torch.tensor([1.0, 3.0]), eps=0.0)
@@ -189,6 +260,12 @@ def normalize_batch_weights(weights: Tensor, *, eps: float = 1e-6) -> Tensor:
     w = weights.detach()
     if bool((w < 0).any()):  # NaN compares False: it passes and propagates
         raise ValueError(f"`weights` must be >= 0, got min {float(w[w < 0].min()):g}")
+    if bool(torch.isposinf(w).any()):
+        raise ValueError(
+            f"`weights` has {int(torch.isposinf(w).sum())} infinite entr(y/ies): dividing by "
+            "the mean (inf) is undefined"
+        )
+    w = w.to(_compute_dtype(w))
     return w / (w.mean() + eps)
 
 
@@ -211,7 +288,9 @@ def discriminator_density_ratio(
         ratio_min, ratio_max: optional bounds on r (FastGen's defaults: 0.1 and 20).
 
     Returns:
-        r, detached, same shape (NaN logits give NaN).
+        r, detached, same shape, float32 (float64 for float64 logits; bf16 / fp16 are
+        computed in fp32), NaN logits give NaN. With ``logit_clamp=inf`` a logit above
+        ≈ 88.7 (float32) gives r = inf.
 
     Example:
         >>> discriminator_density_ratio(torch.tensor([-30.0, 0.0, 1.0]), ratio_max=2.0)
@@ -223,7 +302,7 @@ def discriminator_density_ratio(
     hi = check_positive_scalar(ratio_max, "ratio_max", allow_none=True, allow_inf=True)
     if lo is not None and hi is not None and not lo < hi:
         raise ValueError(f"`ratio_min` must be < `ratio_max`, got {lo!r} and {hi!r}")
-    r = torch.exp(logits.detach().clamp(-c, c))  # type: ignore[arg-type]
+    r = torch.exp(logits.detach().to(_compute_dtype(logits)).clamp(-c, c))  # type: ignore[arg-type]
     if lo is not None or hi is not None:
         r = r.clamp(min=lo, max=hi)
     return r
@@ -236,11 +315,14 @@ class TimeBinnedRatioNormalizer(nn.Module):
     holds a running mean of r per bin (initially 1). In training mode each call first
     updates the bins present in the batch, :math:`m_b \leftarrow \rho\, m_b + (1 - \rho)\,
     \bar r_b` (ρ = ``ema``; ρ = 0 uses the batch's bin mean), then returns
-    :math:`r / (m_{b(t)} + \varepsilon)`; in eval mode the buffer is only read.
+    :math:`r / (m_{b(t)} + \varepsilon)`; in eval mode the buffer is only read. Non-finite
+    ratios (NaN, inf) are left out of the bin means (one NaN must not poison the buffer for
+    good); their outputs stay NaN / inf. The output is float32 (float64 for float64 ratios).
 
     Args:
         n_bins: number of time bins (≥ 1).
-        t_min, t_max: the time range (times outside are put in the end bins).
+        t_min, t_max: the time range (times outside, ±inf included, are put in the end
+            bins; a NaN time raises ``ValueError``).
         ema: ρ ∈ [0, 1).
         eps: added to the bin mean.
 
@@ -263,9 +345,10 @@ class TimeBinnedRatioNormalizer(nn.Module):
     ) -> None:
         super().__init__()
         self.n_bins = check_int(n_bins, "n_bins", 1, "number of time bins")
-        if not (isinstance(t_min, int | float) and isinstance(t_max, int | float)) or not (
-            math.isfinite(t_min) and math.isfinite(t_max) and t_min < t_max
-        ):
+        numbers_ok = all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in (t_min, t_max)
+        )
+        if not numbers_ok or not (math.isfinite(t_min) and math.isfinite(t_max) and t_min < t_max):
             raise ValueError(
                 f"`t_min` and `t_max` must be finite numbers with t_min < t_max, got "
                 f"{t_min!r} and {t_max!r}"
@@ -279,7 +362,12 @@ class TimeBinnedRatioNormalizer(nn.Module):
         self.register_buffer("bin_means", torch.ones(self.n_bins, dtype=torch.float64))
 
     def bin_index(self, t: Tensor) -> Tensor:
-        """The bin of each time (int64, same shape as ``t``)."""
+        """The bin of each time (int64, same shape as ``t``); NaN times raise ``ValueError``."""
+        t = check_float_tensor(t, "t")
+        if bool(torch.isnan(t).any()):
+            raise ValueError(
+                f"`t` has {int(torch.isnan(t).sum())} NaN entr(y/ies): a NaN time has no bin"
+            )
         u = (t.detach().double() - self.t_min) / (self.t_max - self.t_min)
         return (u * self.n_bins).floor().clamp(0, self.n_bins - 1).long()
 
@@ -293,17 +381,18 @@ class TimeBinnedRatioNormalizer(nn.Module):
         idx = self.bin_index(t).reshape(-1)
         r = ratio.detach().reshape(-1).double()
         if self.training and r.numel():
+            fin = torch.isfinite(r)
             sums = torch.zeros(self.n_bins, dtype=torch.float64, device=r.device)
             counts = torch.zeros_like(sums)
-            sums.index_add_(0, idx, r)
-            counts.index_add_(0, idx, torch.ones_like(r))
+            sums.index_add_(0, idx[fin], r[fin])
+            counts.index_add_(0, idx[fin], torch.ones_like(r[fin]))
             seen = counts > 0
             batch_mean = sums[seen] / counts[seen]
             means = self.bin_means.clone()
             means[seen] = self.ema * means[seen] + (1.0 - self.ema) * batch_mean
             self.bin_means.copy_(means)
         out = r / (self.bin_means[idx] + self.eps)
-        return out.reshape(ratio.shape).to(ratio.dtype)
+        return out.reshape(ratio.shape).to(_compute_dtype(ratio))
 
 
 def f_distill_weights(
@@ -328,20 +417,37 @@ def f_distill_weights(
     Args:
         logits: :math:`D \approx \log p_t/q_t` at the generated samples, shape ``(B,)`` (or any).
         divergence, **params: the f-divergence (see :func:`f_divergence_weight`).
-        t: diffusion times, same shape (needed with ``ratio_normalizer``).
+        t: diffusion times, same shape (needed with ``ratio_normalizer``; checked even
+            without one).
         ratio_normalizer: a :class:`TimeBinnedRatioNormalizer`, or None.
         logit_clamp, ratio_min, ratio_max: see :func:`discriminator_density_ratio`.
         normalize: divide h by its batch mean (:func:`normalize_batch_weights`).
         eps: added to the batch mean.
 
     Returns:
-        Detached weights, same shape as ``logits``.
+        Detached weights, same shape as ``logits``, float32 (float64 for float64 logits).
+        A NaN logit gives a NaN weight (with ``normalize``, every weight NaN). An empty
+        batch gives an empty tensor.
+
+    Raises:
+        ValueError: with ``normalize``, when h is +inf for some sample (r = e^D overflows
+            once ``logit_clamp`` is above ≈ 88 in float32 and ``ratio_max`` is None, and h
+            grows without bound, as for ``kl`` or ``hellinger``): the batch mean is then
+            undefined. A divergence with a finite :math:`\lim_{r\to\infty} h` (``js``,
+            ``reverse_kl``, ``neyman_chi2`` ...) uses that limit instead.
 
     Example:
         >>> f_distill_weights(torch.tensor([0.5, 1.5]).log(), "kl")
         tensor([0.5000, 1.5000])
     """
     normalize = check_bool(normalize, "normalize")
+    logits = check_float_tensor(logits, "logits")
+    if t is not None:
+        t = check_float_tensor(t, "t")
+        if t.shape != logits.shape:
+            raise ValueError(
+                f"`t` must have the shape of `logits` {tuple(logits.shape)}, got {tuple(t.shape)}"
+            )
     r = discriminator_density_ratio(
         logits, logit_clamp=logit_clamp, ratio_min=ratio_min, ratio_max=ratio_max
     )
@@ -354,13 +460,21 @@ def f_distill_weights(
         if t is None:
             raise ValueError("`t` (the diffusion times) is required with `ratio_normalizer`")
         r = ratio_normalizer(r, t)
-    h = _weight(r, divergence, params, "f_distill_weights")
-    return normalize_batch_weights(h, eps=eps) if normalize else h
-
-
-def _weight(r: Tensor, divergence: DivergenceArg, params: dict[str, Any], caller: str) -> Tensor:
-    gen = _generator(divergence, params, caller)
-    return gen.second_derivative_weight(r).to(r.dtype)
+    h = _h(r, _generator(divergence, params, "f_distill_weights"))
+    if not normalize:
+        return h
+    eps = check_positive_scalar(eps, "eps", allow_zero=True)
+    if h.numel() == 0:
+        return h
+    inf = torch.isposinf(h)
+    if bool(inf.any()):
+        raise ValueError(
+            f"f_distill_weights(): h_f(r) is +inf for {int(inf.sum())} sample(s) (largest "
+            f"logit {float(logits[inf].max()):g}: r = e^D overflows, and h grows without bound "
+            "for this divergence), so the batch normalisation is undefined; lower "
+            "`logit_clamp` (FastGen uses 10) or set `ratio_max`"
+        )
+    return normalize_batch_weights(h, eps=eps)
 
 
 def score_distillation_loss(
@@ -385,6 +499,13 @@ def score_distillation_loss(
     The value itself, :math:`\tfrac12\|g_i\|^2`, is not a divergence; only the gradient is
     meaningful. Scores and weights are detached.
 
+    Numerics: the loss is built as :math:`\sum_j (x_{ij} - \mathrm{sg}(x_{ij}))\,g_{ij} +
+    \tfrac12 g_{ij}^2` (the same value and gradient as the formula above), so the gradient is
+    exactly g instead of the difference :math:`x - (x - g)` of two rounded numbers (which
+    loses g when it is small next to x: all of it in bf16 at x = 100, g = 0.01, or in fp32
+    at x = 1, g = 1e-9). bf16 / fp16 inputs are computed in fp32 and give an fp32 loss;
+    float64 stays float64 (``x``'s gradient has ``x``'s dtype).
+
     Args:
         x: generated samples (after noising, :math:`x_t`, or any point the scores are taken
             at), batch axis first, differentiable in the generator's parameters.
@@ -396,7 +517,8 @@ def score_distillation_loss(
             sample). Feature axes are always summed.
 
     Returns:
-        The surrogate loss.
+        The surrogate loss, float32 (float64 when ``x`` is float64). An empty batch gives 0
+        (``"mean"``, ``"sum"``) with a zero gradient.
 
     Example:
         >>> x = torch.tensor([[1.0, 2.0]], requires_grad=True)
@@ -417,7 +539,7 @@ def score_distillation_loss(
                 f"`{name}` must have the shape of `x` {tuple(x.shape)}, got {tuple(s.shape)}"
             )
     reduction = check_reduction(reduction)
-    g = score_fake.detach() - score_teacher.detach()
+    inputs = [score_fake, score_teacher]
     if weight is not None:
         weight = check_float_tensor(weight, "weight")
         if tuple(weight.shape) != tuple(x.shape[: weight.dim()]) or weight.dim() == 0:
@@ -425,10 +547,17 @@ def score_distillation_loss(
                 f"`weight` must have shape {tuple(x.shape[:1])} (per sample) or a leading part "
                 f"of `x`'s shape {tuple(x.shape)}, got {tuple(weight.shape)}"
             )
-        w = weight.detach().reshape(*weight.shape, *([1] * (x.dim() - weight.dim())))
-        g = g * w
-    target = (x.detach() - g).to(x.dtype)
-    per = 0.5 * (x - target).pow(2)
+        inputs.append(weight)
+    cdtype = _compute_dtype(x)  # the loss's dtype: fp32, or float64 for a float64 x
+    gdtype = _compute_dtype(x, *inputs)  # g in float64 if any input is
+    g = score_fake.detach().to(gdtype) - score_teacher.detach().to(gdtype)
+    if weight is not None:
+        w = weight.detach().to(gdtype)
+        g = g * w.reshape(*weight.shape, *([1] * (x.dim() - weight.dim())))
+    g = g.to(cdtype)
+    xf = x.to(cdtype)
+    # value ½ g² per element (x − sg(x) is exactly 0), gradient exactly g
+    per = (xf - xf.detach()) * g + 0.5 * g.square()
     values = per.reshape(x.shape[0], math.prod(x.shape[1:])).sum(-1)  # works for B = 0
     return reduce_rows(values, reduction, count=values.shape[0], normalizer=None)
 
@@ -501,6 +630,10 @@ def ratio_discriminator_loss(
         fake_logits: D on generated (noised) samples, any shape.
         reduction: ``"mean"`` (mean of each term, summed) or ``"sum"``.
 
+    Returns:
+        The loss, float32 (float64 if either side is float64; bf16 / fp16 are computed in
+        fp32). An empty side contributes 0 (with a zero gradient), never NaN.
+
     Example:
         >>> ratio_discriminator_loss(torch.zeros(3), torch.zeros(2))
         tensor(1.3863)
@@ -508,15 +641,20 @@ def ratio_discriminator_loss(
     real_logits = check_float_tensor(real_logits, "real_logits")
     fake_logits = check_float_tensor(fake_logits, "fake_logits")
     reduction = check_choice(reduction, "reduction", ("mean", "sum"))
-    real, fake = F.softplus(-real_logits), F.softplus(fake_logits)
-    if reduction == "sum":
-        return real.sum() + fake.sum()
-    return real.mean() + fake.mean()
+    dtype = _compute_dtype(real_logits, fake_logits)
+    real = F.softplus(-real_logits.to(dtype)).reshape(-1)
+    fake = F.softplus(fake_logits.to(dtype)).reshape(-1)
+    return reduce_rows(real, reduction, count=real.numel(), normalizer=None) + reduce_rows(
+        fake, reduction, count=fake.numel(), normalizer=None
+    )
 
 
 def gan_generator_loss(fake_logits: Tensor, *, reduction: str = "mean") -> Tensor:
     r"""Non-saturating GAN loss of the generator, :math:`\operatorname{softplus}(-D(x_\text{fake}))`
     (f-distill adds it with a small weight, e.g. 3e-3).
+
+    Computed in fp32 for bf16 / fp16 logits (float64 stays float64); an empty batch gives 0
+    (``"mean"``, ``"sum"``) with a zero gradient.
 
     Example:
         >>> gan_generator_loss(torch.zeros(2))
@@ -524,5 +662,5 @@ def gan_generator_loss(fake_logits: Tensor, *, reduction: str = "mean") -> Tenso
     """
     fake_logits = check_float_tensor(fake_logits, "fake_logits")
     reduction = check_reduction(reduction)
-    values = F.softplus(-fake_logits)
+    values = F.softplus(-fake_logits.to(_compute_dtype(fake_logits)))
     return reduce_rows(values, reduction, count=values.numel(), normalizer=None)

@@ -18,6 +18,15 @@ A small, exact test bed for f-distill / VSD / DMD (:mod:`divergent.objectives.sc
   :func:`~divergent.objectives.score_distillation.f_distill_weights` (FastGen's defaults:
   logits clamped to ±10, r ∈ [0.1, 20], 10 time bins, h divided by its batch mean) times
   :math:`\sigma^2` (the x₀-prediction scale of DMD / Diff-Instruct), σ log-uniform, and Adam.
+
+References:
+    Xu, Nie & Vahdat (2025), One-step Diffusion Models with f-Divergence Distribution Matching,
+    arXiv 2502.15681 (f-distill; the ratio pipeline follows NVIDIA FastGen's defaults).
+    Yin et al. (2024), One-step Diffusion with Distribution Matching Distillation (DMD),
+    arXiv 2311.18828. Luo et al. (2023), Diff-Instruct, arXiv 2305.18455. Wang et al. (2023),
+    ProlificDreamer (VSD), arXiv 2305.16213. Song et al. (2021), Score-Based Generative
+    Modeling through Stochastic Differential Equations, arXiv 2011.13456 (the
+    variance-exploding forward process).
 """
 
 from __future__ import annotations
@@ -68,6 +77,11 @@ def mixture_log_prob_and_score(
 
     Returns:
         ``(log_prob (..., B), score (..., B, d))``.
+
+    References:
+        Song et al. (2021), arXiv 2011.13456 (variance-exploding process: the noised marginal
+        is the data density convolved with N(0, σ² I)); a Gaussian mixture convolved with a
+        Gaussian stays a mixture with the variances added.
 
     Example:
         >>> lp, s = mixture_log_prob_and_score(torch.tensor([[1.0]]), torch.tensor([0.0]),
@@ -133,7 +147,7 @@ def ring_mixture(
     weights: Sequence[float], *, radius: float = 3.0, std: float = 0.2
 ) -> IsotropicMixture:
     """Equally spaced modes on a circle (mode m at angle 2πm/M), the 2-D toy of GAN and
-    diffusion-distillation papers.
+    diffusion-distillation papers (e.g. Metz et al. (2017), Unrolled GANs, arXiv 1611.02163).
 
     Example:
         >>> ring_mixture([0.5, 0.5], radius=1.0).means
@@ -234,6 +248,11 @@ def distill_mixture_generator(
 
     Returns:
         ``student``, trained in place.
+
+    References:
+        Xu, Nie & Vahdat (2025), arXiv 2502.15681, Algorithm 1 (with the learned fake score
+        and discriminator replaced by the exact ones); Yin et al. (2024), DMD, arXiv
+        2311.18828 (the σ²-scaled, x₀-prediction weighting).
 
     Example:
         >>> teacher = ring_mixture([0.5, 0.5], radius=2.0, std=0.3)
