@@ -32,10 +32,20 @@ def _metrics(*sets):
         ([_set(5.0, 3.0, 3.0, 1.0, 1.45)], "held"),
         ([_set(5.0, 3.0, 3.0, 1.0, 1.55)], "not held"),
         # DMM / min(GA, FT) vs 0.75 (the better baseline counts)
-        ([_set(5.0, 1.4, 5.0, 1.0, 1.0)], "held"),  # 0.714
-        ([_set(5.0, 1.3, 5.0, 1.0, 1.0)], "not held"),  # 0.769
-        ([_set(5.0, 5.0, 1.3, 1.0, 1.0)], "not held"),
-        ([_set(5.0, 5.0, 1.4, 1.0, 1.0)], "held"),
+        # (baselines kept above 1.5 × the reference so only this part changes)
+        ([_set(5.0, 1.65, 5.0, 1.0, 1.2)], "held"),  # 0.727
+        ([_set(5.0, 1.55, 5.0, 1.0, 1.2)], "not held"),  # 0.774
+        ([_set(5.0, 5.0, 1.55, 1.0, 1.2)], "not held"),
+        ([_set(5.0, 5.0, 1.65, 1.0, 1.2)], "held"),
+        # GA and FT must NOT come close: min(GA, FT) / reference > 1.5 (restated criterion)
+        ([_set(5.0, 1.4, 1.45, 1.0, 1.0)], "not held"),  # the reviewer's case
+        ([_set(5.0, 1.55, 3.0, 1.0, 1.0)], "held"),
+        ([_set(5.0, 1.45, 3.0, 1.0, 1.0)], "not held"),
+        ([_set(5.0, 3.0, 1.55, 1.0, 1.0)], "held"),
+        ([_set(5.0, 3.0, 1.45, 1.0, 1.0)], "not held"),
+        ([_set(5.0, 3.0, 3.0, 1.0, 1.0), _set(5.0, 3.0, 1.45, 1.0, 1.0)], "not held"),
+        ([_set(10.0, 3.2, 4.0, 2.0, 2.0, 2.0)], "held"),  # 1.6 × a reference of 2
+        ([_set(10.0, 2.8, 4.0, 2.0, 2.0, 2.0)], "not held"),  # 1.4 × it
         # OM is reported, not part of the verdict
         ([_set(5.0, 3.0, 3.0, 9.0, 1.0)], "held"),
         # every forget set must pass; any without signal makes it inconclusive
@@ -47,6 +57,17 @@ def _metrics(*sets):
         ([_set(10.0, 6.0, 6.0, 2.0, 3.1, 2.0)], "not held"),
         # NaN anywhere in the verdict's ratios: no verdict
         ([_set(5.0, 3.0, 3.0, 1.0, math.nan)], "inconclusive"),
+        # ... also when it is not in the first forget set or the first place of a min / max
+        ([_set(5.0, 3.0, 3.0, 1.0, 1.0), _set(5.0, 3.0, 3.0, 1.0, math.nan)], "inconclusive"),
+        ([_set(5.0, 3.0, 3.0, 1.0, 1.0), _set(math.nan, 3.0, 3.0, 1.0, 1.0)], "inconclusive"),
+        ([_set(5.0, 3.0, 3.0, 1.0, 1.0), _set(5.0, math.nan, 3.0, 1.0, 1.0)], "inconclusive"),
+        ([_set(5.0, 3.0, 3.0, 1.0, 1.0), _set(5.0, 3.0, math.nan, 1.0, 1.0)], "inconclusive"),
+        ([_set(5.0, 3.0, 3.0, 1.0, 1.0), _set(5.0, 3.0, 3.0, 1.0, 1.0, math.nan)], "inconclusive"),
+        # a reference of 0 gives no ratio (not an infinite one)
+        ([_set(5.0, 3.0, 3.0, 1.0, 1.0), _set(5.0, 3.0, 3.0, 1.0, 1.0, 0.0)], "inconclusive"),
+        ([_set(5.0, 3.0, 3.0, 1.0, 1.0, 0.0)], "inconclusive"),
+        # OM is not in the verdict: its NaN does not matter
+        ([_set(5.0, 3.0, 3.0, 1.0, 1.0), _set(5.0, 3.0, 3.0, math.nan, 1.0)], "held"),
     ],
 )
 def test_verdict(sets, expected) -> None:
@@ -59,7 +80,16 @@ def test_checks_report_the_ratios() -> None:
     assert c["dmm_over_reference"] == pytest.approx(1.25)
     assert c["om_over_reference"] == pytest.approx(1.25)
     assert c["dmm_over_best_baseline"] == pytest.approx(0.55)
+    assert c["best_baseline_over_reference"] == pytest.approx(2.0)
     assert c["signal"] and c["dmm_close_to_reference"] and c["dmm_beats_ga_and_ft"]
+    assert c["ga_and_ft_not_close"]
+
+
+def test_ratio_without_a_reference_is_nan() -> None:
+    assert math.isnan(dmm._ratio(1.0, 0.0))
+    assert math.isnan(dmm._ratio(1.0, math.nan))
+    assert math.isnan(dmm._ratio(math.nan, 1.0))
+    assert dmm._ratio(3.0, 2.0) == 1.5
 
 
 def test_quick_run_is_consistent(tmp_path: Path) -> None:

@@ -39,20 +39,30 @@ prototype on one forget set by how well they predicted the *mean oracle margin* 
 points (the one-step, per-model influence prediction was noisy: the SGD iterates' deviation
 from the minimiser is amplified by H⁻¹; its prototype forget-set KLoM, with 50 models and
 other settings, was 3–4× the reference), before any KLoM of DMM was computed with them; the
-thresholds below were fixed at the same time and not changed after the runs.
+thresholds below were fixed at the same time and not changed after the runs (one part was
+added after the full run, with the same threshold; see the verdict).
 
 Verdict (fixed in code). Per forget set, the median over forget points of KLoM for each method;
 ``signal`` = min over forget sets of (no unlearning) / reference — below ``SIGNAL_MIN`` the
 forget set does not move the margins visibly at this ensemble size → inconclusive; otherwise
-held when DMM / reference ≤ ``CLOSE_MAX`` and DMM / min(GA, FT) ≤ ``BEAT_MAX`` on every forget
-set (max over sets), else not held. OM's ratio is reported as a check, not in the verdict.
+held when DMM / reference ≤ ``CLOSE_MAX``, min(GA, FT) / reference > ``CLOSE_MAX`` (GA and FT
+do *not* come close) and DMM / min(GA, FT) ≤ ``BEAT_MAX`` on every forget set (worst case over
+sets), else not held. A NaN in any of these ratios, or a reference of 0, → inconclusive. OM's
+ratio is reported as a check, not in the verdict.
+
+Criterion restated after the first full run: the part "GA and FT are not close to the
+reference" (min(GA, FT) / reference > ``CLOSE_MAX``, the same bound as DMM's) was added after
+the full run had been seen, because the claim says so and the first verdict did not test it;
+in that run min(GA, FT) / reference was at least 2.98 on every forget set, so the part holds and
+the verdict is unchanged. NaN handling was made explicit at the same time.
 
 Finding (full run, seed 0: 100 models per ensemble, 4 forget sets): not held. OM's median
-forget-set KLoM is within 1.1× of the oracle-vs-oracle reference and DMM's is below the best of
-GA and FT on every forget set (at most 0.71× it), but DMM is 1.3–2.6× the reference, outside
-the 1.5× bound on 3 of the 4 sets. OM and DMM share the matching schedule and differ only in
-their targets, so the gap is the influence datamodel's prediction error — in line with the
-paper's point that DMM is as good as the attribution method it is given.
+forget-set KLoM is within 1.1× of the oracle-vs-oracle reference, GA's and FT's are at least
+2.98× it, and DMM's is below the best of GA and FT on every forget set (at most 0.71× it), but
+DMM is 1.3–2.6× the reference, outside the 1.5× bound on 3 of the 4 sets. OM and DMM share the
+matching schedule and differ only in their targets, so the gap is the influence datamodel's
+prediction error — in line with the paper's point that DMM is as good as the attribution method
+it is given.
 """
 
 from __future__ import annotations
@@ -98,36 +108,62 @@ SETS = ("forget", "retain", "validation")
 
 
 def _ratio(a: float, b: float) -> float:
-    return a / b if b > 0 else math.inf
+    """``a / b``; NaN when either is NaN or the denominator is not positive (no ratio)."""
+    return a / b if b > 0 else math.nan
+
+
+def _min(values: list[float]) -> float:
+    """The minimum, NaN if any value is NaN (Python's min skips a NaN that is not first)."""
+    return math.nan if any(math.isnan(v) for v in values) else min(values)
+
+
+def _max(values: list[float]) -> float:
+    """The maximum, NaN if any value is NaN."""
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
 
 
 def checks(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """The parts of the claim, from the per-forget-set median forget KLoM (pure)."""
+    """The parts of the claim, from the per-forget-set median forget KLoM (pure).
+
+    Each ratio is the worst case over forget sets; a NaN anywhere (or a reference that is 0)
+    makes that ratio NaN, and :func:`verdict` then says inconclusive.
+    """
     per_set = metrics["forget_sets"]
     med = [{m: float(fs["median_klom"][m]["forget"]) for m in METHODS} for fs in per_set]
-    signal = min(_ratio(m["none"], m["reference"]) for m in med)
-    dmm_ref = max(_ratio(m["DMM"], m["reference"]) for m in med)
-    om_ref = max(_ratio(m["OM"], m["reference"]) for m in med)
-    dmm_base = max(_ratio(m["DMM"], min(m["GA"], m["FT"])) for m in med)
+    signal = _min([_ratio(m["none"], m["reference"]) for m in med])
+    dmm_ref = _max([_ratio(m["DMM"], m["reference"]) for m in med])
+    om_ref = _max([_ratio(m["OM"], m["reference"]) for m in med])
+    base_ref = _min([_ratio(_min([m["GA"], m["FT"]]), m["reference"]) for m in med])
+    dmm_base = _max([_ratio(m["DMM"], _min([m["GA"], m["FT"]])) for m in med])
     return {
         "noop_over_reference": signal,
         "dmm_over_reference": dmm_ref,
         "om_over_reference": om_ref,
+        "best_baseline_over_reference": base_ref,
         "dmm_over_best_baseline": dmm_base,
         "signal": signal >= SIGNAL_MIN,
         "dmm_close_to_reference": dmm_ref <= CLOSE_MAX,
         "om_close_to_reference": om_ref <= CLOSE_MAX,
+        "ga_and_ft_not_close": base_ref > CLOSE_MAX,
         "dmm_beats_ga_and_ft": dmm_base <= BEAT_MAX,
     }
 
 
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
-    """DMM's forget-set KLoM close to the oracle-vs-oracle reference and below GA's and FT's."""
+    """DMM's forget-set KLoM close to the oracle-vs-oracle reference, GA's and FT's not, and
+    DMM's below theirs; a NaN in any of these ratios → inconclusive."""
     c = checks(metrics)
-    values = (c["noop_over_reference"], c["dmm_over_reference"], c["dmm_over_best_baseline"])
-    if any(v != v for v in values) or not c["signal"]:
+    values = (
+        c["noop_over_reference"],
+        c["dmm_over_reference"],
+        c["best_baseline_over_reference"],
+        c["dmm_over_best_baseline"],
+    )
+    if any(math.isnan(v) for v in values) or not c["signal"]:
         return Verdict.INCONCLUSIVE
-    return Verdict.from_bool(c["dmm_close_to_reference"] and c["dmm_beats_ga_and_ft"])
+    return Verdict.from_bool(
+        c["dmm_close_to_reference"] and c["ga_and_ft_not_close"] and c["dmm_beats_ga_and_ft"]
+    )
 
 
 def _yes(flag: bool) -> str:
@@ -279,8 +315,12 @@ def experiment(ctx: ReproContext) -> Outcome:
         f"OM/reference {metrics['om_over_reference']:.2f}, no-unlearning/reference "
         f"{metrics['noop_over_reference']:.2f} (≥ {SIGNAL_MIN}); parts: OM close to the "
         f"reference {_yes(metrics['om_close_to_reference'])}, DMM close to the reference "
-        f"{_yes(metrics['dmm_close_to_reference'])}, DMM below GA and FT "
+        f"{_yes(metrics['dmm_close_to_reference'])}, GA and FT not close (min(GA, FT)/reference "
+        f"{metrics['best_baseline_over_reference']:.2f} > {CLOSE_MAX}) "
+        f"{_yes(metrics['ga_and_ft_not_close'])}, DMM below GA and FT "
         f"{_yes(metrics['dmm_beats_ga_and_ft'])}. Datamodel settings chosen in a prototype by "
-        "their prediction of the mean oracle margin, before any DMM KLoM was computed with them"
+        "their prediction of the mean oracle margin, before any DMM KLoM was computed with them. "
+        "Criterion restated after the first full run: the part 'GA and FT not close to the "
+        "reference' was added (it held there, at ≥ 2.98× the reference on every forget set)"
     )
     return Outcome(metrics=metrics, summary=summary)
