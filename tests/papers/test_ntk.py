@@ -101,6 +101,19 @@ def test_a_failure_beats_an_inconclusive_part() -> None:
     assert ntk.verdict(m) is Verdict.INCONCLUSIVE
 
 
+@pytest.mark.parametrize("name", ["deviation", "movement", "linearization_error"])
+@pytest.mark.parametrize(("width", "seed"), [("1600", 1), ("400", 1), ("1600", 0)])
+def test_a_nan_anywhere_is_inconclusive(name: str, width: str, seed: int) -> None:
+    m = _metrics()
+    m["per_width"][width][name][seed] = math.nan
+    assert ntk.verdict(m) is Verdict.INCONCLUSIVE
+    assert ntk.checks(m)["nan_in"] == [name]
+    m = _metrics(lin_largest=0.2)  # another part fails: still no verdict from a NaN
+    m["per_width"][width][name][seed] = math.nan
+    assert ntk.verdict(m) is Verdict.INCONCLUSIVE
+    assert ntk.verdict(json.loads(json.dumps(m))) is Verdict.INCONCLUSIVE
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> ReproductionResult:
     return run_quick("ntk", tmp_path_factory.mktemp("ntk"))

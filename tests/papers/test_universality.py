@@ -66,6 +66,34 @@ def test_verdict_on_each_side_of_each_threshold(overrides: dict, expected: Verdi
     assert universality.verdict(_metrics(**overrides)) is expected
 
 
+@pytest.mark.parametrize(
+    ("key", "index"),
+    [
+        ("regret", 2),
+        ("regret", 1),
+        ("regret_se", 2),
+        ("bound", 1),
+        ("bound_se", 2),
+        ("slope", None),
+        ("slope_se", None),
+    ],
+)
+@pytest.mark.parametrize("source", ["order 1", "order 3"])
+def test_a_nan_anywhere_is_inconclusive(key: str, index: int | None, source: str) -> None:
+    metrics = _metrics()
+    if index is None:
+        metrics["sources"][source][key] = math.nan
+    else:
+        metrics["sources"][source][key][index] = math.nan
+    assert universality.verdict(metrics) is Verdict.INCONCLUSIVE
+    assert universality.checks(metrics)["nan_in"] == [source]
+    # also when another part fails: no verdict can be drawn from a NaN
+    metrics["sources"]["order 0"]["slope"] = 5.0
+    assert universality.verdict(metrics) is Verdict.INCONCLUSIVE
+    # and as read back from JSON
+    assert universality.verdict(json.loads(json.dumps(metrics))) is Verdict.INCONCLUSIVE
+
+
 def test_a_failure_beats_an_imprecise_slope() -> None:
     metrics = _metrics(order_0=dict(se_ratio=0.5), order_3=dict(slope_ratio=1.5))
     assert universality.verdict(metrics) is Verdict.NOT_HELD

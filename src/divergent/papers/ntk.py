@@ -37,6 +37,9 @@ standard error; a part is ``held`` when the slope lies in its band (and its SE �
 * linearisation: the linearisation error's slope ≤ −0.3 and its mean at the largest width ≤ 0.1
   (the trained function within 10 % of the size of what was learned).
 
+A NaN in any per-seed value of the three series makes the verdict ``inconclusive`` (whatever the
+other parts say).
+
 Scaled down relative to the paper: widths up to 2048 (the paper's figures use 500 and 10 000),
 a few seeds, 50 training steps instead of a long flow, one fixed 4-point regression; the
 paper's figures are qualitative, so there are no headline numbers to compare against.
@@ -119,7 +122,8 @@ def checks(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
     Reads ``widths`` and, per width, the seeds' ``deviation``, ``movement`` and
     ``linearization_error`` (lists under ``per_width``); returns each part's fit, its verdict
-    value and the linearisation error's mean at the largest width.
+    value, the linearisation error's mean at the largest width and the series with a NaN
+    anywhere (``nan_in``).
     """
     widths = [int(w) for w in metrics["widths"]]
     per = metrics["per_width"]
@@ -131,8 +135,15 @@ def checks(metrics: Mapping[str, Any]) -> dict[str, Any]:
     largest = series["linearization_error"][int(np.argmax(widths))]
     lin_mean = float(np.mean(largest))
     lin_slope = _band_verdict(fits["linearization_error"], LINEARIZATION_BAND)
-    lin_close = Verdict.from_bool(lin_mean <= LINEARIZATION_TOL)
+    if math.isnan(lin_mean):
+        lin_close = Verdict.INCONCLUSIVE
+    else:
+        lin_close = Verdict.from_bool(lin_mean <= LINEARIZATION_TOL)
+    nan_in = [
+        name for name, vals in series.items() if any(math.isnan(v) for row in vals for v in row)
+    ]
     return {
+        "nan_in": nan_in,
         "fits": fits,
         "concentration": _band_verdict(fits["deviation"], DEVIATION_BAND).value,
         "lazy_training": _band_verdict(fits["movement"], MOVEMENT_BAND).value,
@@ -142,8 +153,11 @@ def checks(metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
-    """held / not held / inconclusive: the conjunction of the three parts of :func:`checks`."""
+    """held / not held / inconclusive: the conjunction of the three parts of :func:`checks`;
+    a NaN in any per-seed value → inconclusive."""
     c = checks(metrics)
+    if c["nan_in"]:
+        return Verdict.INCONCLUSIVE
     return Verdict.combine(
         Verdict(c[part]) for part in ("concentration", "lazy_training", "linearization")
     )

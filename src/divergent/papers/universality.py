@@ -40,6 +40,9 @@ Verdict (:func:`verdict`, pure; thresholds fixed before the first run):
   :math:`p_{true}/2` the source is ``inconclusive``;
 * **below the bound**: in every (source, n) cell the regret is at most the resolvability
   bound plus 3 combined standard errors (regret's and the bound's MC error).
+
+A NaN anywhere in these numbers (slope, its standard error, any regret, bound or standard error
+cell) makes the verdict ``inconclusive``.
 """
 
 from __future__ import annotations
@@ -78,11 +81,18 @@ def checks(metrics: Mapping[str, Any]) -> dict[str, Any]:
     """Each part of the claim from the per-source results (pure).
 
     Returns per source ``{"slope_ratio", "precise", "tracks"}`` under ``"sources"``, the bound
-    violations (source, n, regret, bound) under ``"violations"`` and ``"below_bound"``.
+    violations (source, n, regret, bound) under ``"violations"`` and ``"below_bound"``, and the
+    sources with a NaN anywhere in their numbers under ``"nan_in"``.
     """
     per_source: dict[str, Any] = {}
     violations = []
+    nan_in = []
     for name, s in metrics["sources"].items():
+        numbers = [s["num_parameters"], s["slope"], s["slope_se"]]
+        for key in ("regret", "regret_se", "bound", "bound_se"):
+            numbers += list(s[key])
+        if any(math.isnan(float(v)) for v in numbers):
+            nan_in.append(name)
         half = float(s["num_parameters"]) / 2
         ratio = float(s["slope"]) / half
         per_source[name] = {
@@ -95,12 +105,20 @@ def checks(metrics: Mapping[str, Any]) -> dict[str, Any]:
         ):
             if float(r) > float(bd) + BOUND_Z * math.hypot(float(r_se), float(bd_se)):
                 violations.append({"source": name, "n": int(n), "regret": r, "bound": bd})
-    return {"sources": per_source, "violations": violations, "below_bound": not violations}
+    return {
+        "sources": per_source,
+        "violations": violations,
+        "below_bound": not violations,
+        "nan_in": nan_in,
+    }
 
 
 def verdict(metrics: Mapping[str, Any]) -> Verdict:
-    """held / not held / inconclusive (a slope too noisy to tell) from :func:`checks` (pure)."""
+    """held / not held / inconclusive (a slope too noisy to tell, or a NaN anywhere in the
+    inputs) from :func:`checks` (pure)."""
     c = checks(metrics)
+    if c["nan_in"]:
+        return Verdict.INCONCLUSIVE  # a NaN would pass as "below the bound" or fail a slope
     parts = [Verdict.from_bool(c["below_bound"])]
     for s in c["sources"].values():
         parts.append(Verdict.from_bool(s["tracks"]) if s["precise"] else Verdict.INCONCLUSIVE)
