@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
@@ -23,6 +25,29 @@ def test_binary_auc_matches_sklearn_with_ties():
     labels = torch.randint(0, 2, (300,), generator=g)
     assert binary_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores))
     assert binary_auc(scores, torch.ones(300)) != binary_auc(scores, torch.ones(300))  # NaN
+
+
+@pytest.mark.parametrize("position", [0, 1, 3])
+def test_binary_auc_of_a_nan_score_is_nan(position):
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    scores[position] = float("nan")
+    assert math.isnan(binary_auc(scores, torch.tensor([0, 0, 1, 1])))
+    labels = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    labels[position] = float("nan")
+    assert math.isnan(binary_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), labels))
+
+
+@pytest.mark.parametrize("bad", [0.5, 2.0, -1.0])
+def test_binary_auc_refuses_labels_outside_0_1(bad):
+    labels = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    labels[2] = bad
+    with pytest.raises(ValueError, match="`labels`"):
+        binary_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), labels)
+    with pytest.raises(ValueError, match="`scores` and `labels`"):
+        binary_auc(torch.tensor([0.1, 0.4, 0.35]), torch.tensor([0, 0, 1, 1]))
+    # bool and integer labels are fine
+    scores = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    assert binary_auc(scores, torch.tensor([0, 0, 1, 1]).bool()) == 0.75
 
 
 def test_simulator_is_stationary_ou():

@@ -53,6 +53,7 @@ from divergent._validation import (
     check_positive_scalar,
     check_reduction,
     check_tensor,
+    reduce_rows,
 )
 from divergent.distributions.closed_form import closed_form
 from divergent.functional import kl
@@ -378,7 +379,9 @@ def knowledge_tracing_elbo(
         penalty = penalty + (1.0 - entropy_weight) * (entropy_traits + entropy_states)
     elbo = expected_log_likelihood - beta * penalty
     terms = (elbo, expected_log_likelihood, kl_traits, kl_states, entropy_traits, entropy_states)
-    return KnowledgeTracingTerms(*(_reduce(t, reduction) for t in terms))
+    return KnowledgeTracingTerms(
+        *(reduce_rows(t, reduction, count=t.numel(), normalizer=None) for t in terms)
+    )
 
 
 def sample_states(
@@ -416,12 +419,6 @@ def sample_states(
         a = torch.cat([a[..., :d, :], a[..., d:, :] * a[..., :-d, :]], -2)
         d *= 2
     return z
-
-
-def _reduce(x: Tensor, reduction: str) -> Tensor:
-    if reduction == "none":
-        return x
-    return x.sum() if reduction == "sum" else x.mean()
 
 
 def _check_answers(answers: Any, shape: tuple[int, int]) -> Tensor:

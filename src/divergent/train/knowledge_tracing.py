@@ -18,6 +18,14 @@ Simplified relative to PSI-KT: no LSTM encoders (the posteriors are free paramet
 learner, fitted per data set: not amortised, so no continual-learning inference), no learned
 prerequisite graph (concepts are independent given the traits), a single Gaussian population
 prior instead of the mixture over learner types.
+
+References:
+    Zhou, Bamler, Wu & Tejero-Cantero (2024), Predictive, Scalable and Interpretable Knowledge
+    Tracing on Structured Domains, ICLR, arXiv 2403.13179 (PSI-KT);
+    Piech, Bassen, Huang, Ganguli, Sahami, Guibas & Sohl-Dickstein (2015), Deep Knowledge
+    Tracing, NeurIPS (the recurrent baseline);
+    Hanley & McNeil (1982), The meaning and use of the area under a receiver operating
+    characteristic (ROC) curve, Radiology 143(1), 29–36 (AUC as the Mann–Whitney statistic).
 """
 
 from __future__ import annotations
@@ -407,14 +415,33 @@ def gru_predict(
 
 def binary_auc(scores: Tensor, labels: Tensor) -> float:
     """Area under the ROC curve of ``scores`` for binary ``labels`` (Mann–Whitney U / n⁺n⁻,
-    tied scores counted half); NaN when one class is absent.
+    tied scores counted half); NaN when one class is absent or any score or label is NaN.
+
+    Raises:
+        ValueError: if ``labels`` holds a value other than 0, 1 (or NaN), or ``scores`` and
+            ``labels`` differ in their number of elements.
 
     Example:
         >>> binary_auc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
         0.75
+        >>> binary_auc(torch.tensor([0.1, float("nan"), 0.35, 0.8]), torch.tensor([0, 0, 1, 1]))
+        nan
     """
     s = scores.reshape(-1).double()
-    y = labels.reshape(-1).bool()
+    lab = labels.reshape(-1).double()
+    if s.numel() != lab.numel():
+        raise ValueError(
+            f"`scores` and `labels` must have as many elements, got {s.numel()} and {lab.numel()}"
+        )
+    if bool(torch.isnan(s).any()) or bool(torch.isnan(lab).any()):
+        return float("nan")
+    bad = (lab != 0) & (lab != 1)
+    if bool(bad.any()):
+        raise ValueError(
+            f"`labels` must be 0 or 1, got {float(lab[bad][0])!r} "
+            f"({int(bad.sum())} value(s) outside {{0, 1}})"
+        )
+    y = lab.bool()
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
