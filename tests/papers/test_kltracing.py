@@ -4,6 +4,7 @@ a quick run."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,26 @@ def test_verdict(kwargs: dict, expected: str) -> None:
     m = _metrics(**kwargs)
     assert kltracing.verdict(m) == Verdict(expected)
     assert kltracing.verdict(json.loads(json.dumps(m))) == Verdict(expected)
+
+
+def test_relative_reduction_without_an_rgb_error_is_nan() -> None:
+    assert kltracing.relative_reduction(0.5, 2.0) == pytest.approx(0.75)
+    assert math.isnan(kltracing.relative_reduction(0.0, 0.0))  # was ZeroDivisionError
+    assert math.isnan(kltracing.relative_reduction(0.3, 0.0))
+
+
+@pytest.mark.parametrize("position", [0, 2])
+def test_a_seed_with_zero_rgb_error_is_inconclusive(position: int) -> None:
+    kl, rgb = [1.0, 1.1, 1.2], [1.4, 1.5, 1.6]
+    rgb[position] = 0.0
+    relative = [kltracing.relative_reduction(a, b) for a, b in zip(kl, rgb)]
+    m = _metrics()
+    m["relative_reduction"] = mean_ci(relative)
+    assert kltracing.verdict(m) == Verdict.INCONCLUSIVE
+    assert kltracing.verdict(json.loads(json.dumps(m))) == Verdict.INCONCLUSIVE
+    rgb[position] = 1.4  # the same seeds with an RGB error: held
+    m["relative_reduction"] = mean_ci([kltracing.relative_reduction(a, b) for a, b in zip(kl, rgb)])
+    assert kltracing.verdict(m) == Verdict.HELD
 
 
 def test_checks_name_each_part() -> None:

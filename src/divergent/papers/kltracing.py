@@ -55,11 +55,13 @@ the better of the two tracers must close at least ``GAP_CLOSURE_MIN`` of the EPE
 zero flow and the oracle, otherwise ``inconclusive``; then the claim is judged on the paired
 per-seed relative EPE reduction :math:`r_s = 1 - \mathrm{EPE}_{kl,s}/\mathrm{EPE}_{rgb,s}`:
 its 95 % interval above 0 → held; below ``MARGIN`` without being above 0 → not held;
-otherwise inconclusive (:func:`divergent.papers._stats.better_than`).
+otherwise inconclusive (:func:`divergent.papers._stats.better_than`). A seed whose RGB EPE is 0
+has no relative reduction (NaN), and the verdict is then inconclusive.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,6 +112,17 @@ METHODS = ("kl", "rgb", "rgb_categorical", "zero", "oracle")
 
 MARGIN = 0.05  # the smallest relative EPE reduction the claim needs
 GAP_CLOSURE_MIN = 0.5  # the better tracer closes ≥ half the zero-flow → oracle gap
+
+
+def relative_reduction(kl: float, rgb: float) -> float:
+    """One seed's relative EPE reduction ``1 − kl / rgb`` of KL-tracing against RGB tracing;
+    NaN when RGB's EPE is 0 (no reduction is defined, and :func:`verdict` says inconclusive).
+
+    Example:
+        >>> relative_reduction(0.5, 2.0), relative_reduction(0.0, 0.0)
+        (0.75, nan)
+    """
+    return 1 - kl / rgb if rgb != 0 else math.nan
 
 
 def checks(metrics: Mapping[str, Any]) -> dict[str, bool]:
@@ -256,7 +269,7 @@ def experiment(ctx: ReproContext) -> Outcome:
             per_seed[m].append(run["epe"][m])
             exact[m].append(run["exact"][m])
         per_query += run["per_query_kl_minus_rgb"]
-    relative = [1 - kl / rgb for kl, rgb in zip(per_seed["kl"], per_seed["rgb"])]
+    relative = [relative_reduction(kl, rgb) for kl, rgb in zip(per_seed["kl"], per_seed["rgb"])]
     metrics: dict[str, Any] = {
         "n_seeds": ctx.size.n_seeds,
         "steps": ctx.size.steps,

@@ -21,6 +21,15 @@ What the KL-tracing reproduction (:mod:`divergent.papers.kltracing`) trains and 
   :func:`expected_intensity` — the mean intensity of a categorical prediction.
 
 Intensities are ``bin / (n_bins − 1)`` in [0, 1] wherever a number is needed.
+
+References:
+    Kim, Aw, Kotar, Eyzaguirre, Lee, Liu, Watrous, Stojanov, Niebles, Wu & Yamins (2025),
+    Taming generative video models for zero-shot optical flow extraction, arXiv 2507.09082
+    (KL-tracing, the tracer and the random-access reveal);
+    Bear, Feigelis, Chen, Lee, Venkatesh, Kotar, Durango & Yamins (2023), Unifying (Machine)
+    Vision via Counterfactual World Modeling, arXiv 2306.01828 (the RGB-difference probe);
+    Yu & Koltun (2016), Multi-Scale Context Aggregation by Dilated Convolutions, ICLR,
+    arXiv 1511.07122 (the dilated trunk).
 """
 
 from __future__ import annotations

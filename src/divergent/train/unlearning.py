@@ -337,8 +337,9 @@ def match_outputs(
         targets: ``(n_models, m, n_classes)``, one set of target logits per model.
         steps: number of full-batch gradient steps (>= 0).
         lr: step size; default ``1 / L`` with ``L`` the largest eigenvalue of the (quadratic)
-            objective's Hessian, ``λ_max([x, 1]ᵀ[x, 1] / m)``, the largest step that
-            decreases it monotonically in every direction.
+            objective's Hessian, ``λ_max([x, 1]ᵀ[x, 1] / m)``: a safe step that decreases it
+            monotonically (gradient descent on a quadratic does so for any step below
+            ``2 / L``; ``1 / L`` also never overshoots the minimum along any eigendirection).
 
     Returns:
         The fine-tuned ensemble.
