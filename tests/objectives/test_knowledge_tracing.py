@@ -297,6 +297,114 @@ def test_reductions_and_per_learner_nan():
     assert torch.isnan(out[1]) and not torch.isnan(out[[0, 2]]).any()
 
 
+@pytest.mark.parametrize("markov", [False, True], ids=["mean-field", "markov"])
+def test_nan_gap_in_a_later_learner_gives_nan_for_that_learner_only(markov):
+    # NaN in gaps[:, 1:] passes the gap check, so it must reach the output as NaN for its own
+    # learner (not torch's "Expected parameter loc ... Normal" from an internal distribution)
+    answers, concepts, gaps, q_s, q_z = _batch()
+    coupling = torch.full((3, 4, 2), 0.5, dtype=torch.float64) if markov else None
+    clean = _call(answers, concepts, gaps, q_s, q_z, coupling, reduction="none")
+    bad = gaps.clone()
+    bad[2, 3] = float("nan")  # the last learner, a later step
+    leaves = [x.clone().requires_grad_() for x in (*q_s, *q_z)]
+    out = _call(answers, concepts, bad, leaves[:2], leaves[2:], coupling, reduction="none")
+    for name in ("elbo", "kl_states"):
+        got, want = getattr(out, name), getattr(clean, name)
+        assert torch.isnan(got[2]), name
+        assert torch.allclose(got[:2], want[:2]), name  # the other learners unchanged
+    assert torch.isfinite(out.kl_traits).all() and torch.isfinite(out.expected_log_likelihood).all()
+    out.elbo[0].backward()  # the other learners' gradients stay finite
+    assert all(torch.isfinite(x.grad[0]).all() for x in leaves)
+    assert torch.isnan(_call(answers, concepts, bad, q_s, q_z, coupling).elbo)  # mean
+    first = gaps.clone()
+    first[1, 0] = float("nan")  # gaps[:, 0] is not used
+    assert torch.equal(
+        _call(answers, concepts, first, q_s, q_z, coupling, reduction="none").elbo, clean.elbo
+    )
+
+
+@pytest.mark.parametrize("markov", [False, True], ids=["mean-field", "markov"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_empty_batch(reduction, markov):
+    # B = 0: mean / sum give 0 with zero gradient (never NaN), "none" an empty tensor
+    answers, concepts, gaps, q_s, q_z = _batch(b=0)
+    leaves = [x.clone().requires_grad_() for x in (*q_s, *q_z)]
+    prior = [torch.zeros(3, dtype=torch.float64, requires_grad=True), torch.ones(3).double()]
+    coupling = torch.zeros(0, 4, 2, dtype=torch.float64) if markov else None
+    out = knowledge_tracing_elbo(
+        answers,
+        concepts,
+        gaps,
+        Normal(*leaves[:2]),
+        Normal(*leaves[2:]),
+        Normal(*prior),
+        state_coupling=coupling,
+        reduction=reduction,
+    )
+    for value in out:
+        assert value.shape == ((0,) if reduction == "none" else ())
+        assert not torch.isnan(value).any()
+    if reduction != "none":
+        assert all(float(v.detach()) == 0.0 for v in out)
+        out.elbo.backward()
+        assert prior[0].grad is not None and torch.equal(prior[0].grad, torch.zeros(3).double())
+        assert all(x.grad is not None and x.grad.numel() == 0 for x in leaves)
+
+
+def test_trait_prior_batch_shape():
+    answers, concepts, gaps, q_s, q_z = _batch()  # B = 3
+    kw = {"generator": torch.Generator().manual_seed(3)}
+    args = (answers, concepts, gaps, Normal(*q_s), Normal(*q_z))
+    f64 = torch.float64
+    want = knowledge_tracing_elbo(*args, Normal(torch.zeros(3, dtype=f64), 1.0), **kw)
+    for shape in [(1, 3), (3, 3)]:  # broadcast to (B, 3): accepted, same value
+        kw["generator"] = torch.Generator().manual_seed(3)
+        prior = Normal(torch.zeros(shape, dtype=f64), torch.ones(shape, dtype=f64))
+        assert torch.allclose(knowledge_tracing_elbo(*args, prior, **kw).elbo, want.elbo)
+    for shape in [(5, 3, 3), (2, 3), (3, 2), (4, 1, 3), (3, 1), ()]:  # does not broadcast to (3, 3)
+        prior = Normal(torch.zeros(shape, dtype=f64), torch.ones(shape, dtype=f64))
+        with pytest.raises(ValueError, match=r"`trait_prior`.*\(3, 3\).*got"):
+            knowledge_tracing_elbo(*args, prior, **kw)
+
+
+def test_closed_form_errors_name_the_trait_arguments():
+    answers, concepts, gaps, q_s, q_z = _batch()
+    nan_loc = q_s[0].clone()
+    nan_loc[2, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"`trait_posterior\.loc`") as info:
+        knowledge_tracing_elbo(
+            answers,
+            concepts,
+            gaps,
+            Normal(nan_loc, q_s[1], validate_args=False),
+            Normal(*q_z),
+            Normal(torch.zeros(3, dtype=torch.float64), 1.0),
+        )
+    assert "`P" not in str(info.value)
+    scale = q_z[1].clone()
+    scale[2, 3, 1] = -0.5  # a negative state scale (validate_args=False) is still refused
+    with pytest.raises(ValueError, match=r"`state_posterior\.scale`"):
+        knowledge_tracing_elbo(
+            answers,
+            concepts,
+            gaps,
+            Normal(*q_s),
+            Normal(q_z[0], scale, validate_args=False),
+            Normal(torch.zeros(3, dtype=torch.float64), 1.0),
+        )
+    scale[2, 3, 1] = float("nan")  # NaN: NaN for that learner only
+    out = knowledge_tracing_elbo(
+        answers,
+        concepts,
+        gaps,
+        Normal(*q_s),
+        Normal(q_z[0], scale, validate_args=False),
+        Normal(torch.zeros(3, dtype=torch.float64), 1.0),
+        reduction="none",
+    ).elbo
+    assert torch.isnan(out[2]) and torch.isfinite(out[:2]).all()
+
+
 @pytest.mark.parametrize("markov", [False, True])
 def test_elbo_gradcheck(markov):
     answers, concepts, gaps, q_s, q_z = _batch(b=2, t=3, k=2)
@@ -375,3 +483,27 @@ def test_learner_type_kl_is_log_c_minus_entropy():
         learner_type_kl(torch.zeros(3, 0))
     with pytest.raises(ValueError, match="`reduction`"):
         learner_type_kl(logits, reduction="avg")
+
+
+@pytest.mark.parametrize(
+    ("scores", "inputs"),
+    [
+        ([0.5, 0.6, 0.0], "probs"),  # sums to 1.1
+        ([1.5, -0.5, 0.0], "probs"),  # negative
+        ([0.0, 0.0, 0.0], "log_probs"),  # not normalised
+        ([0.0, 0.0, float("inf")], "logits"),  # +inf in a later position
+    ],
+)
+def test_learner_type_kl_errors_name_type_scores(scores, inputs):
+    x = torch.tensor([[0.2, 0.3, 0.5], scores]) if inputs == "probs" else torch.tensor(scores)
+    with pytest.raises(ValueError, match="`type_scores`") as info:
+        learner_type_kl(x, inputs=inputs)
+    message = str(info.value)
+    assert "`p`" not in message and "p.sum" not in message and "p.log_softmax" not in message
+
+
+def test_learner_type_kl_nan_in_a_later_row_is_nan_for_that_row():
+    x = torch.zeros(3, 4)
+    x[2, 3] = float("nan")
+    out = learner_type_kl(x, reduction="none")
+    assert torch.isnan(out[2]) and torch.equal(out[:2], torch.zeros(2))

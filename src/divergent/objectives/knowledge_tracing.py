@@ -38,6 +38,7 @@ References:
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, NamedTuple
 
 import torch
@@ -266,10 +267,11 @@ def knowledge_tracing_elbo(
         answers: ``(B, T)`` answers in {0, 1} (float or bool); NaN gives NaN for that learner.
         concepts: ``(B, T)`` integer concept of each answer, in ``[0, K)``.
         gaps: ``(B, T)`` time since the previous interaction; ``gaps[:, 0]`` is not used (the
-            first state is stationary), the others must be > 0.
+            first state is stationary), the others must be > 0 and finite; NaN gives NaN for
+            that learner.
         trait_posterior: ``Normal`` of batch shape ``(B, 3)``, :math:`q(s)` (:data:`TRAIT_NAMES`).
         state_posterior: ``Normal`` of batch shape ``(B, T, K)``, :math:`q(z)`.
-        trait_prior: ``Normal`` whose batch shape broadcasts to ``(B, 3)``, :math:`p(s)`.
+        trait_prior: ``Normal`` of batch shape ``(3,)``, ``(1, 3)`` or ``(B, 3)``, :math:`p(s)`.
         state_coupling: None (mean-field q(z)) or ``(B, T, K)`` coefficients :math:`a` of a
             Gauss–Markov posterior (``[:, 0]`` is not used).
         num_samples: Monte Carlo draws of :math:`(s, z)` per learner.
@@ -284,9 +286,12 @@ def knowledge_tracing_elbo(
 
     Raises:
         ValueError: shapes that disagree, answers outside {0, 1}, concepts outside
-            ``[0, K)``, gaps ≤ 0 after the first, a posterior or prior that is not a
-            ``Normal`` or has NaN / non-positive scales, bad ``num_samples`` / ``beta`` /
-            ``entropy_weight`` / ``reduction``.
+            ``[0, K)``, gaps ≤ 0 or infinite after the first, a posterior or prior that is
+            not a ``Normal``, a trait posterior or prior with NaN parameters / non-positive
+            scales (named by argument), a state posterior scale ≤ 0 or infinite (NaN in the
+            state posterior, as in ``answers`` and ``gaps``, gives NaN for that learner), a
+            ``trait_prior`` whose batch shape is not ``(3,)``, ``(1, 3)`` or ``(B, 3)``, bad
+            ``num_samples`` / ``beta`` / ``entropy_weight`` / ``reduction``.
 
     Example:
         >>> from torch.distributions import Normal
@@ -317,6 +322,8 @@ def knowledge_tracing_elbo(
             f"got {state_posterior!r}"
         )
     n_learners, n_steps, n_concepts = state_posterior.batch_shape
+    # the state KLs below use the Gaussian formula, which would take a negative scale silently
+    _check_positive_entries(state_posterior.scale, "state_posterior.scale")
     answers = _check_answers(answers, (n_learners, n_steps))
     concepts = _check_concepts(concepts, (n_learners, n_steps), n_concepts)
     gaps = check_float_tensor(gaps, "gaps", dims=2)
@@ -334,12 +341,13 @@ def knowledge_tracing_elbo(
                 f"`state_coupling` must have the shape {tuple(state_posterior.batch_shape)} of "
                 f"`state_posterior` (B, T, K), got {tuple(state_coupling.shape)}"
             )
-    if not isinstance(trait_prior, Normal) or trait_prior.batch_shape[-1:] != (3,):
+    _check_trait_prior(trait_prior, n_learners)
+    try:
+        kl_traits = closed_form("kl", trait_posterior, trait_prior).value.sum(-1)
+    except ValueError as err:  # closed_form names its sides P and Q: say which argument
         raise ValueError(
-            "`trait_prior` must be a torch.distributions.Normal whose batch shape ends in 3 "
-            f"(log speed, mean, log volatility), got {trait_prior!r}"
-        )
-    kl_traits = closed_form("kl", trait_posterior, trait_prior).value.sum(-1)
+            _rename_sides(str(err), {"P": "trait_posterior", "Q": "trait_prior"})
+        ) from err
     kl_traits = kl_traits.expand(n_learners)
 
     q_loc, q_scale = state_posterior.loc, state_posterior.scale
@@ -359,17 +367,19 @@ def knowledge_tracing_elbo(
     expected_log_likelihood = log_lik.sum(-1).mean(0)
 
     speed, mean, vol = (x[..., None, None] for x in ou_traits(traits))  # (S, B, 1, 1)
+    # The state KLs by the Gaussian formula, not closed_form / internal Normals: a NaN gap
+    # must give NaN for its learner (closed_form and torch's checks refuse NaN parameters).
+    q_var = q_scale.square()
     # n = 0: the stationary law N(μ, σ²/2α)
-    stationary = Normal(mean[..., 0, :], vol[..., 0, :] / torch.sqrt(2.0 * speed[..., 0, :]))
-    first = Normal(q_loc[:, 0], q_scale[:, 0])
-    kl_states = closed_form("kl", first, stationary).value.sum(-1).mean(0)
+    stationary_var = vol[..., 0, :].square() / (2.0 * speed[..., 0, :])
+    kl_first = _normal_kl(q_loc[:, 0], q_var[:, 0], mean[..., 0, :], stationary_var)
+    kl_states = kl_first.sum(-1).mean(0)
     if n_steps > 1:
         m, v = ou_transition(states[:, :, :-1], gaps[:, 1:, None], speed, mean, vol)
         later_loc = q_loc[:, 1:]
         if state_coupling is not None:  # q(z_n | z_{n−1}) given the draw of z_{n−1}
             later_loc = later_loc + state_coupling[:, 1:] * states[:, :, :-1]
-        later = Normal(later_loc, q_scale[:, 1:].expand_as(later_loc))
-        kl_later = closed_form("kl", later, Normal(m, v.sqrt())).value
+        kl_later = _normal_kl(later_loc, q_var[:, 1:], m, v)
         kl_states = kl_states + kl_later.sum((-2, -1)).mean(0)
 
     entropy_traits = trait_posterior.entropy().sum(-1)
@@ -382,6 +392,41 @@ def knowledge_tracing_elbo(
     return KnowledgeTracingTerms(
         *(reduce_rows(t, reduction, count=t.numel(), normalizer=None) for t in terms)
     )
+
+
+def _normal_kl(loc_q: Tensor, var_q: Tensor, loc_p: Tensor, var_p: Tensor) -> Tensor:
+    r""":math:`\mathrm{KL}(N(m_q, v_q)\|N(m_p, v_p))
+    = \tfrac12\big(r + (m_q - m_p)^2/v_p - 1 - \log r\big)`, :math:`r = v_q / v_p`,
+    elementwise (the formula of :func:`closed_form`'s Gaussian pair); NaN in gives NaN out."""
+    ratio = var_q / var_p
+    return 0.5 * (ratio + (loc_q - loc_p).square() / var_p - 1.0 - torch.log(ratio))
+
+
+def _check_trait_prior(trait_prior: Any, n_learners: int) -> None:
+    """``trait_prior``: a ``Normal`` of batch shape ``(3,)``, ``(1, 3)`` or ``(B, 3)``."""
+    want = (n_learners, len(TRAIT_NAMES))
+    if not isinstance(trait_prior, Normal):
+        raise ValueError(
+            f"`trait_prior` must be a torch.distributions.Normal of batch shape (3,), (1, 3) or "
+            f"{want} (B, 3: log speed, mean, log volatility), got {trait_prior!r}"
+        )
+    shape = tuple(trait_prior.batch_shape)
+    try:
+        fits = shape[-1:] == (3,) and tuple(torch.broadcast_shapes(shape, want)) == want
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"`trait_prior` must have batch shape (3,), (1, 3) or {want} (B, 3: log speed, mean, "
+            f"log volatility), got {shape}"
+        )
+
+
+def _rename_sides(message: str, names: dict[str, str]) -> str:
+    """``message`` with each side name the library uses (`` `p` ``, ``p / p.sum``) replaced
+    by the caller's argument name."""
+    pattern = r"(?<![\w.'])(" + "|".join(map(re.escape, names)) + r")(?![\w'(])"
+    return re.sub(pattern, lambda m: names[m.group(1)], message)
 
 
 def sample_states(
@@ -499,4 +544,7 @@ def learner_type_kl(
     n_types = type_scores.shape[-1]
     fill = {"logits": 0.0, "log_probs": -math.log(n_types), "probs": 1.0 / n_types}[inputs]
     uniform = torch.full_like(type_scores, fill)
-    return kl(type_scores, uniform, inputs=inputs, reduction=reduction)
+    try:
+        return kl(type_scores, uniform, inputs=inputs, reduction=reduction)
+    except ValueError as err:  # the library names its sides p and q: say which argument
+        raise ValueError(_rename_sides(str(err), {"p": "type_scores"})) from err
