@@ -4,6 +4,7 @@ Monte Carlo, gradcheck."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -259,6 +260,7 @@ def test_integral_kl_dtype() -> None:
     assert float(v32) == pytest.approx(float(integral_kl(MEAN_P, LINE, MEAN_Q, COV_Q)), rel=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:integral_kl. `cov_p` is .nearly. singular:UserWarning")
 def test_integral_kl_gradcheck_through_generator_factors() -> None:
     """Gradients in the means and in factors A (Σ = AAᵀ), P's of rank 1."""
 
@@ -285,7 +287,8 @@ def test_integral_kl_gradcheck_through_generator_factors() -> None:
 def test_gradient_of_ikl_is_finite_at_a_singular_generator() -> None:
     a = t64([[1.0, 0.0], [0.5, 0.0]]).requires_grad_(True)  # x0 = A z on a line
     m = torch.zeros(2, dtype=F64, requires_grad=True)
-    integral_kl(m, a @ a.T, MEAN_Q, COV_Q).backward()
+    with pytest.warns(UserWarning, match="depends on n_nodes"):
+        integral_kl(m, a @ a.T, MEAN_Q, COV_Q).backward()
     assert torch.isfinite(a.grad).all() and torch.isfinite(m.grad).all()
     assert float(a.grad[:, 1].abs().sum()) == 0.0  # Σ = AAᵀ does not see a zero column ...
     assert float(a.grad[:, 0].abs().sum()) > 0
@@ -343,3 +346,101 @@ def test_singular_q_is_accepted_away_from_zero() -> None:
 def test_bad_input_elsewhere_is_refused(call, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         call()
+
+
+# --------------------------------------------------------------------------------------------
+# nearly singular Σ_Q, singular-Σ_P gradients, shapes (review findings 6, 7, 14)
+# --------------------------------------------------------------------------------------------
+def quad_ikl_decades(mp, cp, mq, cq, path, lo=0.0, hi=1.0) -> float:
+    """scipy quad over decades of t − lo (resolves a spike of any width ≥ 1e-17 at lo)."""
+    edges = [lo] + [lo + (hi - lo) * 10.0**k for k in range(-17, 1)]
+    return sum(
+        integrate.quad(
+            lambda t: ref_kl_t(mp, cp, mq, cq, t, path), a, b, limit=200, epsabs=0, epsrel=1e-11
+        )[0]
+        for a, b in itertools.pairwise(edges)
+    )
+
+
+@pytest.mark.parametrize("lam,old_value", [(1e-8, 60.13), (1e-11, 65.62)])
+def test_nearly_singular_q_at_t_min_zero_equals_quadrature(lam, old_value) -> None:
+    """The trial's two examples: the fixed nodes gave 60.13 and 65.62 (5 % and 28 % off)."""
+    zero, cq = torch.zeros(2, dtype=F64), torch.diag(t64([1.0, lam]))
+    got = float(integral_kl(zero, torch.eye(2, dtype=F64), zero, cq))
+    ref = quad_ikl_decades(zero, torch.eye(2, dtype=F64), zero, cq, VPPath())
+    assert got == pytest.approx(ref, rel=1e-8)
+    assert abs(old_value - ref) > 0.04 * ref
+
+
+@pytest.mark.parametrize("path,t_min", [(VPPath(), 0.0), (VEPath(), 0.0), (VPPath(), 1e-7)])
+def test_nearly_singular_q_two_scales_equals_quadrature(path, t_min) -> None:
+    rot = t64([[0.8, -0.6], [0.6, 0.8]])
+    cq = rot @ torch.diag(t64([1e-3, 1e-9])) @ rot.T
+    got = float(integral_kl(MEAN_P, FULL_P, MEAN_Q, cq, path=path, t_min=t_min))
+    ref = quad_ikl_decades(MEAN_P, FULL_P, MEAN_Q, cq, path, lo=t_min)
+    assert got == pytest.approx(ref, rel=1e-6)
+
+
+def test_node_adaptation_switches_at_its_threshold() -> None:
+    """Under VP ρ(0.01) = e^{B(0.01)} − 1 ≈ 2.0e-3, so λ = 2.2e-3 (τ > 1e-2 L) keeps the plain
+    rule (bit for bit), λ = 1.8e-3 (τ < 1e-2 L) adapts; both agree with scipy."""
+    from divergent.distributions.diffusion import _kl_at
+
+    for lam, plain in ((2.2e-3, True), (1.8e-3, False)):
+        cq = torch.diag(t64([1.0, lam]))
+        got = integral_kl(MEAN_P, FULL_P, MEAN_Q, cq)
+        t, w = gauss_legendre_times(0.0, 1.0, 48)
+        fixed = (w * _kl_at(MEAN_P, FULL_P, MEAN_Q, cq, t, VPPath())).sum()
+        assert (float(got) == float(fixed)) is plain
+        ref = quad_ikl_decades(MEAN_P, FULL_P, MEAN_Q, cq, VPPath())
+        assert float(got) == pytest.approx(ref, rel=1e-9)
+
+
+def test_adapted_rule_integrates_the_spike_exactly() -> None:
+    t, w = gauss_legendre_times(0.0, 1.0, 16, scale=1e-11)
+    assert float((w / (1e-11 + t)).sum()) == pytest.approx(math.log1p(1e11), rel=1e-12)
+    assert float(t.min()) > 0 and float(t.max()) <= 1.0
+    assert float(w.sum()) == pytest.approx(1.0, rel=1e-6)
+    with pytest.raises(ValueError, match="scale"):
+        gauss_legendre_times(0.0, 1.0, 16, scale=-1.0)
+
+
+def test_gradient_at_a_singular_p_from_zero_warns_and_not_away_from_zero() -> None:
+    lam = torch.tensor(0.0, dtype=F64, requires_grad=True)
+    cp = torch.diag(torch.stack([torch.tensor(1.0, dtype=F64), lam]))
+    zero = torch.zeros(2, dtype=F64)
+    with pytest.warns(UserWarning, match="cov_p.*singular.*n_nodes"):
+        integral_kl(zero, cp, zero, torch.eye(2, dtype=F64)).backward()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        integral_kl(zero, cp, zero, torch.eye(2, dtype=F64), t_min=1e-3)  # resolved there
+        with torch.no_grad():
+            integral_kl(zero, cp, zero, torch.eye(2, dtype=F64))  # no gradient asked
+        integral_kl(zero, cp.detach(), zero, torch.eye(2, dtype=F64))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (
+            dict(
+                mean_p=torch.zeros(3, 2, dtype=F64), cov_p=torch.eye(2, dtype=F64).expand(4, 2, 2)
+            ),
+            "mean_p.*cov_p.*broadcast",
+        ),
+        (dict(mean_q=torch.zeros(3, 2, dtype=F64)), "batch shapes.*mean_q"),
+        (
+            dict(mean_p=torch.zeros(0, dtype=F64), cov_p=torch.zeros(0, 0, dtype=F64)),
+            "mean_p.*d = 0",
+        ),
+    ],
+)
+def test_shape_errors_name_the_arguments(kwargs: dict, match: str) -> None:
+    args = dict(mean_p=MEAN_P, cov_p=FULL_P, mean_q=MEAN_Q, cov_q=COV_Q.expand(4, 2, 2))
+    if "mean_q" not in kwargs:
+        args["cov_q"] = COV_Q
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        integral_kl(args["mean_p"], args["cov_p"], args["mean_q"], args["cov_q"])
