@@ -138,6 +138,17 @@ def test_nan_samples_give_nan_not_a_number() -> None:
         (dict(score_target=lambda x, t: 1.0), "score_target"),
         (dict(x0=torch.zeros(3, 2, dtype=torch.int64)), "x0"),
         (dict(x0=torch.tensor(1.0)), "x0"),
+        (dict(score_generator=3), "`score_generator` must be a callable"),
+        (dict(score_target="teacher"), "`score_target` must be a callable"),
+        (dict(generator=3), "`generator` must be a torch.Generator"),
+        (
+            dict(score_generator=lambda x, t: torch.zeros(x.shape, dtype=torch.int64)),
+            "`score_generator` must return a floating-point",
+        ),
+        (
+            dict(score_target=lambda x, t: torch.zeros(x.shape, dtype=torch.int64)),
+            "`score_target` must return a floating-point",
+        ),
     ],
 )
 def test_bad_input_is_refused(kwargs: dict, match: str) -> None:
@@ -151,3 +162,38 @@ def test_bad_input_is_refused(kwargs: dict, match: str) -> None:
             args[k] = kwargs.pop(k)
     with pytest.raises(ValueError, match=match):
         integral_kl_loss(args["x0"], args["score_generator"], args["score_target"], **kwargs)
+
+
+@pytest.mark.parametrize("x0_dtype", [torch.bfloat16, torch.float16, torch.float32, torch.float64])
+def test_score_models_get_t_in_fp32_or_fp64(x0_dtype) -> None:
+    """t reaches the models unrounded (bf16 would turn 0.997 into 0.996)."""
+    seen = []
+
+    def score(x, t):
+        seen.append(t)
+        return -x
+
+    t = torch.tensor([0.997, 0.5], dtype=F64)
+    integral_kl_loss(torch.zeros(2, 3, dtype=x0_dtype), score, score, t=t)
+    want = F64 if x0_dtype == F64 else torch.float32
+    assert all(s.dtype == want for s in seen) and len(seen) == 2
+    assert torch.equal(seen[0], t.to(want))
+
+
+@pytest.mark.parametrize("shape", [(0, 2), (0,), (0, 2, 3)])
+def test_empty_batch_gives_zero_with_zero_gradient(shape) -> None:
+    def never(x, t):
+        raise AssertionError("the score models are not called on an empty batch")
+
+    for dtype, want in ((torch.bfloat16, torch.float32), (F64, F64)):
+        x0 = torch.zeros(shape, dtype=dtype, requires_grad=True)
+        for reduction in ("mean", "sum"):
+            loss = integral_kl_loss(x0, never, never, reduction=reduction)
+            assert loss.shape == () and float(loss.detach()) == 0.0 and loss.dtype == want
+            (grad,) = torch.autograd.grad(loss, x0)
+            assert grad.shape == x0.shape
+        none = integral_kl_loss(x0, never, never, reduction="none")
+        assert none.shape == (0,) and none.dtype == want
+    # the other arguments are still checked
+    with pytest.raises(ValueError, match="noise"):
+        integral_kl_loss(torch.zeros(0, 2), never, never, noise=torch.zeros(1, 2))

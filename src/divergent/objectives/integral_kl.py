@@ -37,6 +37,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -45,6 +46,7 @@ from torch import Tensor
 from divergent._validation import (
     check_float_tensor,
     check_reduction,
+    compute_dtype,
 )
 from divergent.distributions.diffusion import (
     PathLike,
@@ -90,7 +92,8 @@ def integral_kl_loss(
     Args:
         x0: generator samples :math:`g_\theta(z)`, batch axis first, differentiable in θ.
         score_generator: :math:`s_q(x_t, t) = \nabla_x\log q_t(x_t)` (the fake / generator
-            score); called on detached inputs under ``torch.no_grad()``.
+            score); called on detached inputs under ``torch.no_grad()``, with x_t in x0's
+            dtype and t in float32 (float64 when x0 is float64), never in half precision.
         score_target: :math:`s_p(x_t, t)` (the teacher's score), same convention.
         path: ``"vp"``, ``"ve"`` or a :class:`~divergent.distributions.diffusion.DiffusionPath`.
         weight: w(t): None / ``"uniform"``, ``"sigma2"`` or a callable ``t -> w(t)``.
@@ -101,12 +104,15 @@ def integral_kl_loss(
         reduction: ``"mean"`` (default), ``"sum"`` or ``"none"`` over the batch.
 
     Returns:
-        The surrogate loss (``reduction="none"``: one value per sample).
+        The surrogate loss (``reduction="none"``: one value per sample). An empty batch gives
+        0 with a zero gradient for ``"mean"`` and ``"sum"`` (an empty tensor for ``"none"``),
+        without calling the score models.
 
     Raises:
         ValueError: a non-float or 0-d ``x0``; ``t`` outside [t_min, t_max] or of the wrong
-            shape; ``noise`` of the wrong shape; bad range, path, weight or reduction; scores
-            of the wrong shape (named by the argument).
+            shape; ``noise`` of the wrong shape; bad range, path, weight or reduction; score
+            models that are not callable or return a non-float tensor or one of the wrong
+            shape; a ``generator`` that is not a ``torch.Generator`` (named by the argument).
 
     Example:
         >>> from divergent.distributions.diffusion import diffused_gaussian_score
@@ -130,6 +136,15 @@ def integral_kl_loss(
     reduction = check_reduction(reduction)
     path = diffusion_path(path)
     gauss_legendre_times(t_min, t_max, 2)  # validates the range
+    for name, fn in (("score_generator", score_generator), ("score_target", score_target)):
+        if not callable(fn):
+            raise ValueError(
+                f"`{name}` must be a callable (x_t, t) -> score, got {type(fn).__name__}"
+            )
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(
+            f"`generator` must be a torch.Generator or None, got {type(generator).__name__}"
+        )
     batch = x0.shape[0]
     if t is None:
         u = torch.rand(batch, generator=generator, dtype=torch.float64)
@@ -151,11 +166,16 @@ def integral_kl_loss(
             raise ValueError(
                 f"`noise` must have the shape of `x0` {tuple(x0.shape)}, got {tuple(noise.shape)}"
             )
+    if batch == 0:  # nothing to score: 0 with a zero gradient (mean / sum), or no values
+        rows = x0.reshape(0, math.prod(x0.shape[1:])).sum(-1).to(compute_dtype(x0)) * 0.0
+        return rows if reduction == "none" else rows.sum()
     extra = (1,) * (x0.dim() - 1)
     alpha = path.alpha(t).to(x0.dtype).reshape(batch, *extra)
     sigma = path.sigma(t).to(x0.dtype).reshape(batch, *extra)
     x_t = alpha * x0 + sigma * noise.detach()
-    t_model = t.to(x0.dtype)
+    # the models get t at least in fp32 (a bf16 t would round 0.997 to 0.996 while α_t and σ_t
+    # above use the float64 t); float64 when x0 is float64
+    t_model = t.to(compute_dtype(x0))
     with torch.no_grad():
         s_q = score_generator(x_t.detach(), t_model)
         s_p = score_target(x_t.detach(), t_model)
@@ -164,6 +184,11 @@ def integral_kl_loss(
             got = tuple(s.shape) if isinstance(s, Tensor) else type(s).__name__
             raise ValueError(
                 f"`{name}` must return a tensor of the shape of `x0` {tuple(x0.shape)}, got {got}"
+            )
+        if not torch.is_floating_point(s):
+            raise ValueError(
+                f"`{name}` must return a floating-point tensor (float16, bfloat16, float32 or "
+                f"float64), got dtype {s.dtype}"
             )
     w = (t_max - t_min) * diffusion_weight(weight, t, path)
     return score_distillation_loss(x_t, s_q, s_p, w.to(x0.dtype), reduction=reduction)
