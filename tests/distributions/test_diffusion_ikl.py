@@ -411,11 +411,15 @@ def test_gradient_at_a_singular_p_from_zero_warns_and_not_away_from_zero() -> No
     zero = torch.zeros(2, dtype=F64)
     with pytest.warns(UserWarning, match="cov_p.*singular.*n_nodes"):
         integral_kl(zero, cp, zero, torch.eye(2, dtype=F64)).backward()
+    near = torch.diag(t64([1.0, 1e-8])).requires_grad_(True)  # finite but unresolved
+    with pytest.warns(UserWarning, match="n_nodes"):
+        integral_kl(zero, near, zero, torch.eye(2, dtype=F64))
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         integral_kl(zero, cp, zero, torch.eye(2, dtype=F64), t_min=1e-3)  # resolved there
+        integral_kl(zero, cp, zero, torch.eye(2, dtype=F64), weight="sigma2")  # w/ρ bounded
         with torch.no_grad():
             integral_kl(zero, cp, zero, torch.eye(2, dtype=F64))  # no gradient asked
         integral_kl(zero, cp.detach(), zero, torch.eye(2, dtype=F64))

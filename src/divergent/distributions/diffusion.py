@@ -476,8 +476,8 @@ def gauss_legendre_times(
 
 
 SINGULAR_REL = 1e-12  # an eigenvalue ≤ this × max(1, max |Σ_ij|) counts as singular
-# below GRAD_WARN_BELOW · L the plain rule's derivative along a tiny eigenvalue of Σ_P is off
-GRAD_WARN_BELOW = 1e-4
+# the derivative along Σ_P's smallest eigenvalue counts as unresolved beyond this n-vs-2n change
+GRAD_WARN_REL = 1e-3
 # the plain rule resolves a 1/(τ + t − t_min) feature to ~1e-13 (48 nodes) for τ ≥ 1e-2 L
 ADAPT_BELOW = 1e-2
 
@@ -551,8 +551,10 @@ def integral_kl(
     number that grows with ``n_nodes`` (−44 at 16 nodes, −66 at 48, −94 at 200 for
     Σ_P = diag(1, 0) against Q = N(0, I)); for a tiny positive eigenvalue the derivative is
     finite but unresolved (−60 at 48 nodes against −57 at λ = 1e-8). The value itself
-    converges. A ``UserWarning`` says so when such a ``cov_p`` requires grad; differentiate
-    with ``t_min > 0`` (or far from singular Σ_P) instead.
+    converges. A ``UserWarning`` says so when ``cov_p`` requires grad and
+    :math:`\int w(t)/(\lambda_{\min}(\Sigma_P) + \rho_t)\,dt` changes by more than 1e-3
+    (relative) from ``n_nodes`` to twice as many; differentiate with ``t_min > 0``, with
+    ``weight="sigma2"`` (w/ρ is then bounded) or away from singular Σ_P instead.
 
     Args:
         mean_p, cov_p: P_0 (in Diff-Instruct / ARDiT the generator's distribution), shapes
@@ -616,14 +618,20 @@ def integral_kl(
         lam_p = float(low_p.min())
         p_scale = float(cov_p.detach().to(F64).abs().amax().clamp_min(1.0))
         lam_p = 0.0 if lam_p <= SINGULAR_REL * p_scale else lam_p
-        if _feature_scale(path, t_min, t_max, lam_p, GRAD_WARN_BELOW) is not None or (
-            lam_p == 0.0 and t_min == 0.0
-        ):
+        # the derivative along Σ_P's smallest eigenvector is −½∫ w(t) / (λ + ρ_t) dt (plus
+        # bounded terms): warn when these nodes do not resolve it (n vs 2n nodes)
+        sums = []
+        for n in (n_nodes, 2 * n_nodes):
+            tn, wn = gauss_legendre_times(t_min, t_max, n, scale=scale)
+            a2, s2 = path.alpha(tn).square(), path.sigma2(tn)
+            wt = wn * diffusion_weight(weight, tn, path)
+            sums.append(float((wt * a2 / (lam_p * a2 + s2)).sum()))
+        if abs(sums[1] - sums[0]) > GRAD_WARN_REL * abs(sums[1]):
             warnings.warn(
-                "integral_kl: `cov_p` is (nearly) singular and the range starts at or near t "
-                "= 0, so the derivative along its null space is -inf (singular, t_min = 0) or "
-                "very large, and the autograd value depends on n_nodes; pass t_min > 0 to "
-                "differentiate there",
+                "integral_kl: `cov_p` is (nearly) singular and w(t) / σ_t² is not integrable "
+                "(or not resolved) near t_min, so the derivative along its null space is -inf "
+                "or very large and the autograd value depends on n_nodes; pass t_min > 0 (or "
+                "weight='sigma2') to differentiate there",
                 stacklevel=2,
             )
     dtype = compute_dtype(mean_p, cov_p, mean_q, cov_q)
