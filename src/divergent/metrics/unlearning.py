@@ -139,6 +139,20 @@ def _check_samples(x: Any, name: str) -> Tensor:
     return x
 
 
+def _check_sample_pair(
+    p: Any, q: Any, p_name: str, q_name: str, first_axis: str = ""
+) -> tuple[Tensor, Tensor]:
+    """Both sample sets checked (:func:`_check_samples`), with the same point shape (all axes
+    but the first; ``first_axis`` says what that axis indexes in the message, if anything)."""
+    p, q = _check_samples(p, p_name), _check_samples(q, q_name)
+    if p.shape[1:] != q.shape[1:]:
+        raise ValueError(
+            f"`{p_name}` and `{q_name}` must have the same point shape (all axes but the "
+            f"first{first_axis}), got {tuple(p.shape)} and {tuple(q.shape)}"
+        )
+    return p, q
+
+
 def _check_clip(clip: Any) -> tuple[float, float]:
     ok = isinstance(clip, tuple | list) and len(clip) == 2
     if ok:
@@ -203,13 +217,7 @@ def binned_kl(
         >>> round(float(binned_kl(p, q, n_bins=2)), 4)  # (3/4, 1/4) vs (1/4, 3/4): ½ log 3
         0.5493
     """
-    p_samples = _check_samples(p_samples, "p_samples")
-    q_samples = _check_samples(q_samples, "q_samples")
-    if p_samples.shape[1:] != q_samples.shape[1:]:
-        raise ValueError(
-            f"`p_samples` and `q_samples` must have the same point shape (all axes but the "
-            f"first), got {tuple(p_samples.shape)} and {tuple(q_samples.shape)}"
-        )
+    p_samples, q_samples = _check_sample_pair(p_samples, q_samples, "p_samples", "q_samples")
     if p_samples.device != q_samples.device:
         raise ValueError(
             f"`p_samples` is on {p_samples.device} but `q_samples` is on {q_samples.device}"
@@ -301,12 +309,7 @@ def klom(
         Unlearning via Datamodel Matching", ICLR 2025 (arXiv 2410.23232); the estimator of
         ``unlearning_bench/eval.py`` in github.com/RoyRin/data-unlearning-bench.
     """
-    unlearned_margins = _check_samples(unlearned_margins, "unlearned_margins")
-    oracle_margins = _check_samples(oracle_margins, "oracle_margins")
-    if unlearned_margins.shape[1:] != oracle_margins.shape[1:]:
-        raise ValueError(
-            f"`unlearned_margins` and `oracle_margins` must have the same point shape (all axes "
-            f"but the first, the models), got {tuple(unlearned_margins.shape)} and "
-            f"{tuple(oracle_margins.shape)}"
-        )
+    unlearned_margins, oracle_margins = _check_sample_pair(
+        unlearned_margins, oracle_margins, "unlearned_margins", "oracle_margins", ", the models"
+    )
     return binned_kl(unlearned_margins, oracle_margins, n_bins=n_bins, clip=clip, floor=floor)
