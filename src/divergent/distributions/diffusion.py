@@ -59,7 +59,11 @@ from divergent._validation import (
     check_positive_scalar,
     compute_dtype,
 )
-from divergent.distributions.gaussian import gauss_kl_full
+from divergent.distributions.gaussian import (
+    check_gaussian_pair,
+    check_gaussian_params,
+    gauss_kl_full,
+)
 
 __all__ = [
     "DiffusionPath",
@@ -219,57 +223,6 @@ def diffusion_weight(weight: Weight, t: Tensor, path: DiffusionPath) -> Tensor:
     return w
 
 
-def _check_gaussian(mean: Tensor, cov: Tensor, mean_name: str, cov_name: str) -> Tensor:
-    """Validates one Gaussian; returns the smallest eigenvalue of each covariance (float64)."""
-    check_float_tensor(mean, mean_name, min_dim=1)
-    check_float_tensor(cov, cov_name, min_dim=2)
-    d = mean.shape[-1]
-    if d == 0:
-        raise ValueError(
-            f"`{mean_name}` must have a non-empty last (dimension) axis, got shape "
-            f"{tuple(mean.shape)} (d = 0)"
-        )
-    if cov.shape[-2:] != (d, d):
-        raise ValueError(
-            f"`{cov_name}` must be a ({d}, {d}) covariance (the dimension of `{mean_name}`, "
-            f"shape {tuple(mean.shape)}), got shape {tuple(cov.shape)}"
-        )
-    for x, name in ((mean, mean_name), (cov, cov_name)):
-        if not bool(torch.isfinite(x).all()):
-            kind = "NaN" if bool(torch.isnan(x).any()) else "an infinite value"
-            raise ValueError(f"`{name}` contains {kind}; means and covariances must be finite")
-    c = cov.detach().to(F64)
-    scale = c.abs().amax(dim=(-2, -1)).clamp_min(1.0)
-    asym = (c - c.transpose(-1, -2)).abs().amax(dim=(-2, -1))
-    if bool((asym > 1e-6 * scale).any()):
-        raise ValueError(
-            f"`{cov_name}` must be symmetric, got max |Σ − Σᵀ| = {float(asym.max()):.3g}"
-        )
-    low = torch.linalg.eigvalsh(0.5 * (c + c.transpose(-1, -2)))[..., 0]
-    if bool((low < -1e-8 * scale).any()):
-        raise ValueError(
-            f"`{cov_name}` must be positive semi-definite (singular allowed), got smallest "
-            f"eigenvalue {float(low.min()):.3g}"
-        )
-    try:
-        torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
-    except RuntimeError:
-        raise ValueError(
-            f"the batch shapes of `{mean_name}` {tuple(mean.shape[:-1])} and `{cov_name}` "
-            f"{tuple(cov.shape[:-2])} do not broadcast"
-        ) from None
-    return low
-
-
-def _check_batches(**shapes: torch.Size) -> None:
-    """The batch shapes of several Gaussians broadcast (a ``ValueError`` naming them if not)."""
-    try:
-        torch.broadcast_shapes(*shapes.values())
-    except RuntimeError:
-        listed = ", ".join(f"`{k}` {tuple(v)}" for k, v in shapes.items())
-        raise ValueError(f"the batch shapes do not broadcast: {listed}") from None
-
-
 def _scales(t: Tensor, path: DiffusionPath, batch_dims: int) -> tuple[Tensor, Tensor]:
     shape = t.shape + (1,) * batch_dims
     return path.alpha(t).reshape(shape), path.sigma2(t).reshape(shape)
@@ -297,7 +250,7 @@ def diffused_gaussian(
         [0.9209, 1.0791]
     """
     path = diffusion_path(path)
-    _check_gaussian(mean, cov, "mean", "cov")
+    check_gaussian_params(mean, cov, "mean", "cov", strict=True)
     t = _check_times(torch.as_tensor(t, dtype=mean.dtype, device=mean.device))
     batch = torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
     mean = mean.expand(*batch, mean.shape[-1])
@@ -342,19 +295,7 @@ def diffused_gaussian_kl(
         [3.802, 1.716, 0.022]
     """
     path = diffusion_path(path)
-    _check_gaussian(mean_p, cov_p, "mean_p", "cov_p")
-    _check_gaussian(mean_q, cov_q, "mean_q", "cov_q")
-    if mean_p.shape[-1] != mean_q.shape[-1]:
-        raise ValueError(
-            f"`mean_p` and `mean_q` must have the same dimension, got {mean_p.shape[-1]} and "
-            f"{mean_q.shape[-1]}"
-        )
-    _check_batches(
-        mean_p=mean_p.shape[:-1],
-        cov_p=cov_p.shape[:-2],
-        mean_q=mean_q.shape[:-1],
-        cov_q=cov_q.shape[:-2],
-    )
+    check_gaussian_pair(mean_p, cov_p, mean_q, cov_q, strict=True)
     dtype = compute_dtype(mean_p, cov_p, mean_q, cov_q)
     t = _check_times(torch.as_tensor(t, dtype=F64, device=mean_p.device))
     return _kl_at(mean_p, cov_p, mean_q, cov_q, t, path).to(dtype)
@@ -403,7 +344,7 @@ def diffused_gaussian_score(
     """
     path = diffusion_path(path)
     check_float_tensor(x, "x", min_dim=1)
-    _check_gaussian(mean, cov, "mean", "cov")
+    check_gaussian_params(mean, cov, "mean", "cov", strict=True)
     if not bool(torch.isfinite(x).all()):
         raise ValueError("`x` contains NaN or an infinite value")
     t = _check_times(torch.as_tensor(t, dtype=F64, device=x.device))
@@ -588,19 +529,7 @@ def integral_kl(
         Liu et al. 2024, ARDiT, arXiv 2406.05551 (IKL distillation per autoregressive step).
     """
     path = diffusion_path(path)
-    low_p = _check_gaussian(mean_p, cov_p, "mean_p", "cov_p")
-    low_q = _check_gaussian(mean_q, cov_q, "mean_q", "cov_q")
-    if mean_p.shape[-1] != mean_q.shape[-1]:
-        raise ValueError(
-            f"`mean_p` and `mean_q` must have the same dimension, got {mean_p.shape[-1]} and "
-            f"{mean_q.shape[-1]}"
-        )
-    _check_batches(
-        mean_p=mean_p.shape[:-1],
-        cov_p=cov_p.shape[:-2],
-        mean_q=mean_q.shape[:-1],
-        cov_q=cov_q.shape[:-2],
-    )
+    low_p, low_q = check_gaussian_pair(mean_p, cov_p, mean_q, cov_q, strict=True)
     gauss_legendre_times(t_min, t_max, n_nodes)  # validates the range and node count
     t_min, t_max = float(t_min), float(t_max)
     lam_q = float(low_q.min()) if low_q.numel() else 1.0

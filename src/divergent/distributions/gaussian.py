@@ -343,10 +343,23 @@ for _type_p, _type_q in ((Normal, Laplace), (Laplace, Normal)):
     )(_normal_laplace)
 
 
-def _check_w2_gaussian(mean: Tensor, cov: Tensor, mean_name: str, cov_name: str) -> None:
+def check_gaussian_params(
+    mean: Tensor, cov: Tensor, mean_name: str, cov_name: str, *, strict: bool = False
+) -> Tensor:
+    """Validates one Gaussian's (mean, covariance): float tensors, Σ of shape (..., d, d) for
+    a mean (..., d), finite entries, Σ symmetric and positive semi-definite (singular
+    allowed); each failure a ``ValueError`` naming the argument. ``strict`` (the diffusion
+    functions' checks; :func:`gaussian_w2` does not use it) also refuses d = 0 and batch
+    shapes of mean and Σ that do not broadcast. Returns the smallest eigenvalue of each
+    covariance (float64, batch shape of ``cov``)."""
     check_float_tensor(mean, mean_name, min_dim=1)
     check_float_tensor(cov, cov_name, min_dim=2)
     d = mean.shape[-1]
+    if strict and d == 0:
+        raise ValueError(
+            f"`{mean_name}` must have a non-empty last (dimension) axis, got shape "
+            f"{tuple(mean.shape)} (d = 0)"
+        )
     if cov.shape[-2:] != (d, d):
         raise ValueError(
             f"`{cov_name}` must be a ({d}, {d}) covariance (the dimension of `{mean_name}`, "
@@ -369,6 +382,44 @@ def _check_w2_gaussian(mean: Tensor, cov: Tensor, mean_name: str, cov_name: str)
             f"`{cov_name}` must be positive semi-definite (singular allowed), got smallest "
             f"eigenvalue {float(low.min()):.3g}"
         )
+    if strict:
+        try:
+            torch.broadcast_shapes(mean.shape[:-1], cov.shape[:-2])
+        except RuntimeError:
+            raise ValueError(
+                f"the batch shapes of `{mean_name}` {tuple(mean.shape[:-1])} and `{cov_name}` "
+                f"{tuple(cov.shape[:-2])} do not broadcast"
+            ) from None
+    return low
+
+
+def check_gaussian_pair(
+    mean_p: Tensor, cov_p: Tensor, mean_q: Tensor, cov_q: Tensor, *, strict: bool = False
+) -> tuple[Tensor, Tensor]:
+    """Validates two Gaussians P and Q (:func:`check_gaussian_params` each, named
+    ``mean_p`` / ``cov_p`` / ``mean_q`` / ``cov_q``) and that they have the same dimension;
+    with ``strict`` also that the four batch shapes broadcast together (a ``ValueError``
+    listing them). Returns the smallest covariance eigenvalues ``(low_p, low_q)``."""
+    low_p = check_gaussian_params(mean_p, cov_p, "mean_p", "cov_p", strict=strict)
+    low_q = check_gaussian_params(mean_q, cov_q, "mean_q", "cov_q", strict=strict)
+    if mean_p.shape[-1] != mean_q.shape[-1]:
+        raise ValueError(
+            f"`mean_p` and `mean_q` must have the same dimension, got {mean_p.shape[-1]} and "
+            f"{mean_q.shape[-1]}"
+        )
+    if strict:
+        shapes = {
+            "mean_p": mean_p.shape[:-1],
+            "cov_p": cov_p.shape[:-2],
+            "mean_q": mean_q.shape[:-1],
+            "cov_q": cov_q.shape[:-2],
+        }
+        try:
+            torch.broadcast_shapes(*shapes.values())
+        except RuntimeError:
+            listed = ", ".join(f"`{k}` {tuple(v)}" for k, v in shapes.items())
+            raise ValueError(f"the batch shapes do not broadcast: {listed}") from None
+    return low_p, low_q
 
 
 def _psd_sqrt(m: Tensor) -> Tensor:
@@ -412,13 +463,7 @@ def gaussian_w2(mean_p: Tensor, cov_p: Tensor, mean_q: Tensor, cov_q: Tensor) ->
         distributions", J. Multivariate Anal. 12(3); Givens & Shortt 1984, "A class of
         Wasserstein metrics for probability distributions", Michigan Math. J. 31(2).
     """
-    _check_w2_gaussian(mean_p, cov_p, "mean_p", "cov_p")
-    _check_w2_gaussian(mean_q, cov_q, "mean_q", "cov_q")
-    if mean_p.shape[-1] != mean_q.shape[-1]:
-        raise ValueError(
-            f"`mean_p` and `mean_q` must have the same dimension, got {mean_p.shape[-1]} and "
-            f"{mean_q.shape[-1]}"
-        )
+    check_gaussian_pair(mean_p, cov_p, mean_q, cov_q)
     out_dtype = compute_dtype(mean_p, cov_p, mean_q, cov_q)
     m1, s1, m2, s2 = (x.to(torch.float64) for x in (mean_p, cov_p, mean_q, cov_q))
     root_q = _psd_sqrt(s2)
