@@ -189,6 +189,21 @@ def _max_order(max_order: Any) -> int:
     return check_int(max_order, "max_order", 0, "largest Markov order", maximum=MAX_ORDER)
 
 
+def _check_rng(rng: Any) -> np.random.Generator:
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            "`rng` must be a numpy.random.Generator (e.g. np.random.default_rng(0)); got "
+            f"{type(rng).__name__} {rng!r}"
+        )
+    return rng
+
+
+def _source(source: Any) -> BinaryMarkovSource:
+    if not isinstance(source, BinaryMarkovSource):
+        raise ValueError(f"`source` must be a BinaryMarkovSource, got {type(source).__name__}")
+    return source
+
+
 # --------------------------------------------------------------------------------------------
 # contexts and counts
 # --------------------------------------------------------------------------------------------
@@ -198,6 +213,11 @@ def _context_codes(z: np.ndarray, start: int, n: int, order: int) -> np.ndarray:
     for j in range(1, order + 1):
         codes |= z[:, start - j : start - j + n] << (j - 1)
     return codes
+
+
+def _code_bits(codes: np.ndarray, length: int) -> np.ndarray:
+    """(len(codes), length) int64 bits of each code, most significant (oldest symbol) first."""
+    return ((codes[:, None] >> np.arange(length - 1, -1, -1)) & 1).astype(np.int64)
 
 
 def _earlier_counts(keys: np.ndarray, num_keys: int) -> np.ndarray:
@@ -230,9 +250,9 @@ def _order_log_probs(
     return out
 
 
-def _mixture_from_orders(per_order: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
-    """Conditional log Q(x_t | x^{t-1}) from per-order conditionals (N, D + 1, n)."""
-    cum = np.cumsum(per_order, axis=-1)
+def _mixture_from_cumulative(cum: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
+    """Conditional log Q(x_t | x^{t-1}) from the orders' cumulative log-likelihoods
+    (N, D + 1, n), the cumulative sums of :func:`_order_log_probs`."""
     log_q = logsumexp(log_prior[None, :, None] + cum, axis=1)  # log Q(x^t), t = 1…n
     log_q0 = float(logsumexp(log_prior))  # log Q(empty) = log Σπ (≈ 0)
     return np.diff(log_q, axis=-1, prepend=np.full((log_q.shape[0], 1), log_q0))
@@ -325,7 +345,7 @@ def markov_mixture_log_probs(
     log_prior = _log_order_prior(order_prior, max_order)
     a, b = _beta_prior(a, b)
     per_order = _order_log_probs(x, _past(past, x.shape[0], max_order), max_order, a, b)
-    out = torch.from_numpy(_mixture_from_orders(per_order, log_prior))
+    out = torch.from_numpy(_mixture_from_cumulative(np.cumsum(per_order, axis=-1), log_prior))
     return out[0] if single else out
 
 
@@ -336,7 +356,7 @@ def binary_sequences(n: int) -> np.ndarray:
     [[0, 0], [0, 1], [1, 0], [1, 1]]
     """
     n = check_int(n, "n", 1, "sequence length", maximum=20, why="2^n sequences are enumerated")
-    return ((np.arange(2**n)[:, None] >> np.arange(n - 1, -1, -1)) & 1).astype(np.int64)
+    return _code_bits(np.arange(2**n), n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,8 +467,7 @@ class BinaryMarkovSource:
         length = check_int(length, "length", 0, "past length", maximum=MAX_ORDER + 4)
         rng = _check_rng(rng)
         codes = rng.choice(2**length, size=num_sequences, p=self.block_probs(length))
-        shifts = np.arange(length - 1, -1, -1)  # column 0 is the oldest symbol x_{1-L}
-        return ((codes[:, None] >> shifts) & 1).astype(np.int64)
+        return _code_bits(codes, length)  # column 0 is the oldest symbol x_{1-L}
 
     def sample(
         self,
@@ -534,8 +553,7 @@ def markov_kl_rate(source: BinaryMarkovSource, model_logits: Any) -> Tensor:
         >>> float(markov_kl_rate(src, src.logits))
         0.0
     """
-    if not isinstance(source, BinaryMarkovSource):
-        raise ValueError(f"`source` must be a BinaryMarkovSource, got {type(source).__name__}")
+    source = _source(source)
     q = torch.as_tensor(model_logits)
     num = q.shape[-2] if q.ndim >= 2 else 0
     d = round(math.log2(num)) if num else -1
@@ -562,21 +580,6 @@ def markov_kl_rate(source: BinaryMarkovSource, model_logits: Any) -> Tensor:
 # --------------------------------------------------------------------------------------------
 # regret
 # --------------------------------------------------------------------------------------------
-def _check_rng(rng: Any) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(
-            "`rng` must be a numpy.random.Generator (e.g. np.random.default_rng(0)); got "
-            f"{type(rng).__name__} {rng!r}"
-        )
-    return rng
-
-
-def _source(source: Any) -> BinaryMarkovSource:
-    if not isinstance(source, BinaryMarkovSource):
-        raise ValueError(f"`source` must be a BinaryMarkovSource, got {type(source).__name__}")
-    return source
-
-
 def mixture_regret_exact(
     source: BinaryMarkovSource,
     n: int,
@@ -623,9 +626,10 @@ def mixture_regret_exact(
         )
     seqs = binary_sequences(n)
     if past is None:
+        # binary_sequences lists the pasts in code order (row c is context c), so their
+        # weights are the block law itself
         pasts = binary_sequences(length) if length else np.zeros((1, 0), dtype=np.int64)
-        shifts = np.arange(length - 1, -1, -1)
-        weights = source.block_probs(length)[(pasts << shifts).sum(1)] if length else np.ones(1)
+        weights = source.block_probs(length) if length else np.ones(1)
     else:
         pasts = _past(_symbols(past, "past", allow_empty=True).reshape(1, -1), 1, length)
         weights = np.ones(1)
@@ -744,10 +748,10 @@ def mixture_regret(
     for lo in range(0, num_sequences, batch):
         xb, pb = x[lo : lo + batch], past[lo : lo + batch]
         log_p = np.cumsum(source.log_probs(xb, pb).numpy(), axis=-1)
-        per_order = _order_log_probs(xb, pb, max_order, a, b)
-        log_q = np.cumsum(_mixture_from_orders(per_order, log_prior), axis=-1)
+        cum = np.cumsum(_order_log_probs(xb, pb, max_order, a, b), axis=-1)
+        log_q = np.cumsum(_mixture_from_cumulative(cum, log_prior), axis=-1)
         diffs.append((log_p - log_q)[:, idx])
-        singles.append(log_p[:, None, idx] - np.cumsum(per_order, axis=-1)[:, :, idx])
+        singles.append(log_p[:, None, idx] - cum[:, :, idx])
     diff = np.concatenate(diffs)
     per = diff / ns
     return RegretEstimate(
@@ -804,11 +808,11 @@ def _projection(source: BinaryMarkovSource, d: int) -> tuple[np.ndarray, np.ndar
     length = max(source.order, d)
     mu = source.block_probs(length)
     codes = np.arange(2**length)
-    theta = source.probs[codes % source.num_parameters]
     mass = np.bincount(codes % 2**d, weights=mu, minlength=2**d)
-    bar = np.bincount(codes % 2**d, weights=mu * theta, minlength=2**d) / mass
     if d >= source.order:  # the source is an order-d chain: θ̄ = θ0, Δ = 0 exactly
         return mass, source.probs[np.arange(2**d) % source.num_parameters], 0.0
+    theta = source.probs[codes % source.num_parameters]
+    bar = np.bincount(codes % 2**d, weights=mu * theta, minlength=2**d) / mass
     barc = bar[codes % 2**d]
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = theta * np.log(theta / barc) + (1 - theta) * np.log((1 - theta) / (1 - barc))
