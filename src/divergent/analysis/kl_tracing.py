@@ -59,6 +59,7 @@ from divergent._validation import (
     check_float_tensor,
     check_int,
     check_pair,
+    compute_dtype,
 )
 from divergent.categorical import DivergenceLike
 from divergent.functional import divergence as divergence_of
@@ -190,7 +191,7 @@ def rgb_difference_map(perturbed_mean: Tensor, clean_mean: Tensor) -> Tensor:
     for name, x in (("perturbed_mean", perturbed_mean), ("clean_mean", clean_mean)):
         if torch.isinf(x).any():
             raise ValueError(f"`{name}` holds an infinite entry; a mean prediction must be finite")
-    dtype = torch.float64 if perturbed_mean.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(perturbed_mean)
     diff = perturbed_mean.to(dtype) - clean_mean.to(dtype)
     sq = diff.pow(2).sum(-1)
     # sqrt's gradient at 0 is inf (NaN after the chain rule) where the inputs are equal: take
@@ -216,10 +217,9 @@ def _as_query(query: Any, leading: Sequence[int], height: int, width: int) -> Te
         )
     query = query.long()
     rows, cols = query[..., 0], query[..., 1]
-    if bool(((rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)).any()):
-        bad = query.reshape(-1, 2)[
-            ((rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)).reshape(-1)
-        ][0]
+    outside = (rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)
+    if bool(outside.any()):
+        bad = query.reshape(-1, 2)[outside.reshape(-1)][0]
         raise ValueError(
             f"`query` must lie inside the {height}×{width} map (0 <= row < {height}, "
             f"0 <= col < {width}), got {tuple(bad.tolist())}"
@@ -314,7 +314,7 @@ def trace_peak(
         raise ValueError(f"`score_map` has an empty spatial axis (shape {tuple(score_map.shape)})")
     leading = tuple(score_map.shape[:-2])
     q = _as_query(query, leading, height, width).to(score_map.device)
-    dtype = torch.float64 if score_map.dtype == torch.float64 else torch.float32
+    dtype = compute_dtype(score_map)
     scores = score_map.to(dtype)
     if candidates is None:
         keep = torch.ones_like(scores, dtype=torch.bool)
@@ -345,7 +345,6 @@ def trace_peak(
     masked = torch.where(flat_keep & ~torch.isnan(flat), flat, -math.inf)
     # −inf everywhere (e.g. a −inf map) still has a candidate: pick the first candidate.
     masked = torch.where(flat_keep & (masked == -math.inf), torch.finfo(dtype).min, masked)
-    masked = torch.where(flat_keep, masked, -math.inf)
     peak = masked.argmax(-1)
     r, c = peak // width, peak % width
     pos = torch.stack([r, c], -1).to(dtype)
