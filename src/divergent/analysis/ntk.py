@@ -226,10 +226,15 @@ class NTKMLP(nn.Module):
                 hs.append(h)
         return hs, pres
 
+    def _check_input(self, x: Tensor, name: str) -> None:
+        if x.dim() != 2 or x.shape[1] != self.widths[0]:
+            raise ValueError(
+                f"`{name}` must have shape (n, {self.widths[0]}), got {tuple(x.shape)}"
+            )
+
     def forward(self, x: Tensor) -> Tensor:
         """``(n, n_0)`` → ``(n, n_L)`` (``x`` is cast to the parameters' dtype)."""
-        if x.dim() != 2 or x.shape[1] != self.widths[0]:
-            raise ValueError(f"`x` must have shape (n, {self.widths[0]}), got {tuple(x.shape)}")
+        self._check_input(x, "x")
         return self._forward_layers(x.to(self.weights[0].dtype))[1][-1]
 
     def _layer_terms(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
@@ -264,11 +269,8 @@ class NTKMLP(nn.Module):
             ``(n1, n2)`` when ``n_L = 1``, else ``(n1, n2, k, k)`` (as :func:`empirical_ntk`).
         """
         x1, x2 = _check_pair_inputs(x1, x2)
-        for x, name in ((x1, "x1"), (x2, "x2")):
-            if x.dim() != 2 or x.shape[1] != self.widths[0]:
-                raise ValueError(
-                    f"`{name}` must have shape (n, {self.widths[0]}), got {tuple(x.shape)}"
-                )
+        self._check_input(x1, "x1")
+        self._check_input(x2, "x2")
         dtype = self.weights[0].dtype
         with torch.no_grad():
             h1, d1 = self._layer_terms(x1.to(dtype))
@@ -527,10 +529,11 @@ def linearized_prediction(
     if discrete and t != int(t):
         raise ValueError(f"`time` must be a whole number of steps when discrete=True, got {time!r}")
     k_XX64 = k_XX.double()
-    asym = float((k_XX64 - k_XX64.T).abs().max()) if bool(torch.isfinite(k_XX64).all()) else 0.0
+    finite = bool(torch.isfinite(k_XX64).all())
+    asym = float((k_XX64 - k_XX64.T).abs().max()) if finite else 0.0
     if asym > 1e-6 * max(1.0, float(k_XX64.abs().max())):
         raise ValueError(f"`kernel_train` must be symmetric, max |K − Kᵀ| = {asym:.3g}")
-    if not bool(torch.isfinite(k_XX64).all()):
+    if not finite:
         return torch.full(f0x.shape, math.nan, dtype=torch.float64, device=f0x.device)
     lam, u = torch.linalg.eigh((k_XX64 + k_XX64.T) / 2)
     c = eta / n
