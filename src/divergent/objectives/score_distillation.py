@@ -76,6 +76,7 @@ from divergent._validation import (
     check_int,
     check_positive_scalar,
     check_reduction,
+    compute_dtype,
     reduce_rows,
 )
 from divergent.categorical.fdiv import resolve_divergence
@@ -118,11 +119,6 @@ DivergenceArg = str | Divergence | FGenerator | Callable[[Tensor], Tensor]
 _PROBE_RATIOS = (0.1, 0.37, 0.8, 1.7, 4.2, 23.0)
 # float64 ratios from which h(r → ∞) is read off (see _weight_at_infinity)
 _LARGE_RATIOS = (1e20, 1e40, 1e80)
-
-
-def _compute_dtype(*tensors: Tensor) -> torch.dtype:
-    """float64 if any input is float64, else float32 (bf16 / fp16 are computed in fp32)."""
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def _generator(divergence: DivergenceArg, params: dict[str, Any], caller: str) -> FGenerator:
@@ -232,7 +228,7 @@ def f_divergence_weight(ratio: Tensor, divergence: DivergenceArg = "js", **param
             f"`ratio` must be >= 0 (a density ratio p/q), got min {float(ratio.min()):g}"
         )
     gen = _generator(divergence, params, "f_divergence_weight")
-    return _h(ratio.detach().to(_compute_dtype(ratio)), gen)
+    return _h(ratio.detach().to(compute_dtype(ratio)), gen)
 
 
 def normalize_batch_weights(weights: Tensor, *, eps: float = 1e-6) -> Tensor:
@@ -265,7 +261,7 @@ def normalize_batch_weights(weights: Tensor, *, eps: float = 1e-6) -> Tensor:
             f"`weights` has {int(torch.isposinf(w).sum())} infinite entr(y/ies): dividing by "
             "the mean (inf) is undefined"
         )
-    w = w.to(_compute_dtype(w))
+    w = w.to(compute_dtype(w))
     return w / (w.mean() + eps)
 
 
@@ -302,7 +298,7 @@ def discriminator_density_ratio(
     hi = check_positive_scalar(ratio_max, "ratio_max", allow_none=True, allow_inf=True)
     if lo is not None and hi is not None and not lo < hi:
         raise ValueError(f"`ratio_min` must be < `ratio_max`, got {lo!r} and {hi!r}")
-    r = torch.exp(logits.detach().to(_compute_dtype(logits)).clamp(-c, c))  # type: ignore[arg-type]
+    r = torch.exp(logits.detach().to(compute_dtype(logits)).clamp(-c, c))  # type: ignore[arg-type]
     if lo is not None or hi is not None:
         r = r.clamp(min=lo, max=hi)
     return r
@@ -392,7 +388,7 @@ class TimeBinnedRatioNormalizer(nn.Module):
             means[seen] = self.ema * means[seen] + (1.0 - self.ema) * batch_mean
             self.bin_means.copy_(means)
         out = r / (self.bin_means[idx] + self.eps)
-        return out.reshape(ratio.shape).to(_compute_dtype(ratio))
+        return out.reshape(ratio.shape).to(compute_dtype(ratio))
 
 
 def f_distill_weights(
@@ -548,8 +544,8 @@ def score_distillation_loss(
                 f"of `x`'s shape {tuple(x.shape)}, got {tuple(weight.shape)}"
             )
         inputs.append(weight)
-    cdtype = _compute_dtype(x)  # the loss's dtype: fp32, or float64 for a float64 x
-    gdtype = _compute_dtype(x, *inputs)  # g in float64 if any input is
+    cdtype = compute_dtype(x)  # the loss's dtype: fp32, or float64 for a float64 x
+    gdtype = compute_dtype(x, *inputs)  # g in float64 if any input is
     g = score_fake.detach().to(gdtype) - score_teacher.detach().to(gdtype)
     if weight is not None:
         w = weight.detach().to(gdtype)
@@ -641,7 +637,7 @@ def ratio_discriminator_loss(
     real_logits = check_float_tensor(real_logits, "real_logits")
     fake_logits = check_float_tensor(fake_logits, "fake_logits")
     reduction = check_choice(reduction, "reduction", ("mean", "sum"))
-    dtype = _compute_dtype(real_logits, fake_logits)
+    dtype = compute_dtype(real_logits, fake_logits)
     real = F.softplus(-real_logits.to(dtype)).reshape(-1)
     fake = F.softplus(fake_logits.to(dtype)).reshape(-1)
     return reduce_rows(real, reduction, count=real.numel(), normalizer=None) + reduce_rows(
@@ -662,5 +658,5 @@ def gan_generator_loss(fake_logits: Tensor, *, reduction: str = "mean") -> Tenso
     """
     fake_logits = check_float_tensor(fake_logits, "fake_logits")
     reduction = check_reduction(reduction)
-    values = F.softplus(-fake_logits.to(_compute_dtype(fake_logits)))
+    values = F.softplus(-fake_logits.to(compute_dtype(fake_logits)))
     return reduce_rows(values, reduction, count=values.numel(), normalizer=None)
