@@ -202,6 +202,8 @@ def train_linear_ensemble(
         init_scale: standard deviation of the initial weights (biases start at 0).
         generator: the random source of initialisation and orders.
         init: an ensemble to continue from (not modified).
+        rows: ``(n_models, m)`` row indices of ``x`` each model trains on (an epoch is a pass
+            over that model's rows); all ``n`` rows for every model when None.
 
     Returns:
         A new :class:`LinearEnsemble` of float32 (or ``x``'s dtype) parameters.
@@ -464,7 +466,8 @@ def influence_retrained(
     newton_steps = check_int(newton_steps, "newton_steps", 1, "Newton steps")
     shared = check_bool(shared, "shared")
     x64, retain = x_train.double(), ~forget
-    x1 = torch.cat([x64, torch.ones(n, 1, dtype=torch.float64)], 1)
+    x_retain, y_retain = x64[retain], y_train[retain]
+    x1_retain = torch.cat([x_retain, torch.ones(x_retain.shape[0], 1, dtype=torch.float64)], 1)
     start = LinearEnsemble(model.weight.double(), model.bias.double()).parameters_flat()
     if shared:
         start = start.mean(0, keepdim=True)
@@ -473,10 +476,11 @@ def influence_retrained(
     flat = start
     for _ in range(newton_steps):
         current = LinearEnsemble.from_flat(flat, d, c)
-        hess = _retain_hessian(flat.mean(0), x1[retain], c, weight_decay)  # type: ignore[arg-type]
-        if not shared and flat.shape[0] > 1:
-            hess = torch.stack([_retain_hessian(f, x1[retain], c, weight_decay) for f in flat])  # type: ignore[arg-type]
-        retain_grad = _mean_ce_grad_flat(current, x64[retain], y_train[retain])
+        if flat.shape[0] == 1:  # one shared shift (or a single model)
+            hess = _retain_hessian(flat[0], x1_retain, c, weight_decay)  # type: ignore[arg-type]
+        else:
+            hess = torch.stack([_retain_hessian(f, x1_retain, c, weight_decay) for f in flat])  # type: ignore[arg-type]
+        retain_grad = _mean_ce_grad_flat(current, x_retain, y_retain)
         # ∇L_R(θ̂) − ∇L_S(θ): the L2 terms differ by λ(θ̂ − θ) (they cancel at the first step)
         residual = retain_grad + weight_decay * (flat - start) - full_grad  # type: ignore[operator]
         flat = flat - torch.linalg.solve(hess, residual.unsqueeze(-1)).squeeze(-1)
