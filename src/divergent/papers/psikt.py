@@ -69,6 +69,7 @@ from divergent.papers._stats import (
     mean_ci,
     no_worse_than,
     paired_ci,
+    plot_methods,
 )
 from divergent.repro import Outcome, ReproContext, Verdict
 from divergent.train.knowledge_tracing import (
@@ -250,15 +251,14 @@ def experiment(ctx: ReproContext) -> Outcome:
         ax.set_ylabel("posterior mean")
         ax.set_title(f"r = {corr[name][-1]:.2f}", fontsize=9)
     ctx.savefig(fig, "traits")
-    fig, ax = ctx.subplots(figsize=(4.2, 3.4))
-    for j, method in enumerate(METHODS):
-        ax.bar(j, np.mean(auc[method]), color="0.85", edgecolor="0.4")
-        ax.plot([j] * len(auc[method]), auc[method], "o", ms=3.5)
-    ax.set_xticks(range(len(METHODS)), ["PSI-KT", "GRU", "oracle"])
-    ax.set_ylabel(f"AUC, next {HORIZON} answers")
-    ax.set_ylim(min(min(v) for v in auc.values()) - 0.02, max(max(v) for v in auc.values()) + 0.02)
-    ax.set_title(f"{size.n_learners} learners, {size.n_seeds} seeds", fontsize=9)
-    ctx.savefig(fig, "auc")
+    labels = {"psikt": "PSI-KT", "gru": "GRU", "oracle": "oracle"}
+    plot_methods(
+        ctx,
+        "auc",
+        {labels[m]: auc[m] for m in METHODS},
+        ylabel=f"AUC, next {HORIZON} answers",
+        title=f"{size.n_learners} learners, {size.n_seeds} seeds",
+    )
 
     tc = metrics["trait_correlation"]
     summary = (
