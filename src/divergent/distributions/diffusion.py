@@ -530,7 +530,7 @@ def integral_kl(
     """
     path = diffusion_path(path)
     low_p, low_q = check_gaussian_pair(mean_p, cov_p, mean_q, cov_q, strict=True)
-    gauss_legendre_times(t_min, t_max, n_nodes)  # validates the range and node count
+    t, wq = gauss_legendre_times(t_min, t_max, n_nodes)  # validates the range and node count
     t_min, t_max = float(t_min), float(t_max)
     lam_q = float(low_q.min()) if low_q.numel() else 1.0
     if t_min == 0.0:
@@ -542,18 +542,21 @@ def integral_kl(
             )
     # a nearly singular Σ_Q makes the integrand ~ 1/(λ_min + ρ_t) near t_min: adapt the nodes
     scale = _feature_scale(path, t_min, t_max, lam_q, ADAPT_BELOW)
-    t, wq = gauss_legendre_times(t_min, t_max, n_nodes, scale=scale)
+    if scale is not None:
+        t, wq = gauss_legendre_times(t_min, t_max, n_nodes, scale=scale)
+    t, wq = t.to(mean_p.device), wq.to(mean_p.device)
+    w = diffusion_weight(weight, t, path) * wq
     if cov_p.requires_grad and torch.is_grad_enabled() and low_p.numel():
         lam_p = float(low_p.min())
         p_scale = float(cov_p.detach().to(F64).abs().amax().clamp_min(1.0))
         lam_p = 0.0 if lam_p <= SINGULAR_REL * p_scale else lam_p
         # the derivative along Σ_P's smallest eigenvector is −½∫ w(t) / (λ + ρ_t) dt (plus
         # bounded terms): warn when these nodes do not resolve it (n vs 2n nodes)
+        # (n_nodes: this call's nodes and weights)
+        t2, w2 = gauss_legendre_times(t_min, t_max, 2 * n_nodes, scale=scale)
         sums = []
-        for n in (n_nodes, 2 * n_nodes):
-            tn, wn = gauss_legendre_times(t_min, t_max, n, scale=scale)
+        for tn, wt in ((t, w), (t2, w2 * diffusion_weight(weight, t2, path))):
             a2, s2 = path.alpha(tn).square(), path.sigma2(tn)
-            wt = wn * diffusion_weight(weight, tn, path)
             sums.append(float((wt * a2 / (lam_p * a2 + s2)).sum()))
         if abs(sums[1] - sums[0]) > GRAD_WARN_REL * abs(sums[1]):
             warnings.warn(
@@ -564,8 +567,6 @@ def integral_kl(
                 stacklevel=2,
             )
     dtype = compute_dtype(mean_p, cov_p, mean_q, cov_q)
-    t, wq = t.to(mean_p.device), wq.to(mean_p.device)
-    w = diffusion_weight(weight, t, path) * wq
     kl_t = _kl_at(mean_p, cov_p, mean_q, cov_q, t, path)
     w = w.reshape(w.shape + (1,) * (kl_t.dim() - 1))
     return (w * kl_t).sum(0).to(dtype)
