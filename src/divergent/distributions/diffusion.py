@@ -310,14 +310,16 @@ def _kl_at(
     eye = torch.eye(mp.shape[-1], dtype=F64, device=mp.device)
     a2, s2 = (a * a)[..., None, None], s2[..., None, None]
     sp, sq = a2 * cp + s2 * eye, a2 * cq + s2 * eye
-    for s, name in ((sp, "cov_p"), (sq, "cov_q")):
-        ok = torch.linalg.cholesky_ex(s.detach()).info == 0
-        if not bool(ok.all()):
-            raise ValueError(
-                f"`{name}` diffused to t = {float(t.reshape(-1)[0]):g} is singular (t = 0 with "
-                "a singular covariance, where the KL is infinite); use times t > 0"
-            )
-    return gauss_kl_full(a[..., None] * mp, sp, a[..., None] * mq, sq)
+    try:  # gauss_kl_full's Cholesky factors are the singularity check
+        return gauss_kl_full(a[..., None] * mp, sp, a[..., None] * mq, sq)
+    except torch.linalg.LinAlgError:
+        for s, name in ((sp, "cov_p"), (sq, "cov_q")):
+            if not bool((torch.linalg.cholesky_ex(s.detach()).info == 0).all()):
+                raise ValueError(
+                    f"`{name}` diffused to t = {float(t.reshape(-1)[0]):g} is singular (t = 0 "
+                    "with a singular covariance, where the KL is infinite); use times t > 0"
+                ) from None
+        raise
 
 
 def diffused_gaussian_score(
