@@ -64,7 +64,6 @@ from divergent._validation import (
     ENGINES,
     RowOptions,
     check_choice,
-    check_engine,
     explain_nan_rows,
     nan_rows_of,
 )
@@ -684,8 +683,8 @@ def _is_functorch_tensor(x: Tensor) -> bool:
 
 
 def use_engine(engine: str | None, p: Tensor, q: Tensor, inputs: str) -> bool:
-    """Whether :func:`divergent.divergence` should use the chunked engine for this call."""
-    engine = check_engine(engine)
+    """Whether :func:`divergent.divergence` should use the chunked engine for this call
+    (``engine`` already checked by :func:`divergent._validation.row_options`)."""
     mode = engine_mode() if engine is None else engine
     if mode == "reference" or inputs == "probs":
         return False

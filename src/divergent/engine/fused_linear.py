@@ -152,6 +152,7 @@ def _run(
 
     zb_s, zb_t = buffer(True, mm_s), buffer(True, mm_t)
     gzb_s, gzb_t = buffer(need_s, mm_s), buffer(need_t, mm_t)
+    weights = None if row_weights is None else row_weights.to(dtype).unsqueeze(-1)
     for start in range(0, count, step):
         stop = min(start + step, count)
         if idx is None:
@@ -165,11 +166,9 @@ def _run(
             z_t = _logits(h_t, wt_m, bt_m, job, zb_t[:rows])  # type: ignore[index]
         gz_s = None if gzb_s is None else gzb_s[:rows]
         gz_t = None if gzb_t is None else gzb_t[:rows]
-        for k in range(0, stop - start, sub):
-            kk = slice(k, min(k + sub, stop - start))
-            w = scale
-            if row_weights is not None:
-                w = row_weights[start + kk.start : start + kk.stop].to(dtype).unsqueeze(-1)
+        for k in range(0, rows, sub):
+            kk = slice(k, min(k + sub, rows))
+            w = scale if weights is None else weights[start + kk.start : start + kk.stop]
             values[start + kk.start : start + kk.stop], bad = run(
                 z_t[kk],
                 z_s[kk],
@@ -200,7 +199,7 @@ def _run(
                 g_w[:vocab].addmm_(gz.T.to(g_w.dtype), h.to(g_w.dtype))
             if g_b is not None:
                 g_b[:vocab] += gz.sum(0, dtype=g_b.dtype)
-        del z_s, z_t, gz_s, gz_t
+        del z_s, z_t, gz_s, gz_t  # views of the buffers: the del below then frees them
     del zb_s, zb_t, gzb_s, gzb_t
 
     grads = [g_hs, g_ws, g_bs, g_ht, g_wt, g_bt]
@@ -450,7 +449,7 @@ def fused_linear_divergence(
     lam = check_positive_scalar(
         logit_scale, "logit_scale", allow_none=True, what="a multiplier of the logits"
     )
-    check_chunk_size(chunk_size)
+    chunk_size = check_chunk_size(chunk_size)
     n_vocab = min(v_s, v_t)
     device_type = hs.device.type
     mm_rows = chunk_size or max(1, MATMUL_CHUNK_ELEMENTS.get(device_type, 1 << 26) // n_vocab)
