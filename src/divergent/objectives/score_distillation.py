@@ -61,6 +61,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -127,7 +128,8 @@ def _generator(divergence: DivergenceArg, params: dict[str, Any], caller: str) -
             raise ValueError(
                 f"{caller}(): a generator takes no divergence parameters, got {sorted(params)}"
             )
-        gen = divergence
+        source: Divergence | FGenerator = divergence
+        bound: tuple[tuple[str, float], ...] = ()
         name = "the given generator"
     else:
         div = resolve_divergence(divergence)
@@ -136,9 +138,26 @@ def _generator(divergence: DivergenceArg, params: dict[str, Any], caller: str) -
                 f"{caller}(): `divergence` must be an f-divergence (it needs h(r) = r² f''(r)); "
                 f"`{div.name}` has no generator"
             )
-        bound = div.bind(params, caller=caller, keywords=())
-        gen = div.generator(**bound)  # type: ignore[misc]
+        source = div
+        bound = tuple(div.bind(params, caller=caller, keywords=()).items())
         name = f"`{div.name}`"
+    try:
+        hash(source)
+    except TypeError:  # a generator holding an unhashable callable: checked every call
+        return _checked_generator.__wrapped__(source, bound, name, caller)
+    return _checked_generator(source, bound, name, caller)
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_generator(
+    source: Divergence | FGenerator, bound: tuple[tuple[str, float], ...], name: str, caller: str
+) -> FGenerator:
+    """The generator of ``source`` at ``bound``, its h probed once per (divergence,
+    parameters) or generator: the training loops call the weights every step."""
+    if isinstance(source, FGenerator):
+        gen = source
+    else:
+        gen = source.generator(**dict(bound))  # type: ignore[misc]
     probe = torch.tensor(_PROBE_RATIOS, dtype=torch.float64)
     try:
         h = gen.second_derivative_weight(probe).detach().double().clone()
