@@ -81,7 +81,6 @@ from divergent.train.score_distillation import (
     MixtureGenerator,
     ScoreDistillationConfig,
     distill_mixture_generator,
-    mixture_log_prob_and_score,
     ring_mixture,
 )
 
@@ -160,9 +159,7 @@ def _evaluate(
         means, stds = student.means.detach(), student.log_stds.detach().exp()
         centres = teacher.means
         log_p0, _ = teacher.log_prob_and_score(centres, torch.zeros(N_MODES))
-        log_q0, _ = mixture_log_prob_and_score(
-            centres.expand(c, -1, -1), torch.zeros(c, N_MODES), log_w, means, stds.pow(2)
-        )
+        log_q0, _ = student.log_prob_and_score(centres.expand(c, -1, -1), torch.zeros(c, N_MODES))
         density = (log_q0 - log_p0).double().exp()  # (C, modes)
         p = _mixture(teacher.weights.log()[None], teacher.means[None], teacher.stds[None])
         kl = closed_form(
