@@ -76,15 +76,10 @@ class RowArgs(NamedTuple):
     @classmethod
     def of(cls, options: RowArgs | Mapping[str, Any]) -> RowArgs:
         """``options`` as :class:`RowArgs`: a mapping of :class:`LossKeywords` (the caller's
-        ``**row_options``; defaults filled in, an unknown name a ``TypeError``) or RowArgs."""
+        ``**row_options``, defaults filled in; :func:`loss_keywords` has refused any other
+        name, naming the loss) or RowArgs."""
         if isinstance(options, RowArgs):
             return options
-        unknown = sorted(set(options) - set(cls._fields))
-        if unknown:
-            raise TypeError(
-                f"got an unexpected keyword argument {unknown[0]!r} (the row options are "
-                f"{', '.join(LOSS_PARAMETERS)})"
-            )
         return cls(**options)
 
 
