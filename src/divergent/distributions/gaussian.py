@@ -170,15 +170,33 @@ def gauss_kl_full(mu1: Tensor, s1: Tensor, mu2: Tensor, s2: Tensor) -> Tensor:
     return 0.5 * (trace + maha - d + logdet)
 
 
+def normal_kl(loc_p: Tensor, var_p: Tensor, loc_q: Tensor, var_q: Tensor) -> Tensor:
+    r"""Elementwise :math:`\mathrm{KL}(N(m_p, v_p)\|N(m_q, v_q)) = \tfrac12\big(r + (m_p -
+    m_q)^2/v_q - 1 - \log r\big)`, :math:`r = v_p / v_q` (variances, not scales).
+
+    No checks, so NaN in gives NaN out per element (callers that need NaN to pass through
+    parameters that ``torch.distributions`` would refuse use it directly).
+
+    Example:
+        >>> round(float(normal_kl(torch.tensor(1.0), torch.tensor(1.0), torch.tensor(0.0),
+        ...                       torch.tensor(1.0))), 4)
+        0.5
+
+    References:
+        Kullback (1959), Information Theory and Statistics; the univariate case of the Gaussian
+        KL (Pardo 2006, Statistical Inference Based on Divergence Measures).
+    """
+    ratio = var_p / var_q
+    return 0.5 * (ratio + (loc_p - loc_q).square() / var_q - 1.0 - torch.log(ratio))
+
+
 def _gaussian_kl(p: Distribution, q: Distribution) -> Tensor:
     if is_diag_gaussian(p) and is_diag_gaussian(q):
         mu1, v1, k1 = _diag_params(p)
         mu2, v2, k2 = _diag_params(q)
         if k1 != k2:
             raise ValueError("diagonal Gaussians with different event ranks cannot be compared")
-        r = v1 / v2
-        val = 0.5 * (r + (mu1 - mu2).square() / v2 - 1.0 - torch.log(r))
-        return sum_rightmost(val, k1)
+        return sum_rightmost(normal_kl(mu1, v1, mu2, v2), k1)
     mu1, s1 = full_params(p)
     mu2, s2 = full_params(q)
     return gauss_kl_full(mu1, s1, mu2, s2)

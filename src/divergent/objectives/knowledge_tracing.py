@@ -57,6 +57,7 @@ from divergent._validation import (
     reduce_rows,
 )
 from divergent.distributions.closed_form import closed_form
+from divergent.distributions.gaussian import normal_kl
 from divergent.functional import kl
 
 __all__ = [
@@ -372,14 +373,14 @@ def knowledge_tracing_elbo(
     q_var = q_scale.square()
     # n = 0: the stationary law N(μ, σ²/2α)
     stationary_var = vol[..., 0, :].square() / (2.0 * speed[..., 0, :])
-    kl_first = _normal_kl(q_loc[:, 0], q_var[:, 0], mean[..., 0, :], stationary_var)
+    kl_first = normal_kl(q_loc[:, 0], q_var[:, 0], mean[..., 0, :], stationary_var)
     kl_states = kl_first.sum(-1).mean(0)
     if n_steps > 1:
         m, v = ou_transition(states[:, :, :-1], gaps[:, 1:, None], speed, mean, vol)
         later_loc = q_loc[:, 1:]
         if state_coupling is not None:  # q(z_n | z_{n−1}) given the draw of z_{n−1}
             later_loc = later_loc + state_coupling[:, 1:] * states[:, :, :-1]
-        kl_later = _normal_kl(later_loc, q_var[:, 1:], m, v)
+        kl_later = normal_kl(later_loc, q_var[:, 1:], m, v)
         kl_states = kl_states + kl_later.sum((-2, -1)).mean(0)
 
     entropy_traits = trait_posterior.entropy().sum(-1)
@@ -392,14 +393,6 @@ def knowledge_tracing_elbo(
     return KnowledgeTracingTerms(
         *(reduce_rows(t, reduction, count=t.numel(), normalizer=None) for t in terms)
     )
-
-
-def _normal_kl(loc_q: Tensor, var_q: Tensor, loc_p: Tensor, var_p: Tensor) -> Tensor:
-    r""":math:`\mathrm{KL}(N(m_q, v_q)\|N(m_p, v_p))
-    = \tfrac12\big(r + (m_q - m_p)^2/v_p - 1 - \log r\big)`, :math:`r = v_q / v_p`,
-    elementwise (the formula of :func:`closed_form`'s Gaussian pair); NaN in gives NaN out."""
-    ratio = var_q / var_p
-    return 0.5 * (ratio + (loc_q - loc_p).square() / var_p - 1.0 - torch.log(ratio))
 
 
 def _check_trait_prior(trait_prior: Any, n_learners: int) -> None:
