@@ -24,6 +24,7 @@ evaluated by :func:`divergent.functional.divergence` (the chunked engine).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -177,9 +178,16 @@ def _split_kd_keywords(
     (``function``); unknown or bad divergence parameters fail here, naming the loss and
     suggesting the closest of its keywords for a misspelt one."""
     row_args, divergence_params = split_keywords(keywords, RowArgs._fields)
-    shown = tuple(inspect.signature(function).parameters)
+    shown = _keywords_of(function)
     resolve_divergence(divergence).bind(divergence_params, caller=function.__name__, keywords=shown)
     return RowArgs(**row_args), divergence_params
+
+
+@functools.cache
+def _keywords_of(function: Callable[..., Tensor]) -> tuple[str, ...]:
+    """The keywords ``function``'s (spelt-out) signature shows, read once per function rather
+    than on every call (they only serve a misspelt keyword's message)."""
+    return tuple(inspect.signature(function).parameters)
 
 
 def _kd(
