@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import math
 import os
 from dataclasses import dataclass
@@ -127,12 +128,17 @@ def validate_table(
         raise DataError(
             f"{source}: only one class (label {int(classes[0])}); classification needs at least 2"
         )
-    if classes.size != int(classes[-1]) + 1:  # C = max + 1 would hold classes never seen
-        missing = sorted(set(range(int(classes[-1]) + 1)) - {int(c) for c in classes})
+    top = int(classes[-1])
+    if classes.size != top + 1:  # C = max + 1 would hold classes never seen
+        # the first six gaps between the sorted classes (not a set of 0..max: a label of 10**9
+        # must not build one)
+        seen = classes.tolist()
+        gaps = (c for lo, hi in zip([-1, *seen], seen) for c in range(lo + 1, hi))
+        missing = list(itertools.islice(gaps, 6))
         shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
         raise DataError(
             f"{source}: labels must be 0..C-1 with every class present; found {classes.size} "
-            f"classes up to {int(classes[-1])}, with no rows labelled {shown} (relabel them "
+            f"classes up to {top}, with no rows labelled {shown} (relabel them "
             "0..C-1, e.g. subtract 1 from labels that start at 1)"
         )
     return features.astype(np.float32), int_labels
