@@ -21,14 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from divergent._validation import check_int as _check_int
-from divergent._validation import check_positive_scalar, check_same_device
+from divergent._validation import check_int, check_positive_scalar, check_same_device
 
 __all__ = [
     "IntervalEstimate",
     "as_points",
     "as_result",
-    "check_int",
     "check_same_dim",
     "result_dtype",
     "subsampling_ci",
@@ -116,14 +114,6 @@ def check_same_dim(x: Tensor, y: Tensor, x_name: str = "x", y_name: str = "y") -
             f"{x.shape[1]} and {y.shape[1]}"
         )
     check_same_device(x, x_name, y, y_name)
-
-
-def check_int(
-    value: Any, name: str, low: int, high: int | None = None, what: str = "", why: str = ""
-) -> int:
-    """:func:`divergent._validation.check_int` (an integer in [``low``, ``high``]; numpy
-    integers too, as counts computed from numpy samples often are) with the bounds positional."""
-    return _check_int(value, name, low, what, maximum=high, why=why)
 
 
 def check_level(level: Any) -> float:

@@ -57,6 +57,7 @@ from torch import Tensor
 from divergent._validation import (
     check_bool,
     check_choice,
+    check_int,
     check_positive_scalar,
     spell_keywords,
     split_keywords,
@@ -65,7 +66,6 @@ from divergent.samples._points import (
     IntervalEstimate,
     as_points,
     as_result,
-    check_int,
     check_level,
     check_same_dim,
     subsampling_ci,
@@ -356,7 +356,7 @@ def _prepare_pair(x: Any, y: Any, k: Any, opts: _Options) -> tuple[Any, ...]:
     check_same_dim(xt, yt)
     n, m = xt.shape[0], yt.shape[0]
     why = f"`x` has n = {n} points, `y` has m = {m}: at most n − 1 and m neighbours exist"
-    k = check_int(k, "k", 1, min(n - 1, m), "number of neighbours", why)
+    k = check_int(k, "k", 1, "number of neighbours", maximum=min(n - 1, m), why=why)
     return xt, yt, n, m, k, opts.checked()
 
 
@@ -561,7 +561,7 @@ def knn_entropy(
     xt = as_points(x, "x", min_rows=2)
     n, d = xt.shape
     why = f"`x` has n = {n} points: at most n − 1 neighbours exist"
-    k = check_int(k, "k", 1, n - 1, "number of neighbours", why)
+    k = check_int(k, "k", 1, "number of neighbours", maximum=n - 1, why=why)
     opts = _Options.of("knn_entropy", options).checked()
     _refuse_duplicates(xt, None, opts.duplicates)
     method = _resolve_method(opts.method, xt)
